@@ -1,0 +1,12 @@
+//! `amla-compiler`: the `.amla` kernel compiler.
+//!
+//! Pipeline: [`syntax`] (pest grammar → AST with spans) → [`check`] (names,
+//! dtypes, symbolic shapes → typed AST) → [`ir`] (tile IR) → [`passes`] →
+//! codegen (Cranelift). Diagnostics for every stage live in [`diag`].
+
+pub mod check;
+pub mod cli;
+pub mod diag;
+pub mod ir;
+pub mod passes;
+pub mod syntax;
