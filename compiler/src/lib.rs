@@ -10,3 +10,4 @@ pub mod diag;
 pub mod ir;
 pub mod passes;
 pub mod syntax;
+pub mod target;
