@@ -9,5 +9,6 @@ pub mod cli;
 pub mod diag;
 pub mod ir;
 pub mod passes;
+pub mod reference;
 pub mod syntax;
 pub mod target;
