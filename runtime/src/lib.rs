@@ -18,3 +18,16 @@ pub use dtype::{DType, Element};
 pub use error::{RuntimeError, status};
 pub use gm::{Gm, GmDesc, GmId};
 pub use units::{Buffer, Pipe, UnitKind};
+pub mod ctx;
+pub mod flags;
+pub mod jit;
+pub mod launch;
+pub mod ops;
+pub mod rescale;
+pub mod stats;
+pub mod trace;
+
+pub use ctx::KernelCtx;
+pub use launch::{Entry, EntryFn, Kernel, LaunchReport, RustEntry, Unit, launch};
+pub use matmul::{AccumMode, BLayout, Gemm, MatmulPath};
+pub use ops::{StoreMode, Tile};

@@ -227,7 +227,7 @@ fn k_zero_and_empty_shapes() {
     matmul(
         &Gemm::dense(0, 3, 4, BLayout::KN, AccumMode::Overwrite),
         &a,
-        &vec![bf16::ZERO; 12],
+        &[bf16::ZERO; 12],
         &mut none,
     )
     .unwrap();
