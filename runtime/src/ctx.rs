@@ -8,7 +8,7 @@
 //!   code reads fields at the `KernelCtx::OFFSET_*` offsets.
 //! - Buffer pointers of buffers the unit does not own are null with size 0:
 //!   the Cube sees L1/L0A/L0B/L0C, a Vector unit sees its own UB.
-//! - `rt` points to a [`UnitRt`] owned by the same thread; it is opaque to
+//! - `rt` points to a `UnitRt` owned by the same thread; it is opaque to
 //!   JIT code and only dereferenced by the runtime's entry points.
 
 use std::cell::{Cell, RefCell};

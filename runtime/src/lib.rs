@@ -2,7 +2,10 @@
 //!
 //! Architecture invariant: this crate never depends on the compiler or on
 //! Cranelift. JIT code calls into it through the `extern "C"` entry points
-//! listed by [`jit::jit_symbols`].
+//! listed by [`jit::jit_symbols`]. See `runtime/README.md` for the execution
+//! model, the `KernelCtx` layout and the symbol table.
+
+#![warn(missing_docs)]
 
 pub mod aligned;
 pub mod arena;
