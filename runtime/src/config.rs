@@ -1,0 +1,192 @@
+//! Core and launch configuration.
+//!
+//! Invariants:
+//! - The runtime never reads a target file: the compiler reads capacities from
+//!   `targets/*.toml` and passes them in as a [`CoreConfig`]. The defaults are
+//!   an Ascend 910B AI core, so tests need no target file.
+//! - [`CoreConfig::validate`] and [`LaunchConfig::validate`] are called by the
+//!   launcher before anything runs; an invalid config is an error, never a panic.
+
+use std::time::Duration;
+
+use crate::error::RuntimeError;
+
+/// Number of cross-core flag IDs per core on a 910B.
+pub const DEFAULT_FLAG_IDS: u32 = 16;
+
+/// Largest number of Vector sub-blocks (AIVs) per core the runtime accepts.
+pub const MAX_SUB_BLOCKS: usize = 8;
+
+/// Capacities of one emulated AI core's local buffers, in bytes.
+///
+/// `ub` is per Vector unit (AIV): a core with two AIVs has two UBs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// L1 (Cube side, matmul operand staging), bytes.
+    pub l1: usize,
+    /// L0A (Cube left operand), bytes.
+    pub l0a: usize,
+    /// L0B (Cube right operand), bytes.
+    pub l0b: usize,
+    /// L0C (Cube f32 accumulator), bytes.
+    pub l0c: usize,
+    /// UB (Vector unit buffer), bytes per AIV.
+    pub ub: usize,
+    /// Cross-core flag IDs per core (16 on a 910B).
+    pub flag_ids: u32,
+}
+
+impl CoreConfig {
+    /// The Ascend 910B core: L1 512 KiB, L0A 64 KiB, L0B 64 KiB, L0C 128 KiB,
+    /// UB 192 KiB per AIV, 16 flag IDs.
+    pub fn ascend910b() -> Self {
+        CoreConfig {
+            l1: 512 * 1024,
+            l0a: 64 * 1024,
+            l0b: 64 * 1024,
+            l0c: 128 * 1024,
+            ub: 192 * 1024,
+            flag_ids: DEFAULT_FLAG_IDS,
+        }
+    }
+
+    /// Checks that every capacity is non-zero and at most 1 GiB, and that there
+    /// is at least one flag ID (at most 64).
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        const MAX: usize = 1 << 30;
+        for (name, v) in [
+            ("l1", self.l1),
+            ("l0a", self.l0a),
+            ("l0b", self.l0b),
+            ("l0c", self.l0c),
+            ("ub", self.ub),
+        ] {
+            if v == 0 || v > MAX {
+                return Err(RuntimeError::InvalidConfig(format!(
+                    "core buffer {name} capacity {v} bytes is outside 1..={MAX}"
+                )));
+            }
+        }
+        if self.flag_ids == 0 || self.flag_ids > 64 {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "flag_ids = {} is outside 1..=64",
+                self.flag_ids
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self::ascend910b()
+    }
+}
+
+/// How a launch runs on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    /// Emulated AI cores (each = 1 Cube thread + `vector_sub_blocks` Vector
+    /// threads). Default: the host's available parallelism. May exceed it.
+    pub cores: usize,
+    /// Vector units (AIVs) per core; 2 on a 910B. `1..=MAX_SUB_BLOCKS`.
+    pub vector_sub_blocks: usize,
+    /// How long a flag wait may block before it fails with a timeout error.
+    pub wait_timeout: Duration,
+    /// Record a trace of (unit, name, start, end) events.
+    pub trace: bool,
+    /// Fill local arenas with the byte 0xFF (f32/bf16 NaN) instead of zeros,
+    /// so kernels that read uninitialised local memory show it.
+    pub poison_local: bool,
+}
+
+impl LaunchConfig {
+    /// Sets the number of emulated cores.
+    pub fn with_cores(mut self, cores: usize) -> Self {
+        self.cores = cores;
+        self
+    }
+
+    /// Sets the flag wait timeout.
+    pub fn with_wait_timeout(mut self, t: Duration) -> Self {
+        self.wait_timeout = t;
+        self
+    }
+
+    /// Enables or disables the trace recorder.
+    pub fn with_trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
+    /// Sets the number of Vector units per core.
+    pub fn with_vector_sub_blocks(mut self, n: usize) -> Self {
+        self.vector_sub_blocks = n;
+        self
+    }
+
+    /// Checks `cores` in `1..=4096` and `vector_sub_blocks` in `1..=MAX_SUB_BLOCKS`.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if self.cores == 0 || self.cores > 4096 {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "cores = {} is outside 1..=4096",
+                self.cores
+            )));
+        }
+        if self.vector_sub_blocks == 0 || self.vector_sub_blocks > MAX_SUB_BLOCKS {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "vector_sub_blocks = {} is outside 1..={MAX_SUB_BLOCKS}",
+                self.vector_sub_blocks
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for LaunchConfig {
+    fn default() -> Self {
+        LaunchConfig {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            vector_sub_blocks: 2,
+            wait_timeout: Duration::from_secs(10),
+            trace: false,
+            poison_local: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_910b() {
+        let c = CoreConfig::default();
+        assert_eq!(c.l1, 524288);
+        assert_eq!(c.l0a, 65536);
+        assert_eq!(c.l0b, 65536);
+        assert_eq!(c.l0c, 131072);
+        assert_eq!(c.ub, 196608);
+        assert!(c.validate().is_ok());
+        let l = LaunchConfig::default();
+        assert_eq!(l.vector_sub_blocks, 2);
+        assert!(l.cores >= 1);
+        assert!(l.validate().is_ok());
+    }
+
+    #[test]
+    fn invalid_configs_are_errors() {
+        let c = CoreConfig {
+            l0a: 0,
+            ..CoreConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("l0a"));
+        assert!(LaunchConfig::default().with_cores(0).validate().is_err());
+        assert!(
+            LaunchConfig::default()
+                .with_vector_sub_blocks(MAX_SUB_BLOCKS + 1)
+                .validate()
+                .is_err()
+        );
+    }
+}

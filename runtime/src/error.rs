@@ -1,0 +1,231 @@
+//! The runtime's error type and the status codes JIT code sees.
+//!
+//! Invariants:
+//! - Every failure is a [`RuntimeError`] value; nothing in the runtime panics
+//!   on bad input.
+//! - [`RuntimeError::status`] maps each error to a non-zero `i32` status (the
+//!   constants in [`status`]); 0 always means success.
+
+use std::time::Duration;
+
+use crate::dtype::DType;
+use crate::units::{Buffer, UnitKind};
+
+/// Status codes returned by the `extern "C"` entry points and expected from
+/// kernel entries. 0 is success; kernels may return any other non-zero value
+/// of their own, which the launcher reports as [`RuntimeError::KernelStatus`].
+pub mod status {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A flag wait timed out.
+    pub const TIMEOUT: i32 = 1;
+    /// The launch was aborted because another unit failed.
+    pub const ABORTED: i32 = 2;
+    /// An access was outside a buffer.
+    pub const OUT_OF_BOUNDS: i32 = 3;
+    /// An argument was invalid (bad code, shape, dtype, flag id, …).
+    pub const BAD_ARGUMENT: i32 = 4;
+    /// A unit touched a buffer it does not own (e.g. the Cube and UB).
+    pub const NOT_OWNED: i32 = 5;
+    /// Local memory or host memory exhausted.
+    pub const OUT_OF_MEMORY: i32 = 6;
+    /// Anything else (panic caught, thread spawn failure, …).
+    pub const INTERNAL: i32 = 7;
+}
+
+/// Everything that can go wrong in the runtime.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The host allocator refused an allocation.
+    #[error("host allocation of {bytes} bytes failed")]
+    AllocFailed {
+        /// Requested bytes.
+        bytes: usize,
+    },
+    /// A local arena allocation does not fit.
+    #[error(
+        "{buffer} allocation of {requested} bytes does not fit: capacity {capacity} bytes, {used} already used"
+    )]
+    OutOfLocalMemory {
+        /// The local buffer.
+        buffer: Buffer,
+        /// Bytes asked for.
+        requested: usize,
+        /// The buffer's capacity in bytes.
+        capacity: usize,
+        /// Bytes already allocated.
+        used: usize,
+    },
+    /// An access (offset, rows × stride) reaches outside a buffer.
+    #[error("{what}: elements {start}..{end} are outside {buffer} ({capacity} elements)")]
+    OutOfBounds {
+        /// What was being accessed (operation and operand).
+        what: String,
+        /// The buffer (for GM: its name and index).
+        buffer: String,
+        /// First element index touched.
+        start: u64,
+        /// One past the last element index touched.
+        end: u64,
+        /// Capacity in elements.
+        capacity: u64,
+    },
+    /// A GM buffer index is not bound.
+    #[error("GM buffer index {index} is not bound ({count} buffers)")]
+    UnknownGmBuffer {
+        /// The index asked for.
+        index: u64,
+        /// Buffers bound.
+        count: u64,
+    },
+    /// A typed access used the wrong element type.
+    #[error("buffer {buffer} holds {actual}, not {expected}")]
+    DTypeMismatch {
+        /// The buffer name.
+        buffer: String,
+        /// The type asked for.
+        expected: DType,
+        /// The type it holds.
+        actual: DType,
+    },
+    /// A unit used a buffer it does not own.
+    #[error("{unit} cannot access {buffer}")]
+    NotOwned {
+        /// The unit.
+        unit: UnitKind,
+        /// The buffer.
+        buffer: Buffer,
+    },
+    /// An argument is invalid.
+    #[error("bad argument: {0}")]
+    BadArgument(String),
+    /// A flag wait was not satisfied in time.
+    #[error(
+        "kernel `{kernel}`: {unit} of core {core} timed out after {timeout:?} waiting on flag {flag} (block {block})"
+    )]
+    FlagTimeout {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The waiting unit.
+        unit: UnitKind,
+        /// Flag id.
+        flag: u32,
+        /// The caller-supplied block / iteration number.
+        block: u64,
+        /// The timeout in force.
+        timeout: Duration,
+    },
+    /// A wait or call ended because another unit failed first.
+    #[error("kernel `{kernel}`: {unit} of core {core} aborted because another unit failed")]
+    Aborted {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The unit.
+        unit: UnitKind,
+    },
+    /// A kernel entry returned a non-zero status without a runtime error.
+    #[error(
+        "kernel `{kernel}`: {unit} of core {core} returned status {code} on work item {work_item}"
+    )]
+    KernelStatus {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The unit.
+        unit: UnitKind,
+        /// Work item being run.
+        work_item: u64,
+        /// The status returned.
+        code: i32,
+    },
+    /// A Rust kernel closure panicked (the panic was caught).
+    #[error(
+        "kernel `{kernel}`: {unit} of core {core} panicked on work item {work_item}: {message}"
+    )]
+    KernelPanicked {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The unit.
+        unit: UnitKind,
+        /// Work item being run.
+        work_item: u64,
+        /// The panic message.
+        message: String,
+    },
+    /// A kernel-level error raised by Rust kernel code.
+    #[error("kernel error: {0}")]
+    Kernel(String),
+    /// Something the runtime could not do (e.g. spawn a thread).
+    #[error("internal runtime error: {0}")]
+    Internal(String),
+}
+
+impl RuntimeError {
+    /// The non-zero status code for this error.
+    pub fn status(&self) -> i32 {
+        use RuntimeError::*;
+        match self {
+            FlagTimeout { .. } => status::TIMEOUT,
+            Aborted { .. } => status::ABORTED,
+            OutOfBounds { .. } | UnknownGmBuffer { .. } => status::OUT_OF_BOUNDS,
+            BadArgument(_) | DTypeMismatch { .. } | InvalidConfig(_) => status::BAD_ARGUMENT,
+            NotOwned { .. } => status::NOT_OWNED,
+            OutOfLocalMemory { .. } | AllocFailed { .. } => status::OUT_OF_MEMORY,
+            KernelStatus { code, .. } => *code,
+            KernelPanicked { .. } | Kernel(_) | Internal(_) => status::INTERNAL,
+        }
+    }
+
+    /// True for [`RuntimeError::Aborted`].
+    pub fn is_aborted(&self) -> bool {
+        matches!(self, RuntimeError::Aborted { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_parts() {
+        let e = RuntimeError::OutOfLocalMemory {
+            buffer: Buffer::L0A,
+            requested: 70000,
+            capacity: 65536,
+            used: 0,
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("l0a") && s.contains("70000") && s.contains("65536"),
+            "{s}"
+        );
+        assert_eq!(e.status(), status::OUT_OF_MEMORY);
+        let t = RuntimeError::FlagTimeout {
+            kernel: "mla".into(),
+            core: 3,
+            unit: UnitKind::Vector(1),
+            flag: 5,
+            block: 42,
+            timeout: Duration::from_millis(50),
+        };
+        let s = t.to_string();
+        assert!(
+            s.contains("mla")
+                && s.contains("vector1")
+                && s.contains("flag 5")
+                && s.contains("block 42"),
+            "{s}"
+        );
+        assert_eq!(t.status(), status::TIMEOUT);
+    }
+}

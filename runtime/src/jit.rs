@@ -1,0 +1,349 @@
+//! The `extern "C"` entry points JIT-compiled kernels call, all listed in
+//! [`jit_symbols`] (the compiler registers them with cranelift-jit by name).
+//!
+//! Common contract of every `amla_rt_*` function taking `ctx`:
+//! - `ctx` is the `*const KernelCtx` the kernel entry received, used on the
+//!   same thread during the same launch (null is rejected with
+//!   `status::BAD_ARGUMENT`).
+//! - Returns 0 on success or a non-zero [`crate::error::status`] code. On
+//!   failure the runtime has already recorded a detailed error for the launch
+//!   (first error wins) and raised the abort flag: the kernel should return
+//!   the status at once; `launch` then returns the detailed error.
+//! - Offsets and strides are in **elements** of the operand's dtype. Buffer
+//!   codes: 1 = L1, 2 = L0A, 3 = L0B, 4 = L0C, 5 = UB (0 = GM where allowed).
+//!   Dtype codes: 0 = f32, 1 = bf16, 2 = f16, 3 = i32. The GM side's dtype is
+//!   always the GM buffer's own.
+//! - Everything is bounds- and ownership-checked; no call panics or unwinds
+//!   into JIT code.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::ctx::KernelCtx;
+use crate::dtype::DType;
+use crate::error::{RuntimeError, status};
+use crate::matmul::{AccumMode, BLayout, Gemm};
+use crate::ops::{Env, StoreMode, Tile};
+use crate::rescale::exp2_scale_bits;
+use crate::units::Buffer;
+
+/// Runs `f` on the unit behind `ctx`, turning errors into status codes.
+///
+/// # Safety
+/// `ctx` must satisfy the module's contract.
+unsafe fn run(ctx: *const KernelCtx, f: impl FnOnce(&Env<'_>) -> Result<(), RuntimeError>) -> i32 {
+    // SAFETY: caller's contract.
+    let Some(env) = (unsafe { Env::from_raw(ctx) }) else {
+        return status::BAD_ARGUMENT;
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| f(&env)))
+        .unwrap_or_else(|_| Err(RuntimeError::Internal("panic inside a runtime call".into())));
+    match r {
+        Ok(()) => status::OK,
+        Err(e) => {
+            let s = e.status();
+            env.rt.shared.fail(e);
+            s
+        }
+    }
+}
+
+fn size(v: u64, what: &str) -> Result<usize, RuntimeError> {
+    usize::try_from(v)
+        .map_err(|_| RuntimeError::BadArgument(format!("{what} = {v} does not fit usize")))
+}
+
+fn local(code: u32) -> Result<Buffer, RuntimeError> {
+    match Buffer::from_code(code) {
+        Some(Buffer::Gm) | None => Err(RuntimeError::BadArgument(format!(
+            "buffer code {code} is not a local buffer"
+        ))),
+        Some(b) => Ok(b),
+    }
+}
+
+fn dtype(code: u32) -> Result<DType, RuntimeError> {
+    DType::from_code(code)
+        .ok_or_else(|| RuntimeError::BadArgument(format!("unknown dtype code {code}")))
+}
+
+fn gm_tile(env: &Env<'_>, index: u32, off: u64, stride: u64) -> Result<Tile, RuntimeError> {
+    let idx = u64::from(index);
+    if idx >= env.ctx.gm_count || env.ctx.gm.is_null() {
+        return Err(RuntimeError::UnknownGmBuffer {
+            index: idx,
+            count: env.ctx.gm_count,
+        });
+    }
+    // SAFETY: gm points to gm_count descriptors (launcher); idx < gm_count.
+    let d = unsafe { *env.ctx.gm.add(index as usize) };
+    Ok(Tile {
+        buffer: Buffer::Gm,
+        gm_index: index,
+        offset: size(off, "gm offset")?,
+        stride: size(stride, "gm stride")?,
+        dtype: dtype(d.dtype)?,
+    })
+}
+
+fn local_tile(buf: u32, off: u64, stride: u64, dt: u32) -> Result<Tile, RuntimeError> {
+    Ok(Tile::local(
+        local(buf)?,
+        size(off, "offset")?,
+        size(stride, "stride")?,
+        dtype(dt)?,
+    ))
+}
+
+/// MTE2: copies `rows × cols` elements from GM buffer `gm_index` (at
+/// `gm_off`, row stride `gm_stride`) into local buffer `dst_buf` (at
+/// `dst_off`, stride `dst_stride`, dtype `dst_dtype`), converting float
+/// types with round-to-nearest-even.
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_copy_gm_to_local(
+    ctx: *const KernelCtx,
+    gm_index: u32,
+    gm_off: u64,
+    gm_stride: u64,
+    dst_buf: u32,
+    dst_off: u64,
+    dst_stride: u64,
+    dst_dtype: u32,
+    rows: u64,
+    cols: u64,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let src = gm_tile(env, gm_index, gm_off, gm_stride)?;
+            let dst = local_tile(dst_buf, dst_off, dst_stride, dst_dtype)?;
+            env.copy(
+                &dst,
+                &src,
+                size(rows, "rows")?,
+                size(cols, "cols")?,
+                StoreMode::Overwrite,
+            )
+        })
+    }
+}
+
+/// MTE1 (L1 → L0A/L0B), FixPipe (L0C → L1) or Vector (UB → UB) copy between
+/// two local buffers of this unit, with float conversion. Source and
+/// destination must not overlap.
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_copy_local_to_local(
+    ctx: *const KernelCtx,
+    dst_buf: u32,
+    dst_off: u64,
+    dst_stride: u64,
+    dst_dtype: u32,
+    src_buf: u32,
+    src_off: u64,
+    src_stride: u64,
+    src_dtype: u32,
+    rows: u64,
+    cols: u64,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let dst = local_tile(dst_buf, dst_off, dst_stride, dst_dtype)?;
+            let src = local_tile(src_buf, src_off, src_stride, src_dtype)?;
+            env.copy(
+                &dst,
+                &src,
+                size(rows, "rows")?,
+                size(cols, "cols")?,
+                StoreMode::Overwrite,
+            )
+        })
+    }
+}
+
+/// FixPipe (from L0C) or MTE3 (from UB/L1): copies a local region into GM
+/// buffer `gm_index`, converting to the GM dtype (f32 → bf16 rounds to
+/// nearest even). `mode` 0 stores, 1 atomically adds (f32, bf16, f16, i32).
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_copy_local_to_gm(
+    ctx: *const KernelCtx,
+    src_buf: u32,
+    src_off: u64,
+    src_stride: u64,
+    src_dtype: u32,
+    gm_index: u32,
+    gm_off: u64,
+    gm_stride: u64,
+    rows: u64,
+    cols: u64,
+    mode: u32,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let src = local_tile(src_buf, src_off, src_stride, src_dtype)?;
+            let dst = gm_tile(env, gm_index, gm_off, gm_stride)?;
+            let mode = StoreMode::from_code(mode)
+                .ok_or_else(|| RuntimeError::BadArgument(format!("unknown store mode {mode}")))?;
+            env.copy(&dst, &src, size(rows, "rows")?, size(cols, "cols")?, mode)
+        })
+    }
+}
+
+/// Cube matmul on local tiles: `C[m,n] (+)= A[m,k] · B`, A at element `a_off`
+/// of L0A (row stride `lda`), B at `b_off` of L0B (`b_layout` 0 = `[k,n]`
+/// stride `ldb >= n`; 1 = `[n,k]` stride `ldb >= k`), C f32 at `c_off` of L0C
+/// (stride `ldc`). `dtype` 1 = bf16, 2 = f16 (A and B); `mode` 0 overwrite,
+/// 1 accumulate. Cube only.
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_matmul(
+    ctx: *const KernelCtx,
+    a_off: u64,
+    lda: u64,
+    b_off: u64,
+    ldb: u64,
+    c_off: u64,
+    ldc: u64,
+    m: u64,
+    n: u64,
+    k: u64,
+    b_layout: u32,
+    dtype_code: u32,
+    mode: u32,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let b_layout = match b_layout {
+                0 => BLayout::KN,
+                1 => BLayout::NK,
+                x => return Err(RuntimeError::BadArgument(format!("unknown B layout {x}"))),
+            };
+            let mode = match mode {
+                0 => AccumMode::Overwrite,
+                1 => AccumMode::Accumulate,
+                x => {
+                    return Err(RuntimeError::BadArgument(format!(
+                        "unknown accumulate mode {x}"
+                    )));
+                }
+            };
+            let g = Gemm {
+                m: size(m, "m")?,
+                n: size(n, "n")?,
+                k: size(k, "k")?,
+                lda: size(lda, "lda")?,
+                ldb: size(ldb, "ldb")?,
+                ldc: size(ldc, "ldc")?,
+                b_layout,
+                mode,
+            };
+            env.matmul(
+                &g,
+                dtype(dtype_code)?,
+                size(a_off, "a_off")?,
+                size(b_off, "b_off")?,
+                size(c_off, "c_off")?,
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+/// Sets cross-core flag `id` (Cube: releases every Vector unit; Vector:
+/// counts toward the Cube's wait).
+///
+/// # Safety
+/// See the module contract.
+pub unsafe extern "C" fn amla_rt_set_flag(ctx: *const KernelCtx, id: u32) -> i32 {
+    // SAFETY: module contract.
+    unsafe { run(ctx, |env| env.set_flag(id)) }
+}
+
+/// Waits on cross-core flag `id` (at most the launch's wait timeout);
+/// `block` is the caller's iteration number, reported in a timeout error.
+/// Returns `status::TIMEOUT` or `status::ABORTED` on failure.
+///
+/// # Safety
+/// See the module contract.
+pub unsafe extern "C" fn amla_rt_wait_flag(ctx: *const KernelCtx, id: u32, block: u64) -> i32 {
+    // SAFETY: module contract.
+    unsafe { run(ctx, |env| env.wait_flag(id, block)) }
+}
+
+/// The atomic exponent add: multiplies row `r` of the f32 GM region
+/// (`gm_index`, `gm_off`, `gm_stride`, `rows × cols`) by `2^n[r]` with
+/// [`exp2_scale_bits`] semantics, atomically per element. The `rows` i32
+/// exponents are contiguous at `n_off` of buffer `n_buf` (a local buffer,
+/// or 0 = GM buffer `n_gm_index`).
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_exp2_scale_gm(
+    ctx: *const KernelCtx,
+    gm_index: u32,
+    gm_off: u64,
+    gm_stride: u64,
+    rows: u64,
+    cols: u64,
+    n_buf: u32,
+    n_gm_index: u32,
+    n_off: u64,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let dst = gm_tile(env, gm_index, gm_off, gm_stride)?;
+            let n = if n_buf == Buffer::Gm as u32 {
+                gm_tile(env, n_gm_index, n_off, 1)?
+            } else {
+                local_tile(n_buf, n_off, 1, DType::I32.code())?
+            };
+            env.exp2_scale_gm(&dst, size(rows, "rows")?, size(cols, "cols")?, &n)
+        })
+    }
+}
+
+/// Scalar `x · 2^n` by exponent addition ([`exp2_scale_bits`]); no context.
+pub extern "C" fn amla_rt_exp2_scale_f32(x: f32, n: i32) -> f32 {
+    exp2_scale_bits(x, n)
+}
+
+/// Every runtime symbol JIT code may call, by the name to register with
+/// cranelift-jit, and its address.
+pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
+    vec![
+        (
+            "amla_rt_copy_gm_to_local",
+            amla_rt_copy_gm_to_local as *const u8,
+        ),
+        (
+            "amla_rt_copy_local_to_local",
+            amla_rt_copy_local_to_local as *const u8,
+        ),
+        (
+            "amla_rt_copy_local_to_gm",
+            amla_rt_copy_local_to_gm as *const u8,
+        ),
+        ("amla_rt_matmul", amla_rt_matmul as *const u8),
+        ("amla_rt_set_flag", amla_rt_set_flag as *const u8),
+        ("amla_rt_wait_flag", amla_rt_wait_flag as *const u8),
+        ("amla_rt_exp2_scale_gm", amla_rt_exp2_scale_gm as *const u8),
+        (
+            "amla_rt_exp2_scale_f32",
+            amla_rt_exp2_scale_f32 as *const u8,
+        ),
+    ]
+}

@@ -1,0 +1,100 @@
+//! The blocking driver shared by the packed matmul paths.
+//!
+//! Invariants:
+//! - Operands are packed per K block: A into `[m_block][k_step][MR]`, B into
+//!   `[n_block][k_step][NR]`, zero-padded past M, N and K, so a micro-kernel
+//!   always runs a full `MR × NR` tile over `pc` k-steps.
+//! - Full tiles are computed in place in C; edge tiles go through an
+//!   `MR × NR` scratch tile and only the valid part is copied back, so C is
+//!   never written outside `[0, m) × [0, n)`.
+//! - The first K block loads C only in accumulate mode; later blocks always
+//!   accumulate.
+
+use super::{AccumMode, Gemm};
+
+/// A register-blocked micro-kernel: `C[MR×NR] (+)= Apanel · Bpanel` over `pc`
+/// packed k-steps.
+///
+/// # Safety
+/// `a` must be valid for `pc * MR` reads, `b` for `pc * NR` reads, `c` for
+/// reads and writes of `MR` rows of `NR` f32 at row stride `ldc`, and the CPU
+/// must support the kernel's target features.
+pub(crate) type MicroKernel<P> =
+    unsafe fn(pc: usize, a: *const P, b: *const P, c: *mut f32, ldc: usize, load_c: bool);
+
+/// Geometry of a packed path.
+pub(crate) struct Geometry {
+    /// Rows per micro-tile.
+    pub mr: usize,
+    /// Columns per micro-tile.
+    pub nr: usize,
+    /// Packed k-steps in all of K (K for f32 packing, ceil(K/2) for pairs).
+    pub steps: usize,
+    /// Packed k-steps per K block.
+    pub kc: usize,
+}
+
+/// Runs the blocked matmul. `pack_a(buf, s0, pc)` and `pack_b(buf, s0, pc)`
+/// fill `buf` (already sized) with k-steps `s0..s0+pc`.
+///
+/// # Safety
+/// `uk` must satisfy [`MicroKernel`]'s contract for panels of `geo.mr` /
+/// `geo.nr`, and `c` must hold the `g.m × g.n` tile at stride `g.ldc`
+/// (checked by the caller through `Gemm::check`).
+pub(crate) unsafe fn drive<P: Copy + Default>(
+    g: &Gemm,
+    c: &mut [f32],
+    geo: &Geometry,
+    scratch: &mut (Vec<P>, Vec<P>),
+    pack_a: impl Fn(&mut [P], usize, usize),
+    pack_b: impl Fn(&mut [P], usize, usize),
+    uk: MicroKernel<P>,
+) {
+    let (mr, nr) = (geo.mr, geo.nr);
+    let mblocks = g.m.div_ceil(mr);
+    let nblocks = g.n.div_ceil(nr);
+    let mut tile = vec![0f32; mr * nr];
+    let mut s0 = 0;
+    while s0 < geo.steps {
+        let pc = geo.kc.min(geo.steps - s0);
+        let load_c = s0 > 0 || g.mode == AccumMode::Accumulate;
+        let (abuf, bbuf) = (&mut scratch.0, &mut scratch.1);
+        abuf.clear();
+        abuf.resize(mblocks * pc * mr, P::default());
+        bbuf.clear();
+        bbuf.resize(nblocks * pc * nr, P::default());
+        pack_a(abuf, s0, pc);
+        pack_b(bbuf, s0, pc);
+        for nb in 0..nblocks {
+            let j0 = nb * nr;
+            let cols = nr.min(g.n - j0);
+            let bp = bbuf[nb * pc * nr..].as_ptr();
+            for mb in 0..mblocks {
+                let i0 = mb * mr;
+                let rows = mr.min(g.m - i0);
+                let ap = abuf[mb * pc * mr..].as_ptr();
+                if rows == mr && cols == nr {
+                    let cp = c[i0 * g.ldc + j0..].as_mut_ptr();
+                    // SAFETY: the panels hold pc*mr / pc*nr elements; the tile
+                    // [i0, i0+mr) × [j0, j0+nr) is inside C (i0+mr <= m,
+                    // j0+nr <= n, c.len() >= (m-1)*ldc + n); features: caller.
+                    unsafe { uk(pc, ap, bp, cp, g.ldc, load_c) };
+                } else {
+                    if load_c {
+                        for r in 0..rows {
+                            let src = &c[(i0 + r) * g.ldc + j0..][..cols];
+                            tile[r * nr..r * nr + cols].copy_from_slice(src);
+                        }
+                    }
+                    // SAFETY: as above, with the mr × nr scratch tile (stride nr).
+                    unsafe { uk(pc, ap, bp, tile.as_mut_ptr(), nr, load_c) };
+                    for r in 0..rows {
+                        let dst = &mut c[(i0 + r) * g.ldc + j0..][..cols];
+                        dst.copy_from_slice(&tile[r * nr..r * nr + cols]);
+                    }
+                }
+            }
+        }
+        s0 += pc;
+    }
+}

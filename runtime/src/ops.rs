@@ -1,0 +1,564 @@
+//! The operations kernels perform on their unit: copies between buffers (with
+//! dtype conversion and atomic add), matmuls on local tiles, flags, and the
+//! exponent rescale in GM. Both the `extern "C"` entry points ([`crate::jit`])
+//! and the safe Rust API ([`crate::launch::Unit`]) call these.
+//!
+//! Invariants:
+//! - Every operation validates buffer codes, ownership (the Cube owns
+//!   L1/L0A/L0B/L0C, a Vector unit its UB), dtypes and bounds before touching
+//!   memory, and returns an error otherwise.
+//! - Offsets and row strides are in elements of the side's dtype; a region
+//!   is `rows` rows of `cols` elements, row `r` starting at
+//!   `offset + r * stride`. Destination strides must be `>= cols`; source
+//!   strides may be anything (0 repeats one row).
+//! - GM is accessed only with atomic element operations (see [`crate::dtype`]).
+//! - Every operation is counted in the unit's [`crate::stats::PipeStats`] and,
+//!   when tracing, recorded as a trace event.
+
+use half::{bf16, f16};
+
+use crate::ctx::{KernelCtx, UnitRt};
+use crate::dtype::{DType, Element, conversion_supported, convert};
+use crate::error::RuntimeError;
+use crate::flags::FlagError;
+use crate::matmul::{self, Gemm, MatmulPath};
+use crate::rescale::exp2_scale_bits;
+use crate::units::{Buffer, Pipe, UnitKind};
+
+/// A 2-D region of a buffer: `rows × cols` elements (given per operation) of
+/// `dtype`, starting at element `offset`, rows `stride` elements apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// The buffer.
+    pub buffer: Buffer,
+    /// For [`Buffer::Gm`]: the GM buffer index; ignored otherwise.
+    pub gm_index: u32,
+    /// First element, in elements of `dtype`.
+    pub offset: usize,
+    /// Row stride, in elements of `dtype`.
+    pub stride: usize,
+    /// Element type (for GM: must equal the buffer's dtype).
+    pub dtype: DType,
+}
+
+impl Tile {
+    /// A region of GM buffer `id`.
+    pub fn gm(id: crate::gm::GmId, offset: usize, stride: usize, dtype: DType) -> Self {
+        Tile {
+            buffer: Buffer::Gm,
+            gm_index: id.0,
+            offset,
+            stride,
+            dtype,
+        }
+    }
+
+    /// A region of a local buffer.
+    pub fn local(buffer: Buffer, offset: usize, stride: usize, dtype: DType) -> Self {
+        Tile {
+            buffer,
+            gm_index: 0,
+            offset,
+            stride,
+            dtype,
+        }
+    }
+}
+
+/// How a copy writes its destination.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreMode {
+    /// Plain store (ABI code 0).
+    Overwrite = 0,
+    /// Atomic add into GM (ABI code 1): FixPipe / MTE3 atomic mode.
+    AtomicAdd = 1,
+}
+
+impl StoreMode {
+    /// Decodes an ABI code.
+    pub fn from_code(c: u32) -> Option<Self> {
+        match c {
+            0 => Some(StoreMode::Overwrite),
+            1 => Some(StoreMode::AtomicAdd),
+            _ => None,
+        }
+    }
+}
+
+/// A resolved side of an access.
+struct Side {
+    base: *mut u8,
+    cap: u64,
+    shared: bool,
+    offset: usize,
+    stride: usize,
+    dtype: DType,
+    buffer: Buffer,
+}
+
+/// A unit's view for running operations.
+pub(crate) struct Env<'a> {
+    pub ctx: &'a KernelCtx,
+    pub rt: &'a UnitRt<'a>,
+}
+
+impl<'a> Env<'a> {
+    /// Builds the environment from a raw context pointer.
+    ///
+    /// # Safety
+    /// `ctx` must be null or a `KernelCtx` built by the launcher for the
+    /// calling thread, during its launch.
+    pub unsafe fn from_raw(ctx: *const KernelCtx) -> Option<Env<'a>> {
+        // SAFETY: caller's contract: null or valid for the launch.
+        let ctx = unsafe { ctx.as_ref() }?;
+        // SAFETY: the launcher sets `rt` to this thread's live UnitRt.
+        let rt = unsafe { (ctx.rt as *const UnitRt<'a>).as_ref() }?;
+        Some(Env { ctx, rt })
+    }
+
+    pub fn unit(&self) -> UnitKind {
+        self.rt.unit
+    }
+
+    fn gm_name(&self, index: usize) -> String {
+        self.rt
+            .gm_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("gm#{index}"))
+    }
+
+    fn buffer_name(&self, side: &Side, t: &Tile) -> String {
+        match side.buffer {
+            Buffer::Gm => format!(
+                "gm buffer {} `{}`",
+                t.gm_index,
+                self.gm_name(t.gm_index as usize)
+            ),
+            b => b.name().to_string(),
+        }
+    }
+
+    /// Base pointer and byte size of a local buffer of this unit.
+    pub fn local_base(&self, buffer: Buffer) -> Result<(*mut u8, u64), RuntimeError> {
+        let c = self.ctx;
+        let (p, n) = match buffer {
+            Buffer::L1 => (c.l1, c.l1_bytes),
+            Buffer::L0A => (c.l0a, c.l0a_bytes),
+            Buffer::L0B => (c.l0b, c.l0b_bytes),
+            Buffer::L0C => (c.l0c, c.l0c_bytes),
+            Buffer::Ub => (c.ub, c.ub_bytes),
+            Buffer::Gm => return Err(RuntimeError::BadArgument("gm is not a local buffer".into())),
+        };
+        if !buffer.owned_by(self.unit()) || p.is_null() {
+            return Err(RuntimeError::NotOwned {
+                unit: self.unit(),
+                buffer,
+            });
+        }
+        Ok((p, n))
+    }
+
+    fn resolve(&self, t: &Tile) -> Result<Side, RuntimeError> {
+        if t.buffer == Buffer::Gm {
+            let idx = t.gm_index as u64;
+            if idx >= self.ctx.gm_count || self.ctx.gm.is_null() {
+                return Err(RuntimeError::UnknownGmBuffer {
+                    index: idx,
+                    count: self.ctx.gm_count,
+                });
+            }
+            // SAFETY: gm points to gm_count descriptors (launcher), idx < gm_count.
+            let d = unsafe { *self.ctx.gm.add(idx as usize) };
+            if d.dtype != t.dtype.code() {
+                return Err(RuntimeError::DTypeMismatch {
+                    buffer: self.gm_name(idx as usize),
+                    expected: t.dtype,
+                    actual: DType::from_code(d.dtype).unwrap_or(DType::F32),
+                });
+            }
+            return Ok(Side {
+                base: d.base,
+                cap: d.len,
+                shared: true,
+                offset: t.offset,
+                stride: t.stride,
+                dtype: t.dtype,
+                buffer: Buffer::Gm,
+            });
+        }
+        let (base, bytes) = self.local_base(t.buffer)?;
+        Ok(Side {
+            base,
+            cap: bytes / t.dtype.size_bytes() as u64,
+            shared: false,
+            offset: t.offset,
+            stride: t.stride,
+            dtype: t.dtype,
+            buffer: t.buffer,
+        })
+    }
+
+    /// Checks that `rows × cols` at the side's offset/stride fits; returns the
+    /// element range touched.
+    fn bounds(
+        &self,
+        s: &Side,
+        t: &Tile,
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<(u64, u64), RuntimeError> {
+        let start = s.offset as u64;
+        let end = (rows as u64 - 1)
+            .checked_mul(s.stride as u64)
+            .and_then(|x| x.checked_add(start))
+            .and_then(|x| x.checked_add(cols as u64));
+        match end {
+            Some(end) if end <= s.cap => Ok((start, end)),
+            _ => Err(RuntimeError::OutOfBounds {
+                what: what.to_string(),
+                buffer: self.buffer_name(s, t),
+                start,
+                end: end.unwrap_or(u64::MAX),
+                capacity: s.cap,
+            }),
+        }
+    }
+
+    /// Copies `rows × cols` elements from `src` to `dst`, converting dtypes
+    /// (float ↔ float, round to nearest even) and storing or atomically adding.
+    pub fn copy(
+        &self,
+        dst: &Tile,
+        src: &Tile,
+        rows: usize,
+        cols: usize,
+        mode: StoreMode,
+    ) -> Result<(), RuntimeError> {
+        let pipe = Pipe::for_copy(src.buffer, dst.buffer);
+        let t0 = self.rt.now_ns();
+        let d = self.resolve(dst)?;
+        let s = self.resolve(src)?;
+        if !conversion_supported(s.dtype, d.dtype) {
+            return Err(RuntimeError::BadArgument(format!(
+                "copy: no conversion from {} to {}",
+                s.dtype, d.dtype
+            )));
+        }
+        if mode == StoreMode::AtomicAdd && dst.buffer != Buffer::Gm {
+            return Err(RuntimeError::BadArgument(format!(
+                "copy: atomic add needs a GM destination, not {}",
+                dst.buffer
+            )));
+        }
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        if d.stride < cols {
+            return Err(RuntimeError::BadArgument(format!(
+                "copy: destination stride {} < cols {cols} (rows would overlap)",
+                d.stride
+            )));
+        }
+        let (ds, de) = self.bounds(&d, dst, rows, cols, "copy destination")?;
+        let (ss, se) = self.bounds(&s, src, rows, cols, "copy source")?;
+        if !d.shared && src.buffer == dst.buffer {
+            let esz = |x: u64, s: &Side| x * s.dtype.size_bytes() as u64;
+            if esz(ds, &d) < esz(se, &s) && esz(ss, &s) < esz(de, &d) {
+                return Err(RuntimeError::BadArgument(format!(
+                    "copy: source and destination overlap in {}",
+                    dst.buffer
+                )));
+            }
+        }
+        // SAFETY: both regions were bounds-checked against their buffers;
+        // local buffers belong to this thread; GM is accessed atomically;
+        // local source and destination do not overlap (checked above).
+        unsafe { copy_dispatch(&s, &d, rows, cols, mode) };
+        let bytes = (rows * cols * s.dtype.size_bytes()) as u64;
+        self.rt.record(
+            pipe,
+            || {
+                format!(
+                    "copy {}->{}{}",
+                    src.buffer,
+                    dst.buffer,
+                    if mode == StoreMode::AtomicAdd {
+                        " (atomic add)"
+                    } else {
+                        ""
+                    }
+                )
+            },
+            t0,
+            bytes,
+            0,
+        );
+        Ok(())
+    }
+
+    /// `C (+)= A·B` with A at element `a_off` of L0A, B at `b_off` of L0B and
+    /// C (f32) at `c_off` of L0C, shapes and strides from `g`.
+    pub fn matmul(
+        &self,
+        g: &Gemm,
+        dtype: DType,
+        a_off: usize,
+        b_off: usize,
+        c_off: usize,
+    ) -> Result<MatmulPath, RuntimeError> {
+        let t0 = self.rt.now_ns();
+        if !matches!(dtype, DType::Bf16 | DType::F16) {
+            return Err(RuntimeError::BadArgument(format!(
+                "matmul inputs must be bf16 or f16, not {dtype}"
+            )));
+        }
+        let (al, bl, cl) = g.required_lens()?;
+        let region = |buffer: Buffer,
+                      off: usize,
+                      len: usize,
+                      dt: DType,
+                      what: &str|
+         -> Result<*mut u8, RuntimeError> {
+            let (base, bytes) = self.local_base(buffer)?;
+            let cap = bytes / dt.size_bytes() as u64;
+            let end = (off as u64).checked_add(len as u64);
+            match end {
+                Some(e) if e <= cap => {
+                    // SAFETY: off + len <= cap elements of the buffer.
+                    Ok(unsafe { base.add(off * dt.size_bytes()) })
+                }
+                _ => Err(RuntimeError::OutOfBounds {
+                    what: format!("matmul {what}"),
+                    buffer: buffer.name().into(),
+                    start: off as u64,
+                    end: end.unwrap_or(u64::MAX),
+                    capacity: cap,
+                }),
+            }
+        };
+        let a = region(Buffer::L0A, a_off, al, dtype, "A")?;
+        let b = region(Buffer::L0B, b_off, bl, dtype, "B")?;
+        let c = region(Buffer::L0C, c_off, cl, DType::F32, "C")?;
+        // SAFETY: the three regions are in-bounds, suitably aligned (64-byte
+        // bases, element offsets), in three distinct buffers owned by this
+        // thread, and no other reference to them is live during the call.
+        let path = unsafe {
+            let c = std::slice::from_raw_parts_mut(c as *mut f32, cl);
+            match dtype {
+                DType::Bf16 => matmul::matmul(
+                    g,
+                    std::slice::from_raw_parts(a as *const bf16, al),
+                    std::slice::from_raw_parts(b as *const bf16, bl),
+                    c,
+                ),
+                _ => matmul::matmul(
+                    g,
+                    std::slice::from_raw_parts(a as *const f16, al),
+                    std::slice::from_raw_parts(b as *const f16, bl),
+                    c,
+                ),
+            }
+        }?;
+        let bytes = ((g.m * g.k + g.k * g.n) * dtype.size_bytes()) as u64;
+        self.rt.record(
+            Pipe::Cube,
+            || format!("matmul {}x{}x{}", g.m, g.n, g.k),
+            t0,
+            bytes,
+            g.flops(),
+        );
+        Ok(path)
+    }
+
+    fn flag_error(&self, e: FlagError, id: u32, block: u64) -> RuntimeError {
+        let rt = self.rt;
+        match e {
+            FlagError::Timeout => RuntimeError::FlagTimeout {
+                kernel: rt.kernel.to_string(),
+                core: rt.core,
+                unit: rt.unit,
+                flag: id,
+                block,
+                timeout: rt.timeout,
+            },
+            FlagError::Aborted => RuntimeError::Aborted {
+                kernel: rt.kernel.to_string(),
+                core: rt.core,
+                unit: rt.unit,
+            },
+            FlagError::BadId => RuntimeError::BadArgument(format!("flag id {id} is out of range")),
+            FlagError::BadUnit => {
+                RuntimeError::Internal(format!("{} is not a unit of this core", rt.unit))
+            }
+            FlagError::Overflow => RuntimeError::BadArgument(format!("flag {id} counter overflow")),
+        }
+    }
+
+    /// Sets cross-core flag `id` (see [`crate::flags`] for pair semantics).
+    pub fn set_flag(&self, id: u32) -> Result<(), RuntimeError> {
+        let t0 = self.rt.now_ns();
+        self.rt
+            .flags
+            .set(self.unit(), id)
+            .map_err(|e| self.flag_error(e, id, 0))?;
+        self.rt
+            .record(Pipe::FlagSet, || format!("set_flag {id}"), t0, 0, 0);
+        Ok(())
+    }
+
+    /// Waits on cross-core flag `id`; `block` names the iteration in errors.
+    pub fn wait_flag(&self, id: u32, block: u64) -> Result<(), RuntimeError> {
+        let t0 = self.rt.now_ns();
+        let r = self
+            .rt
+            .flags
+            .wait(self.unit(), id, self.rt.timeout, &self.rt.shared.abort);
+        self.rt.record(
+            Pipe::FlagWait,
+            || format!("wait_flag {id} (block {block})"),
+            t0,
+            0,
+            0,
+        );
+        r.map_err(|e| self.flag_error(e, id, block))
+    }
+
+    /// Multiplies row `r` of the f32 GM region `dst` (`rows × cols`) by
+    /// `2^n[r]` with [`exp2_scale_bits`], atomically per element; `n` is
+    /// `rows` contiguous i32 values at `n_tile` (any readable buffer).
+    pub fn exp2_scale_gm(
+        &self,
+        dst: &Tile,
+        rows: usize,
+        cols: usize,
+        n_tile: &Tile,
+    ) -> Result<(), RuntimeError> {
+        let t0 = self.rt.now_ns();
+        if dst.buffer != Buffer::Gm || dst.dtype != DType::F32 {
+            return Err(RuntimeError::BadArgument(
+                "exp2_scale_gm: destination must be an f32 GM region".into(),
+            ));
+        }
+        if n_tile.dtype != DType::I32 {
+            return Err(RuntimeError::BadArgument(
+                "exp2_scale_gm: exponents must be i32".into(),
+            ));
+        }
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        if dst.stride < cols {
+            return Err(RuntimeError::BadArgument(
+                "exp2_scale_gm: stride < cols".into(),
+            ));
+        }
+        let d = self.resolve(dst)?;
+        self.bounds(&d, dst, rows, cols, "exp2_scale_gm destination")?;
+        let n = self.resolve(&Tile {
+            stride: 1,
+            ..*n_tile
+        })?;
+        self.bounds(&n, n_tile, 1, rows, "exp2_scale_gm exponents")?;
+        for r in 0..rows {
+            // SAFETY: r < rows elements at n.offset were bounds-checked.
+            let np = unsafe { (n.base as *const i32).add(n.offset + r) };
+            // SAFETY: as above; GM is read atomically, local memory is ours.
+            let nr = unsafe { if n.shared { i32::load_shared(np) } else { *np } };
+            for c in 0..cols {
+                // SAFETY: (r, c) is inside the bounds-checked f32 GM region;
+                // the atomic CAS loop keeps concurrent GM access defined.
+                unsafe {
+                    let p = (d.base as *mut f32).add(d.offset + r * d.stride + c);
+                    let a = std::sync::atomic::AtomicU32::from_ptr(p.cast());
+                    let _ = a.fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |b| Some(exp2_scale_bits(f32::from_bits(b), nr).to_bits()),
+                    );
+                }
+            }
+        }
+        self.rt.record(
+            Pipe::Mte3,
+            || "exp2_scale_gm".into(),
+            t0,
+            (rows * cols * 4) as u64,
+            0,
+        );
+        Ok(())
+    }
+}
+
+/// # Safety
+/// As [`copy_rows`].
+unsafe fn copy_dispatch(s: &Side, d: &Side, rows: usize, cols: usize, mode: StoreMode) {
+    // SAFETY: forwarded.
+    unsafe {
+        match s.dtype {
+            DType::F32 => copy_to::<f32>(s, d, rows, cols, mode),
+            DType::Bf16 => copy_to::<bf16>(s, d, rows, cols, mode),
+            DType::F16 => copy_to::<f16>(s, d, rows, cols, mode),
+            DType::I32 => copy_to::<i32>(s, d, rows, cols, mode),
+        }
+    }
+}
+
+/// # Safety
+/// As [`copy_rows`].
+unsafe fn copy_to<S: Element>(s: &Side, d: &Side, rows: usize, cols: usize, mode: StoreMode) {
+    // SAFETY: forwarded.
+    unsafe {
+        match d.dtype {
+            DType::F32 => copy_rows::<S, f32>(s, d, rows, cols, mode),
+            DType::Bf16 => copy_rows::<S, bf16>(s, d, rows, cols, mode),
+            DType::F16 => copy_rows::<S, f16>(s, d, rows, cols, mode),
+            DType::I32 => copy_rows::<S, i32>(s, d, rows, cols, mode),
+        }
+    }
+}
+
+/// # Safety
+/// Both regions must be in bounds of their buffers, `s.dtype == S::DTYPE`,
+/// `d.dtype == D::DTYPE`; local regions must be exclusively this thread's
+/// and not overlap each other; shared (GM) memory is only accessed atomically.
+unsafe fn copy_rows<S: Element, D: Element>(
+    s: &Side,
+    d: &Side,
+    rows: usize,
+    cols: usize,
+    mode: StoreMode,
+) {
+    for r in 0..rows {
+        // SAFETY: row r of both regions is in bounds (caller).
+        let (sp, dp) = unsafe {
+            (
+                (s.base as *const S).add(s.offset + r * s.stride),
+                (d.base as *mut D).add(d.offset + r * d.stride),
+            )
+        };
+        if !s.shared && !d.shared && S::DTYPE == D::DTYPE {
+            // SAFETY: same type, in bounds, non-overlapping local regions.
+            unsafe { std::ptr::copy_nonoverlapping(sp as *const D, dp, cols) };
+            continue;
+        }
+        for c in 0..cols {
+            // SAFETY: element c of row r is in bounds; GM accesses are atomic.
+            unsafe {
+                let v: S = if s.shared {
+                    S::load_shared(sp.add(c))
+                } else {
+                    *sp.add(c)
+                };
+                let v: D = convert(v);
+                match mode {
+                    StoreMode::AtomicAdd => D::atomic_add_shared(dp.add(c), v),
+                    StoreMode::Overwrite if d.shared => D::store_shared(dp.add(c), v),
+                    StoreMode::Overwrite => *dp.add(c) = v,
+                }
+            }
+        }
+    }
+}
