@@ -175,6 +175,10 @@ pub struct Kernel {
     pub funcs: Vec<Func>,
     /// Source span of each instruction, when it has one.
     pub spans: SecondaryMap<Inst, Option<SrcSpan>>,
+    /// Byte offset of a tile value inside its local buffer (L1, L0A, L0B,
+    /// L0C, UB), assigned by `plan-memory`; `None` before it and for GM
+    /// tiles and scalars.
+    pub offsets: SecondaryMap<Value, Option<u64>>,
 }
 
 impl Kernel {
