@@ -17,6 +17,7 @@
 //! - after `plan-memory`, every tile names a buffer the owning unit can use.
 
 pub mod builder;
+pub mod edit;
 pub mod entity;
 pub mod inst;
 pub mod types;

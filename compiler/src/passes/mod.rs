@@ -1,1 +1,3 @@
-//! (in progress)
+//! The pass pipeline (in progress).
+
+pub mod mul_to_add;
