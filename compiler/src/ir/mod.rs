@@ -19,6 +19,7 @@
 pub mod builder;
 pub mod entity;
 pub mod inst;
+pub mod parse;
 pub mod print;
 pub mod types;
 pub mod typing;
@@ -26,6 +27,7 @@ pub mod typing;
 pub use builder::Builder;
 pub use entity::{EntityRef, PrimaryMap, SecondaryMap};
 pub use inst::{Axis, BLayout, BinaryOp, CmpOp, Index, InstKind, ReduceOp, UnaryOp, Unit};
+pub use parse::{ParseError, parse};
 pub use print::{Names, print, print_inst};
 pub use types::{DType, Dim, Space, TileType, Type};
 

@@ -503,7 +503,7 @@ fn write_inst_line(out: &mut String, k: &Kernel, names: &Names, inst: Inst) -> f
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ir::{Axis, Builder, DType, DimData, Role, TensorData};
 
