@@ -4,9 +4,9 @@
 //! for every value of their loop variables.
 
 use super::Checker;
-use super::expr::{V, show};
+use super::expr::{V, Weak, show};
 use super::hir::{
-    DType, Dim, ExprId, ExprKind, IndexItem, LocalKind, ParamId, Role, Type, UnaryOp,
+    ConstValue, DType, Dim, ExprId, ExprKind, IndexItem, LocalKind, ParamId, Role, Type, UnaryOp,
 };
 use super::poly::{Atom, Poly};
 use crate::diag::{Code, Diagnostic};
@@ -256,7 +256,13 @@ impl Checker<'_> {
         let v = self.expr(e);
         let id = match v {
             V::Err => return None,
-            V::Weak(w) => self.materialize(w, DType::I32)?,
+            V::Weak(
+                w @ Weak {
+                    num: ConstValue::Int(_),
+                    ..
+                },
+            ) => self.materialize(w, DType::I32)?,
+            V::Weak(w) => self.materialize(w, DType::F32)?,
             V::Strong(id) => id,
         };
         let ty = self.ty(id).clone();
@@ -293,9 +299,7 @@ impl Checker<'_> {
         match &e.kind {
             ExprKind::IntLit(v) => Some(Poly::constant(*v)),
             ExprKind::ConstValue(c) => match self.consts[c.0 as usize].value {
-                super::hir::ConstValue::Int(v) if e.ty.dtype == DType::I32 => {
-                    Some(Poly::constant(v))
-                }
+                ConstValue::Int(v) if e.ty.dtype == DType::I32 => Some(Poly::constant(v)),
                 _ => None,
             },
             ExprKind::DimValue(d) => Some(Poly::atom(Atom::Dim(*d))),

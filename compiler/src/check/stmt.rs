@@ -167,7 +167,7 @@ impl Checker<'_> {
 
     fn stmt(&mut self, s: &ast::Stmt) -> Option<hir::Stmt> {
         match &s.kind {
-            ast::StmtKind::Parallel { body, .. } => {
+            ast::StmtKind::Parallel { axes, body } => {
                 self.error(
                     Diagnostic::new(
                         Code::MisplacedParallel,
@@ -177,7 +177,15 @@ impl Checker<'_> {
                     .label("nested `parallel`")
                     .note("use `for` for sequential loops inside the grid"),
                 );
+                // Check the body anyway, with its axes bound, so that the
+                // one mistake gives one diagnostic.
+                self.scopes.push(Vec::new());
+                for a in axes {
+                    let i32 = Some(Type::scalar(hir::DType::I32));
+                    self.bind(&a.var, i32, LocalKind::ParallelVar);
+                }
                 self.block(body);
+                self.scopes.pop();
                 None
             }
             ast::StmtKind::For { axis, body } => {

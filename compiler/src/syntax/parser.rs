@@ -147,39 +147,60 @@ fn describe(rule: Rule) -> &'static str {
 }
 
 fn syntax_error(text: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
-    use pest::error::{ErrorVariant, InputLocation};
-    let pos = match e.location {
-        InputLocation::Pos(p) => p,
-        InputLocation::Span((s, _)) => s,
-    }
-    .min(text.len());
+    use pest::error::ErrorVariant;
+    let pos = pos_of(e).min(text.len());
     let mut expected: Vec<String> = Vec::new();
-    let mut push = |s: String| {
+    fn add(expected: &mut Vec<String>, s: String) {
         if !expected.contains(&s) {
             expected.push(s);
         }
-    };
-    if let Some(att) = e.parse_attempts() {
+    }
+    let mut pos = pos;
+    // The detailed attempts know the farthest position reached and the
+    // literal tokens tried there; prefer them to pest's rule summary.
+    if let Some(att) = e.parse_attempts()
+        && att.max_position >= pos
+        && att.max_position <= text.len()
+    {
+        pos = att.max_position;
         for t in att.expected_tokens() {
             let token = t.to_string();
             // Only punctuation: words and operators are covered by rule names.
             if PUNCTUATION.contains(&token.as_str()) {
-                push(format!("`{token}`"));
+                add(&mut expected, format!("`{token}`"));
+            }
+        }
+        let same_pos = att.max_position == pos_of(e);
+        if same_pos && let ErrorVariant::ParsingError { positives, .. } = &e.variant {
+            for r in positives {
+                add(&mut expected, describe(*r).to_string());
+            }
+        } else {
+            for cs in &att.call_stacks {
+                if let Some(r) = cs.deepest.get_rule() {
+                    add(&mut expected, describe(*r).to_string());
+                }
             }
         }
     }
-    match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            for r in positives {
-                push(describe(*r).to_string());
-            }
+    if expected.is_empty()
+        && let ErrorVariant::ParsingError { positives, .. } = &e.variant
+    {
+        for r in positives {
+            add(&mut expected, describe(*r).to_string());
         }
-        ErrorVariant::CustomError { message } => push(message.clone()),
+    }
+    if let ErrorVariant::CustomError { message } = &e.variant {
+        add(&mut expected, message.clone());
     }
     expected.retain(|s| s != "whitespace");
     // `(`, `[` start expressions too: "an expression" already says so.
     if expected.iter().any(|s| s == "an expression") {
         expected.retain(|s| s != "`(`" && s != "`[`");
+    }
+    // After an operand, `(` would only continue a call: say "an operator".
+    if expected.iter().any(|s| s == "an operator") {
+        expected.retain(|s| s != "`(`");
     }
     // Prefer rule words ("an expression") over the raw tokens they start with.
     let found = text[pos..].chars().next();
@@ -199,14 +220,37 @@ fn syntax_error(text: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
             }
         }
     };
+    let chained =
+        expected.iter().any(|s| s == "an operator") && matches!(found, Some('<' | '>' | '=' | '!'));
     let msg = match expected.len() {
         0 => format!("unexpected {found_text}"),
         _ => format!("expected {}, found {found_text}", join_or(&expected)),
     };
-    Diagnostic::new(Code::Syntax, Span::new(pos, end), msg).label(match expected.len() {
+    // A missing `;` is best shown right after the previous token (unless a
+    // comment sits in between).
+    let mut at = Span::new(pos, end);
+    if expected.iter().any(|s| s == "`;`") {
+        let before = text.get(..pos).unwrap_or("").trim_end();
+        if before.len() < pos && !text[before.len()..pos].contains('/') {
+            at = Span::new(before.len(), before.len());
+        }
+    }
+    let d = Diagnostic::new(Code::Syntax, at, msg).label(match expected.len() {
         0 => "unexpected here".to_string(),
         _ => format!("expected {}", join_or(&expected)),
-    })
+    });
+    if chained {
+        d.note("comparisons do not chain: write `a < b && b < c`")
+    } else {
+        d
+    }
+}
+
+fn pos_of(e: &pest::error::Error<Rule>) -> usize {
+    match e.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    }
 }
 
 /// Tokens worth naming literally in "expected …".
