@@ -24,6 +24,7 @@ pub mod parse;
 pub mod print;
 pub mod types;
 pub mod typing;
+pub mod verify;
 
 pub use builder::Builder;
 pub use entity::{EntityRef, PrimaryMap, SecondaryMap};
@@ -31,6 +32,7 @@ pub use inst::{Axis, BLayout, BinaryOp, CmpOp, Index, InstKind, ReduceOp, UnaryO
 pub use parse::{ParseError, parse};
 pub use print::{Names, print, print_inst};
 pub use types::{DType, Dim, Space, TileType, Type};
+pub use verify::{VerifyConfig, VerifyError, VerifyIssue, verify, verify_with};
 
 crate::entity_ref!(
     /// An SSA value.

@@ -24,8 +24,8 @@
 //!   [`super::typing::result_types`] (equal apart from the buffer; a `copy`
 //!   result must be in its `to` buffer), then the printed buffer and offset
 //!   are applied on top;
-//! - names resolve textually: a value must be defined on an earlier line,
-//!   and a name is defined once. Whether a definition dominates its uses is
+//! - names resolve textually: a value must be defined on an earlier line
+//!   of the same func, and a name is defined once per func. Whether a definition dominates its uses is
 //!   left to [`super::verify`], so the verifier can be tested from text;
 //! - malformed text is an error naming `line:col` and what was expected,
 //!   never a panic (the parser is fed user files): nesting depth and tile
@@ -698,6 +698,8 @@ impl Parser {
             1
         };
         self.punct("{")?;
+        // Value names are scoped to their func.
+        self.values.clear();
         let body = self.k.blocks.push(Default::default());
         self.k.funcs.push(Func {
             unit,
@@ -777,8 +779,14 @@ impl Parser {
     /// the types the results get.
     fn check_types(&self, at: &Token, kind: &InstKind, printed: &[Placed]) -> PResult<Vec<Type>> {
         let op = kind.opcode();
-        let want =
-            result_types(&self.k, kind).map_err(|e| self.err_at(at, format!("{op}: {e}")))?;
+        let want = result_types(&self.k, kind).map_err(|e| {
+            let msg = if e.0.starts_with(op) {
+                e.0
+            } else {
+                format!("{op}: {}", e.0)
+            };
+            self.err_at(at, msg)
+        })?;
         for t in &want {
             if let Type::Tile(tt) = t
                 && bounded_bytes(tt.dtype, &tt.shape).is_none()

@@ -5,7 +5,7 @@
 //! and never shows arena indices:
 //!
 //! - values print as `%name` from their source name, uniquified in print
-//!   order (`%m`, `%m.1`, `%m.2`…) over the whole kernel; unnamed values print
+//!   order (`%m`, `%m.1`, `%m.2`…) within each func; unnamed values print
 //!   as `%0`, `%1`… in print order; names that are not identifiers are
 //!   sanitised (`[A-Za-z_][A-Za-z0-9_]*` plus `.N` suffixes);
 //! - every op that produces values prints their types after `:`, with the
@@ -67,7 +67,8 @@ use super::types::{Dim, Space, Type};
 use super::{Block, Inst, Kernel, Value};
 
 /// The printed names of a kernel's dims, tensors and values (without the
-/// `%` sigil), assigned in print order.
+/// `%` sigil), assigned in print order; value names are unique within a
+/// func (a value can only be used in the func defining it).
 #[derive(Clone, Debug, Default)]
 pub struct Names {
     dims: Vec<String>,
@@ -138,9 +139,11 @@ impl Names {
             tensors: k.tensors.values().map(|t| tensors.claim(&t.name)).collect(),
             values: HashMap::new(),
         };
-        let mut namer = ValueNamer::default();
         let mut seen = HashSet::new();
         for f in &k.funcs {
+            // Each func is its own namespace: after split, the cube and the
+            // vector func both start from the source names.
+            let mut namer = ValueNamer::default();
             n.name_block(k, f.body, &mut namer, &mut seen);
         }
         n
