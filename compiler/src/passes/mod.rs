@@ -1,1 +1,4 @@
 //! (in progress)
+
+pub mod preload;
+pub mod split;
