@@ -11,5 +11,6 @@ pub mod ir;
 pub mod lower;
 pub mod passes;
 pub mod reference;
+pub mod run;
 pub mod syntax;
 pub mod target;
