@@ -250,7 +250,7 @@ impl Default for PipelineConfig {
 pub struct PassDump {
     /// The pass.
     pub pass: &'static str,
-    /// [`crate::ir::print`] of the kernel after it.
+    /// [`crate::ir::print()`] of the kernel after it.
     pub ir: String,
 }
 
