@@ -7,6 +7,7 @@
 pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod driver;
 pub mod ir;
 pub mod lower;
 pub mod passes;
