@@ -148,19 +148,21 @@ fn describe(rule: Rule) -> &'static str {
 
 fn syntax_error(text: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     use pest::error::ErrorVariant;
-    let pos = pos_of(e).min(text.len());
+    let mut pos = pos_of(e).min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1; // never past 0: 0 is a boundary
+    }
     let mut expected: Vec<String> = Vec::new();
     fn add(expected: &mut Vec<String>, s: String) {
         if !expected.contains(&s) {
             expected.push(s);
         }
     }
-    let mut pos = pos;
     // The detailed attempts know the farthest position reached and the
     // literal tokens tried there; prefer them to pest's rule summary.
     if let Some(att) = e.parse_attempts()
         && att.max_position >= pos
-        && att.max_position <= text.len()
+        && text.is_char_boundary(att.max_position)
     {
         pos = att.max_position;
         for t in att.expected_tokens() {
