@@ -1,3 +1,4 @@
 //! (in progress)
 
 pub mod plan_memory;
+pub mod tile;
