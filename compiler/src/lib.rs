@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod diag;
 pub mod ir;
+pub mod lower;
 pub mod passes;
 pub mod reference;
 pub mod syntax;

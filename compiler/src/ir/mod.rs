@@ -17,15 +17,22 @@
 //! - after `plan-memory`, every tile names a buffer the owning unit can use.
 
 pub mod builder;
+pub mod edit;
 pub mod entity;
 pub mod inst;
+pub mod parse;
+pub mod print;
 pub mod types;
 pub mod typing;
+pub mod verify;
 
 pub use builder::Builder;
 pub use entity::{EntityRef, PrimaryMap, SecondaryMap};
 pub use inst::{Axis, BLayout, BinaryOp, CmpOp, Index, InstKind, ReduceOp, UnaryOp, Unit};
+pub use parse::{ParseError, parse};
+pub use print::{Names, print, print_inst};
 pub use types::{DType, Dim, Space, TileType, Type};
+pub use verify::{VerifyConfig, VerifyError, VerifyIssue, verify, verify_with};
 
 crate::entity_ref!(
     /// An SSA value.

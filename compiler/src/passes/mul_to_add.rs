@@ -1,0 +1,693 @@
+//! `mul-to-add`: AMLA's rewrite of the online-softmax rescale.
+//!
+//! FlashAttention keeps, per query row, a running max `m`, a running sum `l`
+//! and an unnormalised output `acc`, and rescales `acc` by
+//! `alpha = exp(m_old - m_new)` every block: a float multiply of the whole
+//! `[rows, 512]` accumulator. AMLA works in base 2 with the running max
+//! rounded up to an integer `M`, so that `alpha = 2^n` with an integer
+//! `n = M_old - M_new <= 0`, and multiplying an f32 by `2^n` is adding
+//! `n << 23` to its bits. The accumulator then never leaves GM: the Vector
+//! applies `2^n` with a guarded integer exponent add in place
+//! (`atomic_exp_add`), and the Cube adds `P·V` into it atomically
+//! (`atomic_add`).
+//!
+//! **Pattern** (inside a `for` whose carried values include `m`, `acc`):
+//!
+//! ```text
+//! %r     = rowmax %s
+//! %m_new = max %m, %r                      // yielded as the next m
+//! %p     = exp (sub %s, broadcast %m_new)
+//! %alpha = exp (sub %m, %m_new)
+//! %acc'  = add (mul %acc, broadcast %alpha), %pv   // %pv = matmul …; yielded
+//! ```
+//!
+//! with `m` starting at `-inf`, `acc` at `0`, `m_new` used only there, and
+//! `acc` used only by the multiply. Every check that fails is reported by
+//! `--explain` for each carried accumulator-shaped tile, so a near miss
+//! says why it did not match.
+//!
+//! **Rewrite** (`M` is the carried max, now in base-2 units):
+//!
+//! ```text
+//! %s2    = mul %s, broadcast 1.4426950408889634     // s · log2 e
+//! %M_new = max %M, ceil (rowmax %s2)
+//! %Ms    = select (eq %M_new, -inf), 0, %M_new      // all-masked rows
+//! %p     = exp2 (sub %s2, broadcast %Ms)            // in [0, 1]
+//! %nf    = max (select (eq %M, -inf), 0, %M - %M_new), -255
+//! %n     = cast %nf i32
+//! %alpha = exp2 %nf                                 // l still rescales by it
+//! atomic_exp_add acc_ws[%b, .., ..], %n             // acc *= 2^n, in GM
+//! atomic_add acc_ws[%b, .., ..], %pv                // acc += P·V, in GM
+//! ```
+//!
+//! `acc` stops being carried; after the loop it is `load acc_ws[%b, .., ..]`
+//! and the final max is converted back to natural-log units
+//! (`%m = mul %M, broadcast 0.6931471805599453`) for `lse`.
+//!
+//! Why the guards: on the first block `M = -inf` and `n` would be `-inf`
+//! (`acc` is still 0, so `n = 0` is right); a row whose scores are all
+//! `-inf` keeps `M_new = -inf` and `s2 - M_new` would be NaN; and clamping
+//! `n` at -255 is exact because every finite f32 times `2^-255` flushes to
+//! zero. The exponent add itself keeps ±0 and flushes underflow (see
+//! `amla_runtime::rescale`).
+
+use crate::ir::{
+    BinaryOp, Block, CmpOp, DType, Dim, Index, Inst, InstKind, Kernel, ReduceOp, Role, TensorData,
+    UnaryOp, Unit, Value,
+};
+
+const LOG2_E: f64 = std::f64::consts::LOG2_E;
+const LN_2: f64 = std::f64::consts::LN_2;
+
+/// Options of the rewrite.
+#[derive(Clone, Debug, Default)]
+pub struct MulToAddOptions {}
+
+/// What the pass did: one line per rewritten loop and per near miss.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MulToAddReport {
+    /// Human-readable notes (shown by `--explain`).
+    pub notes: Vec<String>,
+    /// Number of rescales rewritten.
+    pub rewritten: usize,
+}
+
+/// A matched rescale.
+struct Match {
+    for_inst: Inst,
+    body: Block,
+    /// Carried index of the accumulator and of the max.
+    ia: usize,
+    im: usize,
+    /// The scores `s` and the new max `m_new`.
+    s: Value,
+    m_new: Value,
+    /// `p`, `alpha` and the added term `pv`.
+    p: Value,
+    alpha: Value,
+    pv: Value,
+    /// The accumulator update `add` instruction.
+    acc_add: Inst,
+}
+
+/// Runs the rewrite on the single `any` function of `k`.
+pub fn run(k: &mut Kernel, _opts: &MulToAddOptions) -> Result<MulToAddReport, String> {
+    let mut report = MulToAddReport::default();
+    let Some(func) = k.funcs.iter().find(|f| f.unit == Unit::Any) else {
+        report
+            .notes
+            .push("mul-to-add: the kernel is already split; nothing to do".into());
+        return Ok(report);
+    };
+    let top = func.body;
+    let Some((par, ivs)) = grid(k, top) else {
+        return Ok(report);
+    };
+    let mut loops = Vec::new();
+    k.walk(top, &mut |i| {
+        if matches!(k.insts[i].kind, InstKind::For { .. }) {
+            loops.push(i);
+        }
+    });
+    for f in loops {
+        let InstKind::For { init, body, .. } = &k.insts[f].kind else {
+            continue;
+        };
+        let (n, body) = (init.len(), *body);
+        // Try every carried rank-2 f32 tile as the accumulator.
+        let mut done = false;
+        for ia in 0..n {
+            let param = k.blocks[body].params[ia + 1];
+            let ty = k.ty(param);
+            if ty.dtype() != DType::F32 || ty.shape().len() != 2 || done {
+                continue;
+            }
+            let name = k.values[param]
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("#{ia}"));
+            match match_rescale(k, f, ia) {
+                Ok(m) => {
+                    rewrite(k, top, par, &ivs, m)?;
+                    report.rewritten += 1;
+                    report.notes.push(format!("mul-to-add: rewrote the rescale of `{name}` into an integer exponent add in GM"));
+                    done = true;
+                }
+                Err(why) => report.notes.push(format!(
+                    "mul-to-add: `{name}` is not an online-softmax accumulator: {why}"
+                )),
+            }
+        }
+    }
+    if report.rewritten > 0 {
+        k.remove_dead_insts(top);
+    }
+    Ok(report)
+}
+
+/// The top-level `parallel` of a function and its grid variables.
+fn grid(k: &Kernel, top: Block) -> Option<(Inst, Vec<Value>)> {
+    k.blocks[top]
+        .insts
+        .iter()
+        .find_map(|&i| match &k.insts[i].kind {
+            InstKind::Parallel { body, .. } => Some((i, k.blocks[*body].params.clone())),
+            _ => None,
+        })
+}
+
+fn def(k: &Kernel, v: Value) -> Option<&InstKind> {
+    k.def_inst(v).map(|i| &k.insts[i].kind)
+}
+
+fn through_broadcast(k: &Kernel, v: Value) -> Value {
+    match def(k, v) {
+        Some(InstKind::Broadcast { src, .. }) => *src,
+        _ => v,
+    }
+}
+
+/// The float constant a value is (through broadcasts), if any.
+fn constant(k: &Kernel, v: Value) -> Option<f64> {
+    match def(k, through_broadcast(k, v)) {
+        Some(InstKind::FConst(x, _)) => Some(*x),
+        _ => None,
+    }
+}
+
+/// Every instruction in `body` (not nested) that uses `v`.
+fn users(k: &Kernel, body: Block, v: Value) -> Vec<Inst> {
+    let mut out = Vec::new();
+    k.walk(body, &mut |i| {
+        let mut uses = false;
+        k.insts[i].kind.for_each_operand(|o| uses |= o == v);
+        if uses {
+            out.push(i);
+        }
+    });
+    out
+}
+
+fn match_rescale(k: &Kernel, f: Inst, ia: usize) -> Result<Match, String> {
+    let InstKind::For { init, body, .. } = &k.insts[f].kind else {
+        return Err("not a loop".into());
+    };
+    let body = *body;
+    let params = &k.blocks[body].params;
+    let acc = params[ia + 1];
+    let Some(&last) = k.blocks[body].insts.last() else {
+        return Err("empty loop".into());
+    };
+    let InstKind::Yield(ys) = &k.insts[last].kind else {
+        return Err("loop body does not end in yield".into());
+    };
+    let Some(InstKind::Binary(BinaryOp::Add, x1, x2)) = def(k, ys[ia]) else {
+        return Err("its next value is not `acc * alpha + X`".into());
+    };
+    let acc_add = k.def_inst(ys[ia]).ok_or("no defining op")?;
+    let is_scaled = |x: Value| match def(k, x) {
+        Some(InstKind::Binary(BinaryOp::Mul, a, b)) if *a == acc => Some(through_broadcast(k, *b)),
+        Some(InstKind::Binary(BinaryOp::Mul, a, b)) if *b == acc => Some(through_broadcast(k, *a)),
+        _ => None,
+    };
+    let (alpha, pv) = match (is_scaled(*x1), is_scaled(*x2)) {
+        (Some(a), _) => (a, *x2),
+        (_, Some(a)) => (a, *x1),
+        _ => {
+            return Err(
+                "its next value does not multiply the accumulator by a per-row factor".into(),
+            );
+        }
+    };
+    if !matches!(def(k, pv), Some(InstKind::Matmul { .. })) {
+        return Err("the term added to the rescaled accumulator is not a matmul (P·V)".into());
+    }
+    if users(k, body, acc).len() != 1 {
+        return Err("the accumulator is used by more than its rescale".into());
+    }
+    let Some(InstKind::Unary(UnaryOp::Exp, d)) = def(k, alpha) else {
+        return Err("the rescale factor is not `exp(m_old - m_new)`".into());
+    };
+    let Some(InstKind::Binary(BinaryOp::Sub, m_old, m_new)) = def(k, *d) else {
+        return Err("the rescale factor is not `exp(m_old - m_new)`".into());
+    };
+    let (m_old, m_new) = (*m_old, *m_new);
+    let Some(im) = params.iter().skip(1).position(|&p| p == m_old) else {
+        return Err("`m_old` in the rescale factor is not a loop-carried max".into());
+    };
+    if ys[im] != m_new {
+        return Err("the loop does not carry `m_new` as the next max".into());
+    }
+    let s = match def(k, m_new) {
+        Some(InstKind::Binary(BinaryOp::Max, a, r))
+        | Some(InstKind::Binary(BinaryOp::Max, r, a))
+            if *a == m_old && matches!(def(k, *r), Some(InstKind::Reduce(ReduceOp::Max, _))) =>
+        {
+            match def(k, *r) {
+                Some(InstKind::Reduce(ReduceOp::Max, s)) => *s,
+                _ => unreachable!("checked by the guard"),
+            }
+        }
+        _ => return Err("`m_new` is not `max(m_old, rowmax(s))`".into()),
+    };
+    // p = exp(s - broadcast(m_new))
+    let mut p = None;
+    k.walk(body, &mut |i| {
+        if let InstKind::Unary(UnaryOp::Exp, d) = k.insts[i].kind
+            && let Some(InstKind::Binary(BinaryOp::Sub, a, b)) = def(k, d)
+            && *a == s
+            && through_broadcast(k, *b) == m_new
+        {
+            p = Some(k.insts[i].results[0]);
+        }
+    });
+    let p = p.ok_or("no `p = exp(s - m_new)` in the loop")?;
+    // m_new may feed only: the rescale factor, p's broadcast, the yield.
+    for u in users(k, body, m_new) {
+        let ok = match &k.insts[u].kind {
+            InstKind::Yield(_) => true,
+            InstKind::Binary(BinaryOp::Sub, _, _) => k.insts[u].results[0] == *d,
+            InstKind::Broadcast { .. } => {
+                let b = k.insts[u].results[0];
+                users(k, body, b).iter().all(|&w| matches!(&k.insts[w].kind, InstKind::Binary(BinaryOp::Sub, a, _) if *a == s))
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "`m_new` has a use the rewrite cannot keep (`{}`)",
+                k.insts[u].kind.opcode()
+            ));
+        }
+    }
+    if constant(k, init[ia]) != Some(0.0) {
+        return Err("the accumulator does not start at 0".into());
+    }
+    if constant(k, init[im]) != Some(f64::NEG_INFINITY) {
+        return Err("the running max does not start at -inf".into());
+    }
+    Ok(Match {
+        for_inst: f,
+        body,
+        ia,
+        im,
+        s,
+        m_new,
+        p,
+        alpha,
+        pv,
+        acc_add,
+    })
+}
+
+fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Result<(), String> {
+    let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
+    // The accumulator's workspace: one slot per grid point.
+    let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
+    let InstKind::Parallel { axes, .. } = k.insts[par].kind.clone() else {
+        return Err("no grid".into());
+    };
+    let mut shape = Vec::new();
+    for ax in &axes {
+        if !matches!(def(k, ax.lo), Some(InstKind::IConst(0))) {
+            return Err("mul-to-add needs grid axes that start at 0".into());
+        }
+        shape.push(match def(k, ax.hi) {
+            Some(InstKind::IConst(n)) => {
+                Dim::Const(u64::try_from(*n).map_err(|_| "negative grid bound")?)
+            }
+            Some(InstKind::DimValue(d)) => Dim::Sym(*d),
+            _ => return Err("mul-to-add needs grid bounds that are dims or constants".into()),
+        });
+    }
+    shape.extend(acc_ty.shape().iter().map(|&n| Dim::Const(n)));
+    let acc_name = k.values[k.blocks[m.body].params[m.ia + 1]]
+        .name
+        .clone()
+        .unwrap_or_else(|| "acc".into());
+    let ws = k.tensors.push(TensorData {
+        name: format!("{acc_name}_ws"),
+        dtype: DType::F32,
+        shape,
+        role: Role::Workspace,
+    });
+    let mut index: Vec<Index> = ivs.iter().map(|&v| Index::Point(v)).collect();
+    index.extend(acc_ty.shape().iter().map(|_| Index::Full));
+
+    let m_old = k.blocks[m.body].params[m.im + 1];
+    let row_ty = k.ty(m_old).clone();
+    let rows = row_ty.shape().to_vec();
+    let s_shape = k.ty(m.s).shape().to_vec();
+    let (_, pos) = k
+        .position(m.body, k.def_inst(m.m_new).ok_or("m_new has no op")?)
+        .ok_or("m_new not in the loop")?;
+    let mut b = crate::ir::Builder::at(k, m.body, pos + 1);
+    let fc = |b: &mut crate::ir::Builder, x: f64, shape: &[u64]| -> Result<Value, String> {
+        let c = b.value(InstKind::FConst(x, DType::F32)).map_err(e)?;
+        b.value(InstKind::Broadcast {
+            src: c,
+            shape: shape.to_vec(),
+        })
+        .map_err(e)
+    };
+    let log2e = fc(&mut b, LOG2_E, &s_shape)?;
+    let s2 = b
+        .named(InstKind::Binary(BinaryOp::Mul, m.s, log2e), "s2")
+        .map_err(e)?;
+    let r2 = b.value(InstKind::Reduce(ReduceOp::Max, s2)).map_err(e)?;
+    let cr = b.value(InstKind::Unary(UnaryOp::Ceil, r2)).map_err(e)?;
+    let big_m = b
+        .named(InstKind::Binary(BinaryOp::Max, m_old, cr), "M_new")
+        .map_err(e)?;
+    let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
+    let zero = fc(&mut b, 0.0, &rows)?;
+    let empty = b.value(InstKind::Cmp(CmpOp::Eq, big_m, ninf)).map_err(e)?;
+    let m_safe = b.value(InstKind::Select(empty, zero, big_m)).map_err(e)?;
+    let mb = b
+        .value(InstKind::Broadcast {
+            src: m_safe,
+            shape: s_shape.clone(),
+        })
+        .map_err(e)?;
+    let d = b
+        .value(InstKind::Binary(BinaryOp::Sub, s2, mb))
+        .map_err(e)?;
+    let p2 = b.named(InstKind::Unary(UnaryOp::Exp2, d), "p").map_err(e)?;
+    let first = b.value(InstKind::Cmp(CmpOp::Eq, m_old, ninf)).map_err(e)?;
+    let step = b
+        .value(InstKind::Binary(BinaryOp::Sub, m_old, big_m))
+        .map_err(e)?;
+    let nf0 = b.value(InstKind::Select(first, zero, step)).map_err(e)?;
+    let floor = fc(&mut b, -255.0, &rows)?;
+    let nf = b
+        .named(InstKind::Binary(BinaryOp::Max, nf0, floor), "nf")
+        .map_err(e)?;
+    let n = b.named(InstKind::Cast(nf, DType::I32), "n").map_err(e)?;
+    let alpha2 = b
+        .named(InstKind::Unary(UnaryOp::Exp2, nf), "alpha")
+        .map_err(e)?;
+    b.ins(InstKind::AtomicExpAdd {
+        tensor: ws,
+        index: index.clone(),
+        n,
+    })
+    .map_err(e)?;
+
+    // Uses of the old p and alpha take the new ones; the max is M_new.
+    k.replace_uses_in(m.body, m.p, p2);
+    k.replace_uses_in(m.body, m.alpha, alpha2);
+    let last = *k.blocks[m.body].insts.last().ok_or("empty loop")?;
+    if let InstKind::Yield(ys) = &mut k.insts[last].kind {
+        ys[m.im] = big_m;
+    }
+    // acc' = acc * alpha + pv  →  atomic_add acc_ws[...], pv
+    let (_, apos) = k
+        .position(m.body, m.acc_add)
+        .ok_or("accumulator update not in the loop")?;
+    let mut b = crate::ir::Builder::at(k, m.body, apos + 1);
+    b.ins(InstKind::AtomicAdd {
+        tensor: ws,
+        index: index.clone(),
+        value: m.pv,
+    })
+    .map_err(e)?;
+
+    // After the loop: the accumulator is read back from GM, the max
+    // converted to natural-log units.
+    let results = k.insts[m.for_inst].results.clone();
+    let (acc_out, m_out) = (results[m.ia], results[m.im]);
+    let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
+    let mut b = crate::ir::Builder::at(k, outer, fpos + 1);
+    let acc_final = b
+        .named(InstKind::Load { tensor: ws, index }, &acc_name)
+        .map_err(e)?;
+    let ln2 = fc(&mut b, LN_2, &rows)?;
+    let m_name = b.kernel.values[m_out]
+        .name
+        .clone()
+        .unwrap_or_else(|| "m".into());
+    let m_nat = b
+        .named(InstKind::Binary(BinaryOp::Mul, m_out, ln2), &m_name)
+        .map_err(e)?;
+    let mul_inst = k.def_inst(m_nat).ok_or("no op")?;
+    k.replace_uses_in(outer, acc_out, acc_final);
+    k.replace_uses_in(outer, m_out, m_nat);
+    // replace_uses_in also rewrote the conversion's own operand: restore it.
+    if let InstKind::Binary(_, a, _) = &mut k.insts[mul_inst].kind {
+        *a = m_out;
+    }
+    // The accumulator is no longer carried.
+    k.remove_carried(m.for_inst, m.ia);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Axis, BLayout, Builder, DimData, Type};
+
+    /// FlashAttention decode at toy shapes, as lowering builds it; `acc0`
+    /// is the accumulator's initial value.
+    fn flash(acc0: f64) -> Kernel {
+        let mut k = Kernel::new("fa");
+        let bd = k.dims.push(DimData {
+            name: "B".into(),
+            value: None,
+        });
+        let nd = k.dims.push(DimData {
+            name: "N".into(),
+            value: None,
+        });
+        let t = |k: &mut Kernel, name: &str, dtype, shape: Vec<Dim>, role| {
+            k.tensors.push(TensorData {
+                name: name.into(),
+                dtype,
+                shape,
+                role,
+            })
+        };
+        let q = t(
+            &mut k,
+            "q",
+            DType::Bf16,
+            vec![Dim::Sym(bd), Dim::Const(16), Dim::Const(32)],
+            Role::Input,
+        );
+        let kv = t(
+            &mut k,
+            "kv",
+            DType::Bf16,
+            vec![Dim::Sym(bd), Dim::Sym(nd), Dim::Const(32)],
+            Role::Input,
+        );
+        let out = t(
+            &mut k,
+            "out",
+            DType::F32,
+            vec![Dim::Sym(bd), Dim::Const(16), Dim::Const(16)],
+            Role::Output,
+        );
+        let top = k.blocks.push(Default::default());
+        k.funcs.push(crate::ir::Func {
+            unit: Unit::Any,
+            sub_blocks: 1,
+            body: top,
+        });
+        let mut b = Builder::at_end(&mut k, top);
+        let zero = b.value(InstKind::IConst(0)).unwrap();
+        let bv = b.value(InstKind::DimValue(bd)).unwrap();
+        let body = b
+            .parallel(
+                vec![Axis {
+                    lo: zero,
+                    hi: bv,
+                    step: 1,
+                }],
+                &["b"],
+            )
+            .unwrap();
+        let iv = b.kernel.blocks[body].params[0];
+        b.switch_to(body);
+        let qt = b
+            .named(
+                InstKind::Load {
+                    tensor: q,
+                    index: vec![Index::Point(iv), Index::Full, Index::Full],
+                },
+                "qt",
+            )
+            .unwrap();
+        let c = |b: &mut Builder, x: f64, shape: Vec<u64>| {
+            let s = b.value(InstKind::FConst(x, DType::F32)).unwrap();
+            b.value(InstKind::Broadcast { src: s, shape }).unwrap()
+        };
+        let m0 = c(&mut b, f64::NEG_INFINITY, vec![16]);
+        let l0 = c(&mut b, 0.0, vec![16]);
+        let a0 = c(&mut b, acc0, vec![16, 16]);
+        let n = b.value(InstKind::DimValue(nd)).unwrap();
+        let (f, fb) = b.for_loop(zero, n, 8, vec![m0, l0, a0], "j").unwrap();
+        let p = b.kernel.blocks[fb].params.clone();
+        let (j, m, l, acc) = (p[0], p[1], p[2], p[3]);
+        b.switch_to(fb);
+        let kt = b
+            .named(
+                InstKind::Load {
+                    tensor: kv,
+                    index: vec![
+                        Index::Point(iv),
+                        Index::Range { start: j, len: 8 },
+                        Index::Full,
+                    ],
+                },
+                "k",
+            )
+            .unwrap();
+        let s = b
+            .named(
+                InstKind::Matmul {
+                    a: qt,
+                    b: kt,
+                    b_layout: BLayout::NK,
+                    acc: None,
+                },
+                "s",
+            )
+            .unwrap();
+        let r = b.value(InstKind::Reduce(ReduceOp::Max, s)).unwrap();
+        let mn = b
+            .named(InstKind::Binary(BinaryOp::Max, m, r), "m_new")
+            .unwrap();
+        let mb = b
+            .value(InstKind::Broadcast {
+                src: mn,
+                shape: vec![16, 8],
+            })
+            .unwrap();
+        let d = b.value(InstKind::Binary(BinaryOp::Sub, s, mb)).unwrap();
+        let pp = b.named(InstKind::Unary(UnaryOp::Exp, d), "p").unwrap();
+        let d2 = b.value(InstKind::Binary(BinaryOp::Sub, m, mn)).unwrap();
+        let alpha = b.named(InstKind::Unary(UnaryOp::Exp, d2), "alpha").unwrap();
+        let la = b.value(InstKind::Binary(BinaryOp::Mul, l, alpha)).unwrap();
+        let rs = b.value(InstKind::Reduce(ReduceOp::Sum, pp)).unwrap();
+        let l2 = b
+            .named(InstKind::Binary(BinaryOp::Add, la, rs), "l")
+            .unwrap();
+        let ab = b
+            .value(InstKind::Broadcast {
+                src: alpha,
+                shape: vec![16, 16],
+            })
+            .unwrap();
+        let scaled = b.value(InstKind::Binary(BinaryOp::Mul, acc, ab)).unwrap();
+        let pb = b.value(InstKind::Cast(pp, DType::Bf16)).unwrap();
+        let v = b
+            .value(InstKind::Extract {
+                src: kt,
+                index: vec![
+                    Index::Full,
+                    Index::Range {
+                        start: zero,
+                        len: 16,
+                    },
+                ],
+            })
+            .unwrap();
+        let pv = b
+            .value(InstKind::Matmul {
+                a: pb,
+                b: v,
+                b_layout: BLayout::KN,
+                acc: None,
+            })
+            .unwrap();
+        let acc2 = b
+            .named(InstKind::Binary(BinaryOp::Add, scaled, pv), "acc")
+            .unwrap();
+        b.ins(InstKind::Yield(vec![mn, l2, acc2])).unwrap();
+        b.switch_to(body);
+        let res = b.kernel.insts[f].results.clone();
+        let lb = b
+            .value(InstKind::Broadcast {
+                src: res[1],
+                shape: vec![16, 16],
+            })
+            .unwrap();
+        let o = b
+            .value(InstKind::Binary(BinaryOp::Div, res[2], lb))
+            .unwrap();
+        b.ins(InstKind::Store {
+            tensor: out,
+            index: vec![Index::Point(iv), Index::Full, Index::Full],
+            value: o,
+        })
+        .unwrap();
+        k
+    }
+
+    fn count(k: &Kernel, pred: impl Fn(&Kernel, &InstKind) -> bool) -> usize {
+        let mut n = 0;
+        k.walk(k.funcs[0].body, &mut |i| {
+            n += pred(k, &k.insts[i].kind) as usize
+        });
+        n
+    }
+
+    fn acc_multiplies(k: &Kernel) -> usize {
+        count(k, |k, op| {
+            matches!(op, InstKind::Binary(BinaryOp::Mul, a, _)
+                if k.ty(*a) == &Type::tile(DType::F32, vec![16, 16], crate::ir::Space::Any))
+        })
+    }
+
+    #[test]
+    fn rewrites_the_rescale_into_exponent_add_in_gm() {
+        let mut k = flash(0.0);
+        assert_eq!(acc_multiplies(&k), 1);
+        let r = run(&mut k, &MulToAddOptions::default()).unwrap();
+        assert_eq!(r.rewritten, 1, "{:?}", r.notes);
+        assert_eq!(
+            acc_multiplies(&k),
+            0,
+            "the float multiply of the accumulator must be gone"
+        );
+        assert_eq!(
+            count(&k, |_, op| matches!(op, InstKind::AtomicExpAdd { .. })),
+            1
+        );
+        assert_eq!(
+            count(&k, |_, op| matches!(op, InstKind::AtomicAdd { .. })),
+            1
+        );
+        assert_eq!(
+            count(&k, |_, op| matches!(op, InstKind::Unary(UnaryOp::Ceil, _))),
+            1
+        );
+        let ws = k
+            .tensors
+            .values()
+            .filter(|t| t.role == Role::Workspace)
+            .count();
+        assert_eq!(ws, 1);
+        // The loop now carries m and l only.
+        let mut carried = vec![];
+        k.walk(k.funcs[0].body, &mut |i| {
+            if let InstKind::For { init, .. } = &k.insts[i].kind {
+                carried.push(init.len());
+            }
+        });
+        assert_eq!(carried, vec![2]);
+    }
+
+    #[test]
+    fn near_miss_is_explained_and_left_alone() {
+        let mut k = flash(1.0);
+        let r = run(&mut k, &MulToAddOptions::default()).unwrap();
+        assert_eq!(r.rewritten, 0);
+        assert!(
+            r.notes.iter().any(|n| n.contains("does not start at 0")),
+            "{:?}",
+            r.notes
+        );
+        assert_eq!(acc_multiplies(&k), 1);
+    }
+}
