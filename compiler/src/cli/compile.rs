@@ -126,7 +126,7 @@ pub fn run(args: &CompileArgs) -> u8 {
     }
     let text = match args.emit {
         Emit::Ast => unreachable!("handled above"),
-        Emit::Hir => format!("{:#?}\n", c.hir),
+        Emit::Hir => c.hir.to_string(),
         Emit::Lowered => c.lowered.to_string(),
         Emit::Ir => c.ir.to_string(),
         Emit::Cube => only_func(&c.ir, Unit::Cube),

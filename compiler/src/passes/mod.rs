@@ -33,6 +33,7 @@ pub mod mul_to_add;
 pub mod plan_memory;
 pub mod preload;
 pub mod split;
+pub mod tile;
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

@@ -158,7 +158,9 @@ pub fn run(k: &mut Kernel, _opts: &MulToAddOptions) -> Result<MulToAddReport, St
                 Ok(m) => {
                     rewrite(k, top, par, &ivs, m)?;
                     report.rewritten += 1;
-                    report.notes.push(format!("rewrote the rescale of `{name}` into an integer exponent add in GM"));
+                    report.notes.push(format!(
+                        "rewrote the rescale of `{name}` into an integer exponent add in GM"
+                    ));
                     done = true;
                 }
                 Err(why) => report.notes.push(format!(
