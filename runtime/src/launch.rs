@@ -333,6 +333,8 @@ impl UnitJob<'_> {
             cores: self.cfg.cores as u32,
             sub_blocks: self.cfg.vector_sub_blocks as u32,
             rt: std::ptr::null(),
+            dims: self.cfg.dims.as_ptr(),
+            dim_count: self.cfg.dims.len() as u64,
         };
         // Arenas live on this thread for the whole launch.
         let arenas: Result<(Option<CubeArenas>, Option<Arena>), RuntimeError> = match self.unit {
