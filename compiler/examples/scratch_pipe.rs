@@ -1,49 +1,69 @@
-use amla_compiler::{check, diag, ir, lower, passes, target};
+use amla_compiler::{check, diag, driver, run};
 fn main() {
-    let path = std::env::args().nth(1).unwrap();
-    let show = std::env::args().nth(2).unwrap_or_default();
+    let mut args = std::env::args().skip(1);
+    let path = args.next().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let src = diag::SourceFile::new(path.clone(), text);
-    let h = match check::check(&src, &check::Defines::new()) {
-        Ok(h) => h,
-        Err(d) => {
-            eprintln!("{}", diag::render_plain(&src, &d));
-            return;
-        }
-    };
-    let mut k = lower::lower(&h).unwrap();
-    let stage = |k: &ir::Kernel, name: &str| {
-        let t = ir::print::print(k);
-        if let Err(e) = ir::verify::verify(k) {
-            println!("VERIFY FAIL after {name}: {e}");
-        }
-        match ir::parse::parse(&t) {
-            Ok(k2) => {
-                if ir::print::print(&k2) != t {
-                    println!("ROUNDTRIP MISMATCH after {name}");
-                }
-            }
-            Err(e) => println!("PARSE FAIL after {name}: {e}"),
-        }
-        if show == name {
-            println!("{t}");
-        }
-    };
-    stage(&k, "lower");
-    let _ = passes::mul_to_add::run(&mut k, &Default::default()).unwrap();
-    stage(&k, "mul-to-add");
-    if let Err(e) = passes::split::run(&mut k) {
-        println!("split error: {e}");
-        return;
+    let mut opts = driver::CompileOptions::new().unwrap();
+    let mut d = check::Defines::new();
+    for a in args {
+        let (n, v) = check::Defines::parse_arg(&a).unwrap();
+        d.insert(n, v);
     }
-    stage(&k, "split");
-    let t = target::Target::builtin("ascend910b").unwrap();
-    match passes::plan_memory::plan_memory(&mut k, &t, &Default::default()) {
-        Ok(r) => println!("{r:?}"),
+    opts.defines = d;
+    let c = match driver::compile(&src, &opts) {
+        Ok(c) => c,
         Err(e) => {
-            println!("plan error: {e}");
+            println!("compile error: {e}");
             return;
         }
+    };
+    let ex = match run::exec::Executable::new(&c, &opts.target) {
+        Ok(x) => x,
+        Err(e) => {
+            println!("{e}");
+            return;
+        }
+    };
+    let specs = ex.input_specs().unwrap();
+    let inputs: Vec<_> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, (n, dt, s))| {
+            run::inputs::generate(n, *dt, s, None, &Default::default(), i as u64).unwrap()
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    match ex.run(&inputs, &Default::default()) {
+        Ok(o) => {
+            println!("ran in {:?}", t.elapsed());
+            let kind = run::ReferenceKind::from_source(&src.text).unwrap().unwrap();
+            let scale = c
+                .hir
+                .consts
+                .iter()
+                .find(|c| c.name == "scale")
+                .unwrap()
+                .value
+                .as_f64();
+            let dv = *o.outputs[0].shape.last().unwrap();
+            let e = run::reference_kind::expected(kind, &inputs, scale, dv).unwrap();
+            let out = o.outputs[0].data.to_f64();
+            let lse = o.outputs[1].data.to_f64();
+            let mut m = 0f64;
+            for (a, b) in out.iter().zip(&e.out) {
+                m = m.max((a - b).abs());
+            }
+            let mut ml = 0f64;
+            for (a, b) in lse.iter().zip(&e.lse) {
+                ml = ml.max((a - b).abs());
+            }
+            println!(
+                "max abs out err {m:e}, lse err {ml:e}; out[0..4]={:?} ref={:?}",
+                &out[..4],
+                &e.out[..4]
+            );
+        }
+        Err(e) => println!("run error: {e}"),
     }
-    stage(&k, "plan-memory");
 }

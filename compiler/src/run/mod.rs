@@ -1,7 +1,9 @@
 //! Running kernels from the host: inputs, the float64 reference a run is
 //! checked against, and the comparison.
 
+pub mod exec;
 pub mod inputs;
+pub mod npy;
 pub mod reference_kind;
 pub mod tensor;
 
