@@ -21,6 +21,7 @@ mod index;
 pub mod poly;
 mod print;
 mod stmt;
+mod verify;
 
 use std::collections::HashMap;
 
