@@ -25,9 +25,10 @@ mod verify;
 
 use std::collections::HashMap;
 
+pub use crate::diag::SourceFile;
 pub use defines::Defines;
 
-use crate::diag::{Code, Diagnostic, SourceFile};
+use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast;
 use crate::syntax::{Span, on_big_stack};
 use hir::{ConstId, ConstValue, DType, Dim, DimId, ParamId, Role};
