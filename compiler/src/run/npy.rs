@@ -30,7 +30,10 @@ pub fn read(path: &Path, name: &str, dtype: DType, shape: &[usize]) -> Result<Ho
         ));
     }
     let descr = npy.dtype().descr();
-    let kind = descr.trim_matches('\'').trim_start_matches(['<', '>', '|', '=']).to_string();
+    let kind = descr
+        .trim_matches('\'')
+        .trim_start_matches(['<', '>', '|', '='])
+        .to_string();
     let bad = |e: std::io::Error| format!("cannot read {}: {e}", what());
     let floats = |npy: npyz::NpyFile<_>| -> Result<Vec<f64>, String> {
         match kind.as_str() {
