@@ -663,6 +663,9 @@ mod tests {
         let k = split_and_preload(true, 1);
         let d = dump(&k);
         check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+        crate::ir::verify::verify(&k)
+            .map_err(|e| format!("{e}\n{d}"))
+            .unwrap();
         // The cube's parallel body holds three loops: prologue, steady, epilogue.
         let cube = k.funcs[0].body;
         let par = k.blocks[cube]
@@ -724,6 +727,9 @@ mod tests {
                 let k = split_and_preload(amla, depth);
                 let d = dump(&k);
                 check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+                crate::ir::verify::verify(&k)
+                    .map_err(|e| format!("{e}\n{d}"))
+                    .unwrap();
                 for n in [0i64, 1, 2, 3, 4, 7] {
                     for cube_first in [true, false] {
                         let ctx =
@@ -773,6 +779,60 @@ mod tests {
         }
         let e = simulate(&k, &dims(&k, 128 * 3), true).unwrap_err();
         assert!(e.contains("overwritten"), "{e}");
+    }
+
+    fn lowered(file: &str) -> Kernel {
+        let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let src = crate::diag::SourceFile::new(file, text);
+        let h = crate::check::check(&src, &crate::check::Defines::new())
+            .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+        crate::lower::lower(&h).unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    fn verified(k: &Kernel, what: &str) {
+        if let Err(e) = crate::ir::verify::verify(k) {
+            panic!("{what}: {e}\n{}", crate::ir::print::print(k));
+        }
+    }
+
+    /// Every example kernel, with and without `mul-to-add`, through `split`
+    /// and `preload` at depths 0..=2: verified, and simulated without
+    /// deadlock, race or unbalanced flags for several block counts.
+    #[test]
+    fn examples_split_and_preload() {
+        let files = [
+            "mla_decode.amla",
+            "mla_decode_mtp.amla",
+            "mla_decode_paged.amla",
+            "gqa_decode.amla",
+            "flash_prefill.amla",
+        ];
+        for file in files {
+            for m2a in [false, true] {
+                for depth in 0..=2u32 {
+                    let what = format!("{file} mul-to-add={m2a} depth={depth}");
+                    let mut k = lowered(file);
+                    if m2a {
+                        crate::passes::mul_to_add::run(&mut k, &Default::default())
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    }
+                    verified(&k, &format!("{what} (input)"));
+                    split::run(&mut k).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    verified(&k, &format!("{what} after split"));
+                    run(&mut k, &PreloadConfig { depth }).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    verified(&k, &format!("{what} after preload"));
+                    let text = crate::ir::print::print(&k);
+                    for n in [0i64, 1, 2, 5] {
+                        for cube_first in [true, false] {
+                            simulate(&k, &dims(&k, 128 * n), cube_first).unwrap_or_else(|e| {
+                                panic!("{what} n={n} cube_first={cube_first}: {e}\n{text}")
+                            });
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
