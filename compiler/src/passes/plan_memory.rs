@@ -1625,6 +1625,11 @@ pub(crate) mod tests {
     /// the same time unless they are one slot (same offset and type, ranges
     /// touching at a handoff) or one is a view of the other.
     pub(crate) fn check_placement(k: &Kernel, target: &Target) {
+        if let Err(e) =
+            crate::ir::verify::verify_with(k, &crate::ir::verify::VerifyConfig::for_target(target))
+        {
+            panic!("{e}\n{}", crate::ir::print::print(k));
+        }
         for f in &k.funcs {
             let lin = Lin::new(k, f.body);
             // Views: l1 extracts.
@@ -1774,10 +1779,8 @@ pub(crate) mod tests {
     fn mla_vector_accumulator_goes_to_gm() {
         let mut k = attention(MLA);
         let t = Target::ascend910b();
-        let mut plan_vector_only = k.clone();
-        plan_vector_only.funcs.retain(|f| f.unit == Unit::Vector);
-        let rep = plan_memory(&mut plan_vector_only, &t, &PlanMemoryConfig::default()).unwrap();
-        k = plan_vector_only;
+        crate::passes::tile::tile(&mut k, &t, &Default::default()).unwrap();
+        let rep = plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap();
         check_placement(&k, &t);
         for n in ["acc", "acc_new", "pv", "ab", "acc_s", "o", "lb"] {
             assert_eq!(
@@ -1919,5 +1922,94 @@ pub(crate) mod tests {
         assert_eq!(before, after);
         assert_eq!(n_insts, k.insts.len(), "no new copies the second time");
         check_placement(&k, &t);
+    }
+
+    /// The front end and the passes before this one, on a `.amla` file.
+    /// `None` when `split` does not support the kernel yet.
+    pub(crate) fn compile_example(
+        name: &str,
+        defines: &[(&str, &str)],
+        amla: bool,
+    ) -> Option<Kernel> {
+        use crate::check::{Defines, check};
+        use crate::diag::{SourceFile, render_plain};
+        let path = format!("{}/../dsl-examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let src = SourceFile::new(name, std::fs::read_to_string(&path).unwrap());
+        let mut d = Defines::new();
+        for (n, v) in defines {
+            d.insert(*n, *v);
+        }
+        let h = check(&src, &d).unwrap_or_else(|e| panic!("{}", render_plain(&src, &e)));
+        let mut k = crate::lower::lower(&h).unwrap();
+        if amla {
+            crate::passes::mul_to_add::run(&mut k, &Default::default()).unwrap();
+        }
+        crate::passes::split::run(&mut k).ok()?;
+        Some(k)
+    }
+
+    #[test]
+    fn examples_tile_place_and_verify() {
+        let t = Target::ascend910b();
+        let mut seen = 0;
+        let dir = format!("{}/../dsl-examples", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".amla"))
+            .collect();
+        names.sort();
+        for name in &names {
+            for amla in [false, true] {
+                let Some(mut k) = compile_example(name, &[], amla) else {
+                    continue;
+                };
+                crate::passes::tile::tile(&mut k, &t, &Default::default())
+                    .unwrap_or_else(|e| panic!("{name} (amla {amla}): {e}"));
+                let rep =
+                    plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap_or_else(|e| {
+                        panic!("{name} (amla {amla}): {e}\n{}", crate::ir::print::print(&k))
+                    });
+                check_placement(&k, &t);
+                let _ = rep;
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "only {seen} kernels split");
+    }
+
+    #[test]
+    fn mla_example_accumulator_lands_in_gm_without_mul_to_add() {
+        let t = Target::ascend910b();
+        let mut k = compile_example("mla_decode.amla", &[], false).unwrap();
+        crate::passes::tile::tile(&mut k, &t, &Default::default()).unwrap();
+        let rep = plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap();
+        check_placement(&k, &t);
+        let gm: Vec<String> = rep
+            .vector_gm_tiles
+            .iter()
+            .map(|&v| tile_label(&k, v))
+            .collect();
+        assert!(
+            gm.iter()
+                .any(|g| g.starts_with("%acc") && g.ends_with("f32[128, 512]")),
+            "{gm:?}\n{:#?}",
+            rep.notes
+        );
+    }
+
+    #[test]
+    fn mla_example_bn_1024_overflows_l1() {
+        let t = Target::ascend910b();
+        let mut k = compile_example("mla_decode.amla", &[("BN", "1024")], true).unwrap();
+        crate::passes::tile::tile(&mut k, &t, &Default::default()).unwrap();
+        let e = plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "tile %k: bf16[1024, 576] needs 1179648 bytes of L1 but L1 holds 524288 bytes"
+            ),
+            "{e}"
+        );
     }
 }
