@@ -49,7 +49,11 @@
 //!   before the `yield`) and that copy joins the slot. A slot carried by a
 //!   loop is live over the whole loop;
 //! - a `matmul … acc %c`: its result and `%c` (accumulation is in place),
-//!   again through an inserted `copy %c to l0c` when `%c` is still needed.
+//!   again through an inserted `copy %c to l0c` when `%c` is still needed;
+//! - an element-wise op (`exp`, `add`, `select`, `bitcast`…) and an operand
+//!   of the same shape and element size whose last use it is: the op runs
+//!   in place (codegen must read element i before writing it, which an
+//!   in-order element loop does), when nothing else prevents it.
 //!
 //! So codegen never moves data at loop entry, at `yield` or for `acc`: after
 //! this pass, init, body parameter, yielded value and result of a carried
@@ -205,11 +209,15 @@ pub fn buffer_label(space: Space) -> String {
     space.name().to_ascii_uppercase()
 }
 
-/// `%name` (or `%v12` for an unnamed value), as messages quote a value.
+/// `%name` as the text form prints `v` now (source names uniquified, `%7`
+/// for an unnamed value), as messages quote a value.
 pub fn value_label(k: &Kernel, v: Value) -> String {
-    match &k.values[v].name {
+    match crate::ir::print::Names::new(k).get(v) {
         Some(n) => format!("%{n}"),
-        None => format!("%{v}"),
+        None => match &k.values[v].name {
+            Some(n) => format!("%{n}"),
+            None => format!("%{v}"),
+        },
     }
 }
 
@@ -608,6 +616,26 @@ fn coalesce(
                 let r = k.insts[i].results[0];
                 if !try_join(k, lin, ranges, views, &mut slots, *c, r) {
                     fixups.push(Fixup::Acc(i));
+                }
+            }
+            InstKind::Unary(..)
+            | InstKind::Binary(..)
+            | InstKind::Select(..)
+            | InstKind::Bitcast(..) => {
+                // In place: the result may take the slot of an operand
+                // whose last use this is (same shape and element size, so
+                // element i is read before it is overwritten).
+                let Some(&r) = k.insts[i].results.first() else {
+                    continue;
+                };
+                let pos = lin.pos[&i];
+                let mut operands = Vec::new();
+                k.insts[i].kind.for_each_operand(|v| operands.push(v));
+                for x in operands {
+                    let dies_here = ranges.get(&x).is_some_and(|&(_, end)| end == pos);
+                    if dies_here && try_join(k, lin, ranges, views, &mut slots, r, x) {
+                        break;
+                    }
                 }
             }
             _ => {}
@@ -1110,6 +1138,8 @@ fn plan_cube(
                 ));
             }
             let c = copy_before(k, blocks[&m], m, operand, want)?;
+            let base = k.values[operand].name.clone().unwrap_or_else(|| "t".into());
+            k.values[c].name = Some(format!("{base}_{want}"));
             if let InstKind::Matmul { a, b, .. } = &mut k.insts[m].kind {
                 if want == Space::L0A {
                     *a = c;
@@ -1826,7 +1856,7 @@ pub(crate) mod tests {
             plan_memory(&mut k, &Target::ascend910b(), &PlanMemoryConfig::default()).unwrap_err();
         assert!(
             e.message
-                .starts_with("tile %qt: bf16[128, 576] needs 147456 bytes of L0A"),
+                .starts_with("tile %qt_l0a: bf16[128, 576] needs 147456 bytes of L0A"),
             "{e}"
         );
         assert!(e.message.contains("`tile` pass"), "{e}");
