@@ -82,3 +82,24 @@ fn amlac_check_exit_codes() {
     );
     assert_eq!(amlac(&["frobnicate"]), 2, "unknown subcommand");
 }
+
+/// The checked HIR of every example, printed: shows every implicit
+/// conversion the checker made explicit (the lowering's input).
+#[test]
+fn example_hir_snapshots() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../snapshots/hir");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        insta::glob!("../dsl-examples", "*.amla", |path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let src = SourceFile::new("example.amla", text);
+            let k = check(&src, &Defines::new())
+                .unwrap_or_else(|e| panic!("{}", render_plain(&src, &e)));
+            let printed = k.to_string();
+            assert!(printed.starts_with(&format!("kernel {}", k.name)));
+            assert!(printed.contains("parallel "));
+            insta::assert_snapshot!(printed);
+        });
+    });
+}

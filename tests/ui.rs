@@ -101,3 +101,15 @@ fn ui_covers_the_error_codes() {
         assert!(codes.contains(&c.to_string()), "no ui program yields {c}");
     }
 }
+
+#[test]
+fn errors_md_documents_every_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ERRORS.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for c in amla::compiler::diag::Code::ALL {
+        assert!(
+            text.contains(&format!("## {c}")),
+            "docs/ERRORS.md lacks {c}"
+        );
+    }
+}

@@ -7,9 +7,11 @@
 pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod driver;
 pub mod ir;
 pub mod lower;
 pub mod passes;
 pub mod reference;
+pub mod run;
 pub mod syntax;
 pub mod target;

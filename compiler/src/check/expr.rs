@@ -99,6 +99,19 @@ impl Checker<'_> {
             );
             return None;
         }
+        if let (ConstValue::Int(v), DType::I32) = (w.num, dtype)
+            && i32::try_from(v).is_err()
+        {
+            self.error(
+                Diagnostic::new(
+                    Code::IntTooLarge,
+                    w.span,
+                    format!("integer constant {v} does not fit in `i32`"),
+                )
+                .label("indices and loop bounds are 32-bit"),
+            );
+            return None;
+        }
         let kind = match (w.konst, w.num) {
             (Some(id), _) => ExprKind::ConstValue(id),
             (None, ConstValue::Int(v)) if dtype == DType::I32 => ExprKind::IntLit(v),

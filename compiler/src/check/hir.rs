@@ -353,7 +353,7 @@ pub enum ExprKind {
     /// expressions); `ty` is a float scalar, the value is rounded to it.
     FloatLit(f64),
     /// An integer literal (or folded constant integer expression, or a
-    /// bound dim); `ty` is an `I32` scalar. (An integer constant meeting a
+    /// bound dim); `ty` is an `I32` scalar and the value fits in `i32`. (An integer constant meeting a
     /// float operand becomes a `FloatLit`.)
     IntLit(i64),
     /// Reads a local; `ty` = the local's type.

@@ -19,6 +19,7 @@ mod expr;
 pub mod hir;
 mod index;
 pub mod poly;
+mod print;
 mod stmt;
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 //! (unknown flag, malformed `-D`), as clap reports them.
 
 mod check;
+mod compile;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Parse and check `.amla` files; exit 1 with diagnostics on bad input.
     Check(check::CheckArgs),
+    /// Compile through the pass pipeline and print a stage (IR by default).
+    Compile(compile::CompileArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -45,6 +48,7 @@ where
     };
     match cli.command {
         Command::Check(a) => check::run(&a),
+        Command::Compile(a) => compile::run(&a),
     }
 }
 

@@ -6,7 +6,7 @@
 //! ([`InstKind::Parallel`], [`InstKind::For`]) own body blocks, so a pass
 //! walks a tree, not a CFG. Source spans live in a side table.
 //!
-//! Invariants (checked by [`verify`] after every pass):
+//! Invariants (checked by [`verify()`] after every pass):
 //! - SSA: every value is defined once, by an instruction result or a block
 //!   parameter, and used only where its definition dominates (earlier in the
 //!   same block or in an enclosing block);

@@ -1,8 +1,8 @@
-//! The text parser: [`parse`] reads back what [`super::print`] writes.
+//! The text parser: [`parse`] reads back what [`super::print()`] writes.
 //!
 //! A hand-written lexer and a recursive-descent parser (no pest: the form is
 //! line-oriented and tiny). The grammar is the one documented in
-//! [`super::print`]; `//` starts a comment that runs to the end of the line.
+//! [`super::print()`]; `//` starts a comment that runs to the end of the line.
 //!
 //! ```text
 //! kernel tiny
@@ -26,7 +26,7 @@
 //!   are applied on top;
 //! - names resolve textually: a value must be defined on an earlier line
 //!   of the same func, and a name is defined once per func. Whether a definition dominates its uses is
-//!   left to [`super::verify`], so the verifier can be tested from text;
+//!   left to [`super::verify()`], so the verifier can be tested from text;
 //! - malformed text is an error naming `line:col` and what was expected,
 //!   never a panic (the parser is fed user files): nesting depth and tile
 //!   sizes are bounded, every lookup is checked.

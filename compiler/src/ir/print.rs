@@ -1,7 +1,7 @@
-//! The text form of the tile IR: [`print`] (also `impl Display for Kernel`).
+//! The text form of the tile IR: [`print()`] (also `impl Display for Kernel`).
 //!
 //! The form is what `amlac compile --print-after <pass>` shows, what
-//! snapshots store and what [`super::parse`] reads back. It is deterministic
+//! snapshots store and what [`super::parse()`] reads back. It is deterministic
 //! and never shows arena indices:
 //!
 //! - values print as `%name` from their source name, uniquified in print

@@ -3,7 +3,7 @@
 //!
 //! It runs after every pass (see `passes::Pipeline`); a failure there is a
 //! compiler bug. Each [`VerifyIssue`] names the function, quotes the
-//! instruction in the text form of [`super::print`] and says what is wrong:
+//! instruction in the text form of [`super::print()`] and says what is wrong:
 //!
 //! ```text
 //! func vector: `%s = exp %t : f32[64, 64] l0a@0x0`: tile %s is in l0a, which a vector func cannot use (ub, gm)

@@ -148,19 +148,21 @@ fn describe(rule: Rule) -> &'static str {
 
 fn syntax_error(text: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
     use pest::error::ErrorVariant;
-    let pos = pos_of(e).min(text.len());
+    let mut pos = pos_of(e).min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1; // never past 0: 0 is a boundary
+    }
     let mut expected: Vec<String> = Vec::new();
     fn add(expected: &mut Vec<String>, s: String) {
         if !expected.contains(&s) {
             expected.push(s);
         }
     }
-    let mut pos = pos;
     // The detailed attempts know the farthest position reached and the
     // literal tokens tried there; prefer them to pest's rule summary.
     if let Some(att) = e.parse_attempts()
         && att.max_position >= pos
-        && att.max_position <= text.len()
+        && text.is_char_boundary(att.max_position)
     {
         pos = att.max_position;
         for t in att.expected_tokens() {
@@ -572,9 +574,11 @@ impl Builder {
                 let inner = p.into_inner().next();
                 self.parse_expr_opt(inner)
             }
-            Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr => {
-                self.parse_binary_level(p)
-            }
+            Rule::or_expr => self.parse_or_expr(p),
+            Rule::and_expr => self.parse_and_expr(p),
+            Rule::cmp_expr => self.parse_cmp_expr(p),
+            Rule::add_expr => self.parse_add_expr(p),
+            Rule::mul_expr => self.parse_mul_expr(p),
             Rule::unary => self.parse_unary(p),
             Rule::postfix => self.parse_postfix(p),
             Rule::paren => self.parse_paren(p),
@@ -587,7 +591,32 @@ impl Builder {
         }
     }
 
-    /// `or_expr`, `and_expr`, `cmp_expr`, `add_expr`, `mul_expr`: operands
+    /// `a || b || …`
+    fn parse_or_expr(&mut self, p: P<'_>) -> Result<Expr, Diagnostic> {
+        self.parse_binary_level(p)
+    }
+
+    /// `a && b && …`
+    fn parse_and_expr(&mut self, p: P<'_>) -> Result<Expr, Diagnostic> {
+        self.parse_binary_level(p)
+    }
+
+    /// `a < b` (at most one comparison: the grammar makes them non-associative)
+    fn parse_cmp_expr(&mut self, p: P<'_>) -> Result<Expr, Diagnostic> {
+        self.parse_binary_level(p)
+    }
+
+    /// `a + b - …`
+    fn parse_add_expr(&mut self, p: P<'_>) -> Result<Expr, Diagnostic> {
+        self.parse_binary_level(p)
+    }
+
+    /// `a * b / c % d @ e …`
+    fn parse_mul_expr(&mut self, p: P<'_>) -> Result<Expr, Diagnostic> {
+        self.parse_binary_level(p)
+    }
+
+    /// The five binary levels share one shape: operands
     /// separated by operator tokens, folded left-associatively.
     fn parse_binary_level(&mut self, p: P<'_>) -> Result<Expr, Diagnostic> {
         let mut it = p.into_inner();
