@@ -467,8 +467,9 @@ impl Emit<'_> {
     }
 }
 
-fn base_name(k: &Kernel, v: Value) -> String {
-    k.values[v].name.clone().unwrap_or_else(|| "t".into())
+/// `v`'s source name, or `role` (`a`, `b`, `c`) for an unnamed value.
+fn base_name(k: &Kernel, v: Value, role: &str) -> String {
+    k.values[v].name.clone().unwrap_or_else(|| role.into())
 }
 
 /// A chunk label: `k2`, `n1`, `m0k2`… (only the dims that are cut).
@@ -613,7 +614,11 @@ fn rewrite(k: &mut Kernel, func_body: Block, m: Inst, t: &Tiling) -> Result<()> 
         .insts
         .retain(|i| *i != m && !removed.contains(i));
 
-    let (an, bn, cname) = (base_name(k, a), base_name(k, b), base_name(k, c));
+    let (an, bn, cname) = (
+        base_name(k, a, "a"),
+        base_name(k, b, "b"),
+        base_name(k, c, "c"),
+    );
     let mut e = Emit {
         b: Builder::at(k, block, at),
         consts: HashMap::new(),
