@@ -85,8 +85,11 @@ pub(crate) fn translate(
     let fe = module.isa().frontend_config();
     let mut b = FunctionBuilder::new(func, fctx);
     let mut syms = HashMap::new();
-    for (name, id) in imports {
-        syms.insert(*name, module.declare_func_in_func(*id, b.func));
+    // In `abi::SYMBOLS` order, so the CLIF text is deterministic.
+    for (name, _) in abi::SYMBOLS {
+        if let Some(id) = imports.get(name) {
+            syms.insert(*name, module.declare_func_in_func(*id, b.func));
+        }
     }
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
