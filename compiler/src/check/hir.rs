@@ -352,13 +352,15 @@ pub enum ExprKind {
     /// A float literal (also `inf`, and folded constant float
     /// expressions); `ty` is a float scalar, the value is rounded to it.
     FloatLit(f64),
-    /// An integer literal (or folded constant integer expression); `ty` is
-    /// an `I32` scalar.
+    /// An integer literal (or folded constant integer expression, or a
+    /// bound dim); `ty` is an `I32` scalar and the value fits in `i32`. (An integer constant meeting a
+    /// float operand becomes a `FloatLit`.)
     IntLit(i64),
     /// Reads a local; `ty` = the local's type.
     Local(LocalId),
-    /// The value of a dim as an `I32` scalar; read `dims[id].value` for a
-    /// bound dim, or the launch-time value of an open one.
+    /// The value of an open dim (`dims[id].value == None`) as an `I32`
+    /// scalar, known at launch. A bound dim used as a value is folded into
+    /// an `IntLit` (or `FloatLit`, when it meets a float operand).
     DimValue(DimId),
     /// The value of a `const` as a scalar of `ty.dtype` (converted from the
     /// const's int or float value: constants, like literals, take the dtype

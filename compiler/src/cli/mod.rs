@@ -1,8 +1,63 @@
-//! The `amlac` command line.
+//! The `amlac` command line. One file per subcommand: adding one is adding a
+//! [`Command`] variant, its file, and a line in [`run`].
+//!
+//! Exit codes (all subcommands): 0 success; 1 the input has errors
+//! (diagnostics on stderr) or a file cannot be read; 2 usage errors
+//! (unknown flag, malformed `-D`), as clap reports them.
 
+mod check;
+mod compile;
+
+use std::ffi::OsString;
 use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// `amlac`: the amla kernel compiler.
+#[derive(Debug, Parser)]
+#[command(name = "amlac", version, about = "The amla attention-kernel compiler")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check `.amla` files; exit 1 with diagnostics on bad input.
+    Check(check::CheckArgs),
+    /// Compile through the pass pipeline and print a stage (IR by default).
+    Compile(compile::CompileArgs),
+}
+
+/// Runs `amlac` with `args` (the first is the program name) and returns the
+/// process exit code. Testable in-process.
+pub fn run<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that exit 0.
+            let _ = e.print();
+            return u8::try_from(e.exit_code()).unwrap_or(2);
+        }
+    };
+    match cli.command {
+        Command::Check(a) => check::run(&a),
+        Command::Compile(a) => compile::run(&a),
+    }
+}
 
 /// Entry point of the `amlac` binary.
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    ExitCode::from(run(std::env::args_os()))
+}
+
+/// Parses one `-D NAME=VALUE` (clap value parser shared by subcommands).
+pub(crate) fn parse_define(s: &str) -> Result<(String, String), String> {
+    crate::check::Defines::parse_arg(s)
 }

@@ -6,7 +6,7 @@
 //! ([`InstKind::Parallel`], [`InstKind::For`]) own body blocks, so a pass
 //! walks a tree, not a CFG. Source spans live in a side table.
 //!
-//! Invariants (checked by [`verify`] after every pass):
+//! Invariants (checked by [`verify()`] after every pass):
 //! - SSA: every value is defined once, by an instruction result or a block
 //!   parameter, and used only where its definition dominates (earlier in the
 //!   same block or in an enclosing block);
@@ -20,13 +20,19 @@ pub mod builder;
 pub mod edit;
 pub mod entity;
 pub mod inst;
+pub mod parse;
+pub mod print;
 pub mod types;
 pub mod typing;
+pub mod verify;
 
 pub use builder::Builder;
 pub use entity::{EntityRef, PrimaryMap, SecondaryMap};
 pub use inst::{Axis, BLayout, BinaryOp, CmpOp, Index, InstKind, ReduceOp, UnaryOp, Unit};
+pub use parse::{ParseError, parse};
+pub use print::{Names, print, print_inst};
 pub use types::{DType, Dim, Space, TileType, Type};
+pub use verify::{VerifyConfig, VerifyError, VerifyIssue, verify, verify_with};
 
 crate::entity_ref!(
     /// An SSA value.

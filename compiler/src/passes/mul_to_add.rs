@@ -63,6 +63,34 @@ const LN_2: f64 = std::f64::consts::LN_2;
 #[derive(Clone, Debug, Default)]
 pub struct MulToAddOptions {}
 
+/// The `mul-to-add` pass.
+#[derive(Clone, Debug, Default)]
+pub struct MulToAdd {
+    /// Its options.
+    pub options: MulToAddOptions,
+}
+
+impl super::Pass for MulToAdd {
+    fn name(&self) -> &'static str {
+        "mul-to-add"
+    }
+
+    fn run(&self, k: &mut Kernel, cx: &super::PassContext) -> Result<(), super::PassError> {
+        let report = run(k, &self.options).map_err(|message| super::PassError::Internal {
+            pass: "mul-to-add".into(),
+            message,
+        })?;
+        for n in report.notes {
+            cx.note(n);
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> &'static str {
+        "rewrites the online-softmax rescale of the accumulator into AMLA's integer exponent add in GM"
+    }
+}
+
 /// What the pass did: one line per rewritten loop and per near miss.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MulToAddReport {
@@ -96,7 +124,7 @@ pub fn run(k: &mut Kernel, _opts: &MulToAddOptions) -> Result<MulToAddReport, St
     let Some(func) = k.funcs.iter().find(|f| f.unit == Unit::Any) else {
         report
             .notes
-            .push("mul-to-add: the kernel is already split; nothing to do".into());
+            .push("the kernel is already split; nothing to do".into());
         return Ok(report);
     };
     let top = func.body;
@@ -130,7 +158,9 @@ pub fn run(k: &mut Kernel, _opts: &MulToAddOptions) -> Result<MulToAddReport, St
                 Ok(m) => {
                     rewrite(k, top, par, &ivs, m)?;
                     report.rewritten += 1;
-                    report.notes.push(format!("mul-to-add: rewrote the rescale of `{name}` into an integer exponent add in GM"));
+                    report.notes.push(format!(
+                        "rewrote the rescale of `{name}` into an integer exponent add in GM"
+                    ));
                     done = true;
                 }
                 Err(why) => report.notes.push(format!(

@@ -1,0 +1,176 @@
+//! `amlac compile FILE [-D NAME=VALUE]… [--emit WHAT] [-o FILE]`: compile
+//! through the pass pipeline and print a stage.
+//!
+//! `--emit` takes `ast` (the parsed program), `hir` (the checked program),
+//! `lowered` (the IR before any pass), `ir` (the IR after the pipeline, the
+//! default), `cube` or `vector` (one function of it). `--print-after PASS`
+//! (or `all`) writes the IR after that pass to stdout before the emitted
+//! stage; `--disable-pass PASS` skips a pass; `--time-passes` and
+//! `--explain` report on stderr.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::check::Defines;
+use crate::diag::{SourceFile, emit_stderr};
+use crate::driver::{self, CompileError, CompileOptions};
+use crate::ir::{Kernel, Unit};
+use crate::passes::PrintAfter;
+use crate::target::Target;
+
+/// What `--emit` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The parsed program (syntax tree).
+    Ast,
+    /// The checked, typed program.
+    Hir,
+    /// The tile IR as lowering produced it, before any pass.
+    Lowered,
+    /// The tile IR after the pass pipeline.
+    Ir,
+    /// The Cube function of the final IR.
+    Cube,
+    /// The Vector function of the final IR.
+    Vector,
+}
+
+/// Arguments of `amlac compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The `.amla` file.
+    pub file: PathBuf,
+    /// Bind a dim or const (`-D N=4096`), or set a compiler option
+    /// (`-D PRELOAD=2`).
+    #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = super::parse_define)]
+    pub defines: Vec<(String, String)>,
+    /// The stage to print.
+    #[arg(long, value_enum, default_value = "ir")]
+    pub emit: Emit,
+    /// Write the emitted stage to FILE instead of stdout.
+    #[arg(short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print the IR after PASS (or `all`) to stdout.
+    #[arg(long, value_name = "PASS")]
+    pub print_after: Option<String>,
+    /// Skip PASS (repeatable).
+    #[arg(long, value_name = "PASS")]
+    pub disable_pass: Vec<String>,
+    /// Report each pass's run time on stderr.
+    #[arg(long)]
+    pub time_passes: bool,
+    /// Report what each pass did, and why a near miss did not match, on stderr.
+    #[arg(long)]
+    pub explain: bool,
+    /// Target description: a built-in name or a `.toml` path.
+    #[arg(long, default_value = "ascend910b")]
+    pub target: String,
+}
+
+/// Runs the subcommand; returns the exit code.
+pub fn run(args: &CompileArgs) -> u8 {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", args.file.display());
+            return 1;
+        }
+    };
+    let src = SourceFile::new(args.file.display().to_string(), text);
+    let mut opts = match CompileOptions::new() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    opts.target = match Target::load(&args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: target `{}`: {e}", args.target);
+            return 1;
+        }
+    };
+    opts.defines = args.defines.iter().cloned().collect::<Defines>();
+    opts.pipeline.disabled = args.disable_pass.clone();
+    opts.pipeline.time_passes = args.time_passes;
+    opts.pipeline.print_after = match args.print_after.as_deref() {
+        None => PrintAfter::None,
+        Some("all") => PrintAfter::All,
+        Some(p) => PrintAfter::Pass(p.to_string()),
+    };
+    if args.emit == Emit::Ast {
+        return match crate::check::parse(&src) {
+            Ok(ast) => write_out(args, &format!("{ast:#?}\n")),
+            Err(d) => {
+                emit_stderr(&src, &d);
+                1
+            }
+        };
+    }
+    let c = match driver::compile(&src, &opts) {
+        Ok(c) => c,
+        Err(e) => return report_error(&src, e),
+    };
+    if args.explain {
+        for n in &c.notes {
+            eprintln!("{}: {}", n.pass, n.text);
+        }
+    }
+    if args.time_passes {
+        eprint!("{}", c.report.timings_text());
+    }
+    if !c.report.dumps.is_empty() {
+        print!("{}", c.report.dumps_text());
+    }
+    let text = match args.emit {
+        Emit::Ast => unreachable!("handled above"),
+        Emit::Hir => c.hir.to_string(),
+        Emit::Lowered => c.lowered.to_string(),
+        Emit::Ir => c.ir.to_string(),
+        Emit::Cube => only_func(&c.ir, Unit::Cube),
+        Emit::Vector => only_func(&c.ir, Unit::Vector),
+    };
+    write_out(args, &text)
+}
+
+/// The kernel text with only the function of `unit` (the whole IR when the
+/// kernel is not split, e.g. with `--disable-pass split`).
+fn only_func(k: &Kernel, unit: Unit) -> String {
+    if k.func(unit).is_none() {
+        return k.to_string();
+    }
+    let mut one = k.clone();
+    one.funcs.retain(|f| f.unit == unit);
+    one.to_string()
+}
+
+fn write_out(args: &CompileArgs, text: &str) -> u8 {
+    match &args.output {
+        None => {
+            print!("{text}");
+            0
+        }
+        Some(path) => match std::fs::write(path, text) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: cannot write `{}`: {e}", path.display());
+                1
+            }
+        },
+    }
+}
+
+/// Prints a compile error on stderr and returns the exit code (1).
+pub(crate) fn report_error(src: &SourceFile, e: CompileError) -> u8 {
+    match e {
+        CompileError::Diagnostics(d) => emit_stderr(src, &d),
+        CompileError::Option(m) => eprintln!("error: {m}"),
+        CompileError::Pass(p) if p.is_user() => eprintln!("error: {}: {p}", src.name),
+        CompileError::Pass(p) => {
+            eprintln!("{p}\nthis is a bug in amlac: please report it with the input file")
+        }
+    }
+    1
+}

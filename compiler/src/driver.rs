@@ -1,0 +1,127 @@
+//! The compiler as a library: source text → checked HIR → tile IR → passes.
+//!
+//! [`compile`] is what `amlac compile` and `amlac run` call and what tests
+//! and embedders use. It never panics on user input: a bad program comes
+//! back as [`CompileError::Diagnostics`], a kernel the target cannot hold as
+//! [`CompileError::Pass`] with a user-facing [`PassError`].
+//!
+//! Compiler options can also be given as `-D`: `-D PRELOAD=d` sets the
+//! preload depth. These names ([`OPTION_DEFINES`]) are reserved: they never
+//! reach the kernel's dims and consts.
+
+use crate::check::{self, Defines, hir};
+use crate::diag::{Diagnostic, SourceFile};
+use crate::ir::Kernel;
+use crate::lower;
+use crate::passes::{
+    self, ExplainNote, PassContext, PassError, PassOptions, PipelineConfig, PipelineReport,
+};
+use crate::target::Target;
+
+/// Everything that shapes a compilation.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// `-D NAME=VALUE` bindings of dims and consts (and `PRELOAD`).
+    pub defines: Defines,
+    /// The chip the passes plan for.
+    pub target: Target,
+    /// Print-after, disabled passes, timing, verification.
+    pub pipeline: PipelineConfig,
+    /// Options the passes read (preload depth…).
+    pub pass_options: PassOptions,
+}
+
+impl CompileOptions {
+    /// Defaults: no defines, the built-in `ascend910b` target, the default
+    /// pipeline.
+    pub fn new() -> Result<CompileOptions, String> {
+        Ok(CompileOptions {
+            defines: Defines::new(),
+            target: Target::builtin("ascend910b").map_err(|e| e.to_string())?,
+            pipeline: PipelineConfig::default(),
+            pass_options: PassOptions::default(),
+        })
+    }
+}
+
+/// The products of a compilation.
+#[derive(Clone, Debug)]
+pub struct Compilation {
+    /// The checked program.
+    pub hir: hir::Kernel,
+    /// The IR as lowering produced it (before any pass).
+    pub lowered: Kernel,
+    /// The IR after the pipeline.
+    pub ir: Kernel,
+    /// IR dumps and timings the pipeline captured.
+    pub report: PipelineReport,
+    /// `--explain` notes of the passes.
+    pub notes: Vec<ExplainNote>,
+}
+
+/// Why a compilation failed.
+#[derive(Debug)]
+pub enum CompileError {
+    /// The source has errors.
+    Diagnostics(Vec<Diagnostic>),
+    /// A compiler option is malformed (e.g. `-D PRELOAD=x`).
+    Option(String),
+    /// A pass refused the kernel (user-facing) or failed (a compiler bug).
+    Pass(PassError),
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::Diagnostics(d) => write!(f, "{} error(s) in the source", d.len()),
+            CompileError::Option(m) => f.write_str(m),
+            CompileError::Pass(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// Names of compiler options accepted as `-D`.
+pub const OPTION_DEFINES: &[&str] = &["PRELOAD"];
+
+/// Moves the compiler options given as `-D` out of `opts.defines` into the
+/// pass options.
+fn take_option_defines(opts: &mut CompileOptions) -> Result<(), CompileError> {
+    if let Some(v) = opts.defines.map.remove("PRELOAD") {
+        opts.pass_options.preload_depth = v.parse().ok().filter(|d| *d <= 8).ok_or_else(|| {
+            CompileError::Option(format!("-D PRELOAD={v}: expected a preload depth in 0..=8"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks the source only.
+pub fn check_source(src: &SourceFile, defines: &Defines) -> Result<hir::Kernel, CompileError> {
+    check::check(src, defines).map_err(CompileError::Diagnostics)
+}
+
+/// Compiles `src` through lowering and the default pipeline.
+pub fn compile(src: &SourceFile, opts: &CompileOptions) -> Result<Compilation, CompileError> {
+    let mut opts = opts.clone();
+    take_option_defines(&mut opts)?;
+    let hir = check_source(src, &opts.defines)?;
+    let lowered = lower::lower(&hir).map_err(|e| {
+        CompileError::Pass(PassError::Internal {
+            pass: "lower".into(),
+            message: e.0,
+        })
+    })?;
+    let mut ir = lowered.clone();
+    let mut pipeline = passes::default_pipeline();
+    pipeline.config = opts.pipeline.clone();
+    let cx = PassContext::new(&opts.target, opts.pass_options.clone());
+    let report = pipeline.run(&mut ir, &cx).map_err(CompileError::Pass)?;
+    Ok(Compilation {
+        hir,
+        lowered,
+        ir,
+        report,
+        notes: cx.notes(),
+    })
+}

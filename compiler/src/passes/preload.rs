@@ -1,0 +1,784 @@
+//! `preload`: the AMLA Preload Pipeline (DESIGN.md §5), a software pipeline
+//! of the Cube program with depth `d`.
+//!
+//! After `split`, the Cube's block loop is two stages separated by a wait:
+//!
+//! ```text
+//! for %j in %lo..%hi step s {
+//!   A: %k = load kv[..%j..]; %s = matmul %q, %k nk; store ws_s[..]; set_flag S
+//!   B: wait_flag P; %p = load ws_pb[..]; %v = extract %k[..]; %o = matmul %p, %v kn; …
+//! }
+//! ```
+//!
+//! so the Cube idles while the Vector computes the softmax of block j.
+//! Preload issues stage A of block t+d before stage B of block t:
+//!
+//! ```text
+//! %ds = iconst d*s
+//! %p_hi = min (add %lo, %ds), %hi
+//! for %j in %lo..%p_hi step s { A(%j) }                 // prologue: min(d, n) blocks
+//! %n = div (add (sub %hi, %lo), s-1), s                // block count
+//! %e_lo = max %lo, (add %lo, (mul (sub %n, d), s))
+//! for %j in %lo..%e_lo step s carry(…) {               // steady: max(0, n-d) blocks
+//!   A(add %j, %ds)                                      //   QK of block t+d
+//!   B(%j)                                               //   then PV of block t
+//! }
+//! for %j in %e_lo..%hi step s carry(…) { B(%j) }        // epilogue: min(d, n) blocks
+//! ```
+//!
+//! Trip counts are computed with scalar `min`/`max`, so any block count,
+//! including 0 and counts below `d`, runs every A and every B exactly once,
+//! each stage in block order. Arithmetic is unchanged: the same ops run on
+//! the same data, only the Cube's issue order changes (depth 0 leaves the IR
+//! untouched).
+//!
+//! Values stage B takes from stage A (the K block load, the slot index…)
+//! are recomputed in B from its own block index: they must be pure and may
+//! load only kernel inputs (a matmul or a workspace read in A that B needs
+//! is an error). Carried values may be used by B only.
+//!
+//! # Slots
+//!
+//! Every workspace `split` created for a value crossing inside the loop
+//! (`ws_s`, `ws_pb`, …) gets an extra dim of `d+1` slots right after the
+//! grid dims, indexed on both units by `((j - lo) / s) % (d+1)`; the Vector
+//! program is otherwise unchanged.
+//!
+//! # Why this is safe
+//!
+//! - **No deadlock.** Stage A contains no `wait_flag` (the pass checks), so
+//!   hoisting it only makes the Cube's sets earlier; it can never block a
+//!   unit that was not blocked before. Stage B keeps its order relative to
+//!   the Vector.
+//! - **Flags pair per edge across slots.** Flags are counters and each id
+//!   is one producer→consumer edge. The Cube still issues A(0), A(1), … and
+//!   B(0), B(1), … in block order and the Vector consumes in block order, so
+//!   the k-th set of an id still meets the k-th wait: one id per edge works
+//!   for every slot.
+//! - **No slot is overwritten before it is read.** For a workspace the Cube
+//!   stores in A (S): A(t+d) writes the slot of block t-1; the Vector read
+//!   S_{t-1} before it set a flag (P_{t-1}) that the Cube waits for in
+//!   B(t-1), which precedes A(t+d) (checked: the Vector's load of every such
+//!   workspace precedes a set the Cube waits on in B). For a workspace the
+//!   Vector stores and the Cube loads in B (P): the Vector writes P_t' into
+//!   the slot of block t'-d-1 after waiting for S_t', which A(t') sets;
+//!   A(t') comes after B(t'-d-1), which read that slot (checked: the
+//!   Vector's store of every such workspace follows a wait on a flag the
+//!   Cube sets in A). Workspaces the Cube stores in B keep the order `split`
+//!   proved safe. So d+1 slots need no extra "slot free" flag: the producer
+//!   never runs more than d+1 blocks ahead.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::ir::{
+    BinaryOp, Block, Builder, DType, Dim, Index, Inst, InstKind, Kernel, Role, Tensor, Type, Unit,
+    Value,
+};
+
+/// Options of the `preload` pass.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PreloadConfig {
+    /// Pipeline depth: QK of block t+d is issued before PV of block t;
+    /// 0 leaves the IR unchanged.
+    pub depth: u32,
+}
+
+impl Default for PreloadConfig {
+    fn default() -> Self {
+        PreloadConfig { depth: 1 }
+    }
+}
+
+/// The `preload` pass (see the module docs).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Preload {
+    /// Its options.
+    pub config: PreloadConfig,
+}
+
+impl Preload {
+    /// The pass name used by `--print-after` and `--disable-pass`.
+    pub const NAME: &'static str = "preload";
+
+    /// Runs the pass on `k`; see [`run`].
+    pub fn run(&self, k: &mut Kernel) -> Result<(), String> {
+        run(k, &self.config)
+    }
+}
+
+/// Pipelines every Cube `for` loop that holds two matmul stages separated by
+/// a `wait_flag` (see the module docs). Loops without that shape are left
+/// alone; a kernel that was not split is an error, and so is a two-stage loop
+/// the pass cannot prove safe (a wait or a nested loop in the first stage, a
+/// carried value used by it, a non-recomputable value it hands to the second
+/// stage, a workspace whose Vector side does not match).
+pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<(), String> {
+    if cfg.depth == 0 {
+        return Ok(());
+    }
+    let d = i64::from(cfg.depth);
+    let (Some(cube), Some(vector)) = (k.func(Unit::Cube), k.func(Unit::Vector)) else {
+        return Err(
+            "preload: the kernel has no cube and vector functions (run split first)".into(),
+        );
+    };
+    let (cube, vector) = (cube.body, vector.body);
+    let ngrid = match k.blocks[cube].insts.iter().find_map(|&i| match k.kind(i) {
+        InstKind::Parallel { axes, .. } => Some(axes.len()),
+        _ => None,
+    }) {
+        Some(n) => n,
+        None => return Err("preload: the cube function has no `parallel`".into()),
+    };
+    let mut cands = Vec::new();
+    find_candidates(k, cube, &mut cands);
+    for &i in &cands {
+        // Nested candidates would be rewritten twice.
+        for &j in &cands {
+            if i != j && contains(k, i, j) {
+                return Err(format!(
+                    "preload: two-stage loop {j} is nested in another one ({i})"
+                ));
+            }
+        }
+    }
+    for f in cands {
+        pipeline(k, cube, vector, ngrid, f, d)?;
+    }
+    Ok(())
+}
+
+/// Loops whose body holds a matmul, then a `wait_flag` (the first wait of
+/// the body), then a matmul.
+fn find_candidates(k: &Kernel, b: Block, out: &mut Vec<Inst>) {
+    for &i in &k.blocks[b].insts {
+        let Some(body) = k.kind(i).body() else {
+            continue;
+        };
+        if let InstKind::For { .. } = k.kind(i) {
+            let insts = &k.blocks[body].insts;
+            let is_mm = |&x: &Inst| matches!(k.kind(x), InstKind::Matmul { .. });
+            if let Some(w) = insts
+                .iter()
+                .position(|&x| matches!(k.kind(x), InstKind::WaitFlag(_)))
+                && insts[..w].iter().any(is_mm)
+                && insts[w..].iter().any(is_mm)
+            {
+                out.push(i);
+                continue;
+            }
+        }
+        find_candidates(k, body, out);
+    }
+}
+
+fn contains(k: &Kernel, outer: Inst, inner: Inst) -> bool {
+    let Some(b) = k.kind(outer).body() else {
+        return false;
+    };
+    let mut found = false;
+    k.walk(b, &mut |i| found |= i == inner);
+    found
+}
+
+/// The block holding `target` under `b`, and its position there.
+fn locate(k: &Kernel, b: Block, target: Inst) -> Option<(Block, usize)> {
+    for (n, &i) in k.blocks[b].insts.iter().enumerate() {
+        if i == target {
+            return Some((b, n));
+        }
+        if let Some(body) = k.kind(i).body()
+            && let Some(r) = locate(k, body, target)
+        {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// The innermost `for` under `b` whose body directly holds an access to `t`.
+fn loops_accessing(
+    k: &Kernel,
+    b: Block,
+    t: Tensor,
+    owner: Option<Inst>,
+    out: &mut Vec<Option<Inst>>,
+) {
+    for &i in &k.blocks[b].insts {
+        if k.kind(i).tensor() == Some(t) && !out.contains(&owner) {
+            out.push(owner);
+        }
+        if let Some(body) = k.kind(i).body() {
+            let o = match k.kind(i) {
+                InstKind::For { .. } => Some(i),
+                _ => owner,
+            };
+            loops_accessing(k, body, t, o, out);
+        }
+    }
+}
+
+fn err_op(k: &Kernel, i: Inst, what: &str) -> String {
+    format!("preload: `{}` ({i}) {what}", k.kind(i).opcode())
+}
+
+fn pipeline(
+    k: &mut Kernel,
+    cube: Block,
+    vector: Block,
+    ngrid: usize,
+    f: Inst,
+    d: i64,
+) -> Result<(), String> {
+    let InstKind::For { step: s, body, .. } = k.kind(f).clone() else {
+        return Err("preload: internal: not a for".into());
+    };
+    // The crossing workspaces accessed directly in the body.
+    let mut ws: Vec<Tensor> = Vec::new();
+    for &i in &k.blocks[body].insts {
+        if let InstKind::Load { tensor, .. } | InstKind::Store { tensor, .. } = k.kind(i)
+            && k.tensors[*tensor].role == Role::Workspace
+            && !ws.contains(tensor)
+        {
+            ws.push(*tensor);
+        }
+    }
+    // Workspaces also touched by atomics (an accumulator) are not crossings.
+    let mut atomics = HashSet::new();
+    for b in [cube, vector] {
+        k.walk(b, &mut |i| {
+            if let InstKind::AtomicAdd { tensor, .. } | InstKind::AtomicExpAdd { tensor, .. } =
+                k.kind(i)
+            {
+                atomics.insert(*tensor);
+            }
+        });
+    }
+    ws.retain(|t| !atomics.contains(t));
+    // The Vector loop mirroring this one.
+    let mut vloop = None;
+    for &t in &ws {
+        let mut cube_sites = Vec::new();
+        loops_accessing(k, cube, t, None, &mut cube_sites);
+        if cube_sites != [Some(f)] {
+            return Err(format!(
+                "preload: workspace `{}` is accessed outside the pipelined loop on the cube",
+                k.tensors[t].name
+            ));
+        }
+        let mut sites = Vec::new();
+        loops_accessing(k, vector, t, None, &mut sites);
+        match sites.as_slice() {
+            [Some(v)] if vloop.is_none_or(|x| x == *v) => vloop = Some(*v),
+            _ => {
+                return Err(format!(
+                    "preload: workspace `{}` is not accessed in one vector loop",
+                    k.tensors[t].name
+                ));
+            }
+        }
+    }
+    // Slots: one more dim of d+1, indexed by the block number mod d+1.
+    let slots = d + 1;
+    let mut bodies = vec![(f, body)];
+    if let Some(v) = vloop {
+        let Some(vb) = k.kind(v).body() else {
+            return Err("preload: internal: vector loop without body".into());
+        };
+        bodies.push((v, vb));
+    }
+    for &t in &ws {
+        let td = &mut k.tensors[t];
+        if td.shape.len() < ngrid {
+            return Err(format!("preload: workspace `{}` has no grid dims", td.name));
+        }
+        td.shape.insert(ngrid, Dim::Const(slots as u64));
+    }
+    for &(l, lb) in &bodies {
+        let InstKind::For { lo, step, .. } = k.kind(l).clone() else {
+            return Err("preload: internal: not a for".into());
+        };
+        let iv = k.blocks[lb].params[0];
+        let slot = {
+            let mut b = Builder::at(k, lb, 0);
+            let rel = bin(&mut b, BinaryOp::Sub, iv, lo)?;
+            let sc = iconst(&mut b, step)?;
+            let blk = bin(&mut b, BinaryOp::Div, rel, sc)?;
+            let nc = iconst(&mut b, slots)?;
+            let slot = bin(&mut b, BinaryOp::Rem, blk, nc)?;
+            b.kernel.values[slot].name = Some("slot".into());
+            slot
+        };
+        for &i in &k.blocks[lb].insts.clone() {
+            if let InstKind::Load { tensor, index } | InstKind::Store { tensor, index, .. } =
+                &mut k.insts[i].kind
+                && ws.contains(tensor)
+            {
+                if index.len() < ngrid
+                    || !index[..ngrid].iter().all(|x| matches!(x, Index::Point(_)))
+                {
+                    return Err(err_op(k, i, "does not index its workspace by the grid ivs"));
+                }
+                index.insert(ngrid, Index::Point(slot));
+            }
+        }
+    }
+    // Stages.
+    let insts = k.blocks[body].insts.clone();
+    let Some((&y, insts)) = insts.split_last() else {
+        return Err("preload: internal: empty loop body".into());
+    };
+    if !matches!(k.kind(y), InstKind::Yield(_)) {
+        return Err("preload: the loop body does not end in `yield`".into());
+    }
+    let Some(w) = insts
+        .iter()
+        .position(|&x| matches!(k.kind(x), InstKind::WaitFlag(_)))
+    else {
+        return Err("preload: internal: no wait in the candidate".into());
+    };
+    let (a, b) = (insts[..w].to_vec(), insts[w..].to_vec());
+    let carried: HashSet<Value> = k.blocks[body].params[1..].iter().copied().collect();
+    let mut a_sets = HashSet::new();
+    for &i in &a {
+        match k.kind(i) {
+            InstKind::Parallel { .. } | InstKind::For { .. } => {
+                return Err(err_op(k, i, "is a loop inside the first (QK) stage"));
+            }
+            InstKind::SetFlag(g) => {
+                a_sets.insert(*g);
+            }
+            InstKind::Store { tensor, .. } if ws.contains(tensor) => {}
+            kind if kind.has_effect() => {
+                return Err(err_op(
+                    k,
+                    i,
+                    "has an effect the first (QK) stage may not have",
+                ));
+            }
+            kind => {
+                let mut bad = false;
+                kind.for_each_operand(|v| bad |= carried.contains(&v));
+                if bad {
+                    return Err(err_op(
+                        k,
+                        i,
+                        "in the first (QK) stage uses a loop-carried value",
+                    ));
+                }
+            }
+        }
+    }
+    let mut b_waits = HashSet::new();
+    for &i in &b {
+        k.walk_one(i, &mut |x| {
+            if let InstKind::WaitFlag(g) = k.kind(x) {
+                b_waits.insert(*g);
+            }
+        });
+    }
+    // Vector-side order checks (see "Why this is safe").
+    if let Some(&(_, vb)) = bodies.get(1) {
+        let vinsts = &k.blocks[vb].insts;
+        for &t in &ws {
+            let stored_in_a = a
+                .iter()
+                .any(|&i| matches!(k.kind(i), InstKind::Store { tensor, .. } if *tensor == t));
+            let loaded_in_b = b
+                .iter()
+                .any(|&i| matches!(k.kind(i), InstKind::Load { tensor, .. } if *tensor == t));
+            let name = &k.tensors[t].name;
+            if stored_in_a {
+                let li = vinsts.iter().position(
+                    |&i| matches!(k.kind(i), InstKind::Load { tensor, .. } if *tensor == t),
+                );
+                let ok = li.is_some_and(|li| {
+                    vinsts[li..]
+                        .iter()
+                        .any(|&i| matches!(k.kind(i), InstKind::SetFlag(g) if b_waits.contains(g)))
+                });
+                if !ok {
+                    return Err(format!(
+                        "preload: the vector does not signal the cube's second stage after reading `{name}`; its slots could be overwritten"
+                    ));
+                }
+            }
+            if loaded_in_b {
+                let si = vinsts.iter().position(
+                    |&i| matches!(k.kind(i), InstKind::Store { tensor, .. } if *tensor == t),
+                );
+                let ok = si.is_some_and(|si| {
+                    vinsts[..si]
+                        .iter()
+                        .any(|&i| matches!(k.kind(i), InstKind::WaitFlag(g) if a_sets.contains(g)))
+                });
+                if !ok {
+                    return Err(format!(
+                        "preload: the vector stores `{name}` without waiting for the cube's first stage; its slots could be overwritten"
+                    ));
+                }
+            }
+        }
+    }
+    // Values B takes from A, recomputed in B.
+    let a_set: HashSet<Inst> = a.iter().copied().collect();
+    let mut a_def: HashMap<Value, Inst> = HashMap::new();
+    for &i in &a {
+        for &r in &k.insts[i].results {
+            a_def.insert(r, i);
+        }
+    }
+    let mut need: HashSet<Inst> = HashSet::new();
+    let mut work: Vec<Value> = Vec::new();
+    for &i in b.iter().chain(std::iter::once(&y)) {
+        k.walk_one(i, &mut |x| k.kind(x).for_each_operand(|v| work.push(v)));
+    }
+    while let Some(v) = work.pop() {
+        let Some(&i) = a_def.get(&v) else { continue };
+        if !need.insert(i) {
+            continue;
+        }
+        let kind = k.kind(i);
+        let ok = match kind {
+            InstKind::Matmul { .. } => false,
+            InstKind::Load { tensor, .. } => k.tensors[*tensor].role == Role::Input,
+            kind => !kind.has_effect(),
+        };
+        if !ok {
+            return Err(err_op(
+                k,
+                i,
+                "computes a value the second (PV) stage needs and cannot be recomputed there",
+            ));
+        }
+        kind.for_each_operand(|v| work.push(v));
+    }
+    let recompute: Vec<Inst> = a.iter().copied().filter(|i| need.contains(i)).collect();
+    debug_assert!(recompute.iter().all(|i| a_set.contains(i)));
+
+    // Rewrite.
+    let InstKind::For { lo, hi, init, .. } = k.kind(f).clone() else {
+        return Err("preload: internal: not a for".into());
+    };
+    let params = k.blocks[body].params.clone();
+    let iv = params[0];
+    let iv_name = k.values[iv].name.clone().unwrap_or_else(|| "j".into());
+    let old_results = k.insts[f].results.clone();
+    let Some((pb, pos)) = locate(k, cube, f) else {
+        return Err("preload: internal: loop not found".into());
+    };
+    k.blocks[pb].insts.remove(pos);
+    let mut bld = Builder::at(k, pb, pos);
+    let ds = iconst(&mut bld, d * s)?;
+    let pe = bin(&mut bld, BinaryOp::Add, lo, ds)?;
+    let p_hi = bin(&mut bld, BinaryOp::Min, pe, hi)?;
+    let (_, pro) = bld
+        .for_loop(lo, p_hi, s, vec![], &iv_name)
+        .map_err(|e| format!("preload: {e}"))?;
+    let sm1 = iconst(&mut bld, s - 1)?;
+    let span = bin(&mut bld, BinaryOp::Sub, hi, lo)?;
+    let t1 = bin(&mut bld, BinaryOp::Add, span, sm1)?;
+    let sc = iconst(&mut bld, s)?;
+    let nb = bin(&mut bld, BinaryOp::Div, t1, sc)?;
+    bld.kernel.values[nb].name = Some("nblocks".into());
+    let dc = iconst(&mut bld, d)?;
+    let r = bin(&mut bld, BinaryOp::Sub, nb, dc)?;
+    let rs = bin(&mut bld, BinaryOp::Mul, r, sc)?;
+    let e = bin(&mut bld, BinaryOp::Add, lo, rs)?;
+    let e_lo = bin(&mut bld, BinaryOp::Max, lo, e)?;
+    bld.kernel.values[e_lo].name = Some("drain".into());
+    let (sf, steady) = bld
+        .for_loop(lo, e_lo, s, init.clone(), &iv_name)
+        .map_err(|e| format!("preload: {e}"))?;
+    let steady_results = bld.kernel.insts[sf].results.clone();
+    let (ef, epi) = bld
+        .for_loop(e_lo, hi, s, steady_results, &iv_name)
+        .map_err(|e| format!("preload: {e}"))?;
+    let epi_results = k.insts[ef].results.clone();
+
+    // Prologue: A(j).
+    let mut map = HashMap::from([(iv, k.blocks[pro].params[0])]);
+    clone_insts(k, &a, pro, &mut map);
+    append(k, pro, InstKind::Yield(vec![]), vec![]);
+    // Steady: A(j + d*s), then B(j).
+    let sj = k.blocks[steady].params[0];
+    let ja = {
+        let mut b = Builder::at_end(k, steady);
+        bin(&mut b, BinaryOp::Add, sj, ds)?
+    };
+    let mut map = HashMap::from([(iv, ja)]);
+    clone_insts(k, &a, steady, &mut map);
+    let sparams = k.blocks[steady].params.clone();
+    second_stage(k, steady, &params, &sparams, &recompute, &b, y);
+    // Epilogue: B(j).
+    let eparams = k.blocks[epi].params.clone();
+    second_stage(k, epi, &params, &eparams, &recompute, &b, y);
+    for (old, new) in old_results.into_iter().zip(epi_results) {
+        k.replace_uses_in(cube, old, new);
+    }
+    Ok(())
+}
+
+/// Fills `dst` with stage B for the loop whose params are `new_params`
+/// (original params `params`): the recomputed A values, B, and the yield.
+fn second_stage(
+    k: &mut Kernel,
+    dst: Block,
+    params: &[Value],
+    new_params: &[Value],
+    recompute: &[Inst],
+    b: &[Inst],
+    y: Inst,
+) {
+    let mut map: HashMap<Value, Value> = params
+        .iter()
+        .copied()
+        .zip(new_params.iter().copied())
+        .collect();
+    clone_insts(k, recompute, dst, &mut map);
+    clone_insts(k, b, dst, &mut map);
+    clone_insts(k, &[y], dst, &mut map);
+}
+
+fn iconst(b: &mut Builder<'_>, c: i64) -> Result<Value, String> {
+    b.value(InstKind::IConst(c))
+        .map_err(|e| format!("preload: {e}"))
+}
+
+fn bin(b: &mut Builder<'_>, op: BinaryOp, x: Value, y: Value) -> Result<Value, String> {
+    if b.kernel.ty(x) != &Type::Scalar(DType::I32) {
+        return Err(format!("preload: loop bound {x} is not an i32 scalar"));
+    }
+    b.value(InstKind::Binary(op, x, y))
+        .map_err(|e| format!("preload: {e}"))
+}
+
+fn append(k: &mut Kernel, b: Block, kind: InstKind, tys: Vec<Type>) -> Inst {
+    let i = k.make_inst(kind, tys);
+    k.blocks[b].insts.push(i);
+    i
+}
+
+/// Deep-copies `insts` (with their loop bodies) to the end of `dst`,
+/// renaming operands through `map` (values not in it are kept) and adding
+/// the new results to it.
+fn clone_insts(k: &mut Kernel, insts: &[Inst], dst: Block, map: &mut HashMap<Value, Value>) {
+    for &i in insts {
+        let mut kind = k.kind(i).clone();
+        kind.map_operands(|v| map.get(&v).copied().unwrap_or(v));
+        let body = kind.body();
+        if let Some(ob) = body {
+            let nb = k.blocks.push(Default::default());
+            for p in k.blocks[ob].params.clone() {
+                let np = k.add_block_param(nb, k.ty(p).clone(), k.values[p].name.clone());
+                map.insert(p, np);
+            }
+            match &mut kind {
+                InstKind::For { body, .. } | InstKind::Parallel { body, .. } => *body = nb,
+                _ => {}
+            }
+            let inner = k.blocks[ob].insts.clone();
+            clone_insts(k, &inner, nb, map);
+        }
+        let results = k.insts[i].results.clone();
+        let tys = results.iter().map(|&r| k.ty(r).clone()).collect();
+        let ni = append(k, dst, kind, tys);
+        let span = *k.spans.get(i);
+        if span.is_some() {
+            k.spans.set(ni, span);
+        }
+        for (n, &r) in results.iter().enumerate() {
+            let nr = k.insts[ni].results[n];
+            k.values[nr].name = k.values[r].name.clone();
+            map.insert(r, nr);
+        }
+    }
+}
+
+/// `walk` starting at one instruction (itself, then its body).
+trait WalkOne {
+    fn walk_one(&self, i: Inst, f: &mut impl FnMut(Inst));
+}
+
+impl WalkOne for Kernel {
+    fn walk_one(&self, i: Inst, f: &mut impl FnMut(Inst)) {
+        f(i);
+        if let Some(b) = self.kind(i).body() {
+            self.walk(b, f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::split::testkit::*;
+    use crate::passes::split::{self, dump};
+
+    fn dims(k: &Kernel, n: i64) -> Vec<(crate::ir::DimId, i64)> {
+        k.dims
+            .keys()
+            .map(|d| (d, if k.dims[d].name == "N" { n } else { 2 }))
+            .collect()
+    }
+
+    fn split_and_preload(amla: bool, depth: u32) -> Kernel {
+        let mut k = fa_kernel(amla);
+        split::run(&mut k).unwrap();
+        run(&mut k, &PreloadConfig { depth }).unwrap();
+        k
+    }
+
+    /// The Cube's matmul order for `n` blocks at depth `d`: QK tags then PV
+    /// tags as the pipeline issues them.
+    fn expected_order(n: i64, d: i64) -> Vec<Option<i64>> {
+        let mut v = Vec::new();
+        for t in 0..n.min(d) {
+            v.push(Some(128 * t)); // prologue QK
+        }
+        for t in 0..(n - d).max(0) {
+            v.push(Some(128 * (t + d))); // QK_{t+d}
+            v.push(Some(128 * t)); // PV_t
+        }
+        for t in (n - d).max(0)..n {
+            v.push(Some(128 * t)); // epilogue PV
+        }
+        v
+    }
+
+    #[test]
+    fn depth_zero_leaves_the_ir_unchanged() {
+        let mut k = fa_kernel(true);
+        split::run(&mut k).unwrap();
+        let before = dump(&k);
+        let shapes: Vec<_> = k.tensors.values().map(|t| t.shape.clone()).collect();
+        run(&mut k, &PreloadConfig { depth: 0 }).unwrap();
+        assert_eq!(dump(&k), before);
+        let after: Vec<_> = k.tensors.values().map(|t| t.shape.clone()).collect();
+        assert_eq!(shapes, after);
+    }
+
+    #[test]
+    fn steady_state_issues_the_next_qk_before_waiting() {
+        let k = split_and_preload(true, 1);
+        let d = dump(&k);
+        check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+        // The cube's parallel body holds three loops: prologue, steady, epilogue.
+        let cube = k.funcs[0].body;
+        let par = k.blocks[cube]
+            .insts
+            .iter()
+            .find_map(|&i| k.kind(i).body())
+            .unwrap();
+        let loops: Vec<Block> = k.blocks[par]
+            .insts
+            .iter()
+            .filter_map(|&i| match k.kind(i) {
+                InstKind::For { body, .. } => Some(*body),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(loops.len(), 3, "{d}");
+        let pos = |b: Block, f: &dyn Fn(&InstKind) -> bool| {
+            k.blocks[b].insts.iter().position(|&i| f(k.kind(i)))
+        };
+        let is_mm = |x: &InstKind| matches!(x, InstKind::Matmul { .. });
+        let is_wait = |x: &InstKind| matches!(x, InstKind::WaitFlag(_));
+        // Prologue: QK only, no waits.
+        assert!(
+            pos(loops[0], &is_mm).is_some() && pos(loops[0], &is_wait).is_none(),
+            "{d}"
+        );
+        // Steady: QK_{t+1}, then the wait for P_t, then PV_t.
+        let steady = loops[1];
+        let qk = pos(steady, &is_mm).unwrap();
+        let w = pos(steady, &is_wait).unwrap();
+        let mms: Vec<usize> = k.blocks[steady]
+            .insts
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| is_mm(k.kind(**i)))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(qk < w && mms.len() == 2 && mms[1] > w, "{d}");
+        // Epilogue: PV only.
+        let epi_mms = k.blocks[loops[2]]
+            .insts
+            .iter()
+            .filter(|&&i| is_mm(k.kind(i)))
+            .count();
+        assert_eq!(epi_mms, 1, "{d}");
+        // S and P have d+1 = 2 slots after the grid dim.
+        for name in ["ws_s", "ws_pb"] {
+            let t = k.tensors.values().find(|t| t.name == name).unwrap();
+            assert_eq!(t.shape[1], Dim::Const(2), "{name}: {:?}", t.shape);
+        }
+        let acc = k.tensors.values().find(|t| t.name == "acc_ws").unwrap();
+        assert_eq!(acc.shape.len(), 3);
+    }
+
+    #[test]
+    fn every_depth_and_block_count_runs_in_order_without_races() {
+        for amla in [false, true] {
+            for depth in [1u32, 2, 3] {
+                let k = split_and_preload(amla, depth);
+                let d = dump(&k);
+                check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+                for n in [0i64, 1, 2, 3, 4, 7] {
+                    for cube_first in [true, false] {
+                        let ctx =
+                            format!("amla={amla} depth={depth} n={n} cube_first={cube_first}");
+                        let r = simulate(&k, &dims(&k, 128 * n), cube_first)
+                            .map_err(|e| format!("{ctx}: {e}\n{d}"))
+                            .unwrap();
+                        assert_eq!(
+                            r.cube_matmuls,
+                            expected_order(n, i64::from(depth)),
+                            "{ctx}\n{d}"
+                        );
+                        if amla {
+                            let log: Vec<_> =
+                                r.gm_log.into_iter().filter(|e| e.0 == "acc_ws").collect();
+                            let mut want = Vec::new();
+                            for j in 0..n {
+                                want.push(("acc_ws".to_string(), "atomic_exp_add", Some(128 * j)));
+                                want.push(("acc_ws".to_string(), "atomic_add", Some(128 * j)));
+                            }
+                            want.push(("acc_ws".to_string(), "load", None));
+                            assert_eq!(log, want, "{ctx}\n{d}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_slot_would_race() {
+        // The simulator sees the hazard the extra slot removes: force every
+        // block into slot 0 and the cube's early QK overwrites S (or the
+        // vector's P) before it was read.
+        let mut k = split_and_preload(false, 1);
+        let rems: Vec<Value> = k
+            .insts
+            .values()
+            .filter_map(|d| match d.kind {
+                InstKind::Binary(BinaryOp::Rem, _, m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        for m in rems {
+            let i = k.def_inst(m).unwrap();
+            k.insts[i].kind = InstKind::IConst(1);
+        }
+        let e = simulate(&k, &dims(&k, 128 * 3), true).unwrap_err();
+        assert!(e.contains("overwritten"), "{e}");
+    }
+
+    #[test]
+    fn unsplit_kernels_are_refused() {
+        let mut k = fa_kernel(true);
+        let e = run(&mut k, &PreloadConfig::default()).unwrap_err();
+        assert!(e.contains("run split first"), "{e}");
+    }
+}
