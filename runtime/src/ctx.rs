@@ -216,6 +216,9 @@ pub(crate) struct UnitRt<'a> {
     pub epoch: Instant,
     /// Nanoseconds spent inside runtime calls (to derive Vector busy time).
     pub runtime_ns: Cell<u64>,
+    /// Private host scratch of this unit (`amla_rt_scratch`), kept for the
+    /// whole launch.
+    pub scratch: RefCell<Option<crate::aligned::AlignedBytes>>,
 }
 
 impl UnitRt<'_> {

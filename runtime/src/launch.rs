@@ -374,6 +374,7 @@ impl UnitJob<'_> {
             trace: self.cfg.trace.then(|| RefCell::new(Vec::new())),
             epoch: self.epoch,
             runtime_ns: Cell::new(0),
+            scratch: RefCell::new(None),
         };
         ctx.rt = &rt as *const UnitRt<'_> as *const std::ffi::c_void;
         let sub_block = match self.unit {

@@ -88,6 +88,8 @@ pub const SYMBOLS: &[(&str, &[u8])] = &[
     ("amla_rt_matmul", b"lllllllllwww"),
     ("amla_rt_set_flag", b"w"),
     ("amla_rt_wait_flag", b"wl"),
+    // bytes, out pointer
+    ("amla_rt_scratch", b"ll"),
 ];
 
 /// The Cranelift signature of runtime symbol `params` (see [`SYMBOLS`]).

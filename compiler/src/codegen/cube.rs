@@ -234,6 +234,9 @@ impl FnCx<'_, '_> {
         let r = self.k.insts[i].results[0];
         let t = self.tile(r, "load")?;
         let dims = self.gm_box(*tensor, index, "load")?;
+        if t.ty.space == Space::Gm {
+            return self.jit_gm_copy(*tensor, &dims, &t, true, "load");
+        }
         let gm_index = self.gm[tensor].index;
         let (buf, dt, eoff) = (
             buf_code(t.ty.space, "load")?,
@@ -280,6 +283,12 @@ impl FnCx<'_, '_> {
         };
         let t = self.tile(*value, op)?;
         let dims = self.gm_box(*tensor, index, op)?;
+        if t.ty.space == Space::Gm {
+            if mode != 0 {
+                return Err(CodegenError::unsupported(op, "from a tile placed in gm"));
+            }
+            return self.jit_gm_copy(*tensor, &dims, &t, false, op);
+        }
         let gm_index = self.gm[tensor].index;
         let (buf, dt, eoff) = (
             buf_code(t.ty.space, op)?,
@@ -309,6 +318,39 @@ impl FnCx<'_, '_> {
                     m,
                 ],
             )
+        })
+    }
+
+    /// A box copy between a GM tensor and a `gm`-placed (scratch) tile done
+    /// by JIT code (`load`: tensor → tile, zero-filling; else tile → tensor).
+    fn jit_gm_copy(
+        &mut self,
+        tensor: crate::ir::Tensor,
+        dims: &[BoxDim],
+        t: &TileRef,
+        load: bool,
+        op: &str,
+    ) -> Result<()> {
+        let esz = t.ty.dtype.bytes() as i64;
+        let gbase = self.gm[&tensor].base;
+        let tp = self.tile_ptr(t, op)?;
+        let zero = self.i64c(0);
+        let fill = if load { Some(t) } else { None };
+        self.emit_box(dims, zero, fill, op, &mut |c, p| {
+            c.counted_loop(p.rows, &mut |c, r| {
+                let go = c.b.ins().imul(r, p.big_stride);
+                let go = c.b.ins().iadd(go, p.big_off);
+                let go = c.b.ins().imul_imm_s(go, esz);
+                let ga = c.b.ins().iadd(gbase, go);
+                let to = c.b.ins().imul_imm_s(r, p.tile_stride as i64);
+                let to = c.b.ins().iadd(to, p.tile_off);
+                let to = c.b.ins().imul_imm_s(to, esz);
+                let ta = c.b.ins().iadd(tp, to);
+                let bytes = c.b.ins().imul_imm_s(p.cols, esz);
+                let (d, s) = if load { (ta, ga) } else { (ga, ta) };
+                simd_math::emit_memcpy_dyn(&mut c.b, d, s, bytes);
+                Ok(())
+            })
         })
     }
 

@@ -62,6 +62,8 @@ pub(crate) struct FnCx<'a, 'f> {
     pub syms: HashMap<&'static str, cl::FuncRef>,
     /// The number passed to `wait_flag` (innermost loop variable).
     pub block_no: cl::Value,
+    /// Byte offsets of `gm`-placed tiles in this unit's scratch.
+    pub gm_tiles: HashMap<Value, u64>,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -85,8 +87,11 @@ pub(crate) fn translate(
     let fe = module.isa().frontend_config();
     let mut b = FunctionBuilder::new(func, fctx);
     let mut syms = HashMap::new();
-    for (name, id) in imports {
-        syms.insert(*name, module.declare_func_in_func(*id, b.func));
+    // In `abi::SYMBOLS` order, so the CLIF text is deterministic.
+    for (name, _) in abi::SYMBOLS {
+        if let Some(id) = imports.get(name) {
+            syms.insert(*name, module.declare_func_in_func(*id, b.func));
+        }
     }
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -109,6 +114,7 @@ pub(crate) fn translate(
         dims: vec![None; k.dims.len()],
         syms,
         block_no: wi,
+        gm_tiles: HashMap::new(),
     };
     cx.prologue(f)?;
     cx.emit_block(f.body)?;
@@ -217,12 +223,15 @@ impl FnCx<'_, '_> {
         };
         match tt.space {
             Space::Any => Err(CodegenError::invalid(op, format!("{v} is not placed"))),
-            Space::Gm => Err(CodegenError::unsupported(
-                op,
-                format!(
-                    "{v} is a tile in GM (too big for the local buffer); streaming it is not implemented"
-                ),
-            )),
+            Space::Gm => {
+                let off = *self.gm_tiles.get(&v).ok_or_else(|| {
+                    CodegenError::invalid(op, format!("{v} in gm has no scratch slot"))
+                })?;
+                Ok(TileRef {
+                    ty: tt.clone(),
+                    off,
+                })
+            }
             _ => {
                 let off = self.k.offsets[v].ok_or_else(|| {
                     CodegenError::invalid(op, format!("{v} in {} has no offset", tt.space))
@@ -258,6 +267,29 @@ impl FnCx<'_, '_> {
                 tiles.extend(k.blocks[b].params.iter().copied());
             }
         });
+        // `gm` tiles live in the unit's private scratch, one slot each.
+        let mut scratch = 0u64;
+        for &v in &tiles {
+            if let Some(tt) = k.ty(v).as_tile()
+                && tt.space == Space::Gm
+                && !self.gm_tiles.contains_key(&v)
+            {
+                self.gm_tiles.insert(v, scratch);
+                scratch += tt.bytes().div_ceil(64) * 64;
+            }
+        }
+        if scratch > 0 {
+            let slot = self.b.create_sized_stack_slot(cl::StackSlotData::new(
+                cl::StackSlotKind::ExplicitSlot,
+                8,
+                3,
+            ));
+            let addr = self.b.ins().stack_addr(types::I64, slot, 0);
+            let bytes = self.i64c(scratch as i64);
+            self.call("amla_rt_scratch", &[bytes, addr])?;
+            let p = self.b.ins().load(types::I64, mf(), addr, 0);
+            self.bases.insert(Space::Gm, p);
+        }
         for v in tiles {
             if let Some(tt) = k.ty(v).as_tile()
                 && let Some((_, _, code)) = abi::local_buffer(tt.space)

@@ -277,6 +277,27 @@ pub fn emit_memcpy(b: &mut FunctionBuilder, dst: cl::Value, src: cl::Value, byte
     }
 }
 
+/// Copies `bytes` (an i64 value) bytes from `src` to `dst`
+/// (non-overlapping): 16 at a time, then single bytes.
+pub fn emit_memcpy_dyn(b: &mut FunctionBuilder, dst: cl::Value, src: cl::Value, bytes: cl::Value) {
+    let n16 = b.ins().sshr_imm_u(bytes, 4);
+    let zero = b.ins().iconst(types::I64, 0);
+    range_loop(b, zero, n16, &mut |b, i| {
+        let o = b.ins().ishl_imm_u(i, 4);
+        let sa = b.ins().iadd(src, o);
+        let da = b.ins().iadd(dst, o);
+        let v = b.ins().load(types::I8X16, mf(), sa, 0);
+        b.ins().store(mf(), v, da, 0);
+    });
+    let start = b.ins().ishl_imm_u(n16, 4);
+    range_loop(b, start, bytes, &mut |b, i| {
+        let sa = b.ins().iadd(src, i);
+        let da = b.ins().iadd(dst, i);
+        let v = b.ins().load(types::I8, mf(), sa, 0);
+        b.ins().store(mf(), v, da, 0);
+    });
+}
+
 /// Guarded `a / b` or `a % b` on i32 scalars: a zero divisor gives 0,
 /// `i32::MIN / -1` wraps, never traps.
 pub fn int_divrem(b: &mut FunctionBuilder, div: bool, x: cl::Value, y: cl::Value) -> cl::Value {
