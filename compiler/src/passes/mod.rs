@@ -65,10 +65,12 @@ pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
                 let cfg = preload::PreloadConfig {
                     depth: cx.options.preload_depth,
                 };
-                preload::run(k, &cfg).map_err(|message| PassError::Internal {
+                let r = preload::run(k, &cfg).map_err(|message| PassError::Internal {
                     pass: "preload".into(),
                     message,
-                })
+                })?;
+                r.notes.into_iter().for_each(|n| cx.note(n));
+                Ok(())
             },
         })),
         "tile" => Some(Box::new(FnPass {
