@@ -73,35 +73,8 @@ pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
                 Ok(())
             },
         })),
-        "tile" => Some(Box::new(FnPass {
-            name: "tile",
-            run: |k, cx| {
-                let r = tile::tile(k, cx.target, &tile::TileConfig::default()).map_err(|e| {
-                    PassError::User {
-                        message: e.message,
-                        span: None,
-                    }
-                })?;
-                r.notes.into_iter().for_each(|n| cx.note(n));
-                Ok(())
-            },
-        })),
-        "plan-memory" => Some(Box::new(FnPass {
-            name: "plan-memory",
-            run: |k, cx| {
-                let r = plan_memory::plan_memory(
-                    k,
-                    cx.target,
-                    &plan_memory::PlanMemoryConfig::default(),
-                )
-                .map_err(|e| PassError::User {
-                    message: e.message,
-                    span: None,
-                })?;
-                r.notes.into_iter().for_each(|n| cx.note(n));
-                Ok(())
-            },
-        })),
+        "tile" => Some(Box::new(tile::Tile::default())),
+        "plan-memory" => Some(Box::new(plan_memory::PlanMemory::default())),
         _ => None,
     }
 }

@@ -102,8 +102,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use super::{Pass, PassContext, PassError};
 use crate::ir::{
-    Block, Builder, Index, Inst, InstKind, Kernel, Space, Type, Unit, Value, ValueDef,
+    Block, Builder, Index, Inst, InstKind, Kernel, Space, SrcSpan, Type, Unit, Value, ValueDef,
 };
 use crate::target::Target;
 
@@ -152,6 +153,33 @@ pub struct PlanMemoryReport {
 pub struct PlanMemoryError {
     /// The full message.
     pub message: String,
+    /// What kind of failure it is (decides the [`PassError`] variant).
+    pub kind: PlanErrorKind,
+}
+
+/// The kind of a [`PlanMemoryError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanErrorKind {
+    /// A Cube tile larger than its whole buffer.
+    DoesNotFit {
+        /// The buffer.
+        buffer: Space,
+        /// `%name: type` of the tile.
+        tile: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// Bytes the buffer holds.
+        capacity: u64,
+        /// Its source span, if known.
+        span: Option<SrcSpan>,
+    },
+    /// Cube tiles live at the same time overflow their buffer.
+    User {
+        /// The span of the tile that did not fit, if known.
+        span: Option<SrcSpan>,
+    },
+    /// IR this pass does not expect (a bug in an earlier pass).
+    Internal,
 }
 
 impl fmt::Display for PlanMemoryError {
@@ -162,31 +190,73 @@ impl fmt::Display for PlanMemoryError {
 
 impl std::error::Error for PlanMemoryError {}
 
+impl From<PlanMemoryError> for PassError {
+    fn from(e: PlanMemoryError) -> PassError {
+        match e.kind {
+            PlanErrorKind::DoesNotFit {
+                buffer,
+                tile,
+                bytes,
+                capacity,
+                span,
+            } => PassError::DoesNotFit {
+                buffer,
+                tile,
+                bytes,
+                capacity,
+                span,
+            },
+            PlanErrorKind::User { span } => PassError::User {
+                message: e.message,
+                span,
+            },
+            PlanErrorKind::Internal => PassError::Internal {
+                pass: NAME.into(),
+                message: e.message,
+            },
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, PlanMemoryError>;
 
 fn fail<T>(message: impl Into<String>) -> Result<T> {
-    Err(PlanMemoryError {
-        message: message.into(),
-    })
+    Err(internal(message))
 }
 
-/// The `plan-memory` pass (a unit struct today; it becomes the `Pass`
-/// implementation when the pass manager lands).
+fn internal(message: impl Into<String>) -> PlanMemoryError {
+    PlanMemoryError {
+        message: message.into(),
+        kind: PlanErrorKind::Internal,
+    }
+}
+
+/// The `plan-memory` pass: [`plan_memory`] with its notes sent to
+/// `--explain`.
 #[derive(Clone, Debug, Default)]
 pub struct PlanMemory {
     /// Its settings.
     pub config: PlanMemoryConfig,
 }
 
-impl PlanMemory {
-    /// The pass name.
-    pub fn name(&self) -> &'static str {
+impl Pass for PlanMemory {
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    /// Runs the pass on `kernel` for `target`.
-    pub fn run(&self, kernel: &mut Kernel, target: &Target) -> Result<PlanMemoryReport> {
-        plan_memory(kernel, target, &self.config)
+    fn run(&self, k: &mut Kernel, cx: &PassContext) -> std::result::Result<(), PassError> {
+        let report = plan_memory(k, cx.target, &self.config)?;
+        for n in report.notes {
+            cx.note(n);
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> &'static str {
+        "Places every tile in a buffer (Cube: loads in L1, matmul operands copied to L0A/L0B, \
+         results in L0C; Vector: UB, or GM for tiles that do not fit) and assigns offsets with \
+         a live-range linear-scan allocator; a Cube tile that does not fit is an error naming \
+         buffer, tile and bytes. Runs after `tile`."
     }
 }
 
@@ -270,10 +340,12 @@ pub fn plan_memory(
         let body = kernel.funcs[fi].body;
         match unit {
             Unit::Any => {
-                return fail(
-                    "plan-memory needs the `cube` and `vector` functions of `split`, \
-                     found an `any` function",
-                );
+                return Err(PlanMemoryError {
+                    message: "plan-memory needs the `cube` and `vector` functions of `split`, \
+                              found an `any` function (is `split` disabled?)"
+                        .into(),
+                    kind: PlanErrorKind::User { span: None },
+                });
             }
             Unit::Cube => plan_cube(kernel, body, target, config, &mut report)?,
             Unit::Vector => plan_vector(kernel, body, target, config, &mut report)?,
@@ -658,9 +730,7 @@ fn copy_before(k: &mut Kernel, block: Block, inst: Inst, v: Value, to: Space) ->
     let mut b = Builder::at(k, block, idx);
     let c = b
         .value(InstKind::Copy { src: v, to })
-        .map_err(|e| PlanMemoryError {
-            message: format!("plan-memory: internal: {e}"),
-        })?;
+        .map_err(|e| internal(format!("plan-memory: internal: {e}")))?;
     k.values[c].name = name;
     Ok(c)
 }
@@ -991,18 +1061,16 @@ fn unexpected(k: &Kernel, unit: Unit, i: Inst) -> PlanMemoryError {
         .first()
         .map(|&r| tile_label(k, r))
         .unwrap_or_default();
-    PlanMemoryError {
-        message: format!(
-            "plan-memory: unexpected `{}` in the {} function{}",
-            k.insts[i].kind.opcode(),
-            unit.name(),
-            if r.is_empty() {
-                String::new()
-            } else {
-                format!(" (producing {r})")
-            }
-        ),
-    }
+    internal(format!(
+        "plan-memory: unexpected `{}` in the {} function{}",
+        k.insts[i].kind.opcode(),
+        unit.name(),
+        if r.is_empty() {
+            String::new()
+        } else {
+            format!(" (producing {r})")
+        }
+    ))
 }
 
 fn plan_cube(
@@ -1188,6 +1256,7 @@ fn cube_overflow(
     } else {
         " (use smaller tiles, e.g. a smaller KV block)"
     };
+    let span = k.def_inst(u.rep).and_then(|i| k.spans[i]);
     if align_up(u.bytes, align) > cap {
         return PlanMemoryError {
             message: format!(
@@ -1195,6 +1264,13 @@ fn cube_overflow(
                 tile_label(k, u.rep),
                 u.bytes
             ),
+            kind: PlanErrorKind::DoesNotFit {
+                buffer: space,
+                tile: tile_label(k, u.rep),
+                bytes: u.bytes,
+                capacity: cap,
+                span,
+            },
         };
     }
     let used: u64 = ov
@@ -1215,6 +1291,7 @@ fn cube_overflow(
             u.bytes,
             live.join(", ")
         ),
+        kind: PlanErrorKind::User { span },
     }
 }
 
@@ -2041,5 +2118,44 @@ pub(crate) mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pipeline_runs_tile_then_plan_memory_and_verifies() {
+        use crate::passes::{Pass, PassContext, PassError, PassOptions, Pipeline, PipelineConfig};
+        let t = Target::ascend910b();
+        let pipeline = || Pipeline {
+            passes: vec![
+                Box::new(crate::passes::tile::Tile::default()) as Box<dyn Pass>,
+                Box::new(PlanMemory::default()),
+            ],
+            config: PipelineConfig::default(),
+        };
+        let cx = PassContext::new(&t, PassOptions::default());
+        let mut k = compile_example("mla_decode.amla", &[], true).unwrap();
+        pipeline().run(&mut k, &cx).unwrap();
+        check_placement(&k, &t);
+        let notes = cx.notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.pass == "tile" && n.text.contains("K 96×6")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.pass == NAME && n.text.contains("L1 peak")),
+            "{notes:?}"
+        );
+
+        // The too-big tile is a structured user error.
+        let mut k = compile_example("mla_decode.amla", &[("BN", "1024")], true).unwrap();
+        let e = pipeline().run(&mut k, &cx).unwrap_err();
+        assert!(
+            matches!(&e, PassError::DoesNotFit { buffer: Space::L1, bytes: 1179648, capacity: 524288, tile, .. } if tile == "%k: bf16[1024, 576]"),
+            "{e:?}"
+        );
+        assert!(e.is_user());
     }
 }
