@@ -481,8 +481,12 @@ impl FnCx<'_, '_> {
 
     /// A dense copy of `s` into `d` (same element count).
     fn copy_dense(&mut self, s: &TileRef, d: &TileRef, op: &str) -> Result<()> {
+        let dense = s.stride == s.ty.rows_cols().1 && d.stride == d.ty.rows_cols().1;
         if s.ty.dtype == DType::Bool
-            || (s.ty.space == Space::Ub && d.ty.space == Space::Ub && s.ty.dtype == d.ty.dtype)
+            || (dense
+                && s.ty.space == Space::Ub
+                && d.ty.space == Space::Ub
+                && s.ty.dtype == d.ty.dtype)
         {
             // Same-dtype UB moves (and masks) are JIT byte copies.
             if s.ty.space != d.ty.space {
@@ -497,14 +501,20 @@ impl FnCx<'_, '_> {
             return Ok(());
         }
         let (rows, cols) = d.ty.rows_cols();
+        if s.ty.rows_cols() != (rows, cols) && (!dense) {
+            return Err(CodegenError::invalid(
+                op,
+                "moving a view into a tile of another shape",
+            ));
+        }
         let args = [
             buf_code(d.ty.space, op)? as i64,
             d.elem_off(op)? as i64,
-            cols as i64,
+            d.stride as i64,
             dt_code(d.ty.dtype, op)? as i64,
             buf_code(s.ty.space, op)? as i64,
             s.elem_off(op)? as i64,
-            cols as i64,
+            s.stride as i64,
             dt_code(s.ty.dtype, op)? as i64,
             rows as i64,
             cols as i64,
@@ -540,6 +550,9 @@ impl FnCx<'_, '_> {
             return Err(CodegenError::invalid(op, "one index per dim"));
         }
         // A view that the planner placed in place: nothing to do.
+        if self.view_stride(r).is_some() {
+            return Ok(());
+        }
         if let Some(off) = self.static_view_offset(&s, index)
             && let Some(rt) = self.k.ty(r).as_tile()
             && rt.space == s.ty.space
