@@ -50,6 +50,8 @@ pub const PASS_ORDER: &[&str] = &["mul-to-add", "split", "preload", "tile", "pla
 pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
     match name {
         "mul-to-add" => Some(Box::new(mul_to_add::MulToAdd::default())),
+        "split" => Some(Box::new(split::Split)),
+        "preload" => Some(Box::new(preload::Preload)),
         _ => None,
     }
 }

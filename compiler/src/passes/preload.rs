@@ -89,20 +89,38 @@ impl Default for PreloadConfig {
     }
 }
 
-/// The `preload` pass (see the module docs).
+/// The `preload` pass (see the module docs). In a pipeline the depth comes
+/// from [`super::PassOptions::preload_depth`].
 #[derive(Copy, Clone, Debug, Default)]
-pub struct Preload {
-    /// Its options.
-    pub config: PreloadConfig,
-}
+pub struct Preload;
 
-impl Preload {
-    /// The pass name used by `--print-after` and `--disable-pass`.
-    pub const NAME: &'static str = "preload";
+impl super::Pass for Preload {
+    fn name(&self) -> &'static str {
+        "preload"
+    }
 
-    /// Runs the pass on `k`; see [`run`].
-    pub fn run(&self, k: &mut Kernel) -> Result<PreloadReport, String> {
-        run(k, &self.config)
+    fn run(&self, k: &mut Kernel, cx: &super::PassContext) -> Result<(), super::PassError> {
+        let cfg = PreloadConfig {
+            depth: cx.options.preload_depth,
+        };
+        let report = run(k, &cfg).map_err(|message| super::PassError::Internal {
+            pass: "preload".into(),
+            message,
+        })?;
+        if report.pipelined > 0 {
+            cx.note(format!(
+                "pipelined {} cube loop(s) at depth {}",
+                report.pipelined, cfg.depth
+            ));
+        }
+        for n in report.notes {
+            cx.note(n);
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> &'static str {
+        "software-pipelines the Cube: QK of block j+d is issued before PV of block j, with d+1 workspace slots"
     }
 }
 

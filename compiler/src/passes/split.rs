@@ -45,8 +45,9 @@
 //!    is consumed by the next access or drained at the end of the work item.
 //!    This stays balanced for any trip count, including 0, without `if`.
 //! 4. **Replication.** Each unit gets a copy of the loop tree holding its own
-//!    ops and carried values, plus the flag/workspace ops above; dead code is
-//!    removed per unit (empty `for`s go, the `parallel` stays).
+//!    ops and carried values, plus the flag/workspace ops above; then
+//!    `dce::remove_dead` drops what a unit does not need (empty `for`s go,
+//!    the `parallel` stays).
 //! 5. **Back-pressure.** A crossing inside a `for` reuses its slot every
 //!    iteration, so the producer's store of iteration j+1 must wait until the
 //!    consumer has loaded iteration j. The pass proves this from the flags
@@ -123,43 +124,93 @@ use crate::ir::{
 };
 use crate::ir::{Role, TensorData};
 
-/// Number of cross-unit flag ids of the target (ids are `0..MAX_FLAGS`).
+/// Number of cross-unit flag ids of the Ascend 910B (the pass takes the
+/// real count from the target; this is the default of [`run`]).
 pub const MAX_FLAGS: u32 = 16;
 
 /// The `split` pass (see the module docs).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Split;
 
-impl Split {
-    /// The pass name used by `--print-after` and `--disable-pass`.
-    pub const NAME: &'static str = "split";
+impl super::Pass for Split {
+    fn name(&self) -> &'static str {
+        "split"
+    }
 
-    /// Runs the pass on `k`; see [`run`].
-    pub fn run(&self, k: &mut Kernel) -> Result<(), String> {
-        run(k)
+    fn run(&self, k: &mut Kernel, cx: &super::PassContext) -> Result<(), super::PassError> {
+        run_with(k, cx.target.flags.cross_core_ids).map_err(|e| match e {
+            SplitError::TooManyFlags(message) => super::PassError::User {
+                message,
+                span: None,
+            },
+            SplitError::Internal(message) => super::PassError::Internal {
+                pass: "split".into(),
+                message,
+            },
+        })
+    }
+
+    fn explain(&self) -> &'static str {
+        "assigns every op to the Cube or the Vector, making a cube and a vector func joined by GM workspaces and set/wait flags"
     }
 }
 
-/// Splits the single `any` function of `k` into `[cube, vector]`.
+/// Why `split` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitError {
+    /// The kernel needs more cross-unit flags than the target has.
+    TooManyFlags(String),
+    /// Unexpected input IR (a compiler bug upstream), described.
+    Internal(String),
+}
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitError::TooManyFlags(m) | SplitError::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Splits the single `any` function of `k` into `[cube, vector]`, with the
+/// default [`MAX_FLAGS`] flag ids; see [`run_with`].
+pub fn run(k: &mut Kernel) -> Result<(), String> {
+    run_with(k, MAX_FLAGS).map_err(|e| e.to_string())
+}
+
+/// Splits the single `any` function of `k` into `[cube, vector]` using at
+/// most `max_flags` flag ids. On error `k` is left unchanged.
 ///
 /// Errors (never panics) name what was unexpected: not exactly one `any`
-/// function, no single top-level `parallel`, grid axes that are not
-/// `0..dim` or `0..const` with step 1, flags already present, a value
-/// crossing units outside the `parallel`, a `bool` value crossing units, or
-/// more than [`MAX_FLAGS`] flags needed.
-pub fn run(k: &mut Kernel) -> Result<(), String> {
+/// function, no single top-level `parallel`, grid axes that do not start at
+/// `iconst 0`, flags already present, a value crossing units outside the
+/// `parallel`, a `bool` value crossing units, or more flags needed than
+/// `max_flags` ([`SplitError::TooManyFlags`]).
+pub fn run_with(k: &mut Kernel, max_flags: u32) -> Result<(), SplitError> {
+    let mut work = k.clone();
+    split_kernel(&mut work, max_flags).map_err(|e| {
+        if e.starts_with(TOO_MANY) {
+            SplitError::TooManyFlags(e)
+        } else {
+            SplitError::Internal(e)
+        }
+    })?;
+    *k = work;
+    Ok(())
+}
+
+const TOO_MANY: &str = "split: the kernel needs more than";
+
+fn split_kernel(k: &mut Kernel, max_flags: u32) -> Result<(), String> {
     let an = Analysis::new(k)?;
-    let mut s = SplitState::new(an);
+    let mut s = SplitState::new(an, max_flags);
     s.compute_homes(k)?;
     s.plan_crossings(k)?;
     s.plan_gm_order(k)?;
     let cube = s.build(k, Unit::Cube)?;
     let vector = s.build(k, Unit::Vector)?;
     k.funcs = vec![cube, vector];
-    for f in 0..2 {
-        let body = k.funcs[f].body;
-        remove_dead(k, body);
-    }
+    super::dce::remove_dead(k);
     s.add_back_pressure(k)?;
     Ok(())
 }
@@ -439,12 +490,13 @@ struct SplitState {
     emits: HashMap<(Pos, Unit), Vec<Emit>>,
     crossings: Vec<Crossing>,
     next_flag: u32,
+    max_flags: u32,
     /// Carried values each unit keeps, per original `for` body.
     for_map: HashMap<(Inst, Unit), Inst>,
 }
 
 impl SplitState {
-    fn new(an: Analysis) -> SplitState {
+    fn new(an: Analysis, max_flags: u32) -> SplitState {
         SplitState {
             an,
             home: HashMap::new(),
@@ -453,16 +505,15 @@ impl SplitState {
             emits: HashMap::new(),
             crossings: Vec::new(),
             next_flag: 0,
+            max_flags,
             for_map: HashMap::new(),
         }
     }
 
     fn new_flag(&mut self) -> Result<u32, String> {
         let f = self.next_flag;
-        if f >= MAX_FLAGS {
-            return Err(format!(
-                "split: the kernel needs more than {MAX_FLAGS} cross-unit flags"
-            ));
+        if f >= self.max_flags {
+            return Err(format!("{TOO_MANY} {} cross-unit flags", self.max_flags));
         }
         self.next_flag += 1;
         Ok(f)
@@ -1310,57 +1361,6 @@ fn fill_parents(k: &Kernel, b: Block, parent: &mut HashMap<Inst, Block>) {
             fill_parents(k, body, parent);
         }
     }
-}
-
-/// Removes pure instructions whose results are unused, and `for` loops with
-/// no effect (other than `yield`) whose results are unused, from the tree
-/// under `top`, to a fixpoint. `parallel` is never removed.
-pub fn remove_dead(k: &mut Kernel, top: Block) {
-    loop {
-        let mut used = HashSet::new();
-        k.walk(top, &mut |i| {
-            k.kind(i).for_each_operand(|v| {
-                used.insert(v);
-            })
-        });
-        let mut changed = false;
-        remove_in(k, top, &used, &mut changed);
-        if !changed {
-            return;
-        }
-    }
-}
-
-fn remove_in(k: &mut Kernel, b: Block, used: &HashSet<Value>, changed: &mut bool) {
-    let insts = k.blocks[b].insts.clone();
-    let mut keep = Vec::with_capacity(insts.len());
-    for i in insts {
-        let unused = k.insts[i].results.iter().all(|r| !used.contains(r));
-        let dead = match k.kind(i) {
-            InstKind::For { body, .. } => unused && !has_effect_inside(k, *body),
-            kind => unused && !kind.has_effect(),
-        };
-        if dead {
-            *changed = true;
-            continue;
-        }
-        keep.push(i);
-        if let Some(body) = k.kind(i).body() {
-            remove_in(k, body, used, changed);
-        }
-    }
-    k.blocks[b].insts = keep;
-}
-
-fn has_effect_inside(k: &Kernel, b: Block) -> bool {
-    let mut eff = false;
-    k.walk(b, &mut |i| {
-        let kind = k.kind(i);
-        if kind.has_effect() && !matches!(kind, InstKind::Yield(_) | InstKind::For { .. }) {
-            eff = true;
-        }
-    });
-    eff
 }
 
 /// Test support shared by the `split` and `preload` tests: a small
