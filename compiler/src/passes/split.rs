@@ -74,43 +74,68 @@
 //!
 //! # Example
 //!
+//! Before:
+//!
 //! ```text
-//! // before
+//! kernel tiny
+//! dim B
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, 128, 64]
+//! output out: f32[B, 128, 32]
+//!
 //! func any {
-//!   %c0 = iconst 0
-//!   %B = dim B
-//!   parallel (%b) in (%c0..%B) {
-//!     %q = load q[%b, .., ..]               : bf16[128, 64]
-//!     %k = load kv[%b, .., ..]              : bf16[128, 64]
-//!     %s = matmul %q, %k nk                 : f32[128, 128]
-//!     %p = exp %s
-//!     %pb = cast %p bf16
-//!     %v = extract %k[.., %c0 +: 32]
-//!     %o = matmul %pb, %v kn                : f32[128, 32]
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!     %q = load q[%b, .., ..] : bf16[128, 64]
+//!     %k = load kv[%b, .., ..] : bf16[128, 64]
+//!     %s = matmul %q, %k nk : f32[128, 128]
+//!     %p = exp %s : f32[128, 128]
+//!     %pb = cast %p to bf16 : bf16[128, 128]
+//!     %v = extract %k[.., %c0+:32] : bf16[128, 32]
+//!     %o = matmul %pb, %v kn : f32[128, 32]
 //!     store out[%b, .., ..], %o
 //!   }
 //! }
-//! // after (workspaces ws_s: f32[B, 128, 128], ws_pb: bf16[B, 128, 128])
+//! ```
+//!
+//! After (`ws_s` carries S to the Vector, `ws_pb` carries bf16 P back; the
+//! K block load and its `extract` stay on the Cube):
+//!
+//! ```text
+//! kernel tiny
+//! dim B
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, 128, 64]
+//! output out: f32[B, 128, 32]
+//! workspace ws_s: f32[B, 128, 128]
+//! workspace ws_pb: bf16[B, 128, 128]
+//!
 //! func cube {
-//!   parallel (%b) in (%c0..%B) {
-//!     %q = load q[%b, .., ..]
-//!     %k = load kv[%b, .., ..]
-//!     %s = matmul %q, %k nk
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!     %q = load q[%b, .., ..] : bf16[128, 64]
+//!     %k = load kv[%b, .., ..] : bf16[128, 64]
+//!     %s = matmul %q, %k nk : f32[128, 128]
 //!     store ws_s[%b, .., ..], %s
 //!     set_flag 0
 //!     wait_flag 1
-//!     %pb = load ws_pb[%b, .., ..]
-//!     %v = extract %k[.., %c0 +: 32]
-//!     %o = matmul %pb, %v kn
+//!     %pb = load ws_pb[%b, .., ..] : bf16[128, 128]
+//!     %v = extract %k[.., %c0+:32] : bf16[128, 32]
+//!     %o = matmul %pb, %v kn : f32[128, 32]
 //!     store out[%b, .., ..], %o
 //!   }
 //! }
+//!
 //! func vector {
-//!   parallel (%b) in (%c0..%B) {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
 //!     wait_flag 0
-//!     %s = load ws_s[%b, .., ..]
-//!     %p = exp %s
-//!     %pb = cast %p bf16
+//!     %s = load ws_s[%b, .., ..] : f32[128, 128]
+//!     %p = exp %s : f32[128, 128]
+//!     %pb = cast %p to bf16 : bf16[128, 128]
 //!     store ws_pb[%b, .., ..], %pb
 //!     set_flag 1
 //!   }
@@ -2080,6 +2105,28 @@ mod tests {
             .collect()
     }
 
+    /// The module docs' example, exactly.
+    #[test]
+    fn doc_example() {
+        let docs = include_str!("split.rs");
+        let block = |n: usize| -> String {
+            let body = docs.split("//! ```text\n").nth(n).unwrap();
+            let body = &body[..body.find("//! ```\n").unwrap()];
+            body.lines()
+                .map(|l| {
+                    l.strip_prefix("//! ")
+                        .unwrap_or(l.strip_prefix("//!").unwrap_or(l))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let (before, after) = (block(1), block(2));
+        let mut k = crate::ir::parse::parse(&before).unwrap();
+        run(&mut k).unwrap();
+        crate::ir::verify::verify(&k).unwrap();
+        assert_eq!(crate::ir::print::print(&k), after);
+    }
+
     #[test]
     fn fa_plain_split() {
         let mut k = fa_kernel(false);
@@ -2211,5 +2258,172 @@ mod tests {
                 assert_eq!(log, want, "n={n} cube_first={cube_first}\n{d}");
             }
         }
+    }
+
+    fn parse(text: &str) -> Kernel {
+        crate::ir::parse::parse(text).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn kernels_without_matmul_run_on_the_vector() {
+        let mut k = parse(
+            "kernel vec_only
+dim B = 2
+input x: f32[B, 64]
+output y: f32[B, 64]
+
+func any {
+  %c0 = iconst 0 : i32
+  %B = dim B : i32
+  parallel %b in %c0..%B {
+    %x = load x[%b, ..] : f32[64]
+    %e = exp %x : f32[64]
+    store y[%b, ..], %e
+  }
+}
+",
+        );
+        run(&mut k).unwrap();
+        crate::ir::verify::verify(&k).unwrap();
+        let d = dump(&k);
+        assert_eq!(ops(&k, 0), ["iconst", "dim", "parallel"], "{d}");
+        assert_eq!(
+            ops(&k, 1),
+            ["iconst", "dim", "parallel", "load x", "exp", "store y"],
+            "{d}"
+        );
+        assert!(
+            k.tensors.values().all(|t| !t.name.starts_with("ws_")),
+            "{d}"
+        );
+    }
+
+    const NO_REPLY: &str = "kernel bp
+dim B = 2
+dim N
+input q: bf16[B, 64, 32]
+input kv: bf16[B, N, 32]
+output out: f32[B, 64]
+
+func any {
+  %c0 = iconst 0 : i32
+  %B = dim B : i32
+  %N = dim N : i32
+  %zero = fconst f32 0.0 : f32
+  parallel %b in %c0..%B {
+    %q = load q[%b, .., ..] : bf16[64, 32]
+    %a0 = broadcast %zero to [64] : f32[64]
+    %a = for %j in %c0..%N step 64 carry(%acc: f32[64] = %a0) : f32[64] {
+      %k = load kv[%b, %j+:64, ..] : bf16[64, 32]
+      %s = matmul %q, %k nk : f32[64, 64]
+      %r = rowmax %s : f32[64]
+      %acc.1 = add %acc, %r : f32[64]
+      yield %acc.1
+    }
+    store out[%b, ..], %a
+  }
+}
+";
+
+    /// Nothing flows back from the Vector, so nothing stops the Cube from
+    /// overwriting `ws_s` before the Vector read it: a "slot free" flag is
+    /// added, with a credit before the loop and a drain after it.
+    #[test]
+    fn back_pressure_when_no_flag_protects_the_slot() {
+        let mut k = parse(NO_REPLY);
+        run(&mut k).unwrap();
+        crate::ir::verify::verify(&k).unwrap();
+        let d = dump(&k);
+        assert_eq!(
+            ops(&k, 0),
+            [
+                "iconst",
+                "dim",
+                "dim",
+                "parallel",
+                "load q",
+                "for",
+                "load kv",
+                "matmul",
+                "wait 1",
+                "store ws_s",
+                "set 0",
+                "yield",
+                "wait 1"
+            ],
+            "{d}"
+        );
+        let v = ops(&k, 1);
+        let at = v.iter().position(|o| o == "for").unwrap();
+        assert_eq!(v[at - 1], "set 1", "{d}");
+        let ld = v.iter().position(|o| o == "load ws_s").unwrap();
+        assert_eq!(
+            (v[ld - 1].as_str(), v[ld + 1].as_str()),
+            ("wait 0", "set 1"),
+            "{d}"
+        );
+        for n in [0, 1, 2, 5] {
+            for cube_first in [true, false] {
+                simulate(&k, &dims(&k, 64 * n), cube_first)
+                    .map_err(|e| format!("n={n}: {e}\n{d}"))
+                    .unwrap();
+            }
+        }
+        // Without the "slot free" wait the eager Cube overwrites S.
+        let cube = k.funcs[0].body;
+        let mut waits = Vec::new();
+        k.walk(cube, &mut |i| {
+            if matches!(k.kind(i), InstKind::WaitFlag(1)) {
+                waits.push(i);
+            }
+        });
+        for i in waits {
+            k.insts[i].kind = InstKind::SetFlag(15);
+        }
+        let e = simulate(&k, &dims(&k, 64 * 3), true).unwrap_err();
+        assert!(e.contains("overwritten"), "{e}");
+    }
+
+    #[test]
+    fn unexpected_input_is_an_error_not_a_panic() {
+        let mut k = fa_kernel(true);
+        run(&mut k).unwrap();
+        let e = run(&mut k).unwrap_err();
+        assert!(e.contains("expected one `any` function, found 2"), "{e}");
+
+        let mut k = parse(
+            "kernel noparallel
+input x: f32[4]
+output y: f32[4]
+
+func any {
+  %c0 = iconst 0 : i32
+  %x = load x[..] : f32[4]
+  store y[..], %x
+}
+",
+        );
+        let e = run(&mut k).unwrap_err();
+        assert!(e.contains("exactly one top-level `parallel`"), "{e}");
+    }
+
+    #[test]
+    fn too_many_flags_is_a_user_error_and_leaves_the_kernel_alone() {
+        let mut k = fa_kernel(true);
+        let before = dump(&k);
+        match run_with(&mut k, 3) {
+            Err(SplitError::TooManyFlags(m)) => assert!(m.contains("more than 3"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(dump(&k), before);
+    }
+
+    #[test]
+    fn deterministic() {
+        let mut a = fa_kernel(true);
+        let mut b = fa_kernel(true);
+        run(&mut a).unwrap();
+        run(&mut b).unwrap();
+        assert_eq!(crate::ir::print::print(&a), crate::ir::print::print(&b));
     }
 }
