@@ -32,10 +32,20 @@
 //! the same data, only the Cube's issue order changes (depth 0 leaves the IR
 //! untouched).
 //!
-//! Values stage B takes from stage A (the K block load, the slot index…)
-//! are recomputed in B from its own block index: they must be pure and may
-//! load only kernel inputs (a matmul or a workspace read in A that B needs
-//! is an error). Carried values may be used by B only.
+//! Values stage B takes from stage A:
+//! - at depth 1, tiles (the K block, which P·V reuses as V) are *carried*:
+//!   the steady loop yields the K it loaded for block t+1 and B of the next
+//!   iteration uses it, so each block is loaded once. The carried slot
+//!   starts with stage A's values at block `lo`, computed once before the
+//!   prologue; the prologue (at most one block, `lo`) reuses them;
+//! - at depth d > 1 that would keep d+1 K blocks live in L1 (MLA: 3 × 144
+//!   KiB next to Q), so tiles are *recomputed* (reloaded) in B from its own
+//!   block index instead;
+//! - scalars (slot index, page ids…) are always recomputed.
+//!
+//! Recomputed values must be pure and load only kernel inputs; a matmul or
+//! a workspace read in A that B needs makes the loop ineligible. Loop-carried
+//! values may be used by B only.
 //!
 //! # Slots
 //!
@@ -255,6 +265,13 @@ struct Stages {
     y: Inst,
     /// The stage-A instructions B needs, in order (recomputed in B).
     recompute: Vec<Inst>,
+    /// Stage-A tiles B uses, carried from the iteration that computed them
+    /// (depth 1 only).
+    carried_tiles: Vec<Value>,
+    /// The stage-A instructions computing `carried_tiles`, recomputed once
+    /// at the first block before the loops to give the carried slots an
+    /// initial value.
+    dummy: Vec<Inst>,
     /// Flags set in A.
     a_sets: HashSet<u32>,
     /// Flags waited on in B.
@@ -263,7 +280,7 @@ struct Stages {
 
 /// Splits the body of `f` into its stages and checks what the rewrite
 /// needs; an `Err` says why the loop cannot be pipelined.
-fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
+fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, String> {
     let Some(body) = k.kind(f).body() else {
         return Err("preload: internal: not a loop".into());
     };
@@ -319,18 +336,59 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
             }
         });
     }
-    // Values B (and the yield) take from A, recomputed in B.
+    // Values B (and the yield) take from A: with `carry`, tiles travel
+    // through the loops as carried values and only scalars are recomputed
+    // in B; otherwise everything is recomputed.
     let mut a_def: HashMap<Value, Inst> = HashMap::new();
     for &i in &a {
         for &r in &k.insts[i].results {
             a_def.insert(r, i);
         }
     }
-    let mut need: HashSet<Inst> = HashSet::new();
-    let mut work: Vec<Value> = Vec::new();
+    let mut frontier: Vec<Value> = Vec::new();
     for &i in b.iter().chain(std::iter::once(&y)) {
-        k.walk_one(i, &mut |x| k.kind(x).for_each_operand(|v| work.push(v)));
+        k.walk_one(i, &mut |x| {
+            k.kind(x).for_each_operand(|v| {
+                if a_def.contains_key(&v) && !frontier.contains(&v) {
+                    frontier.push(v);
+                }
+            })
+        });
     }
+    // Deterministic order: by definition.
+    let order: HashMap<Inst, usize> = a.iter().enumerate().map(|(n, &i)| (i, n)).collect();
+    frontier.sort_by_key(|v| {
+        let i = a_def[v];
+        (order[&i], k.insts[i].results.iter().position(|r| r == v))
+    });
+    let (carried_tiles, scalars): (Vec<Value>, Vec<Value>) = frontier
+        .into_iter()
+        .partition(|&v| carry && k.ty(v).as_tile().is_some());
+    let recompute = closure(k, &a, &a_def, scalars)?;
+    let dummy = closure(k, &a, &a_def, carried_tiles.clone())?;
+    Ok(Stages {
+        a,
+        b,
+        y,
+        recompute,
+        carried_tiles,
+        dummy,
+        a_sets,
+        b_waits,
+    })
+}
+
+/// The stage-A instructions (in order) that compute `roots`; an `Err`
+/// names one that cannot be recomputed (an effect, a matmul, a load of
+/// anything but a kernel input).
+fn closure(
+    k: &Kernel,
+    a: &[Inst],
+    a_def: &HashMap<Value, Inst>,
+    roots: Vec<Value>,
+) -> Result<Vec<Inst>, String> {
+    let mut need: HashSet<Inst> = HashSet::new();
+    let mut work = roots;
     while let Some(v) = work.pop() {
         let Some(&i) = a_def.get(&v) else { continue };
         if !need.insert(i) {
@@ -351,15 +409,7 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
         }
         kind.for_each_operand(|v| work.push(v));
     }
-    let recompute = a.iter().copied().filter(|i| need.contains(i)).collect();
-    Ok(Stages {
-        a,
-        b,
-        y,
-        recompute,
-        a_sets,
-        b_waits,
-    })
+    Ok(a.iter().copied().filter(|i| need.contains(i)).collect())
 }
 
 /// The Vector-side order the slot argument needs (module docs, "Why this
@@ -461,7 +511,7 @@ fn analyze(k: &Kernel, cube: Block, vector: Block, f: Inst) -> Result<Plan, Stri
             }
         }
     }
-    let st = stages(k, f, &ws)?;
+    let st = stages(k, f, &ws, false)?;
     if let Some(v) = vloop
         && let Some(vb) = k.kind(v).body()
     {
@@ -532,22 +582,39 @@ fn pipeline(
     }
     // The stages again, now with the slot computation at the head of A.
     let Stages {
-        a, b, y, recompute, ..
-    } = stages(k, f, &ws).map_err(internal)?;
+        a,
+        b,
+        y,
+        recompute,
+        carried_tiles,
+        dummy,
+        ..
+    } = stages(k, f, &ws, d == 1).map_err(internal)?;
 
     // Rewrite.
     let InstKind::For { lo, hi, init, .. } = k.kind(f).clone() else {
-        return Err("preload: internal: not a for".into());
+        return Err(internal("not a for".into()));
     };
     let params = k.blocks[body].params.clone();
     let iv = params[0];
+    let ncarry = init.len();
     let iv_name = k.values[iv].name.clone().unwrap_or_else(|| "j".into());
     let old_results = k.insts[f].results.clone();
     let Some((pb, pos)) = locate(k, cube, f) else {
-        return Err("preload: internal: loop not found".into());
+        return Err(internal("loop not found".into()));
     };
     k.blocks[pb].insts.remove(pos);
-    let mut bld = Builder::at(k, pb, pos);
+    // Initial values of the carried tiles: stage A's values at block `lo`
+    // (the prologue's block; never used when the loop runs no block).
+    let mut dmap = HashMap::from([(iv, lo)]);
+    let tmp = k.blocks.push(Default::default());
+    clone_insts(k, &dummy, tmp, &mut dmap);
+    let moved = std::mem::take(&mut k.blocks[tmp].insts);
+    let after_dummy = pos + moved.len();
+    k.blocks[pb].insts.splice(pos..pos, moved);
+    let tiles0: Vec<Value> = carried_tiles.iter().map(|v| dmap[v]).collect();
+
+    let mut bld = Builder::at(k, pb, after_dummy);
     let ds = iconst(&mut bld, d * s)?;
     let pe = bin(&mut bld, BinaryOp::Add, lo, ds)?;
     let p_hi = bin(&mut bld, BinaryOp::Min, pe, hi)?;
@@ -566,8 +633,9 @@ fn pipeline(
     let e = bin(&mut bld, BinaryOp::Add, lo, rs)?;
     let e_lo = bin(&mut bld, BinaryOp::Max, lo, e)?;
     bld.kernel.values[e_lo].name = Some("drain".into());
+    let sinit: Vec<Value> = init.iter().copied().chain(tiles0).collect();
     let (sf, steady) = bld
-        .for_loop(lo, e_lo, s, init.clone(), &iv_name)
+        .for_loop(lo, e_lo, s, sinit, &iv_name)
         .map_err(|e| format!("preload: {e}"))?;
     let steady_results = bld.kernel.insts[sf].results.clone();
     let (ef, epi) = bld
@@ -575,23 +643,47 @@ fn pipeline(
         .map_err(|e| format!("preload: {e}"))?;
     let epi_results = k.insts[ef].results.clone();
 
-    // Prologue: A(j).
-    let mut map = HashMap::from([(iv, k.blocks[pro].params[0])]);
-    clone_insts(k, &a, pro, &mut map);
+    // Prologue: A(j). With carried tiles (depth 1) it runs at most once,
+    // at `j = lo`, so it reuses the values computed above for that block.
+    let mut map = dmap;
+    map.insert(iv, k.blocks[pro].params[0]);
+    let a_rest: Vec<Inst> = a.iter().copied().filter(|i| !dummy.contains(i)).collect();
+    clone_insts(k, &a_rest, pro, &mut map);
     append(k, pro, InstKind::Yield(vec![]), vec![]);
-    // Steady: A(j + d*s), then B(j).
-    let sj = k.blocks[steady].params[0];
+    // Steady: A(j + d*s), then B(j) on the tiles of the previous A.
+    let sparams = k.blocks[steady].params.clone();
     let ja = {
         let mut b = Builder::at_end(k, steady);
-        bin(&mut b, BinaryOp::Add, sj, ds)?
+        bin(&mut b, BinaryOp::Add, sparams[0], ds)?
     };
-    let mut map = HashMap::from([(iv, ja)]);
-    clone_insts(k, &a, steady, &mut map);
-    let sparams = k.blocks[steady].params.clone();
-    second_stage(k, steady, &params, &sparams, &recompute, &b, y);
-    // Epilogue: B(j).
+    let mut amap = HashMap::from([(iv, ja)]);
+    clone_insts(k, &a, steady, &mut amap);
+    let next: Vec<Value> = carried_tiles.iter().map(|v| amap[v]).collect();
+    second_stage(
+        k,
+        steady,
+        &params,
+        &sparams,
+        &carried_tiles,
+        &recompute,
+        &b,
+        y,
+        next,
+    );
+    // Epilogue: B(j), the carried tiles passed through.
     let eparams = k.blocks[epi].params.clone();
-    second_stage(k, epi, &params, &eparams, &recompute, &b, y);
+    let same = eparams[1 + ncarry..].to_vec();
+    second_stage(
+        k,
+        epi,
+        &params,
+        &eparams,
+        &carried_tiles,
+        &recompute,
+        &b,
+        y,
+        same,
+    );
     for (old, new) in old_results.into_iter().zip(epi_results) {
         k.replace_uses_in(cube, old, new);
     }
@@ -599,24 +691,40 @@ fn pipeline(
 }
 
 /// Fills `dst` with stage B for the loop whose params are `new_params`
-/// (original params `params`): the recomputed A values, B, and the yield.
+/// (`[iv, carried…, tiles…]`; the original params are `params`): the
+/// recomputed A values, B, and the yield of B's carried values followed by
+/// `tiles_out`.
+#[allow(clippy::too_many_arguments)]
 fn second_stage(
     k: &mut Kernel,
     dst: Block,
     params: &[Value],
     new_params: &[Value],
+    tiles: &[Value],
     recompute: &[Inst],
     b: &[Inst],
     y: Inst,
+    tiles_out: Vec<Value>,
 ) {
     let mut map: HashMap<Value, Value> = params
         .iter()
         .copied()
         .zip(new_params.iter().copied())
         .collect();
+    for (n, &t) in tiles.iter().enumerate() {
+        map.insert(t, new_params[params.len() + n]);
+    }
     clone_insts(k, recompute, dst, &mut map);
     clone_insts(k, b, dst, &mut map);
-    clone_insts(k, &[y], dst, &mut map);
+    let InstKind::Yield(ys) = k.kind(y).clone() else {
+        return;
+    };
+    let mut out: Vec<Value> = ys
+        .iter()
+        .map(|v| map.get(v).copied().unwrap_or(*v))
+        .collect();
+    out.extend(tiles_out);
+    append(k, dst, InstKind::Yield(out), vec![]);
 }
 
 fn iconst(b: &mut Builder<'_>, c: i64) -> Result<Value, String> {

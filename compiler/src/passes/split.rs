@@ -1727,7 +1727,14 @@ pub(crate) mod testkit {
     pub(crate) fn trace(k: &Kernel, f: usize, dims: &[(DimId, i64)]) -> Result<Vec<Ev>, String> {
         let mut env = HashMap::new();
         let mut out = Vec::new();
+        // Block indices: every `for` iv, and every loop's lower bound (a
+        // pass may compute a block's values at `lo`, outside the loop).
         let mut taint = HashSet::new();
+        k.walk(k.funcs[f].body, &mut |i| {
+            if let InstKind::For { lo, .. } = k.kind(i) {
+                taint.insert(*lo);
+            }
+        });
         trace_block(k, k.funcs[f].body, dims, &mut env, &mut taint, &mut out)?;
         Ok(out)
     }
