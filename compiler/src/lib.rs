@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod codegen;
 pub mod diag;
 pub mod driver;
 pub mod ir;

@@ -98,6 +98,10 @@ pub struct LaunchConfig {
     /// Fill local arenas with the byte 0xFF (f32/bf16 NaN) instead of zeros,
     /// so kernels that read uninitialised local memory show it.
     pub poison_local: bool,
+    /// Launch-time values of the kernel's symbolic dims, handed to JIT code
+    /// through `KernelCtx::dims` (the compiler defines their order: one entry
+    /// per kernel dim, in declaration order). Empty by default.
+    pub dims: Vec<i64>,
 }
 
 impl LaunchConfig {
@@ -116,6 +120,12 @@ impl LaunchConfig {
     /// Enables or disables the trace recorder.
     pub fn with_trace(mut self, on: bool) -> Self {
         self.trace = on;
+        self
+    }
+
+    /// Sets the launch-time dim values (see [`LaunchConfig::dims`]).
+    pub fn with_dims(mut self, dims: Vec<i64>) -> Self {
+        self.dims = dims;
         self
     }
 
@@ -151,6 +161,7 @@ impl Default for LaunchConfig {
             wait_timeout: Duration::from_secs(10),
             trace: false,
             poison_local: false,
+            dims: Vec::new(),
         }
     }
 }

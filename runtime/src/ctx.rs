@@ -26,7 +26,7 @@ use crate::units::{Pipe, UnitKind};
 
 /// The context of one unit (Cube or Vector) of one emulated core.
 ///
-/// Layout (`repr(C)`, 128 bytes, 8-byte aligned):
+/// Layout (`repr(C)`, 144 bytes, 8-byte aligned):
 ///
 /// | offset | field | type | meaning |
 /// | --- | --- | --- | --- |
@@ -48,6 +48,8 @@ use crate::units::{Pipe, UnitKind};
 /// | 112 | `cores` | `u32` | cores in the launch |
 /// | 116 | `sub_blocks` | `u32` | Vector units per core |
 /// | 120 | `rt` | `*const c_void` | runtime-private, opaque |
+/// | 128 | `dims` | `*const i64` | launch-time kernel dim values ([`crate::LaunchConfig::dims`]) |
+/// | 136 | `dim_count` | `u64` | number of entries at `dims` (may be 0, then `dims` may be null) |
 ///
 /// All local bases are 64-byte aligned.
 #[repr(C)]
@@ -89,6 +91,11 @@ pub struct KernelCtx {
     pub sub_blocks: u32,
     /// Runtime-private state (opaque).
     pub rt: *const c_void,
+    /// Launch-time values of the kernel's symbolic dims, in the order the
+    /// compiler numbers them (see [`crate::LaunchConfig::dims`]).
+    pub dims: *const i64,
+    /// Number of values at `dims`.
+    pub dim_count: u64,
 }
 
 impl KernelCtx {
@@ -118,6 +125,10 @@ impl KernelCtx {
     pub const OFFSET_SUB_BLOCKS: usize = std::mem::offset_of!(KernelCtx, sub_blocks);
     /// Offset of `rt`.
     pub const OFFSET_RT: usize = std::mem::offset_of!(KernelCtx, rt);
+    /// Offset of `dims`.
+    pub const OFFSET_DIMS: usize = std::mem::offset_of!(KernelCtx, dims);
+    /// Offset of `dim_count`.
+    pub const OFFSET_DIM_COUNT: usize = std::mem::offset_of!(KernelCtx, dim_count);
     /// Size of the struct.
     pub const SIZE: usize = std::mem::size_of::<KernelCtx>();
 }
@@ -138,7 +149,9 @@ const _: () = {
     assert!(KernelCtx::OFFSET_CORES == 112);
     assert!(KernelCtx::OFFSET_SUB_BLOCKS == 116);
     assert!(KernelCtx::OFFSET_RT == 120);
-    assert!(KernelCtx::SIZE == 128);
+    assert!(KernelCtx::OFFSET_DIMS == 128);
+    assert!(KernelCtx::OFFSET_DIM_COUNT == 136);
+    assert!(KernelCtx::SIZE == 144);
 };
 
 /// Launch-wide shared state: the abort flag, the first error, all flags.
@@ -203,6 +216,9 @@ pub(crate) struct UnitRt<'a> {
     pub epoch: Instant,
     /// Nanoseconds spent inside runtime calls (to derive Vector busy time).
     pub runtime_ns: Cell<u64>,
+    /// Private host scratch of this unit (`amla_rt_scratch`), kept for the
+    /// whole launch.
+    pub scratch: RefCell<Option<crate::aligned::AlignedBytes>>,
 }
 
 impl UnitRt<'_> {

@@ -316,6 +316,40 @@ pub unsafe extern "C" fn amla_rt_exp2_scale_gm(
     }
 }
 
+/// This unit's private host scratch of at least `bytes` bytes (64-byte
+/// aligned, zeroed when first allocated, kept and reused for the rest of the
+/// launch; a larger request replaces it with a new zeroed one). Writes its
+/// address to `*out`. JIT code keeps tiles there that do not fit the unit's
+/// local buffers (the compiler's `gm`-placed tiles of the Vector program).
+///
+/// # Safety
+/// See the module contract; `out` must be valid for one pointer write.
+pub unsafe extern "C" fn amla_rt_scratch(
+    ctx: *const KernelCtx,
+    bytes: u64,
+    out: *mut *mut u8,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            if out.is_null() {
+                return Err(RuntimeError::BadArgument(
+                    "scratch: null out pointer".into(),
+                ));
+            }
+            let want = size(bytes, "scratch bytes")?.max(1);
+            let mut slot = env.rt.scratch.borrow_mut();
+            if slot.as_ref().is_none_or(|b| b.len() < want) {
+                *slot = Some(crate::aligned::AlignedBytes::zeroed(want)?);
+            }
+            let p = slot.as_ref().map_or(std::ptr::null_mut(), |b| b.as_ptr());
+            // SAFETY: `out` is valid for a write (caller's contract).
+            *out = p;
+            Ok(())
+        })
+    }
+}
+
 /// Scalar `x · 2^n` by exponent addition ([`exp2_scale_bits`]); no context.
 pub extern "C" fn amla_rt_exp2_scale_f32(x: f32, n: i32) -> f32 {
     exp2_scale_bits(x, n)
@@ -341,6 +375,7 @@ pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
         ("amla_rt_set_flag", amla_rt_set_flag as *const u8),
         ("amla_rt_wait_flag", amla_rt_wait_flag as *const u8),
         ("amla_rt_exp2_scale_gm", amla_rt_exp2_scale_gm as *const u8),
+        ("amla_rt_scratch", amla_rt_scratch as *const u8),
         (
             "amla_rt_exp2_scale_f32",
             amla_rt_exp2_scale_f32 as *const u8,

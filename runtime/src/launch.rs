@@ -333,6 +333,8 @@ impl UnitJob<'_> {
             cores: self.cfg.cores as u32,
             sub_blocks: self.cfg.vector_sub_blocks as u32,
             rt: std::ptr::null(),
+            dims: self.cfg.dims.as_ptr(),
+            dim_count: self.cfg.dims.len() as u64,
         };
         // Arenas live on this thread for the whole launch.
         let arenas: Result<(Option<CubeArenas>, Option<Arena>), RuntimeError> = match self.unit {
@@ -372,6 +374,7 @@ impl UnitJob<'_> {
             trace: self.cfg.trace.then(|| RefCell::new(Vec::new())),
             epoch: self.epoch,
             runtime_ns: Cell::new(0),
+            scratch: RefCell::new(None),
         };
         ctx.rt = &rt as *const UnitRt<'_> as *const std::ffi::c_void;
         let sub_block = match self.unit {

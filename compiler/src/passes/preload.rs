@@ -32,15 +32,17 @@
 //! the same data, only the Cube's issue order changes (depth 0 leaves the IR
 //! untouched).
 //!
-//! Values stage B takes from stage A:
-//! - at depth 1, tiles (the K block, which P·V reuses as V) are *carried*:
+//! Values stage B takes from stage A ([`Reuse`]):
+//! - by default, tiles (the K block, which P·V reuses as V) are
+//!   *recomputed* (reloaded) in B from its own block index, so only one K
+//!   block is live in L1 at a time;
+//! - with [`Reuse::CarryAtDepth1`] at depth 1, they are *carried*:
 //!   the steady loop yields the K it loaded for block t+1 and B of the next
 //!   iteration uses it, so each block is loaded once. The carried slot
 //!   starts with stage A's values at block `lo`, computed once before the
 //!   prologue; the prologue (at most one block, `lo`) reuses them;
-//! - at depth d > 1 that would keep d+1 K blocks live in L1 (MLA: 3 × 144
-//!   KiB next to Q), so tiles are *recomputed* (reloaded) in B from its own
-//!   block index instead;
+//!   this keeps two K blocks live in L1 (fits MLA decode's 144 KiB Q, not
+//!   MTP's 288 KiB Q in 512 KiB), and deeper pipelines would need d+1;
 //! - scalars (slot index, page ids…) are always recomputed.
 //!
 //! Recomputed values must be pure and load only kernel inputs; a matmul or
@@ -152,6 +154,28 @@ pub struct PreloadReport {
 /// and the reason is recorded in the report. A kernel that was not split is
 /// an error.
 pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<PreloadReport, String> {
+    run_with(k, cfg, Reuse::Reload)
+}
+
+/// How stage B gets the tiles stage A computed for the same block.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Recompute (reload) them in B: one K block live at a time, but every
+    /// block is read from GM twice.
+    Reload,
+    /// At depth 1, carry them from the iteration that computed them: every
+    /// block is read once, but two K blocks are live in L1 across stage A
+    /// (too much next to MTP's `[256, 576]` Q in a 512 KiB L1). Deeper
+    /// pipelines reload.
+    CarryAtDepth1,
+}
+
+/// [`run`] with a choice of how stage B gets stage A's tiles.
+pub fn run_with(
+    k: &mut Kernel,
+    cfg: &PreloadConfig,
+    reuse: Reuse,
+) -> Result<PreloadReport, String> {
     let mut report = PreloadReport::default();
     if cfg.depth == 0 {
         return Ok(report);
@@ -175,7 +199,7 @@ pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<PreloadReport, String>
     for f in cands {
         match analyze(k, cube, vector, f) {
             Ok(plan) => {
-                pipeline(k, cube, ngrid, f, d, plan)?;
+                pipeline(k, cube, ngrid, f, d, plan, reuse == Reuse::CarryAtDepth1)?;
                 report.pipelined += 1;
             }
             Err(why) => report.notes.push(format!("loop {f} left alone: {why}")),
@@ -529,6 +553,7 @@ fn pipeline(
     f: Inst,
     d: i64,
     plan: Plan,
+    carry: bool,
 ) -> Result<(), String> {
     let internal = |e: String| format!("preload: internal: {e}");
     let InstKind::For { step: s, body, .. } = k.kind(f).clone() else {
@@ -589,7 +614,7 @@ fn pipeline(
         carried_tiles,
         dummy,
         ..
-    } = stages(k, f, &ws, d == 1).map_err(internal)?;
+    } = stages(k, f, &ws, carry && d == 1).map_err(internal)?;
 
     // Rewrite.
     let InstKind::For { lo, hi, init, .. } = k.kind(f).clone() else {
@@ -810,10 +835,55 @@ mod tests {
     }
 
     fn split_and_preload(amla: bool, depth: u32) -> Kernel {
+        split_and_preload_with(amla, depth, Reuse::Reload)
+    }
+
+    fn split_and_preload_with(amla: bool, depth: u32, reuse: Reuse) -> Kernel {
         let mut k = fa_kernel(amla);
         split::run(&mut k).unwrap();
-        run(&mut k, &PreloadConfig { depth }).unwrap();
+        let r = run_with(&mut k, &PreloadConfig { depth }, reuse).unwrap();
+        assert_eq!(r.pipelined, 1, "{r:?}");
         k
+    }
+
+    fn count_in_steady(k: &Kernel, op: &str) -> usize {
+        let par = k.blocks[k.funcs[0].body]
+            .insts
+            .iter()
+            .find_map(|&i| k.kind(i).body())
+            .unwrap();
+        let steady = k.blocks[par]
+            .insts
+            .iter()
+            .filter_map(|&i| match k.kind(i) {
+                InstKind::For { body, .. } => Some(*body),
+                _ => None,
+            })
+            .nth(1)
+            .unwrap();
+        k.blocks[steady]
+            .insts
+            .iter()
+            .filter(|&&i| {
+                let kind = k.kind(i);
+                let name = kind
+                    .tensor()
+                    .map(|t| k.tensors[t].name.as_str())
+                    .unwrap_or("");
+                format!("{} {name}", kind.opcode()).trim() == op
+            })
+            .count()
+    }
+
+    #[test]
+    fn carrying_loads_each_block_once() {
+        let reload = split_and_preload_with(true, 1, Reuse::Reload);
+        let carry = split_and_preload_with(true, 1, Reuse::CarryAtDepth1);
+        assert_eq!(count_in_steady(&reload, "load kv"), 2, "{}", dump(&reload));
+        assert_eq!(count_in_steady(&carry, "load kv"), 1, "{}", dump(&carry));
+        // Deeper pipelines reload even when asked to carry.
+        let deep = split_and_preload_with(true, 2, Reuse::CarryAtDepth1);
+        assert_eq!(count_in_steady(&deep, "load kv"), 2, "{}", dump(&deep));
     }
 
     /// The Cube's matmul order for `n` blocks at depth `d`: QK tags then PV
@@ -909,9 +979,14 @@ mod tests {
 
     #[test]
     fn every_depth_and_block_count_runs_in_order_without_races() {
-        for amla in [false, true] {
+        for (amla, reuse) in [
+            (false, Reuse::Reload),
+            (true, Reuse::Reload),
+            (false, Reuse::CarryAtDepth1),
+            (true, Reuse::CarryAtDepth1),
+        ] {
             for depth in [1u32, 2, 3] {
-                let k = split_and_preload(amla, depth);
+                let k = split_and_preload_with(amla, depth, reuse);
                 let d = dump(&k);
                 check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
                 crate::ir::verify::verify(&k)
@@ -996,9 +1071,13 @@ mod tests {
             "flash_prefill.amla",
         ];
         for file in files {
-            for m2a in [false, true] {
+            for (m2a, reuse) in [
+                (false, Reuse::Reload),
+                (true, Reuse::Reload),
+                (true, Reuse::CarryAtDepth1),
+            ] {
                 for depth in 0..=2u32 {
-                    let what = format!("{file} mul-to-add={m2a} depth={depth}");
+                    let what = format!("{file} mul-to-add={m2a} {reuse:?} depth={depth}");
                     let mut k = lowered(file);
                     if m2a {
                         crate::passes::mul_to_add::run(&mut k, &Default::default())
@@ -1007,7 +1086,7 @@ mod tests {
                     verified(&k, &format!("{what} (input)"));
                     split::run(&mut k).unwrap_or_else(|e| panic!("{what}: {e}"));
                     verified(&k, &format!("{what} after split"));
-                    let rep = run(&mut k, &PreloadConfig { depth })
+                    let rep = run_with(&mut k, &PreloadConfig { depth }, reuse)
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     if depth > 0 {
                         assert_eq!(rep.pipelined, 1, "{what}: {rep:?}");

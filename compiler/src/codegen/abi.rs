@@ -1,0 +1,120 @@
+//! The ABI between JIT code and `amla-runtime`: `KernelCtx` field offsets,
+//! `GmDesc` layout, buffer and dtype codes, the signatures of the runtime's
+//! `extern "C"` symbols, and the status codes JIT code itself returns.
+//!
+//! Everything here mirrors `runtime/README.md`; the offsets come from the
+//! runtime's own `KernelCtx::OFFSET_*` constants so a layout change there is
+//! picked up here.
+
+use amla_runtime::KernelCtx;
+use cranelift_codegen::ir::{AbiParam, Signature, types};
+use cranelift_codegen::isa::CallConv;
+
+use crate::ir::{DType, Space};
+
+/// Byte offset of `KernelCtx::gm` (`*const GmDesc`).
+pub const CTX_GM: i32 = KernelCtx::OFFSET_GM as i32;
+/// Byte offset of `KernelCtx::gm_count` (`u64`).
+pub const CTX_GM_COUNT: i32 = KernelCtx::OFFSET_GM_COUNT as i32;
+/// Byte offset of `KernelCtx::dims` (`*const i64`).
+pub const CTX_DIMS: i32 = KernelCtx::OFFSET_DIMS as i32;
+/// Byte offset of `KernelCtx::dim_count` (`u64`).
+pub const CTX_DIM_COUNT: i32 = KernelCtx::OFFSET_DIM_COUNT as i32;
+
+/// Size of one `GmDesc` record.
+pub const GM_DESC_SIZE: i64 = 24;
+/// Offset of `GmDesc::base`.
+pub const GM_DESC_BASE: i32 = 0;
+/// Offset of `GmDesc::len` (elements).
+pub const GM_DESC_LEN: i32 = 8;
+/// Offset of `GmDesc::dtype` (`u32` code).
+pub const GM_DESC_DTYPE: i32 = 16;
+
+/// Status JIT code returns when a GM buffer the kernel uses is missing, has
+/// the wrong dtype, or is shorter than the tensor's shape at the launch's
+/// dim values (checked once at entry, before any access).
+pub const STATUS_BAD_GM: i32 = 100;
+/// Status JIT code returns when `KernelCtx::dims` holds fewer values than the
+/// kernel has dims (pass them with `LaunchConfig::with_dims`).
+pub const STATUS_MISSING_DIM: i32 = 101;
+/// Status JIT code returns when a local buffer is smaller than the
+/// placements the compiler assumed.
+pub const STATUS_LOCAL_TOO_SMALL: i32 = 102;
+
+/// `(byte offset of the base pointer, byte offset of the size)` of a local
+/// buffer in `KernelCtx`, and its runtime buffer code.
+pub fn local_buffer(space: Space) -> Option<(i32, i32, u32)> {
+    let (base, code) = match space {
+        Space::L1 => (KernelCtx::OFFSET_L1, 1),
+        Space::L0A => (KernelCtx::OFFSET_L0A, 2),
+        Space::L0B => (KernelCtx::OFFSET_L0B, 3),
+        Space::L0C => (KernelCtx::OFFSET_L0C, 4),
+        Space::Ub => (KernelCtx::OFFSET_UB, 5),
+        Space::Any | Space::Gm => return None,
+    };
+    Some((base as i32, base as i32 + 8, code))
+}
+
+/// The runtime dtype code of an element type (`bool` has none: masks never
+/// leave JIT code).
+pub fn dtype_code(d: DType) -> Option<u32> {
+    match d {
+        DType::F32 => Some(0),
+        DType::Bf16 => Some(1),
+        DType::F16 => Some(2),
+        DType::I32 => Some(3),
+        DType::Bool => None,
+    }
+}
+
+/// Argument kinds of runtime symbols.
+#[derive(Copy, Clone)]
+enum A {
+    Ptr,
+    U32,
+    U64,
+}
+
+/// Every runtime symbol JIT code calls, with its parameters after `ctx`
+/// (all return an `i32` status).
+pub const SYMBOLS: &[(&str, &[u8])] = &[
+    // gm_index, gm_off, gm_stride, dst_buf, dst_off, dst_stride, dst_dtype, rows, cols
+    ("amla_rt_copy_gm_to_local", b"wllwllwll"),
+    // dst_buf, dst_off, dst_stride, dst_dtype, src_buf, src_off, src_stride, src_dtype, rows, cols
+    ("amla_rt_copy_local_to_local", b"wllwwllwll"),
+    // src_buf, src_off, src_stride, src_dtype, gm_index, gm_off, gm_stride, rows, cols, mode
+    ("amla_rt_copy_local_to_gm", b"wllwwllllw"),
+    // a_off, lda, b_off, ldb, c_off, ldc, m, n, k, b_layout, dtype, mode
+    ("amla_rt_matmul", b"lllllllllwww"),
+    ("amla_rt_set_flag", b"w"),
+    ("amla_rt_wait_flag", b"wl"),
+    // bytes, out pointer
+    ("amla_rt_scratch", b"ll"),
+];
+
+/// The Cranelift signature of runtime symbol `params` (see [`SYMBOLS`]).
+pub fn symbol_signature(params: &[u8], call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    let mut push = |a: A| {
+        sig.params.push(AbiParam::new(match a {
+            A::Ptr | A::U64 => types::I64,
+            A::U32 => types::I32,
+        }))
+    };
+    push(A::Ptr);
+    for &p in params {
+        push(if p == b'w' { A::U32 } else { A::U64 });
+    }
+    sig.returns.push(AbiParam::new(types::I32));
+    sig
+}
+
+/// The signature of a kernel entry: `(ctx, work_item u64, sub_block u32) -> i32`.
+pub fn entry_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I32));
+    sig.returns.push(AbiParam::new(types::I32));
+    sig
+}

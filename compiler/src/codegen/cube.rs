@@ -1,0 +1,704 @@
+//! Ops done by runtime calls: GM ↔ local copies (`load`, `store`,
+//! `atomic_add`), local ↔ local moves (`copy`, `extract`, loop-carried tile
+//! moves), `matmul`, and scalar GM accesses.
+//!
+//! A GM (or tile) access is a box: per dim a start, a static length, or a
+//! point. The box is clamped to the tensor (`[start, start+len) ∩ [0,
+//! dim)`); the innermost dim is the copy's columns, the innermost other
+//! non-unit dim its rows, and any remaining non-unit dims are unrolled into
+//! one call each (at most [`MAX_UNROLLED_COPIES`]). Loads zero-fill the whole
+//! tile first when the box is clamped, so elements past the end read 0;
+//! stores just drop them.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{self as cl, InstBuilder, types};
+
+use super::func::{FnCx, TileRef, mf};
+use super::{CodegenError, Result, abi, simd_math};
+use crate::ir::{BLayout, DType, Index, Inst, InstKind, Space, Value};
+
+/// Most runtime copies one access may unroll into (outer box dims).
+pub const MAX_UNROLLED_COPIES: u64 = 4096;
+
+/// One dim of a box access, on the "big" side (GM tensor or source tile).
+#[derive(Clone, Copy)]
+pub(crate) struct BoxDim {
+    pub start: cl::Value,
+    pub len: u64,
+    pub point: bool,
+    pub dim: cl::Value,
+    pub stride: cl::Value,
+}
+
+/// One rectangular piece of a box access, in elements.
+#[derive(Clone, Copy)]
+pub(crate) struct Piece {
+    /// Offset on the big side (GM tensor or source tile base included).
+    pub big_off: cl::Value,
+    /// Row stride on the big side.
+    pub big_stride: cl::Value,
+    /// Offset inside the dense tile (relative to the tile's start).
+    pub tile_off: cl::Value,
+    /// Row stride of the dense tile.
+    pub tile_stride: u64,
+    pub rows: cl::Value,
+    pub cols: cl::Value,
+}
+
+fn buf_code(space: Space, op: &str) -> Result<u32> {
+    abi::local_buffer(space)
+        .map(|x| x.2)
+        .ok_or_else(|| CodegenError::invalid(op, format!("{space} is not a local buffer")))
+}
+
+fn dt_code(d: DType, op: &str) -> Result<u32> {
+    abi::dtype_code(d).ok_or_else(|| {
+        CodegenError::unsupported(op, "bool tiles cannot go through the runtime's copies")
+    })
+}
+
+impl FnCx<'_, '_> {
+    /// The box dims of an access to a GM tensor.
+    pub(crate) fn gm_box(
+        &mut self,
+        t: crate::ir::Tensor,
+        index: &[Index],
+        op: &str,
+    ) -> Result<Vec<BoxDim>> {
+        let g = self
+            .gm
+            .get(&t)
+            .cloned()
+            .ok_or_else(|| CodegenError::invalid(op, "tensor not set up"))?;
+        let td = &self.k.tensors[t];
+        if index.len() != td.shape.len() {
+            return Err(CodegenError::invalid(op, "one index per tensor dim"));
+        }
+        let mut out = Vec::new();
+        for (n, ix) in index.iter().enumerate() {
+            let stat = match td.shape[n] {
+                crate::ir::Dim::Const(c) => Some(c),
+                crate::ir::Dim::Sym(d) => self.k.dims[d].value,
+            };
+            out.push(self.box_dim(ix, stat, g.dims[n], g.strides[n], op)?);
+        }
+        Ok(out)
+    }
+
+    fn box_dim(
+        &mut self,
+        ix: &Index,
+        stat: Option<u64>,
+        dim: cl::Value,
+        stride: cl::Value,
+        op: &str,
+    ) -> Result<BoxDim> {
+        Ok(match ix {
+            Index::Point(v) => BoxDim {
+                start: self.index_start(*v, op)?,
+                len: 1,
+                point: true,
+                dim,
+                stride,
+            },
+            Index::Range { start, len } => BoxDim {
+                start: self.index_start(*start, op)?,
+                len: *len,
+                point: false,
+                dim,
+                stride,
+            },
+            Index::Full => BoxDim {
+                start: self.i64c(0),
+                len: stat.ok_or_else(|| {
+                    CodegenError::invalid(op, "`..` over a dim with no static extent")
+                })?,
+                point: false,
+                dim,
+                stride,
+            },
+        })
+    }
+
+    /// Emits the pieces of a box access: `body` runs once per non-empty
+    /// piece; `fill` (a tile) is zero-filled first when the box is clamped.
+    pub(crate) fn emit_box(
+        &mut self,
+        dims: &[BoxDim],
+        big_base: cl::Value,
+        fill: Option<&TileRef>,
+        op: &str,
+        body: &mut dyn FnMut(&mut Self, Piece) -> Result<()>,
+    ) -> Result<()> {
+        let n = dims.len();
+        if n == 0 {
+            return Err(CodegenError::invalid(op, "a box needs a dim"));
+        }
+        let mut lo = Vec::new();
+        let mut skip = Vec::new();
+        let mut ext = Vec::new();
+        for d in dims {
+            let (l, s, e) = self.clamp_dim(d.start, d.len, d.dim);
+            lo.push(l);
+            skip.push(s);
+            ext.push(e);
+        }
+        // Dense tile strides over the non-point dims.
+        let mut tstride = vec![0u64; n];
+        let mut acc = 1u64;
+        for i in (0..n).rev() {
+            if !dims[i].point {
+                tstride[i] = acc;
+                acc = acc.saturating_mul(dims[i].len);
+            }
+        }
+        if let Some(t) = fill {
+            let mut partial = self.b.ins().iconst(types::I8, 0);
+            for i in 0..n {
+                let c = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::NotEqual, ext[i], dims[i].len as i64);
+                partial = self.b.ins().bor(partial, c);
+            }
+            let t = t.clone();
+            self.if_then(partial, &mut |s| {
+                let p = s.tile_ptr(&t, op)?;
+                simd_math::emit_zero_fill(&mut s.b, p, t.ty.bytes());
+                Ok(())
+            })?;
+        }
+        let c = n - 1;
+        let r = (0..c).rev().find(|&i| dims[i].len > 1);
+        let outer: Vec<usize> = (0..c)
+            .filter(|&i| dims[i].len > 1 && Some(i) != r)
+            .collect();
+        let combos: u64 = outer.iter().map(|&i| dims[i].len).product();
+        if combos > MAX_UNROLLED_COPIES {
+            return Err(CodegenError::unsupported(
+                op,
+                format!("an access of {combos} separate rows-by-cols pieces"),
+            ));
+        }
+        let mut o = vec![0u64; n];
+        for combo in 0..combos {
+            let mut rem = combo;
+            for &i in outer.iter().rev() {
+                o[i] = rem % dims[i].len;
+                rem /= dims[i].len;
+            }
+            // Non-empty condition.
+            let mut ok = self.b.ins().iconst(types::I8, 1);
+            for i in 0..n {
+                let need = if outer.contains(&i) { o[i] as i64 } else { 0 };
+                let cnd = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThan, ext[i], need);
+                ok = self.b.ins().band(ok, cnd);
+            }
+            let mut big_off = big_base;
+            let mut tile_off = self.i64c(0);
+            for i in 0..n {
+                let pos = self.b.ins().iadd_imm_s(lo[i], o[i] as i64);
+                let t = self.b.ins().imul(pos, dims[i].stride);
+                big_off = self.b.ins().iadd(big_off, t);
+                if !dims[i].point {
+                    let p = self.b.ins().iadd_imm_s(skip[i], o[i] as i64);
+                    let t = self.b.ins().imul_imm_s(p, tstride[i] as i64);
+                    tile_off = self.b.ins().iadd(tile_off, t);
+                }
+            }
+            let cols = ext[c];
+            let (rows, big_stride, tile_stride) = match r {
+                Some(r) => (ext[r], dims[r].stride, tstride[r]),
+                None => (self.i64c(1), cols, dims[c].len),
+            };
+            let piece = Piece {
+                big_off,
+                big_stride,
+                tile_off,
+                tile_stride,
+                rows,
+                cols,
+            };
+            self.if_then(ok, &mut |s| body(s, piece))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn emit_load(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Load { tensor, index } = self.k.kind(i) else {
+            return Err(CodegenError::invalid("load", "not a load"));
+        };
+        let r = self.k.insts[i].results[0];
+        let t = self.tile(r, "load")?;
+        let dims = self.gm_box(*tensor, index, "load")?;
+        if t.ty.space == Space::Gm {
+            return self.jit_gm_copy(*tensor, &dims, &t, true, "load");
+        }
+        let gm_index = self.gm[tensor].index;
+        let (buf, dt, eoff) = (
+            buf_code(t.ty.space, "load")?,
+            dt_code(t.ty.dtype, "load")?,
+            t.elem_off("load")?,
+        );
+        let zero = self.i64c(0);
+        self.emit_box(&dims, zero, Some(&t), "load", &mut |s, p| {
+            let gi = s.i32c(gm_index as i64);
+            let bufv = s.i32c(buf as i64);
+            let dtv = s.i32c(dt as i64);
+            let doff = s.b.ins().iadd_imm_s(p.tile_off, eoff as i64);
+            let ds = s.i64c(p.tile_stride as i64);
+            s.call(
+                "amla_rt_copy_gm_to_local",
+                &[
+                    gi,
+                    p.big_off,
+                    p.big_stride,
+                    bufv,
+                    doff,
+                    ds,
+                    dtv,
+                    p.rows,
+                    p.cols,
+                ],
+            )
+        })
+    }
+
+    pub(crate) fn emit_store(&mut self, i: Inst) -> Result<()> {
+        let (tensor, index, value, mode, op) = match self.k.kind(i) {
+            InstKind::Store {
+                tensor,
+                index,
+                value,
+            } => (tensor, index, value, 0, "store"),
+            InstKind::AtomicAdd {
+                tensor,
+                index,
+                value,
+            } => (tensor, index, value, 1, "atomic_add"),
+            _ => return Err(CodegenError::invalid("store", "not a store")),
+        };
+        let t = self.tile(*value, op)?;
+        let dims = self.gm_box(*tensor, index, op)?;
+        if t.ty.space == Space::Gm {
+            if mode != 0 {
+                return Err(CodegenError::unsupported(op, "from a tile placed in gm"));
+            }
+            return self.jit_gm_copy(*tensor, &dims, &t, false, op);
+        }
+        let gm_index = self.gm[tensor].index;
+        let (buf, dt, eoff) = (
+            buf_code(t.ty.space, op)?,
+            dt_code(t.ty.dtype, op)?,
+            t.elem_off(op)?,
+        );
+        let zero = self.i64c(0);
+        self.emit_box(&dims, zero, None, op, &mut |s, p| {
+            let gi = s.i32c(gm_index as i64);
+            let bufv = s.i32c(buf as i64);
+            let dtv = s.i32c(dt as i64);
+            let soff = s.b.ins().iadd_imm_s(p.tile_off, eoff as i64);
+            let ss = s.i64c(p.tile_stride as i64);
+            let m = s.i32c(mode);
+            s.call(
+                "amla_rt_copy_local_to_gm",
+                &[
+                    bufv,
+                    soff,
+                    ss,
+                    dtv,
+                    gi,
+                    p.big_off,
+                    p.big_stride,
+                    p.rows,
+                    p.cols,
+                    m,
+                ],
+            )
+        })
+    }
+
+    /// A box copy between a GM tensor and a `gm`-placed (scratch) tile done
+    /// by JIT code (`load`: tensor → tile, zero-filling; else tile → tensor).
+    fn jit_gm_copy(
+        &mut self,
+        tensor: crate::ir::Tensor,
+        dims: &[BoxDim],
+        t: &TileRef,
+        load: bool,
+        op: &str,
+    ) -> Result<()> {
+        let esz = t.ty.dtype.bytes() as i64;
+        let gbase = self.gm[&tensor].base;
+        let tp = self.tile_ptr(t, op)?;
+        let zero = self.i64c(0);
+        let fill = if load { Some(t) } else { None };
+        self.emit_box(dims, zero, fill, op, &mut |c, p| {
+            c.counted_loop(p.rows, &mut |c, r| {
+                let go = c.b.ins().imul(r, p.big_stride);
+                let go = c.b.ins().iadd(go, p.big_off);
+                let go = c.b.ins().imul_imm_s(go, esz);
+                let ga = c.b.ins().iadd(gbase, go);
+                let to = c.b.ins().imul_imm_s(r, p.tile_stride as i64);
+                let to = c.b.ins().iadd(to, p.tile_off);
+                let to = c.b.ins().imul_imm_s(to, esz);
+                let ta = c.b.ins().iadd(tp, to);
+                let bytes = c.b.ins().imul_imm_s(p.cols, esz);
+                let (d, s) = if load { (ta, ga) } else { (ga, ta) };
+                simd_math::emit_memcpy_dyn(&mut c.b, d, s, bytes);
+                Ok(())
+            })
+        })
+    }
+
+    /// Element address and in-range flag of a scalar GM access.
+    fn scalar_gm_addr(
+        &mut self,
+        t: crate::ir::Tensor,
+        index: &[Index],
+        op: &str,
+    ) -> Result<(cl::Value, cl::Value)> {
+        let dims = self.gm_box(t, index, op)?;
+        let mut ok = self.b.ins().iconst(types::I8, 1);
+        let mut off = self.i64c(0);
+        for d in &dims {
+            if !d.point || d.len != 1 {
+                return Err(CodegenError::invalid(op, "a scalar access needs points"));
+            }
+            let ge = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, d.start, 0);
+            let lt = self.b.ins().icmp(IntCC::SignedLessThan, d.start, d.dim);
+            let both = self.b.ins().band(ge, lt);
+            ok = self.b.ins().band(ok, both);
+            let t = self.b.ins().imul(d.start, d.stride);
+            off = self.b.ins().iadd(off, t);
+        }
+        let esz = self.k.tensors[t].dtype.bytes() as i64;
+        let bytes = self.b.ins().imul_imm_s(off, esz);
+        let addr = self.b.ins().iadd(self.gm[&t].base, bytes);
+        Ok((addr, ok))
+    }
+
+    pub(crate) fn emit_scalar_load(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Load { tensor, index } = self.k.kind(i) else {
+            return Err(CodegenError::invalid("load", "not a load"));
+        };
+        let r = self.k.insts[i].results[0];
+        let d = self.k.tensors[*tensor].dtype;
+        let (addr, ok) = self.scalar_gm_addr(*tensor, index, "load")?;
+        let ty = super::scalar_type(d);
+        let then = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, ty);
+        let z = match d {
+            DType::I32 => self.i32c(0),
+            _ => self.b.ins().f32const(0.0),
+        };
+        self.b.ins().brif(ok, then, &[], join, &[z.into()]);
+        self.b.switch_to_block(then);
+        self.b.seal_block(then);
+        let v = match d {
+            DType::I32 => self.b.ins().load(types::I32, mf(), addr, 0),
+            DType::F32 => self.b.ins().load(types::F32, mf(), addr, 0),
+            DType::Bf16 => {
+                let h = self.b.ins().uload16(types::I32, mf(), addr, 0);
+                let w = self.b.ins().ishl_imm_u(h, 16);
+                self.b.ins().bitcast(types::F32, mf(), w)
+            }
+            _ => {
+                return Err(CodegenError::unsupported(
+                    "load",
+                    format!("a scalar of {d}"),
+                ));
+            }
+        };
+        self.b.ins().jump(join, &[v.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        let v = self.b.block_params(join)[0];
+        self.scalars.insert(r, v);
+        Ok(())
+    }
+
+    pub(crate) fn emit_scalar_store(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Store {
+            tensor,
+            index,
+            value,
+        } = self.k.kind(i)
+        else {
+            return Err(CodegenError::unsupported(
+                self.k.kind(i).opcode(),
+                "of a scalar (only `store` is)",
+            ));
+        };
+        let d = self.k.tensors[*tensor].dtype;
+        let x = self.scalar(*value, "store")?;
+        let (addr, ok) = self.scalar_gm_addr(*tensor, index, "store")?;
+        if !matches!(d, DType::F32 | DType::I32 | DType::Bf16) {
+            return Err(CodegenError::unsupported(
+                "store",
+                format!("a scalar of {d}"),
+            ));
+        }
+        self.if_then(ok, &mut |s| {
+            match d {
+                DType::Bf16 => {
+                    let v = s.b.ins().splat(types::F32X4, x);
+                    let h = simd_math::f32x4_to_bf16_bits(&mut s.b, v);
+                    let h = s.b.ins().extractlane(h, 0);
+                    s.b.ins().istore16(mf(), h, addr, 0);
+                }
+                _ => {
+                    s.b.ins().store(mf(), x, addr, 0);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes the bytes of tile `dst` hold tile `src` (same shape and dtype):
+    /// nothing when they share a placement.
+    pub(crate) fn move_tile(&mut self, src: Value, dst: Value, op: &str) -> Result<()> {
+        let s = self.tile(src, op)?;
+        let d = self.tile(dst, op)?;
+        if s.ty.space == d.ty.space && s.off == d.off {
+            return Ok(());
+        }
+        if s.ty.elems() != d.ty.elems() || s.ty.dtype != d.ty.dtype {
+            return Err(CodegenError::invalid(
+                op,
+                "moving between tiles of different types",
+            ));
+        }
+        self.copy_dense(&s, &d, op)
+    }
+
+    /// A dense copy of `s` into `d` (same element count).
+    fn copy_dense(&mut self, s: &TileRef, d: &TileRef, op: &str) -> Result<()> {
+        let dense = s.stride == s.ty.rows_cols().1 && d.stride == d.ty.rows_cols().1;
+        if s.ty.dtype == DType::Bool
+            || (dense
+                && s.ty.space == Space::Ub
+                && d.ty.space == Space::Ub
+                && s.ty.dtype == d.ty.dtype)
+        {
+            // Same-dtype UB moves (and masks) are JIT byte copies.
+            if s.ty.space != d.ty.space {
+                return Err(CodegenError::unsupported(
+                    op,
+                    "moving a mask between buffers",
+                ));
+            }
+            let sp = self.tile_ptr(s, op)?;
+            let dp = self.tile_ptr(d, op)?;
+            simd_math::emit_memcpy(&mut self.b, dp, sp, s.ty.bytes());
+            return Ok(());
+        }
+        let (rows, cols) = d.ty.rows_cols();
+        if s.ty.rows_cols() != (rows, cols) && (!dense) {
+            return Err(CodegenError::invalid(
+                op,
+                "moving a view into a tile of another shape",
+            ));
+        }
+        let args = [
+            buf_code(d.ty.space, op)? as i64,
+            d.elem_off(op)? as i64,
+            d.stride as i64,
+            dt_code(d.ty.dtype, op)? as i64,
+            buf_code(s.ty.space, op)? as i64,
+            s.elem_off(op)? as i64,
+            s.stride as i64,
+            dt_code(s.ty.dtype, op)? as i64,
+            rows as i64,
+            cols as i64,
+        ];
+        let kinds = [
+            true, false, false, true, true, false, false, true, false, false,
+        ];
+        let vals: Vec<cl::Value> = args
+            .iter()
+            .zip(kinds)
+            .map(|(&a, w)| if w { self.i32c(a) } else { self.i64c(a) })
+            .collect();
+        self.call("amla_rt_copy_local_to_local", &vals)
+    }
+
+    pub(crate) fn emit_copy(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Copy { src, .. } = self.k.kind(i) else {
+            return Err(CodegenError::invalid("copy", "not a copy"));
+        };
+        let r = self.k.insts[i].results[0];
+        self.move_tile(*src, r, "copy")
+    }
+
+    pub(crate) fn emit_extract(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Extract { src, index } = self.k.kind(i) else {
+            return Err(CodegenError::invalid("extract", "not an extract"));
+        };
+        let op = "extract";
+        let r = self.k.insts[i].results[0];
+        let s = self.tile(*src, op)?;
+        let shape = s.ty.shape.clone();
+        if index.len() != shape.len() {
+            return Err(CodegenError::invalid(op, "one index per dim"));
+        }
+        // A view that the planner placed in place: nothing to do.
+        if self.view_stride(r).is_some() {
+            return Ok(());
+        }
+        if let Some(off) = self.static_view_offset(&s, index)
+            && let Some(rt) = self.k.ty(r).as_tile()
+            && rt.space == s.ty.space
+            && self.k.offsets[r] == Some(s.off + off * s.ty.dtype.bytes())
+        {
+            return Ok(());
+        }
+        let mut strides = vec![1u64; shape.len()];
+        for j in (0..shape.len().saturating_sub(1)).rev() {
+            strides[j] = strides[j + 1] * shape[j + 1];
+        }
+        let mut dims = Vec::new();
+        for (j, ix) in index.iter().enumerate() {
+            let dim = self.i64c(shape[j] as i64);
+            let st = self.i64c(strides[j] as i64);
+            dims.push(self.box_dim(ix, Some(shape[j]), dim, st, op)?);
+        }
+        let base = self.i64c(s.elem_off(op)? as i64);
+        if self.k.ty(r).as_tile().is_none() {
+            // A scalar read from a local tile.
+            let d = s.ty.dtype;
+            let mut off = base;
+            for bd in &dims {
+                let t = self.b.ins().imul(bd.start, bd.stride);
+                off = self.b.ins().iadd(off, t);
+            }
+            let sb = *self
+                .bases
+                .get(&s.ty.space)
+                .ok_or_else(|| CodegenError::invalid(op, "buffer not available"))?;
+            let bytes = self.b.ins().imul_imm_s(off, d.bytes() as i64);
+            let addr = self.b.ins().iadd(sb, bytes);
+            let v = simd_math::load_scalar(&mut self.b, addr, d)
+                .ok_or_else(|| CodegenError::unsupported(op, format!("a scalar of {d}")))?;
+            self.scalars.insert(r, v);
+            return Ok(());
+        }
+        let t = self.tile(r, op)?;
+        let (sbuf, dbuf) = (buf_code(s.ty.space, op)?, buf_code(t.ty.space, op)?);
+        let (sdt, ddt) = (dt_code(s.ty.dtype, op)?, dt_code(t.ty.dtype, op)?);
+        let toff = t.elem_off(op)?;
+        self.emit_box(&dims, base, Some(&t), op, &mut |c, p| {
+            let a = [
+                c.i32c(dbuf as i64),
+                c.b.ins().iadd_imm_s(p.tile_off, toff as i64),
+                c.i64c(p.tile_stride as i64),
+                c.i32c(ddt as i64),
+                c.i32c(sbuf as i64),
+                p.big_off,
+                p.big_stride,
+                c.i32c(sdt as i64),
+                p.rows,
+                p.cols,
+            ];
+            c.call("amla_rt_copy_local_to_local", &a)
+        })
+    }
+
+    /// The element offset of a contiguous extract with constant starts.
+    fn static_view_offset(&self, s: &TileRef, index: &[Index]) -> Option<u64> {
+        let k = self.k;
+        let konst = |v: Value| match k.def_inst(v).map(|i| k.kind(i)) {
+            Some(InstKind::IConst(c)) if *c >= 0 => Some(*c as u64),
+            _ => None,
+        };
+        let shape = &s.ty.shape;
+        let mut off = 0u64;
+        let mut stride = 1u64;
+        let mut must_be_full = false;
+        for j in (0..shape.len()).rev() {
+            let (start, len) = match &index[j] {
+                Index::Full => (0, shape[j]),
+                Index::Range { start, len } => (konst(*start)?, *len),
+                Index::Point(v) => (konst(*v)?, 1),
+            };
+            if start + len > shape[j] {
+                return None;
+            }
+            if must_be_full && len > 1 {
+                return None;
+            }
+            if len != shape[j] {
+                must_be_full = true;
+            }
+            off += start * stride;
+            stride *= shape[j];
+        }
+        Some(off)
+    }
+
+    pub(crate) fn emit_matmul(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Matmul {
+            a,
+            b,
+            b_layout,
+            acc,
+        } = self.k.kind(i)
+        else {
+            return Err(CodegenError::invalid("matmul", "not a matmul"));
+        };
+        let op = "matmul";
+        let r = self.k.insts[i].results[0];
+        let (ta, tb, tc) = (self.tile(*a, op)?, self.tile(*b, op)?, self.tile(r, op)?);
+        if ta.ty.space != Space::L0A || tb.ty.space != Space::L0B || tc.ty.space != Space::L0C {
+            return Err(CodegenError::unsupported(
+                op,
+                format!(
+                    "operands in {}, {} -> {} (needs l0a, l0b -> l0c)",
+                    ta.ty.space, tb.ty.space, tc.ty.space
+                ),
+            ));
+        }
+        let ([m, kk], [b0, b1]) = (ta.ty.shape.as_slice(), tb.ty.shape.as_slice()) else {
+            return Err(CodegenError::invalid(op, "rank-2 operands"));
+        };
+        let (n, layout) = match b_layout {
+            BLayout::KN => (*b1, 0),
+            BLayout::NK => (*b0, 1),
+        };
+        let dtype = match ta.ty.dtype {
+            DType::Bf16 => 1,
+            DType::F16 => 2,
+            d => return Err(CodegenError::invalid(op, format!("{d} operands"))),
+        };
+        let mode = match acc {
+            Some(c) => {
+                self.move_tile(*c, r, op)?;
+                1
+            }
+            None => 0,
+        };
+        let vals = [
+            ta.elem_off(op)?,
+            *kk,
+            tb.elem_off(op)?,
+            *b1,
+            tc.elem_off(op)?,
+            n,
+            *m,
+            n,
+            *kk,
+        ];
+        let mut args: Vec<cl::Value> = vals.iter().map(|&v| self.i64c(v as i64)).collect();
+        for w in [layout, dtype, mode] {
+            args.push(self.i32c(w));
+        }
+        self.call("amla_rt_matmul", &args)
+    }
+}

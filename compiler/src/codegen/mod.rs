@@ -1,0 +1,483 @@
+//! Cranelift JIT backend: translates a split, placed kernel (a `cube` and a
+//! `vector` function) into two native entry points the runtime launches.
+//!
+//! # ABI
+//!
+//! Each function becomes `extern "C" fn(ctx: *const KernelCtx, work_item:
+//! u64, sub_block: u32) -> i32` ([`amla_runtime::launch::EntryFn`]); 0 is
+//! success. JIT code reads `KernelCtx` at the runtime's fixed offsets (see
+//! `runtime/README.md` and [`abi`]): GM descriptors, local buffer bases,
+//! and the launch-time dim values (`KernelCtx::dims`, one `i64` per kernel
+//! dim in `Kernel::dims` order, given with `LaunchConfig::with_dims`; dims
+//! bound at compile time are constants and need no entry, but the array must
+//! still hold `Kernel::dims.len()` values when any dim is launch-bound).
+//!
+//! At entry, before touching memory, the code checks that every GM buffer
+//! it uses exists, has the tensor's dtype and holds at least the tensor's
+//! elements at the launch's dims ([`abi::STATUS_BAD_GM`]), that the dims
+//! are there ([`abi::STATUS_MISSING_DIM`]) and that every local buffer it
+//! uses is as big as the placements ([`abi::STATUS_LOCAL_TOO_SMALL`]).
+//! Every runtime call's status is checked; a non-zero status is returned at
+//! once (the runtime has already recorded the detailed error).
+//!
+//! # Invariants of the input
+//!
+//! `kernel.funcs` holds `cube` and/or `vector` functions whose top block is
+//! scalar ops and one `parallel`; every tile has a `Space` other than `any`
+//! and, in a local buffer, `kernel.offsets[v] = Some(byte offset)`. The grid
+//! maps `work_item` row-major onto the axes (last axis fastest); work items
+//! past the grid return 0 at once.
+//!
+//! # Memory model of the generated code
+//!
+//! - Cube ops (GM↔L1, L1→L0A/L0B, matmul, L0C→GM, flags) and Vector GM↔UB
+//!   copies are runtime calls ([`cube`]).
+//! - Vector element-wise ops, broadcasts, reductions, iota, selects and
+//!   casts are JIT-emitted SIMD loops over UB (f32x4 / i32x4, scalar tails)
+//!   ([`vector`], [`simd_math`]). Bool tiles are one byte per element,
+//!   `0x00` false and `0xFF` true.
+//! - `atomic_exp_add` is an i32x4 integer add of `n << 23` on the f32 bits,
+//!   with the guards of `amla_runtime::rescale::exp2_scale_bits`, applied to
+//!   GM in place by JIT code ([`simd_math::emit_exp2_scale_row`]).
+//! - GM reads past a tensor's end read 0 (the copied extent is clamped and the
+//!   rest of the tile zero-filled); writes past it are dropped.
+
+pub mod abi;
+mod cube;
+mod func;
+pub mod rescale;
+mod scalar;
+pub mod simd_math;
+mod vector;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use amla_runtime::launch::EntryFn;
+use cranelift_codegen::ir::UserFuncName;
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, ir as cl};
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module};
+
+use crate::ir::{DType, Func, InstKind, Kernel, Unit, Value};
+
+/// Options of the backend.
+#[derive(Clone, Debug, Default)]
+pub struct CodegenOptions {
+    /// Run Cranelift's IR verifier on every function (slower; on in tests).
+    pub verify: bool,
+}
+
+/// Why a kernel could not be compiled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CodegenError {
+    /// The IR uses something this backend does not translate (yet).
+    #[error("codegen: unsupported `{op}`: {detail}")]
+    Unsupported {
+        /// The op's name in the IR text form.
+        op: String,
+        /// What about it is unsupported.
+        detail: String,
+    },
+    /// The IR breaks an invariant codegen relies on (a compiler bug).
+    #[error("codegen: invalid IR at `{op}`: {detail}")]
+    InvalidIr {
+        /// The op's name.
+        op: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Cranelift refused the generated code (a backend bug) or the host.
+    #[error("codegen: cranelift: {0}")]
+    Cranelift(String),
+}
+
+impl CodegenError {
+    pub(crate) fn unsupported(op: &str, detail: impl Into<String>) -> Self {
+        CodegenError::Unsupported {
+            op: op.to_string(),
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn invalid(op: &str, detail: impl Into<String>) -> Self {
+        CodegenError::InvalidIr {
+            op: op.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, CodegenError>;
+
+fn cl_err(e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Cranelift(e.to_string())
+}
+
+/// A JIT-compiled kernel: keeps the code alive and hands out its entries.
+pub struct CompiledKernel {
+    module: Option<JITModule>,
+    name: String,
+    cube: Option<EntryFn>,
+    vector: Option<EntryFn>,
+    sub_blocks: u32,
+    grid: Grid,
+}
+
+impl std::fmt::Debug for CompiledKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledKernel")
+            .field("name", &self.name)
+            .field("cube", &self.cube.is_some())
+            .field("vector", &self.vector.is_some())
+            .field("sub_blocks", &self.sub_blocks)
+            .finish()
+    }
+}
+
+impl Drop for CompiledKernel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the entry points handed out borrow `self` (see
+            // `runtime_kernel`) or are plain fn pointers the caller was told
+            // not to use after dropping the kernel.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+impl CompiledKernel {
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The Cube entry, if the kernel has a `cube` function. Valid while
+    /// `self` lives.
+    pub fn cube_entry(&self) -> Option<EntryFn> {
+        self.cube
+    }
+    /// The Vector entry, if the kernel has a `vector` function. Valid while
+    /// `self` lives.
+    pub fn vector_entry(&self) -> Option<EntryFn> {
+        self.vector
+    }
+    /// Vector sub-blocks per core the `vector` function expects (1 without one).
+    pub fn sub_blocks(&self) -> u32 {
+        self.sub_blocks
+    }
+    /// The kernel as the runtime's launcher takes it (units without a
+    /// function idle).
+    pub fn runtime_kernel(&self) -> amla_runtime::launch::Kernel<'_> {
+        use amla_runtime::launch::Entry;
+        amla_runtime::launch::Kernel {
+            name: &self.name,
+            cube: self.cube.map_or(Entry::Idle, Entry::Extern),
+            vector: self.vector.map_or(Entry::Idle, Entry::Extern),
+        }
+    }
+    /// Number of work items for the given launch dims (one value per
+    /// `Kernel::dims` entry; compile-time bound dims may hold anything): the
+    /// product of the grid axes' trip counts `ceil((hi - lo) / step)`.
+    pub fn work_items(&self, dims: &[i64]) -> Result<u64> {
+        self.grid.work_items(dims)
+    }
+}
+
+/// The grid, as host-evaluable expressions of the top block's scalars.
+#[derive(Clone, Debug, Default)]
+struct Grid {
+    /// `(lo, hi, step)` per axis.
+    axes: Vec<(HostExpr, HostExpr, i64)>,
+}
+
+/// A scalar expression of the top block the host can evaluate.
+#[derive(Clone, Debug)]
+enum HostExpr {
+    Const(i64),
+    Dim(usize, Option<u64>),
+    Bin(crate::ir::BinaryOp, Box<HostExpr>, Box<HostExpr>),
+}
+
+impl HostExpr {
+    fn from_value(k: &Kernel, v: Value) -> Result<HostExpr> {
+        use crate::ir::EntityRef;
+        let Some(i) = k.def_inst(v) else {
+            return Err(CodegenError::unsupported(
+                "parallel",
+                "grid bounds must be computed from constants and dims",
+            ));
+        };
+        Ok(match k.kind(i) {
+            InstKind::IConst(c) => HostExpr::Const(*c),
+            InstKind::DimValue(d) => HostExpr::Dim(d.index(), k.dims[*d].value),
+            InstKind::Binary(op, a, b) => HostExpr::Bin(
+                *op,
+                Box::new(HostExpr::from_value(k, *a)?),
+                Box::new(HostExpr::from_value(k, *b)?),
+            ),
+            other => {
+                return Err(CodegenError::unsupported(
+                    "parallel",
+                    format!("grid bound computed by `{}`", other.opcode()),
+                ));
+            }
+        })
+    }
+    fn eval(&self, dims: &[i64]) -> Result<i32> {
+        use crate::ir::BinaryOp as B;
+        Ok(match self {
+            HostExpr::Const(c) => *c as i32,
+            HostExpr::Dim(_, Some(v)) => *v as i32,
+            HostExpr::Dim(i, None) => *dims.get(*i).ok_or_else(|| {
+                CodegenError::invalid("parallel", format!("no value for dim #{i}"))
+            })? as i32,
+            HostExpr::Bin(op, a, b) => {
+                let (a, b) = (a.eval(dims)?, b.eval(dims)?);
+                match op {
+                    B::Add => a.wrapping_add(b),
+                    B::Sub => a.wrapping_sub(b),
+                    B::Mul => a.wrapping_mul(b),
+                    B::Div => scalar::host_div(a, b),
+                    B::Rem => scalar::host_rem(a, b),
+                    B::Max => a.max(b),
+                    B::Min => a.min(b),
+                    B::And | B::Or => {
+                        return Err(CodegenError::invalid("parallel", "bool grid bound"));
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Grid {
+    fn of(k: &Kernel, f: &Func) -> Result<Grid> {
+        let mut g = Grid::default();
+        for &i in &k.blocks[f.body].insts {
+            if let InstKind::Parallel { axes, .. } = k.kind(i) {
+                for ax in axes {
+                    g.axes.push((
+                        HostExpr::from_value(k, ax.lo)?,
+                        HostExpr::from_value(k, ax.hi)?,
+                        ax.step,
+                    ));
+                }
+                return Ok(g);
+            }
+        }
+        Err(CodegenError::invalid(
+            "parallel",
+            format!("the {} function has no grid", f.unit.name()),
+        ))
+    }
+    fn work_items(&self, dims: &[i64]) -> Result<u64> {
+        let mut n = 1u64;
+        for (lo, hi, step) in &self.axes {
+            let (lo, hi) = (lo.eval(dims)?, hi.eval(dims)?);
+            n = n.saturating_mul(scalar::trip_count(lo, hi, *step));
+        }
+        Ok(n)
+    }
+}
+
+/// The target ISA for emission snapshots: x86-64 with SSE4.2 and nothing
+/// newer, independent of the host.
+fn fixed_isa() -> Result<OwnedTargetIsa> {
+    let triple: target_lexicon::Triple = "x86_64-unknown-linux-gnu"
+        .parse()
+        .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
+    let mut ib = cranelift_codegen::isa::lookup(triple).map_err(cl_err)?;
+    for f in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42"] {
+        ib.enable(f).map_err(cl_err)?;
+    }
+    ib.finish(shared_flags()?).map_err(cl_err)
+}
+
+fn host_isa() -> Result<OwnedTargetIsa> {
+    let ib = cranelift_native::builder().map_err(|e| CodegenError::Cranelift(e.to_string()))?;
+    ib.finish(shared_flags()?).map_err(cl_err)
+}
+
+fn shared_flags() -> Result<settings::Flags> {
+    let mut fb = settings::builder();
+    fb.set("opt_level", "speed").map_err(cl_err)?;
+    fb.set("use_colocated_libcalls", "false").map_err(cl_err)?;
+    fb.set("is_pic", "false").map_err(cl_err)?;
+    fb.set("enable_verifier", "false").map_err(cl_err)?;
+    Ok(settings::Flags::new(fb))
+}
+
+fn new_module(isa: OwnedTargetIsa) -> JITModule {
+    let mut jb = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    for (name, ptr) in amla_runtime::jit::jit_symbols() {
+        jb.symbol(name, ptr);
+    }
+    JITModule::new(jb)
+}
+
+/// A function translated to CLIF and defined in a module.
+struct Defined {
+    unit: Unit,
+    id: FuncId,
+    clif: String,
+    asm: Option<String>,
+}
+
+fn define_all(
+    k: &Kernel,
+    module: &mut JITModule,
+    opts: &CodegenOptions,
+    disasm: bool,
+) -> Result<Vec<Defined>> {
+    let call_conv: CallConv = module.isa().default_call_conv();
+    let mut imports = HashMap::new();
+    for (name, params) in abi::SYMBOLS {
+        let sig = abi::symbol_signature(params, call_conv);
+        let id = module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(cl_err)?;
+        imports.insert(*name, id);
+    }
+    let mut out = Vec::new();
+    let mut fctx = FunctionBuilderContext::new();
+    for (n, f) in k.funcs.iter().enumerate() {
+        if !matches!(f.unit, Unit::Cube | Unit::Vector) {
+            return Err(CodegenError::invalid(
+                "func",
+                format!(
+                    "a `{}` function: codegen needs the split kernel",
+                    f.unit.name()
+                ),
+            ));
+        }
+        let name = format!("{}_{}", sanitize(&k.name), f.unit.name());
+        let sig = abi::entry_signature(call_conv);
+        let id = module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(cl_err)?;
+        let mut ctx = Context::new();
+        ctx.func.signature = sig;
+        ctx.func.name = UserFuncName::user(0, n as u32);
+        func::translate(k, f, module, &imports, &mut ctx.func, &mut fctx)?;
+        if opts.verify {
+            cranelift_codegen::verify_function(&ctx.func, module.isa())
+                .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
+        }
+        let clif = format!("; {name}\n{}", ctx.func.display());
+        ctx.set_disasm(disasm);
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| CodegenError::Cranelift(format!("{name}: {e:?}")))?;
+        let asm = ctx
+            .compiled_code()
+            .and_then(|c| c.vcode.clone())
+            .map(|a| format!("; {name}\n{a}"));
+        out.push(Defined {
+            unit: f.unit,
+            id,
+            clif,
+            asm,
+        });
+    }
+    Ok(out)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// JIT-compiles `k` for the host (host SIMD features, `opt_level=speed`).
+pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
+    let mut module = new_module(host_isa()?);
+    let defs = match define_all(k, &mut module, opts, false) {
+        Ok(d) => d,
+        Err(e) => {
+            // SAFETY: no code of this module was handed out.
+            unsafe { module.free_memory() };
+            return Err(e);
+        }
+    };
+    if let Err(e) = module.finalize_definitions() {
+        // SAFETY: as above.
+        unsafe { module.free_memory() };
+        return Err(cl_err(e));
+    }
+    let mut ck = CompiledKernel {
+        module: None,
+        name: k.name.clone(),
+        cube: None,
+        vector: None,
+        sub_blocks: 1,
+        grid: Grid::default(),
+    };
+    for d in &defs {
+        let p = module.get_finalized_function(d.id);
+        // SAFETY: the function was defined with `abi::entry_signature`,
+        // which is `EntryFn`'s C ABI on this host.
+        let f: EntryFn = unsafe { std::mem::transmute::<*const u8, EntryFn>(p) };
+        match d.unit {
+            Unit::Cube => ck.cube = Some(f),
+            _ => ck.vector = Some(f),
+        }
+    }
+    ck.module = Some(module);
+    for f in &k.funcs {
+        if f.unit == Unit::Vector {
+            ck.sub_blocks = f.sub_blocks.max(1);
+        }
+    }
+    if let Some(f) = k.funcs.first() {
+        ck.grid = Grid::of(k, f)?;
+    }
+    Ok(ck)
+}
+
+fn emit_text(k: &Kernel, opts: &CodegenOptions, asm: bool) -> Result<String> {
+    let mut module = new_module(fixed_isa()?);
+    let r = define_all(k, &mut module, opts, asm);
+    // SAFETY: nothing was finalized or handed out.
+    unsafe { module.free_memory() };
+    let defs = r?;
+    let mut s = String::new();
+    for d in defs {
+        let t = if asm {
+            d.asm.unwrap_or_default()
+        } else {
+            d.clif
+        };
+        s.push_str(&t);
+        if !s.ends_with('\n') {
+            s.push('\n');
+        }
+    }
+    Ok(s)
+}
+
+/// The CLIF text of the kernel's functions (before Cranelift's
+/// optimisations), as emitted for the fixed x86-64 SSE4.2 target.
+pub fn emit_clif(k: &Kernel, opts: &CodegenOptions) -> Result<String> {
+    emit_text(k, opts, false)
+}
+
+/// The machine code of the kernel's functions as Cranelift's VCode
+/// disassembly for a fixed x86-64 target with SSE4.2 and no AVX, so the
+/// output does not depend on the host.
+pub fn emit_asm(k: &Kernel, opts: &CodegenOptions) -> Result<String> {
+    emit_text(k, opts, true)
+}
+
+/// The element type JIT code uses for a scalar of `d` (floats are carried
+/// as f32, bools as i8 0/1).
+pub(crate) fn scalar_type(d: DType) -> cl::Type {
+    match d {
+        DType::I32 => cl::types::I32,
+        DType::Bool => cl::types::I8,
+        DType::F32 | DType::Bf16 | DType::F16 => cl::types::F32,
+    }
+}

@@ -1,0 +1,153 @@
+//! Unit tests of the SIMD building blocks: the exponent add against the
+//! runtime's definition, the transcendental polynomials against f64.
+
+use super::rescale::{JitRescale, JitUnary};
+use crate::ir::UnaryOp;
+use amla_runtime::rescale::{CHECKED_N, exp2_scale_bits};
+
+/// Bit patterns at every exponent edge: each exponent with mantissas 0, 1,
+/// mid, all-ones, both signs.
+fn edge_patterns() -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in 0u32..=255 {
+        for m in [0u32, 1, 2, 0x40_0000, 0x7F_FFFE, 0x7F_FFFF, 0x12_3457] {
+            for s in [0u32, 0x8000_0000] {
+                v.push(s | (e << 23) | m);
+            }
+        }
+    }
+    v
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn jit_exponent_add_is_bit_identical_to_the_runtime() {
+    let j = JitRescale::new().unwrap();
+    let mut ns: Vec<i32> = CHECKED_N.to_vec();
+    ns.extend([5, 300, -300, 1000, -1000, i32::MIN, i32::MAX]);
+    let edges = edge_patterns();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let random: Vec<u32> = (0..(1 << 21)).map(|_| xorshift(&mut seed) as u32).collect();
+    for &n in &ns {
+        // Odd lengths exercise the scalar tail.
+        for data in [&edges, &random] {
+            let mut got = data.clone();
+            got.push(0x3F80_0001);
+            got.push(0x8000_0000);
+            got.push(0x0000_0001);
+            j.apply(&mut got, n);
+            let mut want: Vec<u32> = data.clone();
+            want.extend([0x3F80_0001, 0x8000_0000, 0x0000_0001]);
+            for (i, w) in want.iter_mut().enumerate() {
+                let x = *w;
+                *w = exp2_scale_bits(f32::from_bits(x), n).to_bits();
+                assert_eq!(got[i], *w, "x = {x:#010x}, n = {n}");
+            }
+        }
+    }
+    // A contiguous range, through the checker used by the exhaustive run.
+    for &n in &CHECKED_N {
+        assert_eq!(j.check_range(0x7F00_0000, 1 << 20, n), (0, None));
+        assert_eq!(j.check_range(0x0000_0000, 1 << 20, n), (0, None));
+    }
+}
+
+fn ulp_err(got: f32, want: f64) -> f64 {
+    if want.is_nan() {
+        return if got.is_nan() { 0.0 } else { f64::INFINITY };
+    }
+    let w32 = want as f32;
+    if w32.is_infinite() || got.is_infinite() {
+        return if got == w32 { 0.0 } else { f64::INFINITY };
+    }
+    // One ulp of the f32 nearest to `want` (min subnormal spacing floor).
+    let a = w32.abs();
+    let ulp = if a < f32::MIN_POSITIVE {
+        f64::from(f32::from_bits(1))
+    } else {
+        f64::from(f32::from_bits(a.to_bits() + 1) - a)
+    };
+    (f64::from(got) - want).abs() / ulp
+}
+
+/// Max ulp error of `op` over `xs`, against `f`.
+fn max_ulp(op: UnaryOp, xs: &[f32], f: impl Fn(f64) -> f64) -> (f64, f32) {
+    let j = JitUnary::new(op).unwrap();
+    let got = j.apply(xs);
+    let mut worst = (0.0, 0.0);
+    for (&x, &g) in xs.iter().zip(&got) {
+        let e = ulp_err(g, f(f64::from(x)));
+        if e > worst.0 {
+            worst = (e, x);
+        }
+    }
+    worst
+}
+
+fn sweep(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32))
+        .collect()
+}
+
+#[test]
+fn transcendentals_are_within_2_ulp() {
+    let xs = sweep(-87.0, 88.0, 400_001);
+    let (e, at) = max_ulp(UnaryOp::Exp, &xs, f64::exp);
+    eprintln!("exp: max {e:.3} ulp at {at}");
+    assert!(e <= 2.0, "exp: {e} ulp at {at}");
+    let xs = sweep(-126.0, 127.9, 400_001);
+    let (e, at) = max_ulp(UnaryOp::Exp2, &xs, f64::exp2);
+    eprintln!("exp2: max {e:.3} ulp at {at}");
+    assert!(e <= 2.0, "exp2: {e} ulp at {at}");
+    // Logs over every binade incl. subnormals: random mantissas.
+    let mut seed = 12345u64;
+    let xs: Vec<f32> = (0..400_000)
+        .map(|_| f32::from_bits((xorshift(&mut seed) as u32) & 0x7F7F_FFFF))
+        .filter(|x| *x > 0.0)
+        .collect();
+    let (e, at) = max_ulp(UnaryOp::Log, &xs, f64::ln);
+    eprintln!("log: max {e:.3} ulp at {at}");
+    assert!(e <= 2.0, "log: {e} ulp at {at}");
+    let (e, at) = max_ulp(UnaryOp::Log2, &xs, f64::log2);
+    eprintln!("log2: max {e:.3} ulp at {at}");
+    assert!(e <= 2.0, "log2: {e} ulp at {at}");
+}
+
+#[test]
+fn transcendental_special_values() {
+    let xs = [
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        f32::NAN,
+        0.0,
+        -0.0,
+        -200.0,
+        200.0,
+        -1.0,
+    ];
+    let exp = JitUnary::new(UnaryOp::Exp).unwrap().apply(&xs);
+    assert_eq!(&exp[..2], &[0.0, f32::INFINITY]);
+    assert!(exp[2].is_nan());
+    assert_eq!(&exp[3..7], &[1.0, 1.0, 0.0, f32::INFINITY]);
+    let exp2 = JitUnary::new(UnaryOp::Exp2).unwrap().apply(&xs);
+    assert_eq!(&exp2[..2], &[0.0, f32::INFINITY]);
+    assert!(exp2[2].is_nan());
+    assert_eq!(&exp2[3..8], &[1.0, 1.0, 0.0, f32::INFINITY, 0.5]);
+    let log = JitUnary::new(UnaryOp::Log).unwrap().apply(&xs);
+    assert!(log[0].is_nan());
+    assert_eq!(log[1], f32::INFINITY);
+    assert!(log[2].is_nan());
+    assert_eq!(&log[3..5], &[f32::NEG_INFINITY, f32::NEG_INFINITY]);
+    assert!(log[7].is_nan());
+    let e2 = JitUnary::new(UnaryOp::Exp2)
+        .unwrap()
+        .apply(&[-149.0, -150.5, -127.0]);
+    assert_eq!(e2, vec![f32::from_bits(1), 0.0, 2f32.powi(-127)]);
+}
