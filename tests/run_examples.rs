@@ -212,3 +212,22 @@ fn a_dropped_wait_is_caught_never_a_hang() {
     };
     assert!(caught, "dropping a wait of `{}` went unnoticed", c.ir.name);
 }
+
+#[test]
+fn amlac_run_exit_codes() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/gqa_decode.amla");
+    let f = file.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| amla::compiler::cli::run(["amlac", "run"].iter().chain(args));
+    assert_eq!(run(&[f, "--check", "-D", "N=200", "--json"]), 0);
+    assert_eq!(
+        run(&[f, "-D", "N=200", "--disable-pass", "nope"]),
+        1,
+        "unknown pass"
+    );
+    assert_eq!(run(&[f, "-D", "N=abc"]), 1, "bad dim value is a diagnostic");
+    assert_eq!(run(&[f, "-D", "PRELOAD=9"]), 1, "bad compiler option");
+    assert_eq!(run(&[f, "--cores", "0"]), 1);
+    assert_eq!(run(&[f, "--input", "q=/nonexistent.npy"]), 1);
+    assert_eq!(run(&["/nonexistent.amla"]), 1);
+    assert_eq!(run(&[f, "--no-such-flag"]), 2, "usage error");
+}

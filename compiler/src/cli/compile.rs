@@ -187,6 +187,9 @@ pub(crate) fn report_error(src: &SourceFile, e: CompileError) -> u8 {
     match e {
         CompileError::Diagnostics(d) => emit_stderr(src, &d),
         CompileError::Option(m) => eprintln!("error: {m}"),
+        CompileError::Pass(p @ crate::passes::PassError::UnknownPass { .. }) => {
+            eprintln!("error: {p}")
+        }
         CompileError::Pass(p) if p.is_user() => {
             emit_stderr(src, &[driver::pass_diagnostic(src, &p)])
         }
