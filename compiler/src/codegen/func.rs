@@ -25,9 +25,17 @@ pub(crate) struct TileRef {
     pub ty: TileType,
     /// Byte offset in its local buffer.
     pub off: u64,
+    /// Row stride in elements: the last dim's extent for a dense tile, the
+    /// source's row stride for a rank-2 `extract` view placed in place.
+    pub stride: u64,
 }
 
 impl TileRef {
+    /// True when the tile is dense row-major (not a strided view).
+    pub fn dense(&self) -> bool {
+        self.stride == self.ty.rows_cols().1 || self.ty.rows_cols().0 <= 1
+    }
+
     /// Element offset (the runtime's unit).
     pub fn elem_off(&self, op: &str) -> Result<u64> {
         let b = self.ty.dtype.bytes();
@@ -64,6 +72,9 @@ pub(crate) struct FnCx<'a, 'f> {
     pub block_no: cl::Value,
     /// Byte offsets of `gm`-placed tiles in this unit's scratch.
     pub gm_tiles: HashMap<Value, u64>,
+    /// Row strides (elements) of rank-2 tiles that are in-place views of
+    /// another tile (`extract` results placed inside their source).
+    pub views: HashMap<Value, u64>,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -115,6 +126,7 @@ pub(crate) fn translate(
         syms,
         block_no: wi,
         gm_tiles: HashMap::new(),
+        views: HashMap::new(),
     };
     cx.prologue(f)?;
     cx.emit_block(f.body)?;
@@ -230,6 +242,7 @@ impl FnCx<'_, '_> {
                 Ok(TileRef {
                     ty: tt.clone(),
                     off,
+                    stride: self.views.get(&v).copied().unwrap_or(tt.rows_cols().1),
                 })
             }
             _ => {
@@ -239,6 +252,7 @@ impl FnCx<'_, '_> {
                 Ok(TileRef {
                     ty: tt.clone(),
                     off,
+                    stride: self.views.get(&v).copied().unwrap_or(tt.rows_cols().1),
                 })
             }
         }
