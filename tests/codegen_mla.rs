@@ -1,6 +1,6 @@
-//! `dsl-examples/mla_decode.amla` end to end: the whole pipeline, the JIT
-//! backend, a launch on the emulated cores, and a float64 check of `out`
-//! and `lse` (with a partial last KV block).
+//! `dsl-examples/mla_decode.amla` and `gqa_decode.amla` end to end: the
+//! whole pipeline, the JIT backend, a launch on the emulated cores, and a
+//! float64 check of `out` and `lse` (with a partial last KV block).
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,33 +13,6 @@ use amla::compiler::ir::{DType, Dim, Kernel, Unit};
 use amla::compiler::passes::{plan_memory, preload, split, tile};
 use amla::runtime::{CoreConfig, Gm, LaunchConfig, launch};
 use half::bf16;
-
-fn pipeline(defines: &[(&str, &str)]) -> Kernel {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
-    let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(path).unwrap());
-    let mut opts = CompileOptions::new().unwrap();
-    let mut d = Defines::new();
-    for (n, v) in defines {
-        d.insert(*n, *v);
-    }
-    opts.defines = d;
-    let mut k = driver::compile(&src, &opts)
-        .map_err(|e| e.to_string())
-        .unwrap()
-        .ir;
-    if k.funcs.iter().any(|f| f.unit == Unit::Any) {
-        split::run(&mut k).unwrap();
-        preload::run(&mut k, &preload::PreloadConfig::default()).unwrap();
-        tile::tile(&mut k, &opts.target, &tile::TileConfig::default()).unwrap();
-        plan_memory::plan_memory(
-            &mut k,
-            &opts.target,
-            &plan_memory::PlanMemoryConfig::default(),
-        )
-        .unwrap();
-    }
-    k
-}
 
 fn elems(k: &Kernel, t: &amla::compiler::ir::TensorData) -> usize {
     t.shape
@@ -64,7 +37,7 @@ impl Rng {
 #[test]
 fn mla_decode_matches_float64() {
     let (b, h, n, dk, dv) = (2usize, 128usize, 300usize, 576usize, 512usize);
-    let k = pipeline(&[("B", "2"), ("N", "300")]);
+    let k = load_example("mla_decode.amla", &[("B", "2"), ("N", "300")]);
     let ck = compile(&k, &CodegenOptions { verify: true }).unwrap();
     let dims: Vec<i64> = k.dims.values().map(|d| d.value.unwrap() as i64).collect();
     let items = ck.work_items(&dims).unwrap();
@@ -143,5 +116,137 @@ fn mla_decode_matches_float64() {
     }
     // bf16 P and a bf16 output: a few bf16 ulps of values of size ~1.
     eprintln!("mla_decode: max |out - ref| = {worst:e}");
+    assert!(worst < 2e-2, "max |out - ref| = {worst}");
+}
+
+/// Plain softmax attention in f64 for one row: `(out, lse)`.
+fn attend(q: &[bf16], keys: &[&[bf16]], vals: &[&[bf16]], scale: f64) -> (Vec<f64>, f64) {
+    let s: Vec<f64> = keys
+        .iter()
+        .map(|k| {
+            scale
+                * q.iter()
+                    .zip(k.iter())
+                    .map(|(a, c)| f64::from(a.to_f32()) * f64::from(c.to_f32()))
+                    .sum::<f64>()
+        })
+        .collect();
+    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+    let l: f64 = p.iter().sum();
+    let dv = vals[0].len();
+    let out = (0..dv)
+        .map(|c| {
+            p.iter()
+                .zip(vals)
+                .map(|(pj, v)| pj * f64::from(v[c].to_f32()))
+                .sum::<f64>()
+                / l
+        })
+        .collect();
+    (out, m + l.ln())
+}
+
+fn load_example(file: &str, defines: &[(&str, &str)]) -> Kernel {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("dsl-examples")
+        .join(file);
+    let src = SourceFile::new(file, std::fs::read_to_string(path).unwrap());
+    let mut opts = CompileOptions::new().unwrap();
+    let mut d = Defines::new();
+    for (n, v) in defines {
+        d.insert(*n, *v);
+    }
+    opts.defines = d;
+    let mut k = driver::compile(&src, &opts)
+        .map_err(|e| e.to_string())
+        .unwrap()
+        .ir;
+    if k.funcs.iter().any(|f| f.unit == Unit::Any) {
+        split::run(&mut k).unwrap();
+        preload::run(&mut k, &preload::PreloadConfig::default()).unwrap();
+        tile::tile(&mut k, &opts.target, &tile::TileConfig::default()).unwrap();
+        plan_memory::plan_memory(
+            &mut k,
+            &opts.target,
+            &plan_memory::PlanMemoryConfig::default(),
+        )
+        .unwrap();
+    }
+    k
+}
+
+#[test]
+fn gqa_decode_matches_float64() {
+    let (b, hq, hk, n, d) = (2usize, 32usize, 8usize, 300usize, 128usize);
+    let k = load_example("gqa_decode.amla", &[("B", "2"), ("N", "300")]);
+    let ck = compile(&k, &CodegenOptions { verify: true }).unwrap();
+    let dims: Vec<i64> = k.dims.values().map(|d| d.value.unwrap() as i64).collect();
+    let items = ck.work_items(&dims).unwrap();
+    assert_eq!(items, (b * hk) as u64);
+    let mut rng = Rng(0xBEEF);
+    let q: Vec<bf16> = (0..b * hq * d).map(|_| bf16::from_f32(rng.f32())).collect();
+    let kk: Vec<bf16> = (0..b * hk * n * d)
+        .map(|_| bf16::from_f32(rng.f32() * 2.0))
+        .collect();
+    let vv: Vec<bf16> = (0..b * hk * n * d)
+        .map(|_| bf16::from_f32(rng.f32()))
+        .collect();
+    let mut gm = Gm::new();
+    let mut ids = std::collections::HashMap::new();
+    for t in k.tensors.values() {
+        let id = match t.name.as_str() {
+            "q" => gm.add_from("q", &q).unwrap(),
+            "k" => gm.add_from("k", &kk).unwrap(),
+            "v" => gm.add_from("v", &vv).unwrap(),
+            _ => {
+                let dt = match t.dtype {
+                    DType::F32 => amla::runtime::DType::F32,
+                    DType::Bf16 => amla::runtime::DType::Bf16,
+                    DType::F16 => amla::runtime::DType::F16,
+                    _ => amla::runtime::DType::I32,
+                };
+                gm.add_zeroed(&t.name, dt, elems(&k, t)).unwrap()
+            }
+        };
+        ids.insert(t.name.clone(), id);
+    }
+    let cfg = LaunchConfig::default()
+        .with_cores(2)
+        .with_vector_sub_blocks(ck.sub_blocks() as usize)
+        .with_wait_timeout(Duration::from_secs(60))
+        .with_dims(dims);
+    let rep = launch(
+        &ck.runtime_kernel(),
+        &mut gm,
+        items,
+        &CoreConfig::default(),
+        &cfg,
+    )
+    .unwrap();
+    assert!(rep.pending_flags.is_empty(), "{:?}", rep.pending_flags);
+    let out = gm.slice::<bf16>(ids["out"]).unwrap();
+    let lse = gm.slice::<f32>(ids["lse"]).unwrap();
+    let scale = 1.0 / 128f64.sqrt();
+    let mut worst = 0f64;
+    for bi in 0..b {
+        for h in 0..hq {
+            let g = h / (hq / hk);
+            let keys: Vec<&[bf16]> = (0..n)
+                .map(|j| &kk[((bi * hk + g) * n + j) * d..][..d])
+                .collect();
+            let vals: Vec<&[bf16]> = (0..n)
+                .map(|j| &vv[((bi * hk + g) * n + j) * d..][..d])
+                .collect();
+            let (o, l) = attend(&q[(bi * hq + h) * d..][..d], &keys, &vals, scale);
+            let gl = f64::from(lse[bi * hq + h]);
+            assert!((gl - l).abs() < 1e-3, "lse[{bi},{h}] {gl} vs {l}");
+            for c in 0..d {
+                let got = f64::from(out[(bi * hq + h) * d + c].to_f32());
+                worst = worst.max((got - o[c]).abs());
+            }
+        }
+    }
+    eprintln!("gqa_decode: max |out - ref| = {worst:e}");
     assert!(worst < 2e-2, "max |out - ref| = {worst}");
 }
