@@ -3,7 +3,9 @@
 //!
 //! `--emit` takes `ast` (the parsed program), `hir` (the checked program),
 //! `lowered` (the IR before any pass), `ir` (the IR after the pipeline, the
-//! default), `cube` or `vector` (one function of it). `--print-after PASS`
+//! default), `cube` or `vector` (one function of it), `clif` or `asm` (the
+//! JIT backend's Cranelift IR or machine code, for a fixed x86-64 SSE4.2
+//! target so the text is the same on every host). `--print-after PASS`
 //! (or `all`) writes the IR after that pass to stdout before the emitted
 //! stage; `--disable-pass PASS` skips a pass; `--time-passes` and
 //! `--explain` report on stderr.
@@ -34,6 +36,10 @@ pub enum Emit {
     Cube,
     /// The Vector function of the final IR.
     Vector,
+    /// The Cranelift IR of both functions (fixed x86-64 SSE4.2 target).
+    Clif,
+    /// The machine code of both functions (fixed x86-64 SSE4.2 target).
+    Asm,
 }
 
 /// Arguments of `amlac compile`.
@@ -131,6 +137,21 @@ pub fn run(args: &CompileArgs) -> u8 {
         Emit::Ir => c.ir.to_string(),
         Emit::Cube => only_func(&c.ir, Unit::Cube),
         Emit::Vector => only_func(&c.ir, Unit::Vector),
+        Emit::Clif | Emit::Asm => {
+            let o = crate::codegen::CodegenOptions::default();
+            let r = if args.emit == Emit::Clif {
+                crate::codegen::emit_clif(&c.ir, &o)
+            } else {
+                crate::codegen::emit_asm(&c.ir, &o)
+            };
+            match r {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            }
+        }
     };
     write_out(args, &text)
 }
