@@ -64,11 +64,15 @@ fn mla_decode_matches_float64() {
         };
         ids.insert(t.name.clone(), id);
     }
-    let cfg = LaunchConfig::default()
-        .with_cores(2)
-        .with_vector_sub_blocks(ck.sub_blocks() as usize)
-        .with_wait_timeout(Duration::from_secs(60))
-        .with_dims(dims);
+    // Local buffers start as NaN: reading anything unwritten shows.
+    let cfg = LaunchConfig {
+        poison_local: true,
+        ..LaunchConfig::default()
+    }
+    .with_cores(2)
+    .with_vector_sub_blocks(ck.sub_blocks() as usize)
+    .with_wait_timeout(Duration::from_secs(60))
+    .with_dims(dims);
     let rep = launch(
         &ck.runtime_kernel(),
         &mut gm,
@@ -211,11 +215,15 @@ fn gqa_decode_matches_float64() {
         };
         ids.insert(t.name.clone(), id);
     }
-    let cfg = LaunchConfig::default()
-        .with_cores(2)
-        .with_vector_sub_blocks(ck.sub_blocks() as usize)
-        .with_wait_timeout(Duration::from_secs(60))
-        .with_dims(dims);
+    // Local buffers start as NaN: reading anything unwritten shows.
+    let cfg = LaunchConfig {
+        poison_local: true,
+        ..LaunchConfig::default()
+    }
+    .with_cores(2)
+    .with_vector_sub_blocks(ck.sub_blocks() as usize)
+    .with_wait_timeout(Duration::from_secs(60))
+    .with_dims(dims);
     let rep = launch(
         &ck.runtime_kernel(),
         &mut gm,
@@ -290,11 +298,15 @@ fn mla_decode_paged_matches_float64() {
         };
         ids.insert(t.name.clone(), id);
     }
-    let cfg = LaunchConfig::default()
-        .with_cores(2)
-        .with_vector_sub_blocks(ck.sub_blocks() as usize)
-        .with_wait_timeout(Duration::from_secs(60))
-        .with_dims(dims);
+    // Local buffers start as NaN: reading anything unwritten shows.
+    let cfg = LaunchConfig {
+        poison_local: true,
+        ..LaunchConfig::default()
+    }
+    .with_cores(2)
+    .with_vector_sub_blocks(ck.sub_blocks() as usize)
+    .with_wait_timeout(Duration::from_secs(60))
+    .with_dims(dims);
     let rep = launch(
         &ck.runtime_kernel(),
         &mut gm,
@@ -327,5 +339,82 @@ fn mla_decode_paged_matches_float64() {
         }
     }
     eprintln!("mla_decode_paged: max |out - ref| = {worst:e}");
+    assert!(worst < 2e-2, "max |out - ref| = {worst}");
+}
+
+#[test]
+fn mla_decode_mtp_matches_float64() {
+    let (b, sq, h, n, dk, dv) = (2usize, 2usize, 128usize, 300usize, 576usize, 512usize);
+    let k = load_example("mla_decode_mtp.amla", &[("B", "2"), ("N", "300")]);
+    let ck = compile(&k, &CodegenOptions { verify: true }).unwrap();
+    let dims: Vec<i64> = k.dims.values().map(|d| d.value.unwrap() as i64).collect();
+    let items = ck.work_items(&dims).unwrap();
+    let mut rng = Rng(0xC0DE);
+    let q: Vec<bf16> = (0..b * sq * h * dk)
+        .map(|_| bf16::from_f32(rng.f32()))
+        .collect();
+    let kv: Vec<bf16> = (0..b * n * dk)
+        .map(|_| bf16::from_f32(rng.f32() * 2.0))
+        .collect();
+    let mut gm = Gm::new();
+    let mut ids = std::collections::HashMap::new();
+    for t in k.tensors.values() {
+        let id = match t.name.as_str() {
+            "q" => gm.add_from("q", &q).unwrap(),
+            "kv" => gm.add_from("kv", &kv).unwrap(),
+            _ => {
+                let dt = match t.dtype {
+                    DType::F32 => amla::runtime::DType::F32,
+                    DType::Bf16 => amla::runtime::DType::Bf16,
+                    DType::F16 => amla::runtime::DType::F16,
+                    _ => amla::runtime::DType::I32,
+                };
+                gm.add_zeroed(&t.name, dt, elems(&k, t)).unwrap()
+            }
+        };
+        ids.insert(t.name.clone(), id);
+    }
+    // Local buffers start as NaN: reading anything unwritten shows.
+    let cfg = LaunchConfig {
+        poison_local: true,
+        ..LaunchConfig::default()
+    }
+    .with_cores(2)
+    .with_vector_sub_blocks(ck.sub_blocks() as usize)
+    .with_wait_timeout(Duration::from_secs(60))
+    .with_dims(dims);
+    let rep = launch(
+        &ck.runtime_kernel(),
+        &mut gm,
+        items,
+        &CoreConfig::default(),
+        &cfg,
+    )
+    .unwrap();
+    assert!(rep.pending_flags.is_empty(), "{:?}", rep.pending_flags);
+    let out = gm.slice::<bf16>(ids["out"]).unwrap();
+    let lse = gm.slice::<f32>(ids["lse"]).unwrap();
+    let scale = 1.0 / 192f64.sqrt();
+    let mut worst = 0f64;
+    for bi in 0..b {
+        for s in 0..sq {
+            let visible = n - sq + s + 1;
+            let rows: Vec<&[bf16]> = (0..visible)
+                .map(|j| &kv[(bi * n + j) * dk..][..dk])
+                .collect();
+            let vals: Vec<&[bf16]> = rows.iter().map(|r| &r[..dv]).collect();
+            for hi in 0..h {
+                let row = (bi * sq + s) * h + hi;
+                let (o, l) = attend(&q[row * dk..][..dk], &rows, &vals, scale);
+                let gl = f64::from(lse[row]);
+                assert!((gl - l).abs() < 1e-3, "lse[{bi},{s},{hi}] {gl} vs {l}");
+                for c in 0..dv {
+                    let got = f64::from(out[row * dv + c].to_f32());
+                    worst = worst.max((got - o[c]).abs());
+                }
+            }
+        }
+    }
+    eprintln!("mla_decode_mtp: max |out - ref| = {worst:e}");
     assert!(worst < 2e-2, "max |out - ref| = {worst}");
 }
