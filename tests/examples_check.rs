@@ -96,6 +96,7 @@ fn example_hir_snapshots() {
             let src = SourceFile::new("example.amla", text);
             let k = check(&src, &Defines::new())
                 .unwrap_or_else(|e| panic!("{}", render_plain(&src, &e)));
+            assert_eq!(k.verify(), Ok(()));
             let printed = k.to_string();
             assert!(printed.starts_with(&format!("kernel {}", k.name)));
             assert!(printed.contains("parallel "));

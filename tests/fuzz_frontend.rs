@@ -24,7 +24,13 @@ fn run(text: String) -> Result<bool, TestCaseError> {
     let worker = std::thread::spawn(move || {
         let src = SourceFile::new("fuzz.amla", text);
         let ok = match check(&src, &Defines::new()) {
-            Ok(_) => true,
+            Ok(k) => {
+                // A clean kernel must satisfy every documented HIR invariant.
+                if let Err(e) = k.verify() {
+                    panic!("HIR invariant broken: {e}\n{}", src.text);
+                }
+                true
+            }
             Err(d) => {
                 // Rendering must not panic either, and must say something.
                 assert!(!d.is_empty() && !render_plain(&src, &d).is_empty());

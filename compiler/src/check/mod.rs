@@ -6,12 +6,16 @@
 //! expression gets an error value that silences follow-on errors, so one
 //! mistake gives one diagnostic.
 //!
-//! Layout: [`kernel`](self) (this file: signature, `dim`/`const`, `-D`),
-//! `stmt.rs` (statements, scopes), `expr.rs` (expression typing and the
-//! implicit conversions it makes explicit), `index.rs` (indexing, slices,
-//! bounds), `poly.rs` (the linear simplifier), `consts.rs` (constant
-//! evaluation). Never panics; recursion is bounded by the parser's depth
-//! limit.
+//! Layout: this file (entry points, signature, `dim`/`const`, `-D`),
+//! `stmt.rs` (statements, scopes, the one `parallel`), `expr.rs`
+//! (expression typing and the implicit conversions it makes explicit),
+//! `index.rs` (loads, slices, stores, bounds), [`poly`] (the linear
+//! simplifier), `consts.rs` (constant evaluation), [`hir`] (the output),
+//! `print.rs` (its text form), `verify.rs` ([`hir::Kernel::verify`]).
+//!
+//! Never panics; never recurses deeper than the parser's
+//! [`crate::syntax::MAX_DEPTH`] limits allow; runs on a thread with a large
+//! stack so that limit holds in every build profile.
 
 mod consts;
 mod defines;
@@ -21,12 +25,14 @@ mod index;
 pub mod poly;
 mod print;
 mod stmt;
+mod verify;
 
 use std::collections::HashMap;
 
+pub use crate::diag::SourceFile;
 pub use defines::Defines;
 
-use crate::diag::{Code, Diagnostic, SourceFile};
+use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast;
 use crate::syntax::{Span, on_big_stack};
 use hir::{ConstId, ConstValue, DType, Dim, DimId, ParamId, Role};

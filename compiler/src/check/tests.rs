@@ -43,8 +43,9 @@ fn examples_check_clean() {
     let all = examples();
     assert!(all.len() >= 5);
     for f in &all {
-        if let Err(d) = check(f, &Defines::new()) {
-            panic!("{}", render_plain(f, &d));
+        match check(f, &Defines::new()) {
+            Err(d) => panic!("{}", render_plain(f, &d)),
+            Ok(k) => assert_eq!(k.verify(), Ok(()), "{}", f.name),
         }
     }
 }
@@ -139,4 +140,37 @@ fn defines_are_validated() {
     assert_eq!(run("BN", "1.5"), Some(Code::BadDefineValue));
     assert_eq!(run("ZZ", "1"), Some(Code::UnknownDefine));
     assert_eq!(run("BN", "8"), None);
+}
+
+#[test]
+fn shadowing_lets_and_folding() {
+    // `base` is followed through its `let`; the shadowed `x` is a new local.
+    let src = SourceFile::new(
+        "t.amla",
+        k(
+            "let x = 2 * BN; let x = q[b, 0..x * 2, ..]; for j in 0..4 { let base = j * 2; let y = x[base..base + 2]; } o[b] = rowsum(f32(x)) * 0.5;",
+        ),
+    );
+    let kernel =
+        check(&src, &Defines::new()).unwrap_or_else(|e| panic!("{}", render_plain(&src, &e)));
+    assert_eq!(kernel.verify(), Ok(()));
+    let xs: Vec<_> = kernel.locals.iter().filter(|l| l.name == "x").collect();
+    assert_eq!(xs.len(), 2);
+    assert_eq!(xs[1].ty.shape, vec![Dim::Const(16), Dim::Const(64)]);
+    // `2 * BN` folded to one literal.
+    assert!(kernel.exprs.iter().any(|e| e.kind == ExprKind::IntLit(8)));
+}
+
+#[test]
+fn verify_catches_a_broken_kernel() {
+    let src = SourceFile::new("t.amla", k("o[b] = rowsum(f32(q[b]));"));
+    let mut kernel = check(&src, &Defines::new()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(kernel.verify(), Ok(()));
+    // Break the stored value's type: verify must notice.
+    for e in &mut kernel.exprs {
+        if matches!(e.kind, ExprKind::RowSum(_)) {
+            e.ty.dtype = super::hir::DType::Bf16;
+        }
+    }
+    assert!(kernel.verify().is_err());
 }

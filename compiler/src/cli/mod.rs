@@ -7,6 +7,8 @@
 
 mod check;
 mod compile;
+mod progress;
+mod run;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Compile through the pass pipeline and print a stage (IR by default).
     Compile(compile::CompileArgs),
+    /// JIT-run a kernel on the emulated AI core; `--check` compares with float64.
+    Run(run::RunArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -49,6 +53,7 @@ where
     match cli.command {
         Command::Check(a) => check::run(&a),
         Command::Compile(a) => compile::run(&a),
+        Command::Run(a) => run::run(&a),
     }
 }
 

@@ -49,7 +49,11 @@
 //!   before the `yield`) and that copy joins the slot. A slot carried by a
 //!   loop is live over the whole loop;
 //! - a `matmul … acc %c`: its result and `%c` (accumulation is in place),
-//!   again through an inserted `copy %c to l0c` when `%c` is still needed.
+//!   again through an inserted `copy %c to l0c` when `%c` is still needed;
+//! - an element-wise op (`exp`, `add`, `select`, `bitcast`…) and an operand
+//!   of the same shape and element size whose last use it is: the op runs
+//!   in place (codegen must read element i before writing it, which an
+//!   in-order element loop does), when nothing else prevents it.
 //!
 //! So codegen never moves data at loop entry, at `yield` or for `acc`: after
 //! this pass, init, body parameter, yielded value and result of a carried
@@ -98,8 +102,9 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use super::{Pass, PassContext, PassError};
 use crate::ir::{
-    Block, Builder, Index, Inst, InstKind, Kernel, Space, Type, Unit, Value, ValueDef,
+    Block, Builder, Index, Inst, InstKind, Kernel, Space, SrcSpan, Type, Unit, Value, ValueDef,
 };
 use crate::target::Target;
 
@@ -148,6 +153,33 @@ pub struct PlanMemoryReport {
 pub struct PlanMemoryError {
     /// The full message.
     pub message: String,
+    /// What kind of failure it is (decides the [`PassError`] variant).
+    pub kind: PlanErrorKind,
+}
+
+/// The kind of a [`PlanMemoryError`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanErrorKind {
+    /// A Cube tile larger than its whole buffer.
+    DoesNotFit {
+        /// The buffer.
+        buffer: Space,
+        /// `%name: type` of the tile.
+        tile: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// Bytes the buffer holds.
+        capacity: u64,
+        /// Its source span, if known.
+        span: Option<SrcSpan>,
+    },
+    /// Cube tiles live at the same time overflow their buffer.
+    User {
+        /// The span of the tile that did not fit, if known.
+        span: Option<SrcSpan>,
+    },
+    /// IR this pass does not expect (a bug in an earlier pass).
+    Internal,
 }
 
 impl fmt::Display for PlanMemoryError {
@@ -158,31 +190,73 @@ impl fmt::Display for PlanMemoryError {
 
 impl std::error::Error for PlanMemoryError {}
 
+impl From<PlanMemoryError> for PassError {
+    fn from(e: PlanMemoryError) -> PassError {
+        match e.kind {
+            PlanErrorKind::DoesNotFit {
+                buffer,
+                tile,
+                bytes,
+                capacity,
+                span,
+            } => PassError::DoesNotFit {
+                buffer,
+                tile,
+                bytes,
+                capacity,
+                span,
+            },
+            PlanErrorKind::User { span } => PassError::User {
+                message: e.message,
+                span,
+            },
+            PlanErrorKind::Internal => PassError::Internal {
+                pass: NAME.into(),
+                message: e.message,
+            },
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, PlanMemoryError>;
 
 fn fail<T>(message: impl Into<String>) -> Result<T> {
-    Err(PlanMemoryError {
-        message: message.into(),
-    })
+    Err(internal(message))
 }
 
-/// The `plan-memory` pass (a unit struct today; it becomes the `Pass`
-/// implementation when the pass manager lands).
+fn internal(message: impl Into<String>) -> PlanMemoryError {
+    PlanMemoryError {
+        message: message.into(),
+        kind: PlanErrorKind::Internal,
+    }
+}
+
+/// The `plan-memory` pass: [`plan_memory`] with its notes sent to
+/// `--explain`.
 #[derive(Clone, Debug, Default)]
 pub struct PlanMemory {
     /// Its settings.
     pub config: PlanMemoryConfig,
 }
 
-impl PlanMemory {
-    /// The pass name.
-    pub fn name(&self) -> &'static str {
+impl Pass for PlanMemory {
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    /// Runs the pass on `kernel` for `target`.
-    pub fn run(&self, kernel: &mut Kernel, target: &Target) -> Result<PlanMemoryReport> {
-        plan_memory(kernel, target, &self.config)
+    fn run(&self, k: &mut Kernel, cx: &PassContext) -> std::result::Result<(), PassError> {
+        let report = plan_memory(k, cx.target, &self.config)?;
+        for n in report.notes {
+            cx.note(n);
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> &'static str {
+        "Places every tile in a buffer (Cube: loads in L1, matmul operands copied to L0A/L0B, \
+         results in L0C; Vector: UB, or GM for tiles that do not fit) and assigns offsets with \
+         a live-range linear-scan allocator; a Cube tile that does not fit is an error naming \
+         buffer, tile and bytes. Runs after `tile`."
     }
 }
 
@@ -205,11 +279,15 @@ pub fn buffer_label(space: Space) -> String {
     space.name().to_ascii_uppercase()
 }
 
-/// `%name` (or `%v12` for an unnamed value), as messages quote a value.
+/// `%name` as the text form prints `v` now (source names uniquified, `%7`
+/// for an unnamed value), as messages quote a value.
 pub fn value_label(k: &Kernel, v: Value) -> String {
-    match &k.values[v].name {
+    match crate::ir::print::Names::new(k).get(v) {
         Some(n) => format!("%{n}"),
-        None => format!("%{v}"),
+        None => match &k.values[v].name {
+            Some(n) => format!("%{n}"),
+            None => format!("%{v}"),
+        },
     }
 }
 
@@ -262,10 +340,12 @@ pub fn plan_memory(
         let body = kernel.funcs[fi].body;
         match unit {
             Unit::Any => {
-                return fail(
-                    "plan-memory needs the `cube` and `vector` functions of `split`, \
-                     found an `any` function",
-                );
+                return Err(PlanMemoryError {
+                    message: "plan-memory needs the `cube` and `vector` functions of `split`, \
+                              found an `any` function (is `split` disabled?)"
+                        .into(),
+                    kind: PlanErrorKind::User { span: None },
+                });
             }
             Unit::Cube => plan_cube(kernel, body, target, config, &mut report)?,
             Unit::Vector => plan_vector(kernel, body, target, config, &mut report)?,
@@ -610,6 +690,26 @@ fn coalesce(
                     fixups.push(Fixup::Acc(i));
                 }
             }
+            InstKind::Unary(..)
+            | InstKind::Binary(..)
+            | InstKind::Select(..)
+            | InstKind::Bitcast(..) => {
+                // In place: the result may take the slot of an operand
+                // whose last use this is (same shape and element size, so
+                // element i is read before it is overwritten).
+                let Some(&r) = k.insts[i].results.first() else {
+                    continue;
+                };
+                let pos = lin.pos[&i];
+                let mut operands = Vec::new();
+                k.insts[i].kind.for_each_operand(|v| operands.push(v));
+                for x in operands {
+                    let dies_here = ranges.get(&x).is_some_and(|&(_, end)| end == pos);
+                    if dies_here && try_join(k, lin, ranges, views, &mut slots, r, x) {
+                        break;
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -630,9 +730,7 @@ fn copy_before(k: &mut Kernel, block: Block, inst: Inst, v: Value, to: Space) ->
     let mut b = Builder::at(k, block, idx);
     let c = b
         .value(InstKind::Copy { src: v, to })
-        .map_err(|e| PlanMemoryError {
-            message: format!("plan-memory: internal: {e}"),
-        })?;
+        .map_err(|e| internal(format!("plan-memory: internal: {e}")))?;
     k.values[c].name = name;
     Ok(c)
 }
@@ -963,18 +1061,16 @@ fn unexpected(k: &Kernel, unit: Unit, i: Inst) -> PlanMemoryError {
         .first()
         .map(|&r| tile_label(k, r))
         .unwrap_or_default();
-    PlanMemoryError {
-        message: format!(
-            "plan-memory: unexpected `{}` in the {} function{}",
-            k.insts[i].kind.opcode(),
-            unit.name(),
-            if r.is_empty() {
-                String::new()
-            } else {
-                format!(" (producing {r})")
-            }
-        ),
-    }
+    internal(format!(
+        "plan-memory: unexpected `{}` in the {} function{}",
+        k.insts[i].kind.opcode(),
+        unit.name(),
+        if r.is_empty() {
+            String::new()
+        } else {
+            format!(" (producing {r})")
+        }
+    ))
 }
 
 fn plan_cube(
@@ -1110,6 +1206,8 @@ fn plan_cube(
                 ));
             }
             let c = copy_before(k, blocks[&m], m, operand, want)?;
+            let base = k.values[operand].name.clone().unwrap_or_else(|| "t".into());
+            k.values[c].name = Some(format!("{base}_{want}"));
             if let InstKind::Matmul { a, b, .. } = &mut k.insts[m].kind {
                 if want == Space::L0A {
                     *a = c;
@@ -1158,6 +1256,7 @@ fn cube_overflow(
     } else {
         " (use smaller tiles, e.g. a smaller KV block)"
     };
+    let span = k.def_inst(u.rep).and_then(|i| k.spans[i]);
     if align_up(u.bytes, align) > cap {
         return PlanMemoryError {
             message: format!(
@@ -1165,6 +1264,13 @@ fn cube_overflow(
                 tile_label(k, u.rep),
                 u.bytes
             ),
+            kind: PlanErrorKind::DoesNotFit {
+                buffer: space,
+                tile: tile_label(k, u.rep),
+                bytes: u.bytes,
+                capacity: cap,
+                span,
+            },
         };
     }
     let used: u64 = ov
@@ -1185,6 +1291,7 @@ fn cube_overflow(
             u.bytes,
             live.join(", ")
         ),
+        kind: PlanErrorKind::User { span },
     }
 }
 
@@ -1625,6 +1732,11 @@ pub(crate) mod tests {
     /// the same time unless they are one slot (same offset and type, ranges
     /// touching at a handoff) or one is a view of the other.
     pub(crate) fn check_placement(k: &Kernel, target: &Target) {
+        if let Err(e) =
+            crate::ir::verify::verify_with(k, &crate::ir::verify::VerifyConfig::for_target(target))
+        {
+            panic!("{e}\n{}", crate::ir::print::print(k));
+        }
         for f in &k.funcs {
             let lin = Lin::new(k, f.body);
             // Views: l1 extracts.
@@ -1774,10 +1886,8 @@ pub(crate) mod tests {
     fn mla_vector_accumulator_goes_to_gm() {
         let mut k = attention(MLA);
         let t = Target::ascend910b();
-        let mut plan_vector_only = k.clone();
-        plan_vector_only.funcs.retain(|f| f.unit == Unit::Vector);
-        let rep = plan_memory(&mut plan_vector_only, &t, &PlanMemoryConfig::default()).unwrap();
-        k = plan_vector_only;
+        crate::passes::tile::tile(&mut k, &t, &Default::default()).unwrap();
+        let rep = plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap();
         check_placement(&k, &t);
         for n in ["acc", "acc_new", "pv", "ab", "acc_s", "o", "lb"] {
             assert_eq!(
@@ -1823,7 +1933,7 @@ pub(crate) mod tests {
             plan_memory(&mut k, &Target::ascend910b(), &PlanMemoryConfig::default()).unwrap_err();
         assert!(
             e.message
-                .starts_with("tile %qt: bf16[128, 576] needs 147456 bytes of L0A"),
+                .starts_with("tile %qt_l0a: bf16[128, 576] needs 147456 bytes of L0A"),
             "{e}"
         );
         assert!(e.message.contains("`tile` pass"), "{e}");
@@ -1919,5 +2029,133 @@ pub(crate) mod tests {
         assert_eq!(before, after);
         assert_eq!(n_insts, k.insts.len(), "no new copies the second time");
         check_placement(&k, &t);
+    }
+
+    /// The front end and the passes before this one, on a `.amla` file.
+    /// `None` when `split` does not support the kernel yet.
+    pub(crate) fn compile_example(
+        name: &str,
+        defines: &[(&str, &str)],
+        amla: bool,
+    ) -> Option<Kernel> {
+        use crate::check::{Defines, check};
+        use crate::diag::{SourceFile, render_plain};
+        let path = format!("{}/../dsl-examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let src = SourceFile::new(name, std::fs::read_to_string(&path).unwrap());
+        let mut d = Defines::new();
+        for (n, v) in defines {
+            d.insert(*n, *v);
+        }
+        let h = check(&src, &d).unwrap_or_else(|e| panic!("{}", render_plain(&src, &e)));
+        let mut k = crate::lower::lower(&h).unwrap();
+        if amla {
+            crate::passes::mul_to_add::run(&mut k, &Default::default()).unwrap();
+        }
+        crate::passes::split::run(&mut k).ok()?;
+        Some(k)
+    }
+
+    #[test]
+    fn examples_tile_place_and_verify() {
+        let t = Target::ascend910b();
+        let mut seen = 0;
+        let dir = format!("{}/../dsl-examples", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".amla"))
+            .collect();
+        names.sort();
+        for name in &names {
+            for amla in [false, true] {
+                let Some(mut k) = compile_example(name, &[], amla) else {
+                    continue;
+                };
+                crate::passes::tile::tile(&mut k, &t, &Default::default())
+                    .unwrap_or_else(|e| panic!("{name} (amla {amla}): {e}"));
+                let rep =
+                    plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap_or_else(|e| {
+                        panic!("{name} (amla {amla}): {e}\n{}", crate::ir::print::print(&k))
+                    });
+                check_placement(&k, &t);
+                let _ = rep;
+                seen += 1;
+            }
+        }
+        assert!(seen >= 6, "only {seen} kernels split");
+    }
+
+    #[test]
+    fn mla_example_accumulator_lands_in_gm_without_mul_to_add() {
+        let t = Target::ascend910b();
+        let mut k = compile_example("mla_decode.amla", &[], false).unwrap();
+        crate::passes::tile::tile(&mut k, &t, &Default::default()).unwrap();
+        let rep = plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap();
+        check_placement(&k, &t);
+        let gm: Vec<String> = rep
+            .vector_gm_tiles
+            .iter()
+            .map(|&v| tile_label(&k, v))
+            .collect();
+        assert!(
+            gm.iter()
+                .any(|g| g.starts_with("%acc") && g.ends_with("f32[128, 512]")),
+            "{gm:?}\n{:#?}",
+            rep.notes
+        );
+    }
+
+    #[test]
+    fn mla_example_bn_1024_overflows_l1() {
+        let t = Target::ascend910b();
+        let mut k = compile_example("mla_decode.amla", &[("BN", "1024")], true).unwrap();
+        crate::passes::tile::tile(&mut k, &t, &Default::default()).unwrap();
+        let e = plan_memory(&mut k, &t, &PlanMemoryConfig::default()).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "tile %k: bf16[1024, 576] needs 1179648 bytes of L1 but L1 holds 524288 bytes"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn pipeline_runs_tile_then_plan_memory_and_verifies() {
+        use crate::passes::{Pass, PassContext, PassError, PassOptions, Pipeline, PipelineConfig};
+        let t = Target::ascend910b();
+        let pipeline = || Pipeline {
+            passes: vec![
+                Box::new(crate::passes::tile::Tile::default()) as Box<dyn Pass>,
+                Box::new(PlanMemory::default()),
+            ],
+            config: PipelineConfig::default(),
+        };
+        let cx = PassContext::new(&t, PassOptions::default());
+        let mut k = compile_example("mla_decode.amla", &[], true).unwrap();
+        pipeline().run(&mut k, &cx).unwrap();
+        check_placement(&k, &t);
+        let notes = cx.notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.pass == "tile" && n.text.contains("K 96×6")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.pass == NAME && n.text.contains("L1 peak")),
+            "{notes:?}"
+        );
+
+        // The too-big tile is a structured user error.
+        let mut k = compile_example("mla_decode.amla", &[("BN", "1024")], true).unwrap();
+        let e = pipeline().run(&mut k, &cx).unwrap_err();
+        assert!(
+            matches!(&e, PassError::DoesNotFit { buffer: Space::L1, bytes: 1179648, capacity: 524288, tile, .. } if tile == "%k: bf16[1024, 576]"),
+            "{e:?}"
+        );
+        assert!(e.is_user());
     }
 }

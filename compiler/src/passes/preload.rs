@@ -101,20 +101,32 @@ impl Preload {
     pub const NAME: &'static str = "preload";
 
     /// Runs the pass on `k`; see [`run`].
-    pub fn run(&self, k: &mut Kernel) -> Result<(), String> {
+    pub fn run(&self, k: &mut Kernel) -> Result<PreloadReport, String> {
         run(k, &self.config)
     }
 }
 
-/// Pipelines every Cube `for` loop that holds two matmul stages separated by
-/// a `wait_flag` (see the module docs). Loops without that shape are left
-/// alone; a kernel that was not split is an error, and so is a two-stage loop
-/// the pass cannot prove safe (a wait or a nested loop in the first stage, a
-/// carried value used by it, a non-recomputable value it hands to the second
-/// stage, a workspace whose Vector side does not match).
-pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<(), String> {
+/// What `preload` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreloadReport {
+    /// Number of Cube loops pipelined.
+    pub pipelined: usize,
+    /// Why each other two-stage loop was left alone (for `--explain`).
+    pub notes: Vec<String>,
+}
+
+/// Pipelines every outermost Cube `for` loop that holds a matmul, then its
+/// first `wait_flag`, then (possibly nested) another matmul (see the module
+/// docs). A two-stage loop the pass cannot prove safe (a loop or an effect
+/// other than workspace stores and sets in the first stage, a carried value
+/// used by it, a value it hands to the second stage that cannot be
+/// recomputed, a workspace whose Vector side does not match) is left alone
+/// and the reason is recorded in the report. A kernel that was not split is
+/// an error.
+pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<PreloadReport, String> {
+    let mut report = PreloadReport::default();
     if cfg.depth == 0 {
-        return Ok(());
+        return Ok(report);
     }
     let d = i64::from(cfg.depth);
     let (Some(cube), Some(vector)) = (k.func(Unit::Cube), k.func(Unit::Vector)) else {
@@ -132,20 +144,16 @@ pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<(), String> {
     };
     let mut cands = Vec::new();
     find_candidates(k, cube, &mut cands);
-    for &i in &cands {
-        // Nested candidates would be rewritten twice.
-        for &j in &cands {
-            if i != j && contains(k, i, j) {
-                return Err(format!(
-                    "preload: two-stage loop {j} is nested in another one ({i})"
-                ));
+    for f in cands {
+        match analyze(k, cube, vector, f) {
+            Ok(plan) => {
+                pipeline(k, cube, ngrid, f, d, plan)?;
+                report.pipelined += 1;
             }
+            Err(why) => report.notes.push(format!("loop {f} left alone: {why}")),
         }
     }
-    for f in cands {
-        pipeline(k, cube, vector, ngrid, f, d)?;
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// Loops whose body holds a matmul, then a `wait_flag` (the first wait of
@@ -162,7 +170,13 @@ fn find_candidates(k: &Kernel, b: Block, out: &mut Vec<Inst>) {
                 .iter()
                 .position(|&x| matches!(k.kind(x), InstKind::WaitFlag(_)))
                 && insts[..w].iter().any(is_mm)
-                && insts[w..].iter().any(is_mm)
+                && insts[w..].iter().any(|&x| {
+                    let mut mm = false;
+                    k.walk_one(x, &mut |y| {
+                        mm |= matches!(k.kind(y), InstKind::Matmul { .. })
+                    });
+                    mm
+                })
             {
                 out.push(i);
                 continue;
@@ -170,15 +184,6 @@ fn find_candidates(k: &Kernel, b: Block, out: &mut Vec<Inst>) {
         }
         find_candidates(k, body, out);
     }
-}
-
-fn contains(k: &Kernel, outer: Inst, inner: Inst) -> bool {
-    let Some(b) = k.kind(outer).body() else {
-        return false;
-    };
-    let mut found = false;
-    k.walk(b, &mut |i| found |= i == inner);
-    found
 }
 
 /// The block holding `target` under `b`, and its position there.
@@ -222,108 +227,28 @@ fn err_op(k: &Kernel, i: Inst, what: &str) -> String {
     format!("preload: `{}` ({i}) {what}", k.kind(i).opcode())
 }
 
-fn pipeline(
-    k: &mut Kernel,
-    cube: Block,
-    vector: Block,
-    ngrid: usize,
-    f: Inst,
-    d: i64,
-) -> Result<(), String> {
-    let InstKind::For { step: s, body, .. } = k.kind(f).clone() else {
-        return Err("preload: internal: not a for".into());
+/// The stages of a candidate loop.
+struct Stages {
+    /// Stage A (QK): the body before the first `wait_flag`.
+    a: Vec<Inst>,
+    /// Stage B (PV): the rest of the body, without the `yield`.
+    b: Vec<Inst>,
+    /// The `yield`.
+    y: Inst,
+    /// The stage-A instructions B needs, in order (recomputed in B).
+    recompute: Vec<Inst>,
+    /// Flags set in A.
+    a_sets: HashSet<u32>,
+    /// Flags waited on in B.
+    b_waits: HashSet<u32>,
+}
+
+/// Splits the body of `f` into its stages and checks what the rewrite
+/// needs; an `Err` says why the loop cannot be pipelined.
+fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
+    let Some(body) = k.kind(f).body() else {
+        return Err("preload: internal: not a loop".into());
     };
-    // The crossing workspaces accessed directly in the body.
-    let mut ws: Vec<Tensor> = Vec::new();
-    for &i in &k.blocks[body].insts {
-        if let InstKind::Load { tensor, .. } | InstKind::Store { tensor, .. } = k.kind(i)
-            && k.tensors[*tensor].role == Role::Workspace
-            && !ws.contains(tensor)
-        {
-            ws.push(*tensor);
-        }
-    }
-    // Workspaces also touched by atomics (an accumulator) are not crossings.
-    let mut atomics = HashSet::new();
-    for b in [cube, vector] {
-        k.walk(b, &mut |i| {
-            if let InstKind::AtomicAdd { tensor, .. } | InstKind::AtomicExpAdd { tensor, .. } =
-                k.kind(i)
-            {
-                atomics.insert(*tensor);
-            }
-        });
-    }
-    ws.retain(|t| !atomics.contains(t));
-    // The Vector loop mirroring this one.
-    let mut vloop = None;
-    for &t in &ws {
-        let mut cube_sites = Vec::new();
-        loops_accessing(k, cube, t, None, &mut cube_sites);
-        if cube_sites != [Some(f)] {
-            return Err(format!(
-                "preload: workspace `{}` is accessed outside the pipelined loop on the cube",
-                k.tensors[t].name
-            ));
-        }
-        let mut sites = Vec::new();
-        loops_accessing(k, vector, t, None, &mut sites);
-        match sites.as_slice() {
-            [Some(v)] if vloop.is_none_or(|x| x == *v) => vloop = Some(*v),
-            _ => {
-                return Err(format!(
-                    "preload: workspace `{}` is not accessed in one vector loop",
-                    k.tensors[t].name
-                ));
-            }
-        }
-    }
-    // Slots: one more dim of d+1, indexed by the block number mod d+1.
-    let slots = d + 1;
-    let mut bodies = vec![(f, body)];
-    if let Some(v) = vloop {
-        let Some(vb) = k.kind(v).body() else {
-            return Err("preload: internal: vector loop without body".into());
-        };
-        bodies.push((v, vb));
-    }
-    for &t in &ws {
-        let td = &mut k.tensors[t];
-        if td.shape.len() < ngrid {
-            return Err(format!("preload: workspace `{}` has no grid dims", td.name));
-        }
-        td.shape.insert(ngrid, Dim::Const(slots as u64));
-    }
-    for &(l, lb) in &bodies {
-        let InstKind::For { lo, step, .. } = k.kind(l).clone() else {
-            return Err("preload: internal: not a for".into());
-        };
-        let iv = k.blocks[lb].params[0];
-        let slot = {
-            let mut b = Builder::at(k, lb, 0);
-            let rel = bin(&mut b, BinaryOp::Sub, iv, lo)?;
-            let sc = iconst(&mut b, step)?;
-            let blk = bin(&mut b, BinaryOp::Div, rel, sc)?;
-            let nc = iconst(&mut b, slots)?;
-            let slot = bin(&mut b, BinaryOp::Rem, blk, nc)?;
-            b.kernel.values[slot].name = Some("slot".into());
-            slot
-        };
-        for &i in &k.blocks[lb].insts.clone() {
-            if let InstKind::Load { tensor, index } | InstKind::Store { tensor, index, .. } =
-                &mut k.insts[i].kind
-                && ws.contains(tensor)
-            {
-                if index.len() < ngrid
-                    || !index[..ngrid].iter().all(|x| matches!(x, Index::Point(_)))
-                {
-                    return Err(err_op(k, i, "does not index its workspace by the grid ivs"));
-                }
-                index.insert(ngrid, Index::Point(slot));
-            }
-        }
-    }
-    // Stages.
     let insts = k.blocks[body].insts.clone();
     let Some((&y, insts)) = insts.split_last() else {
         return Err("preload: internal: empty loop body".into());
@@ -356,17 +281,16 @@ fn pipeline(
                     "has an effect the first (QK) stage may not have",
                 ));
             }
-            kind => {
-                let mut bad = false;
-                kind.for_each_operand(|v| bad |= carried.contains(&v));
-                if bad {
-                    return Err(err_op(
-                        k,
-                        i,
-                        "in the first (QK) stage uses a loop-carried value",
-                    ));
-                }
-            }
+            _ => {}
+        }
+        let mut bad = false;
+        k.kind(i).for_each_operand(|v| bad |= carried.contains(&v));
+        if bad {
+            return Err(err_op(
+                k,
+                i,
+                "in the first (QK) stage uses a loop-carried value",
+            ));
         }
     }
     let mut b_waits = HashSet::new();
@@ -377,51 +301,7 @@ fn pipeline(
             }
         });
     }
-    // Vector-side order checks (see "Why this is safe").
-    if let Some(&(_, vb)) = bodies.get(1) {
-        let vinsts = &k.blocks[vb].insts;
-        for &t in &ws {
-            let stored_in_a = a
-                .iter()
-                .any(|&i| matches!(k.kind(i), InstKind::Store { tensor, .. } if *tensor == t));
-            let loaded_in_b = b
-                .iter()
-                .any(|&i| matches!(k.kind(i), InstKind::Load { tensor, .. } if *tensor == t));
-            let name = &k.tensors[t].name;
-            if stored_in_a {
-                let li = vinsts.iter().position(
-                    |&i| matches!(k.kind(i), InstKind::Load { tensor, .. } if *tensor == t),
-                );
-                let ok = li.is_some_and(|li| {
-                    vinsts[li..]
-                        .iter()
-                        .any(|&i| matches!(k.kind(i), InstKind::SetFlag(g) if b_waits.contains(g)))
-                });
-                if !ok {
-                    return Err(format!(
-                        "preload: the vector does not signal the cube's second stage after reading `{name}`; its slots could be overwritten"
-                    ));
-                }
-            }
-            if loaded_in_b {
-                let si = vinsts.iter().position(
-                    |&i| matches!(k.kind(i), InstKind::Store { tensor, .. } if *tensor == t),
-                );
-                let ok = si.is_some_and(|si| {
-                    vinsts[..si]
-                        .iter()
-                        .any(|&i| matches!(k.kind(i), InstKind::WaitFlag(g) if a_sets.contains(g)))
-                });
-                if !ok {
-                    return Err(format!(
-                        "preload: the vector stores `{name}` without waiting for the cube's first stage; its slots could be overwritten"
-                    ));
-                }
-            }
-        }
-    }
-    // Values B takes from A, recomputed in B.
-    let a_set: HashSet<Inst> = a.iter().copied().collect();
+    // Values B (and the yield) take from A, recomputed in B.
     let mut a_def: HashMap<Value, Inst> = HashMap::new();
     for &i in &a {
         for &r in &k.insts[i].results {
@@ -453,8 +333,189 @@ fn pipeline(
         }
         kind.for_each_operand(|v| work.push(v));
     }
-    let recompute: Vec<Inst> = a.iter().copied().filter(|i| need.contains(i)).collect();
-    debug_assert!(recompute.iter().all(|i| a_set.contains(i)));
+    let recompute = a.iter().copied().filter(|i| need.contains(i)).collect();
+    Ok(Stages {
+        a,
+        b,
+        y,
+        recompute,
+        a_sets,
+        b_waits,
+    })
+}
+
+/// The Vector-side order the slot argument needs (module docs, "Why this
+/// is safe"); an `Err` says what is missing.
+fn check_vector_order(k: &Kernel, st: &Stages, vb: Block, ws: &[Tensor]) -> Result<(), String> {
+    let vinsts = &k.blocks[vb].insts;
+    let pos = |insts: &[Inst], load: bool, t: Tensor| {
+        insts.iter().position(|&i| match k.kind(i) {
+            InstKind::Load { tensor, .. } => load && *tensor == t,
+            InstKind::Store { tensor, .. } => !load && *tensor == t,
+            _ => false,
+        })
+    };
+    for &t in ws {
+        let name = &k.tensors[t].name;
+        if pos(&st.a, false, t).is_some() {
+            let ok = pos(vinsts, true, t).is_some_and(|li| {
+                vinsts[li..]
+                    .iter()
+                    .any(|&i| matches!(k.kind(i), InstKind::SetFlag(g) if st.b_waits.contains(g)))
+            });
+            if !ok {
+                return Err(format!(
+                    "preload: the vector does not signal the cube's second stage after reading `{name}`; its slots could be overwritten"
+                ));
+            }
+        }
+        if pos(&st.b, true, t).is_some() {
+            let ok = pos(vinsts, false, t).is_some_and(|si| {
+                vinsts[..si]
+                    .iter()
+                    .any(|&i| matches!(k.kind(i), InstKind::WaitFlag(g) if st.a_sets.contains(g)))
+            });
+            if !ok {
+                return Err(format!(
+                    "preload: the vector stores `{name}` without waiting for the cube's first stage; its slots could be overwritten"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the analysis of one candidate loop found.
+struct Plan {
+    /// The crossing workspaces to multi-buffer.
+    ws: Vec<Tensor>,
+    /// The Vector loop that mirrors the Cube loop (when there are any).
+    vloop: Option<Inst>,
+}
+
+/// Checks that the candidate `f` can be pipelined (an `Err` is the reason
+/// it is left alone).
+fn analyze(k: &Kernel, cube: Block, vector: Block, f: Inst) -> Result<Plan, String> {
+    let Some(body) = k.kind(f).body() else {
+        return Err("preload: internal: not a loop".into());
+    };
+    // The crossing workspaces accessed directly in the body; those also
+    // touched by atomics (an accumulator) are not crossings.
+    let mut atomics = HashSet::new();
+    for b in [cube, vector] {
+        k.walk(b, &mut |i| {
+            if let InstKind::AtomicAdd { tensor, .. } | InstKind::AtomicExpAdd { tensor, .. } =
+                k.kind(i)
+            {
+                atomics.insert(*tensor);
+            }
+        });
+    }
+    let mut ws: Vec<Tensor> = Vec::new();
+    for &i in &k.blocks[body].insts {
+        if let InstKind::Load { tensor, .. } | InstKind::Store { tensor, .. } = k.kind(i)
+            && k.tensors[*tensor].role == Role::Workspace
+            && !atomics.contains(tensor)
+            && !ws.contains(tensor)
+        {
+            ws.push(*tensor);
+        }
+    }
+    let mut vloop = None;
+    for &t in &ws {
+        let mut cube_sites = Vec::new();
+        loops_accessing(k, cube, t, None, &mut cube_sites);
+        if cube_sites != [Some(f)] {
+            return Err(format!(
+                "preload: workspace `{}` is accessed outside the pipelined loop on the cube",
+                k.tensors[t].name
+            ));
+        }
+        let mut sites = Vec::new();
+        loops_accessing(k, vector, t, None, &mut sites);
+        match sites.as_slice() {
+            [Some(v)] if vloop.is_none_or(|x| x == *v) => vloop = Some(*v),
+            _ => {
+                return Err(format!(
+                    "preload: workspace `{}` is not accessed in one vector loop",
+                    k.tensors[t].name
+                ));
+            }
+        }
+    }
+    let st = stages(k, f, &ws)?;
+    if let Some(v) = vloop
+        && let Some(vb) = k.kind(v).body()
+    {
+        check_vector_order(k, &st, vb, &ws)?;
+    }
+    Ok(Plan { ws, vloop })
+}
+
+/// Multi-buffers the plan's workspaces and rewrites the Cube loop `f` into
+/// prologue, steady state and epilogue.
+fn pipeline(
+    k: &mut Kernel,
+    cube: Block,
+    ngrid: usize,
+    f: Inst,
+    d: i64,
+    plan: Plan,
+) -> Result<(), String> {
+    let internal = |e: String| format!("preload: internal: {e}");
+    let InstKind::For { step: s, body, .. } = k.kind(f).clone() else {
+        return Err(internal("not a for".into()));
+    };
+    let Plan { ws, vloop } = plan;
+    // Slots: one more dim of d+1, indexed by the block number mod d+1.
+    let slots = d + 1;
+    let mut bodies = vec![(f, body)];
+    if let Some(v) = vloop {
+        let Some(vb) = k.kind(v).body() else {
+            return Err(internal("vector loop without body".into()));
+        };
+        bodies.push((v, vb));
+    }
+    for &t in &ws {
+        let td = &mut k.tensors[t];
+        if td.shape.len() < ngrid {
+            return Err(format!("preload: workspace `{}` has no grid dims", td.name));
+        }
+        td.shape.insert(ngrid, Dim::Const(slots as u64));
+    }
+    for &(l, lb) in &bodies {
+        let InstKind::For { lo, step, .. } = k.kind(l).clone() else {
+            return Err(internal("not a for".into()));
+        };
+        let iv = k.blocks[lb].params[0];
+        let slot = {
+            let mut b = Builder::at(k, lb, 0);
+            let rel = bin(&mut b, BinaryOp::Sub, iv, lo)?;
+            let sc = iconst(&mut b, step)?;
+            let blk = bin(&mut b, BinaryOp::Div, rel, sc)?;
+            let nc = iconst(&mut b, slots)?;
+            let slot = bin(&mut b, BinaryOp::Rem, blk, nc)?;
+            b.kernel.values[slot].name = Some("slot".into());
+            slot
+        };
+        for &i in &k.blocks[lb].insts.clone() {
+            if let InstKind::Load { tensor, index } | InstKind::Store { tensor, index, .. } =
+                &mut k.insts[i].kind
+                && ws.contains(tensor)
+            {
+                if index.len() < ngrid
+                    || !index[..ngrid].iter().all(|x| matches!(x, Index::Point(_)))
+                {
+                    return Err(err_op(k, i, "does not index its workspace by the grid ivs"));
+                }
+                index.insert(ngrid, Index::Point(slot));
+            }
+        }
+    }
+    // The stages again, now with the slot computation at the head of A.
+    let Stages {
+        a, b, y, recompute, ..
+    } = stages(k, f, &ws).map_err(internal)?;
 
     // Rewrite.
     let InstKind::For { lo, hi, init, .. } = k.kind(f).clone() else {
@@ -663,6 +724,9 @@ mod tests {
         let k = split_and_preload(true, 1);
         let d = dump(&k);
         check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+        crate::ir::verify::verify(&k)
+            .map_err(|e| format!("{e}\n{d}"))
+            .unwrap();
         // The cube's parallel body holds three loops: prologue, steady, epilogue.
         let cube = k.funcs[0].body;
         let par = k.blocks[cube]
@@ -724,6 +788,9 @@ mod tests {
                 let k = split_and_preload(amla, depth);
                 let d = dump(&k);
                 check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+                crate::ir::verify::verify(&k)
+                    .map_err(|e| format!("{e}\n{d}"))
+                    .unwrap();
                 for n in [0i64, 1, 2, 3, 4, 7] {
                     for cube_first in [true, false] {
                         let ctx =
@@ -773,6 +840,105 @@ mod tests {
         }
         let e = simulate(&k, &dims(&k, 128 * 3), true).unwrap_err();
         assert!(e.contains("overwritten"), "{e}");
+    }
+
+    fn lowered(file: &str) -> Kernel {
+        let path = format!("{}/../dsl-examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let src = crate::diag::SourceFile::new(file, text);
+        let h = crate::check::check(&src, &crate::check::Defines::new())
+            .unwrap_or_else(|e| panic!("{file}: {e:?}"));
+        crate::lower::lower(&h).unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    fn verified(k: &Kernel, what: &str) {
+        if let Err(e) = crate::ir::verify::verify(k) {
+            panic!("{what}: {e}\n{}", crate::ir::print::print(k));
+        }
+    }
+
+    /// Every example kernel, with and without `mul-to-add`, through `split`
+    /// and `preload` at depths 0..=2: verified, and simulated without
+    /// deadlock, race or unbalanced flags for several block counts.
+    #[test]
+    fn examples_split_and_preload() {
+        let files = [
+            "mla_decode.amla",
+            "mla_decode_mtp.amla",
+            "mla_decode_paged.amla",
+            "gqa_decode.amla",
+            "flash_prefill.amla",
+        ];
+        for file in files {
+            for m2a in [false, true] {
+                for depth in 0..=2u32 {
+                    let what = format!("{file} mul-to-add={m2a} depth={depth}");
+                    let mut k = lowered(file);
+                    if m2a {
+                        crate::passes::mul_to_add::run(&mut k, &Default::default())
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    }
+                    verified(&k, &format!("{what} (input)"));
+                    split::run(&mut k).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    verified(&k, &format!("{what} after split"));
+                    let rep = run(&mut k, &PreloadConfig { depth })
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    if depth > 0 {
+                        assert_eq!(rep.pipelined, 1, "{what}: {rep:?}");
+                    }
+                    verified(&k, &format!("{what} after preload"));
+                    let text = crate::ir::print::print(&k);
+                    for n in [0i64, 1, 2, 5] {
+                        for cube_first in [true, false] {
+                            simulate(&k, &dims(&k, 128 * n), cube_first).unwrap_or_else(|e| {
+                                panic!("{what} n={n} cube_first={cube_first}: {e}\n{text}")
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every hand-written `any` sample of `tests/ir` through `split` and
+    /// `preload`, verified and simulated.
+    #[test]
+    fn ir_samples_split_and_preload() {
+        let dir = format!("{}/../tests/ir", env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tir"))
+            .collect();
+        files.sort();
+        let mut ran = 0;
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let k0 = crate::ir::parse::parse(&text).unwrap();
+            if k0.funcs.len() != 1 || k0.funcs[0].unit != Unit::Any {
+                continue;
+            }
+            ran += 1;
+            for depth in 0..=2u32 {
+                let what = format!("{} depth={depth}", path.display());
+                let mut k = k0.clone();
+                split::run(&mut k).unwrap_or_else(|e| panic!("{what}: {e}"));
+                verified(&k, &format!("{what} after split"));
+                let rep =
+                    run(&mut k, &PreloadConfig { depth }).unwrap_or_else(|e| panic!("{what}: {e}"));
+                let _ = rep;
+                verified(&k, &format!("{what} after preload"));
+                let text = crate::ir::print::print(&k);
+                for n in [0i64, 1, 2, 5] {
+                    for cube_first in [true, false] {
+                        simulate(&k, &dims(&k, 64 * n), cube_first).unwrap_or_else(|e| {
+                            panic!("{what} n={n} cube_first={cube_first}: {e}\n{text}")
+                        });
+                    }
+                }
+            }
+        }
+        assert!(ran >= 2, "only {ran} samples ran");
     }
 
     #[test]

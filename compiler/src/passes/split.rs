@@ -27,6 +27,7 @@
 //!      lives.
 //! 2. **Crossings.** A value whose home is one unit and that is used on the
 //!    other gets a workspace `ws_<name>: dtype[grid dims…, tile shape…]`
+//!    (`<name>` is the value's source name, else its opcode, uniquified)
 //!    indexed by the parallel ivs (every work item has its own slot) and a
 //!    flag: right after its definition the producer does `store` + `set_flag`,
 //!    and at the same program point the consumer does `wait_flag` + `load`.
@@ -270,6 +271,8 @@ struct Analysis {
     par_body: Block,
     ivs: Vec<Value>,
     grid: Vec<Dim>,
+    /// Per grid axis, what its iv is divided by to index a workspace.
+    grid_div: Vec<i64>,
     /// Every instruction in pre-order.
     order: Vec<Inst>,
     /// The loop that owns a block.
@@ -311,8 +314,11 @@ impl Analysis {
         };
         let par_body = *body;
         let mut grid = Vec::new();
+        let mut grid_div = Vec::new();
         for (n, ax) in axes.iter().enumerate() {
-            grid.push(grid_dim(k, ax).map_err(|e| format!("split: grid axis {n}: {e}"))?);
+            let (d, div) = grid_dim(k, ax).map_err(|e| format!("split: grid axis {n}: {e}"))?;
+            grid.push(d);
+            grid_div.push(div);
         }
         let ivs = k.blocks[par_body].params.clone();
         let mut an = Analysis {
@@ -321,6 +327,7 @@ impl Analysis {
             par_body,
             ivs,
             grid,
+            grid_div,
             order: Vec::new(),
             owner: HashMap::new(),
             uses: HashMap::new(),
@@ -398,17 +405,23 @@ impl Analysis {
     }
 }
 
-fn grid_dim(k: &Kernel, ax: &Axis) -> Result<Dim, String> {
-    if ax.step != 1 {
-        return Err(format!("step {} (only 1 is supported)", ax.step));
-    }
+/// The workspace extent of a grid axis and the divisor that turns its iv
+/// into a slot index: `0..hi step s` has `ceil(hi / s)` points when `hi` is
+/// known at compile time; for a launch-time `hi` and `s > 1` the workspace
+/// is indexed by the iv itself (extent `hi`, sparse but correct).
+fn grid_dim(k: &Kernel, ax: &Axis) -> Result<(Dim, i64), String> {
     let lo = k.def_inst(ax.lo).map(|i| k.kind(i));
     if !matches!(lo, Some(InstKind::IConst(0))) {
         return Err(format!("lower bound {} is not `iconst 0`", ax.lo));
     }
+    let s = ax.step;
+    let known = |n: u64| (Dim::Const(n.div_ceil(s as u64).max(1)), s);
     match k.def_inst(ax.hi).map(|i| k.kind(i)) {
-        Some(InstKind::IConst(n)) if *n > 0 => Ok(Dim::Const(*n as u64)),
-        Some(InstKind::DimValue(d)) => Ok(Dim::Sym(*d)),
+        Some(InstKind::IConst(n)) if *n > 0 => Ok(known(*n as u64)),
+        Some(InstKind::DimValue(d)) => match k.dims[*d].value {
+            Some(n) => Ok(known(n)),
+            None => Ok((Dim::Sym(*d), 1)),
+        },
         _ => Err(format!(
             "upper bound {} is neither a `dim` nor a positive `iconst`",
             ax.hi
@@ -723,10 +736,12 @@ impl SplitState {
                     to.name()
                 ));
             }
-            let base = k.values[v]
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("v{}", crate::ir::EntityRef::index(v)));
+            // Unnamed values are named after their op (`ws_matmul`).
+            let base = k.values[v].name.clone().unwrap_or_else(|| {
+                k.def_inst(v)
+                    .map_or("param", |i| k.kind(i).opcode())
+                    .to_string()
+            });
             let mut name = format!("ws_{base}");
             let mut n = 2;
             while names.contains(&name) {
@@ -932,7 +947,7 @@ impl SplitState {
                     push(k, dst, InstKind::WaitFlag(*f), vec![]);
                 }
                 Emit::Store { ws, value } => {
-                    let index = self.ws_index(k, *value, map, u)?;
+                    let index = self.ws_index(k, *value, map, u, dst)?;
                     let value = lookup(map, *value, u)?;
                     push(
                         k,
@@ -946,7 +961,7 @@ impl SplitState {
                     );
                 }
                 Emit::Load { ws, value } => {
-                    let index = self.ws_index(k, *value, map, u)?;
+                    let index = self.ws_index(k, *value, map, u, dst)?;
                     let ty = k.ty(*value).clone();
                     let i = push(k, dst, InstKind::Load { tensor: *ws, index }, vec![ty]);
                     let r = k.insts[i].results[0];
@@ -960,14 +975,29 @@ impl SplitState {
 
     fn ws_index(
         &self,
-        k: &Kernel,
+        k: &mut Kernel,
         v: Value,
         map: &HashMap<Value, Value>,
         u: Unit,
+        dst: Block,
     ) -> Result<Vec<Index>, String> {
         let mut index = Vec::new();
-        for &iv in &self.an.ivs {
-            index.push(Index::Point(lookup(map, iv, u)?));
+        for (n, &iv) in self.an.ivs.iter().enumerate() {
+            let mut x = lookup(map, iv, u)?;
+            let div = self.an.grid_div[n];
+            if div > 1 {
+                let i32t = Type::Scalar(DType::I32);
+                let c = push(k, dst, InstKind::IConst(div), vec![i32t.clone()]);
+                let c = k.insts[c].results[0];
+                let q = push(
+                    k,
+                    dst,
+                    InstKind::Binary(crate::ir::BinaryOp::Div, x, c),
+                    vec![i32t],
+                );
+                x = k.insts[q].results[0];
+            }
+            index.push(Index::Point(x));
         }
         index.extend(k.ty(v).shape().iter().map(|_| Index::Full));
         Ok(index)
@@ -1636,6 +1666,9 @@ pub(crate) mod testkit {
         Ok(())
     }
 
+    /// What every scalar load of an input reads in [`trace`].
+    pub(crate) const SCALAR_INPUT: i64 = 192;
+
     /// One event of a unit's run.
     #[derive(Clone, Debug)]
     pub(crate) enum Ev {
@@ -1669,7 +1702,8 @@ pub(crate) mod testkit {
     pub(crate) fn trace(k: &Kernel, f: usize, dims: &[(DimId, i64)]) -> Result<Vec<Ev>, String> {
         let mut env = HashMap::new();
         let mut out = Vec::new();
-        trace_block(k, k.funcs[f].body, dims, &mut env, &mut out)?;
+        let mut taint = HashSet::new();
+        trace_block(k, k.funcs[f].body, dims, &mut env, &mut taint, &mut out)?;
         Ok(out)
     }
 
@@ -1684,9 +1718,22 @@ pub(crate) mod testkit {
         b: Block,
         dims: &[(DimId, i64)],
         env: &mut HashMap<Value, i64>,
+        taint: &mut HashSet<Value>,
         out: &mut Vec<Ev>,
     ) -> Result<(), String> {
         for &i in &k.blocks[b].insts {
+            // Scalars derived from a `for` iv are "tainted": an input tile
+            // loaded at a tainted index is tagged with that index's value.
+            let mut tainted = false;
+            k.kind(i)
+                .for_each_operand(|v| tainted |= taint.contains(&v));
+            if tainted {
+                for &r in &k.insts[i].results {
+                    if matches!(k.ty(r), Type::Scalar(_)) {
+                        taint.insert(r);
+                    }
+                }
+            }
             let kind = k.kind(i);
             let res = &k.insts[i].results;
             let scalar = res
@@ -1699,7 +1746,10 @@ pub(crate) mod testkit {
                     env.insert(res[0], *c);
                 }
                 InstKind::DimValue(d) => {
-                    let v = dims.iter().find(|x| x.0 == *d).map(|x| x.1).unwrap_or(1);
+                    let v = match k.dims[*d].value {
+                        Some(n) => n as i64,
+                        None => dims.iter().find(|x| x.0 == *d).map(|x| x.1).unwrap_or(1),
+                    };
                     env.insert(res[0], v);
                 }
                 InstKind::Binary(op, a, c) if scalar && k.ty(*a).dtype() == DType::I32 => {
@@ -1737,7 +1787,7 @@ pub(crate) mod testkit {
                     for &p in &k.blocks[*body].params {
                         env.insert(p, 0);
                     }
-                    trace_block(k, *body, dims, env, out)?;
+                    trace_block(k, *body, dims, env, taint, out)?;
                 }
                 InstKind::For {
                     lo,
@@ -1768,7 +1818,8 @@ pub(crate) mod testkit {
                     let mut j = lo;
                     while j < hi {
                         env.insert(ps[0], j);
-                        trace_block(k, *body, dims, env, out)?;
+                        taint.insert(ps[0]);
+                        trace_block(k, *body, dims, env, taint, out)?;
                         let Some(InstKind::Yield(ys)) =
                             k.blocks[*body].insts.last().map(|&y| k.kind(y))
                         else {
@@ -1785,26 +1836,25 @@ pub(crate) mod testkit {
                 | InstKind::AtomicAdd { tensor, index, .. }
                 | InstKind::AtomicExpAdd { tensor, index, .. } => {
                     let mut at = Vec::new();
-                    let mut first_range = None;
+                    let mut tag = None;
                     for ix in index {
                         match ix {
-                            Index::Point(v) => at.push(ival(env, *v)?),
-                            Index::Range { start, .. } => {
-                                let s = ival(env, *start)?;
-                                first_range.get_or_insert(s);
-                                at.push(s);
+                            Index::Point(v) | Index::Range { start: v, .. } => {
+                                let x = ival(env, *v)?;
+                                if taint.contains(v) {
+                                    tag.get_or_insert(x);
+                                }
+                                at.push(x);
                             }
                             Index::Full => {}
                         }
                     }
                     if k.tensors[*tensor].role == Role::Input {
                         if scalar {
-                            env.insert(res[0], 0);
+                            // Sequence lengths, page ids…: a few blocks' worth.
+                            env.insert(res[0], SCALAR_INPUT);
                         } else {
-                            out.push(Ev::Input {
-                                dst: res[0],
-                                tag: first_range,
-                            });
+                            out.push(Ev::Input { dst: res[0], tag });
                         }
                         continue;
                     }
@@ -2036,6 +2086,9 @@ mod tests {
         run(&mut k).unwrap();
         let d = dump(&k);
         check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+        crate::ir::verify::verify(&k)
+            .map_err(|e| format!("{e}\n{d}"))
+            .unwrap();
         assert_eq!(k.funcs.len(), 2);
         assert_eq!(
             (k.funcs[0].unit, k.funcs[1].unit),
@@ -2130,6 +2183,9 @@ mod tests {
         run(&mut k).unwrap();
         let d = dump(&k);
         check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
+        crate::ir::verify::verify(&k)
+            .map_err(|e| format!("{e}\n{d}"))
+            .unwrap();
         let cube = ops(&k, 0);
         let vec = ops(&k, 1);
         assert!(cube.contains(&"atomic_add acc_ws".to_string()), "{d}");

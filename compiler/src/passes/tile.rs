@@ -90,6 +90,7 @@ use crate::ir::{
 use crate::target::Target;
 
 use super::plan_memory::{buffer_label, tile_label, value_label};
+use super::{Pass, PassContext, PassError};
 
 /// The pass name used on the command line (`--print-after tile`).
 pub const NAME: &str = "tile";
@@ -174,6 +175,9 @@ pub struct TileReport {
 pub struct TileError {
     /// The full message.
     pub message: String,
+    /// True for a problem of the user's program (no chunking fits), false
+    /// for IR an earlier pass should not have produced.
+    pub user: bool,
 }
 
 impl fmt::Display for TileError {
@@ -184,31 +188,60 @@ impl fmt::Display for TileError {
 
 impl std::error::Error for TileError {}
 
+impl From<TileError> for PassError {
+    fn from(e: TileError) -> PassError {
+        if e.user {
+            PassError::User {
+                message: e.message,
+                span: None,
+            }
+        } else {
+            PassError::Internal {
+                pass: NAME.into(),
+                message: e.message,
+            }
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, TileError>;
 
 fn fail<T>(message: impl Into<String>) -> Result<T> {
-    Err(TileError {
-        message: message.into(),
-    })
+    Err(internal(message))
 }
 
-/// The `tile` pass (a unit struct today; it becomes the `Pass`
-/// implementation when the pass manager lands).
+fn internal(message: impl Into<String>) -> TileError {
+    TileError {
+        message: message.into(),
+        user: false,
+    }
+}
+
+/// The `tile` pass: [`tile`] with its notes sent to `--explain`.
 #[derive(Clone, Debug, Default)]
 pub struct Tile {
     /// Its settings.
     pub config: TileConfig,
 }
 
-impl Tile {
-    /// The pass name.
-    pub fn name(&self) -> &'static str {
+impl Pass for Tile {
+    fn name(&self) -> &'static str {
         NAME
     }
 
-    /// Runs the pass on `kernel` for `target`.
-    pub fn run(&self, kernel: &mut Kernel, target: &Target) -> Result<TileReport> {
-        tile(kernel, target, &self.config)
+    fn run(&self, k: &mut Kernel, cx: &PassContext) -> std::result::Result<(), PassError> {
+        let report = tile(k, cx.target, &self.config)?;
+        for n in report.notes {
+            cx.note(n);
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> &'static str {
+        "Cuts every Cube matmul into chunks that fit half of L0A, L0B and L0C (ping-pong \
+         buffers), fractal-aligned, and emits the chunk sequence with each next chunk's \
+         L1-to-L0 copies issued before the current chunk's matmul; cut results are written to \
+         GM chunk by chunk. Runs before `plan-memory`."
     }
 }
 
@@ -286,7 +319,9 @@ pub fn tile(kernel: &mut Kernel, target: &Target, config: &TileConfig) -> Result
     for fi in 0..kernel.funcs.len() {
         match kernel.funcs[fi].unit {
             Unit::Any => {
-                return fail("tile needs the `cube` function of `split`, found an `any` function");
+                report
+                    .notes
+                    .push("tile: the kernel is not split; nothing to do".into());
             }
             Unit::Vector => {}
             Unit::Cube => {
@@ -380,6 +415,7 @@ fn tile_func(
             };
             let half = if config.double_buffer { "half of " } else { "" };
             TileError {
+                user: true,
                 message: format!(
                     "matmul {}: no L0 tiling fits: even the smallest chunk of tile {} needs \
                      {need} bytes of {} but {half}{} holds {have} bytes",
@@ -424,15 +460,16 @@ struct Emit<'k> {
 
 impl Emit<'_> {
     fn ins(&mut self, kind: InstKind) -> Result<Inst> {
-        self.b.ins(kind).map_err(|e| TileError {
-            message: format!("tile: internal: {e}"),
-        })
+        self.b
+            .ins(kind)
+            .map_err(|e| internal(format!("tile: internal: {e}")))
     }
 
     fn value(&mut self, kind: InstKind, name: Option<String>) -> Result<Value> {
-        let v = self.b.value(kind).map_err(|e| TileError {
-            message: format!("tile: internal: {e}"),
-        })?;
+        let v = self
+            .b
+            .value(kind)
+            .map_err(|e| internal(format!("tile: internal: {e}")))?;
         self.b.kernel.values[v].name = name;
         Ok(v)
     }
@@ -467,8 +504,9 @@ impl Emit<'_> {
     }
 }
 
-fn base_name(k: &Kernel, v: Value) -> String {
-    k.values[v].name.clone().unwrap_or_else(|| "t".into())
+/// `v`'s source name, or `role` (`a`, `b`, `c`) for an unnamed value.
+fn base_name(k: &Kernel, v: Value, role: &str) -> String {
+    k.values[v].name.clone().unwrap_or_else(|| role.into())
 }
 
 /// A chunk label: `k2`, `n1`, `m0k2`… (only the dims that are cut).
@@ -613,7 +651,11 @@ fn rewrite(k: &mut Kernel, func_body: Block, m: Inst, t: &Tiling) -> Result<()> 
         .insts
         .retain(|i| *i != m && !removed.contains(i));
 
-    let (an, bn, cname) = (base_name(k, a), base_name(k, b), base_name(k, c));
+    let (an, bn, cname) = (
+        base_name(k, a, "a"),
+        base_name(k, b, "b"),
+        base_name(k, c, "c"),
+    );
     let mut e = Emit {
         b: Builder::at(k, block, at),
         consts: HashMap::new(),

@@ -1,0 +1,258 @@
+//! `amlac run FILE [-D NAME=VALUE]… [--check] [--json]`: compile, JIT, run
+//! on the emulated AI core with seeded random inputs (or `--input
+//! NAME=FILE.npy`), optionally write the outputs (`--output-dir`) and
+//! compare them with the float64 reference (`--check`).
+//!
+//! Exit codes: 0 the run succeeded (and, with `--check`, passed); 1 the
+//! kernel did not compile or run, or the check failed; 2 usage errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::progress::Progress;
+use crate::check::Defines;
+use crate::diag::SourceFile;
+use crate::driver::CompileOptions;
+use crate::run::exec::RunConfig;
+use crate::run::inputs::InputOptions;
+use crate::run::session::{RunFailure, RunRequest, RunSummary, run_source};
+use crate::run::{HostTensor, npy};
+use crate::target::Target;
+
+/// Arguments of `amlac run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The `.amla` file.
+    pub file: PathBuf,
+    /// Bind a dim or const (`-D N=1000`), or set a compiler option (`-D PRELOAD=2`).
+    #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = super::parse_define)]
+    pub defines: Vec<(String, String)>,
+    /// Compare the outputs with the float64 reference; exit 1 if they differ.
+    #[arg(long)]
+    pub check: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Read an input from a `.npy` file (repeatable): `--input q=q.npy`.
+    #[arg(long, value_name = "NAME=FILE", value_parser = super::parse_define)]
+    pub input: Vec<(String, String)>,
+    /// Write every output to DIR/NAME.npy.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Emulated AI cores (default: the machine's CPUs).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Seconds a unit may wait for a flag before the run fails.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Write a Chrome/Perfetto trace of the units to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Skip a pass (repeatable), e.g. `--disable-pass mul-to-add`.
+    #[arg(long, value_name = "PASS")]
+    pub disable_pass: Vec<String>,
+    /// Target description: a built-in name or a `.toml` path.
+    #[arg(long, default_value = "ascend910b")]
+    pub target: String,
+}
+
+/// Runs the subcommand; returns the exit code.
+pub fn run(args: &RunArgs) -> u8 {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", args.file.display());
+            return 1;
+        }
+    };
+    let src = SourceFile::new(args.file.display().to_string(), text);
+    let req = match request(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let progress = Progress::start();
+    let mut given = Vec::new();
+    // `.npy` inputs need the kernel's input shapes: compile once to learn
+    // them is what `run_source` does, so read them lazily through a first
+    // pass over the signature.
+    if !args.input.is_empty() {
+        match npy_inputs(&src, &req, &args.input) {
+            Ok(g) => given = g,
+            Err(e) => {
+                progress.finish();
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    let req = RunRequest { given, ..req };
+    let result = run_source(&src, &req, &mut |s| progress.stage(s));
+    progress.finish();
+    let summary = match result {
+        Ok(s) => s,
+        Err(RunFailure::Compile(e)) => return super::compile::report_error(&src, e),
+        Err(RunFailure::Run(m)) => {
+            eprintln!("error: {}: {m}", src.name);
+            return 1;
+        }
+    };
+    if let Some(dir) = &args.output_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("error: cannot create `{}`: {e}", dir.display());
+            return 1;
+        }
+        for o in &summary.output.outputs {
+            if let Err(e) = npy::write(&dir.join(format!("{}.npy", o.name)), o) {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    if let (Some(path), Some(trace)) = (&args.trace, &summary.output.report.trace)
+        && let Err(e) = trace.write_chrome_json(path)
+    {
+        eprintln!("error: cannot write `{}`: {e}", path.display());
+        return 1;
+    }
+    if args.json {
+        println!("{}", json(&summary, &req));
+    } else {
+        print!("{}", human(&summary, &req));
+    }
+    u8::from(!summary.passed())
+}
+
+fn request(args: &RunArgs) -> Result<RunRequest, String> {
+    let mut compile = CompileOptions::new()?;
+    compile.target =
+        Target::load(&args.target).map_err(|e| format!("target `{}`: {e}", args.target))?;
+    compile.defines = args.defines.iter().cloned().collect::<Defines>();
+    compile.pipeline.disabled = args.disable_pass.clone();
+    if !(args.timeout > 0.0 && args.timeout < 1e6) {
+        return Err(format!(
+            "--timeout {}: expected a positive number of seconds",
+            args.timeout
+        ));
+    }
+    let mut run = RunConfig {
+        wait_timeout: Duration::from_secs_f64(args.timeout),
+        trace: args.trace.is_some(),
+        ..RunConfig::default()
+    };
+    if let Some(c) = args.cores {
+        if c == 0 {
+            return Err("--cores 0: need at least one core".into());
+        }
+        run.cores = c;
+    }
+    Ok(RunRequest {
+        compile,
+        inputs: InputOptions {
+            seed: args.seed,
+            ..InputOptions::default()
+        },
+        given: Vec::new(),
+        run,
+        check: args.check,
+    })
+}
+
+/// Reads the `--input` files, typed and shaped by the kernel's signature.
+fn npy_inputs(
+    src: &SourceFile,
+    req: &RunRequest,
+    inputs: &[(String, String)],
+) -> Result<Vec<HostTensor>, String> {
+    let c = crate::driver::compile(src, &req.compile).map_err(|e| e.to_string())?;
+    let exe =
+        crate::run::exec::Executable::new(&c, &req.compile.target).map_err(|e| e.to_string())?;
+    let specs = exe.input_specs().map_err(|e| e.to_string())?;
+    inputs
+        .iter()
+        .map(|(name, path)| {
+            let (_, dtype, shape) = specs
+                .iter()
+                .find(|s| &s.0 == name)
+                .ok_or_else(|| format!("--input {name}: `{}` has no input `{name}`", c.ir.name))?;
+            npy::read(std::path::Path::new(path), name, *dtype, shape)
+        })
+        .collect()
+}
+
+fn human(s: &RunSummary, req: &RunRequest) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let dims: Vec<String> = s.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let stats = &s.output.report.stats;
+    let _ = writeln!(o, "{}: {}", s.kernel, dims.join(" "));
+    let _ = writeln!(
+        o,
+        "ran on {} emulated core(s) in {:.3} ms (compile {:.3} ms, JIT {:.3} ms)",
+        req.run.cores,
+        s.timings.launch.as_secs_f64() * 1e3,
+        s.timings.compile.as_secs_f64() * 1e3,
+        s.timings.jit.as_secs_f64() * 1e3
+    );
+    let _ = writeln!(
+        o,
+        "cube FLOPs {}",
+        stats.total.get(amla_runtime::Pipe::Cube).flops
+    );
+    if let Some(kind) = s.reference {
+        let _ = writeln!(o, "check against the float64 reference `{}`:", kind.name());
+        for c in &s.comparisons {
+            let _ = writeln!(
+                o,
+                "  {:<4} max abs err {:.3e}  max rel err {:.3e}  tolerance {:.1e} + {:.1e}·|ref|  {}",
+                c.name,
+                c.max_abs_err,
+                c.max_rel_err,
+                c.tolerance.atol,
+                c.tolerance.rtol,
+                if c.passed {
+                    "ok".to_string()
+                } else {
+                    format!(
+                        "FAILED ({} of {} elements, first at {})",
+                        c.mismatches,
+                        c.elements,
+                        c.first_mismatch.unwrap_or(0)
+                    )
+                }
+            );
+        }
+    }
+    o
+}
+
+fn json(s: &RunSummary, req: &RunRequest) -> String {
+    let dims: serde_json::Map<String, serde_json::Value> = s
+        .dims
+        .iter()
+        .map(|(n, v)| (n.clone(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "kernel": s.kernel,
+        "dims": dims,
+        "cores": req.run.cores,
+        "seed": req.inputs.seed,
+        "timings_ms": {
+            "compile": s.timings.compile.as_secs_f64() * 1e3,
+            "jit": s.timings.jit.as_secs_f64() * 1e3,
+            "launch": s.timings.launch.as_secs_f64() * 1e3,
+            "reference": s.timings.reference.as_secs_f64() * 1e3,
+        },
+        "reference": s.reference.map(|k| k.name()),
+        "checks": s.comparisons,
+        "passed": s.passed(),
+    })
+    .to_string()
+}

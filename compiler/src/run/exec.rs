@@ -1,0 +1,244 @@
+//! Executing a compiled kernel on the emulated AI core.
+//!
+//! [`Executable`] owns the final IR and its JIT code. [`Executable::run`]
+//! lays out GM in the IR's tensor order (inputs from the caller, outputs and
+//! workspaces zeroed, sized from the kernel's dims), launches the grid over
+//! the runtime's cores and returns the outputs as host tensors, with the
+//! launch statistics.
+
+use std::time::Duration;
+
+use amla_runtime::config::{CoreConfig, LaunchConfig};
+use amla_runtime::gm::{Gm, GmId};
+use amla_runtime::launch::{LaunchReport, launch};
+use half::{bf16, f16};
+
+use super::tensor::{HostData, HostTensor};
+use crate::codegen::{self, CodegenOptions, CompiledKernel};
+use crate::driver::Compilation;
+use crate::ir::{DType, Dim, Kernel, Role};
+use crate::target::Target;
+
+/// How a run is launched.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Emulated AI cores (default: the machine's CPUs).
+    pub cores: usize,
+    /// How long a unit may wait for a flag before the launch fails.
+    pub wait_timeout: Duration,
+    /// Record a Chrome/Perfetto trace.
+    pub trace: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            wait_timeout: Duration::from_secs(10),
+            trace: false,
+        }
+    }
+}
+
+/// The outputs of a run.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Every output tensor, in signature order.
+    pub outputs: Vec<HostTensor>,
+    /// Statistics (and the trace, if asked for) of the launch.
+    pub report: LaunchReport,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// JIT compilation failed (a compiler bug).
+    #[error("codegen: {0}")]
+    Codegen(String),
+    /// The inputs do not match the kernel's signature.
+    #[error("{0}")]
+    Inputs(String),
+    /// The launch failed (timeout, runtime error, kernel status).
+    #[error("launch of `{kernel}` failed: {message}")]
+    Launch {
+        /// Kernel name.
+        kernel: String,
+        /// The runtime's error.
+        message: String,
+    },
+}
+
+/// A compiled, JIT-ed kernel ready to run.
+pub struct Executable {
+    ir: Kernel,
+    jit: CompiledKernel,
+    core: CoreConfig,
+}
+
+impl Executable {
+    /// JIT-compiles the final IR of a compilation for `target`.
+    pub fn new(c: &Compilation, target: &Target) -> Result<Executable, RunError> {
+        let jit = codegen::compile(&c.ir, &CodegenOptions::default())
+            .map_err(|e| RunError::Codegen(e.to_string()))?;
+        let b = &target.buffers;
+        let core = CoreConfig {
+            l1: b.l1 as usize,
+            l0a: b.l0a as usize,
+            l0b: b.l0b as usize,
+            l0c: b.l0c as usize,
+            ub: b.ub as usize,
+            flag_ids: target.flags.cross_core_ids,
+        };
+        Ok(Executable {
+            ir: c.ir.clone(),
+            jit,
+            core,
+        })
+    }
+
+    /// The final IR.
+    pub fn ir(&self) -> &Kernel {
+        &self.ir
+    }
+
+    /// The value of every kernel dim (all bound at compile time for a run).
+    pub fn dims(&self) -> Result<Vec<i64>, RunError> {
+        self.ir
+            .dims
+            .values()
+            .map(|d| {
+                d.value.map(|v| v as i64).ok_or_else(|| {
+                    RunError::Inputs(format!(
+                        "dim `{}` is not bound: give it with -D {}=…",
+                        d.name, d.name
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The shape of every GM tensor, in IR order.
+    pub fn shapes(&self) -> Result<Vec<Vec<usize>>, RunError> {
+        let dims = self.dims()?;
+        Ok(self
+            .ir
+            .tensors
+            .values()
+            .map(|t| {
+                t.shape
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Const(n) => *n as usize,
+                        Dim::Sym(id) => dims[crate::ir::EntityRef::index(*id)] as usize,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The kernel's inputs: name, dtype and shape, in signature order.
+    pub fn input_specs(&self) -> Result<Vec<(String, DType, Vec<usize>)>, RunError> {
+        let shapes = self.shapes()?;
+        Ok(self
+            .ir
+            .tensors
+            .values()
+            .zip(shapes)
+            .filter(|(t, _)| t.role == Role::Input)
+            .map(|(t, s)| (t.name.clone(), t.dtype, s))
+            .collect())
+    }
+
+    /// Runs the kernel on `inputs` (one per kernel input, matched by name).
+    pub fn run(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<RunOutput, RunError> {
+        let shapes = self.shapes()?;
+        let mut gm = Gm::new();
+        let mut outs: Vec<(String, GmId, DType, Vec<usize>)> = Vec::new();
+        for (t, shape) in self.ir.tensors.values().zip(&shapes) {
+            let n: usize = shape.iter().product();
+            let rt_dtype = runtime_dtype(t.dtype).ok_or_else(|| {
+                RunError::Inputs(format!("tensor `{}` has dtype {}", t.name, t.dtype))
+            })?;
+            let launch_err = |e: amla_runtime::error::RuntimeError| {
+                RunError::Inputs(format!("GM `{}`: {e}", t.name))
+            };
+            match t.role {
+                Role::Input => {
+                    let h = inputs.iter().find(|h| h.name == t.name).ok_or_else(|| {
+                        RunError::Inputs(format!("no input given for `{}`", t.name))
+                    })?;
+                    if h.shape != *shape || h.data.dtype() != t.dtype || h.data.len() != n {
+                        return Err(RunError::Inputs(format!(
+                            "input `{}` is {}{:?}, the kernel takes {}{:?}",
+                            t.name,
+                            h.data.dtype(),
+                            h.shape,
+                            t.dtype,
+                            shape
+                        )));
+                    }
+                    match &h.data {
+                        HostData::F32(v) => gm.add_from(&t.name, v),
+                        HostData::Bf16(v) => gm.add_from(&t.name, v),
+                        HostData::F16(v) => gm.add_from(&t.name, v),
+                        HostData::I32(v) => gm.add_from(&t.name, v),
+                    }
+                    .map_err(launch_err)?;
+                }
+                Role::Output | Role::Workspace => {
+                    let id = gm.add_zeroed(&t.name, rt_dtype, n).map_err(launch_err)?;
+                    if t.role == Role::Output {
+                        outs.push((t.name.clone(), id, t.dtype, shape.clone()));
+                    }
+                }
+            }
+        }
+        let dims = self.dims()?;
+        let work_items = self
+            .jit
+            .work_items(&dims)
+            .map_err(|e| RunError::Codegen(e.to_string()))?;
+        let launch_cfg = LaunchConfig::default()
+            .with_cores(cfg.cores.max(1))
+            .with_wait_timeout(cfg.wait_timeout)
+            .with_trace(cfg.trace)
+            .with_dims(dims)
+            .with_vector_sub_blocks(self.jit.sub_blocks() as usize);
+        let kernel = self.jit.runtime_kernel();
+        let report =
+            launch(&kernel, &mut gm, work_items, &self.core, &launch_cfg).map_err(|e| {
+                RunError::Launch {
+                    kernel: self.ir.name.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        let read_err = |e: amla_runtime::error::RuntimeError| RunError::Inputs(e.to_string());
+        let outputs = outs
+            .into_iter()
+            .map(|(name, id, dtype, shape)| {
+                let data = match dtype {
+                    DType::F32 => HostData::F32(gm.slice::<f32>(id).map_err(read_err)?.to_vec()),
+                    DType::Bf16 => HostData::Bf16(gm.slice::<bf16>(id).map_err(read_err)?.to_vec()),
+                    DType::F16 => HostData::F16(gm.slice::<f16>(id).map_err(read_err)?.to_vec()),
+                    DType::I32 => HostData::I32(gm.slice::<i32>(id).map_err(read_err)?.to_vec()),
+                    DType::Bool => {
+                        return Err(RunError::Inputs(format!("output `{name}` is bool")));
+                    }
+                };
+                Ok(HostTensor { name, shape, data })
+            })
+            .collect::<Result<Vec<_>, RunError>>()?;
+        Ok(RunOutput { outputs, report })
+    }
+}
+
+fn runtime_dtype(d: DType) -> Option<amla_runtime::dtype::DType> {
+    use amla_runtime::dtype::DType as R;
+    Some(match d {
+        DType::F32 => R::F32,
+        DType::Bf16 => R::Bf16,
+        DType::F16 => R::F16,
+        DType::I32 => R::I32,
+        DType::Bool => return None,
+    })
+}
