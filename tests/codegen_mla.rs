@@ -9,8 +9,7 @@ use amla::compiler::check::Defines;
 use amla::compiler::codegen::{CodegenOptions, compile};
 use amla::compiler::diag::SourceFile;
 use amla::compiler::driver::{self, CompileOptions};
-use amla::compiler::ir::{DType, Dim, Kernel, Unit};
-use amla::compiler::passes::{plan_memory, preload, split, tile};
+use amla::compiler::ir::{DType, Dim, Kernel};
 use amla::runtime::{CoreConfig, Gm, LaunchConfig, launch};
 use half::bf16;
 
@@ -162,22 +161,10 @@ fn load_example(file: &str, defines: &[(&str, &str)]) -> Kernel {
         d.insert(*n, *v);
     }
     opts.defines = d;
-    let mut k = driver::compile(&src, &opts)
+    driver::compile(&src, &opts)
         .map_err(|e| e.to_string())
         .unwrap()
-        .ir;
-    if k.funcs.iter().any(|f| f.unit == Unit::Any) {
-        split::run(&mut k).unwrap();
-        preload::run(&mut k, &preload::PreloadConfig::default()).unwrap();
-        tile::tile(&mut k, &opts.target, &tile::TileConfig::default()).unwrap();
-        plan_memory::plan_memory(
-            &mut k,
-            &opts.target,
-            &plan_memory::PlanMemoryConfig::default(),
-        )
-        .unwrap();
-    }
-    k
+        .ir
 }
 
 #[test]
