@@ -150,11 +150,14 @@ fn vector_kernel_matches_rust_with_a_partial_last_block() {
     for (name, d, len) in outs {
         ids.push(gm.add_zeroed(name, d, len).unwrap());
     }
-    let cfg = LaunchConfig::default()
-        .with_cores(2)
-        .with_vector_sub_blocks(ck.sub_blocks() as usize)
-        .with_wait_timeout(Duration::from_secs(20))
-        .with_dims(vec![n as i64]);
+    let cfg = LaunchConfig {
+        poison_local: true,
+        ..LaunchConfig::default()
+    }
+    .with_cores(2)
+    .with_vector_sub_blocks(ck.sub_blocks() as usize)
+    .with_wait_timeout(Duration::from_secs(20))
+    .with_dims(vec![n as i64]);
     launch(
         &ck.runtime_kernel(),
         &mut gm,

@@ -3,8 +3,9 @@
 //!
 //! `--emit` takes `ast` (the parsed program), `hir` (the checked program),
 //! `lowered` (the IR before any pass), `ir` (the IR after the pipeline, the
-//! default), `cube` or `vector` (one function of it), `clif` (Cranelift IR)
-//! or `asm` (disassembly for a fixed x86-64 ISA). `--print-after PASS`
+//! default), `cube` or `vector` (one function of it), `clif` or `asm` (the
+//! JIT backend's Cranelift IR or machine code, for a fixed x86-64 SSE4.2
+//! target so the text is the same on every host). `--print-after PASS`
 //! (or `all`) writes the IR after that pass to stdout before the emitted
 //! stage; `--disable-pass PASS` skips a pass; `--time-passes` and
 //! `--explain` report on stderr.
@@ -35,10 +36,9 @@ pub enum Emit {
     Cube,
     /// The Vector function of the final IR.
     Vector,
-    /// The Cranelift IR of both functions.
+    /// The Cranelift IR of both functions (fixed x86-64 SSE4.2 target).
     Clif,
-    /// The machine code of both functions (x86-64 with fixed ISA flags, so
-    /// the text is the same on every host).
+    /// The machine code of both functions (fixed x86-64 SSE4.2 target).
     Asm,
 }
 

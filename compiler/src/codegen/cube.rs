@@ -127,6 +127,7 @@ impl FnCx<'_, '_> {
         dims: &[BoxDim],
         big_base: cl::Value,
         fill: Option<&TileRef>,
+        tile_row_stride: Option<u64>,
         op: &str,
         body: &mut dyn FnMut(&mut Self, Piece) -> Result<()>,
     ) -> Result<()> {
@@ -152,7 +153,16 @@ impl FnCx<'_, '_> {
                 acc = acc.saturating_mul(dims[i].len);
             }
         }
+        let np: Vec<usize> = (0..n).filter(|&i| !dims[i].point).collect();
+        if let (Some(rs), [r, _]) = (tile_row_stride, np.as_slice()) {
+            tstride[*r] = rs;
+        } else if tile_row_stride.is_some_and(|rs| np.len() == 1 && rs != dims[np[0]].len) {
+            return Err(CodegenError::unsupported(op, "a strided view of this rank"));
+        }
         if let Some(t) = fill {
+            if !t.dense() {
+                return Err(CodegenError::unsupported(op, "zero-filling a strided view"));
+            }
             let mut partial = self.b.ins().iconst(types::I8, 0);
             for i in 0..n {
                 let c = self
@@ -244,7 +254,8 @@ impl FnCx<'_, '_> {
             t.elem_off("load")?,
         );
         let zero = self.i64c(0);
-        self.emit_box(&dims, zero, Some(&t), "load", &mut |s, p| {
+        let trs = Some(t.stride);
+        self.emit_box(&dims, zero, Some(&t), trs, "load", &mut |s, p| {
             let gi = s.i32c(gm_index as i64);
             let bufv = s.i32c(buf as i64);
             let dtv = s.i32c(dt as i64);
@@ -296,7 +307,8 @@ impl FnCx<'_, '_> {
             t.elem_off(op)?,
         );
         let zero = self.i64c(0);
-        self.emit_box(&dims, zero, None, op, &mut |s, p| {
+        let trs = Some(t.stride);
+        self.emit_box(&dims, zero, None, trs, op, &mut |s, p| {
             let gi = s.i32c(gm_index as i64);
             let bufv = s.i32c(buf as i64);
             let dtv = s.i32c(dt as i64);
@@ -336,7 +348,10 @@ impl FnCx<'_, '_> {
         let tp = self.tile_ptr(t, op)?;
         let zero = self.i64c(0);
         let fill = if load { Some(t) } else { None };
-        self.emit_box(dims, zero, fill, op, &mut |c, p| {
+        if !t.dense() {
+            return Err(CodegenError::unsupported(op, "a strided view in gm"));
+        }
+        self.emit_box(dims, zero, fill, None, op, &mut |c, p| {
             c.counted_loop(p.rows, &mut |c, r| {
                 let go = c.b.ins().imul(r, p.big_stride);
                 let go = c.b.ins().iadd(go, p.big_off);
@@ -481,12 +496,8 @@ impl FnCx<'_, '_> {
 
     /// A dense copy of `s` into `d` (same element count).
     fn copy_dense(&mut self, s: &TileRef, d: &TileRef, op: &str) -> Result<()> {
-        let dense = s.stride == s.ty.rows_cols().1 && d.stride == d.ty.rows_cols().1;
         if s.ty.dtype == DType::Bool
-            || (dense
-                && s.ty.space == Space::Ub
-                && d.ty.space == Space::Ub
-                && s.ty.dtype == d.ty.dtype)
+            || (s.ty.space == Space::Ub && d.ty.space == Space::Ub && s.ty.dtype == d.ty.dtype)
         {
             // Same-dtype UB moves (and masks) are JIT byte copies.
             if s.ty.space != d.ty.space {
@@ -501,12 +512,6 @@ impl FnCx<'_, '_> {
             return Ok(());
         }
         let (rows, cols) = d.ty.rows_cols();
-        if s.ty.rows_cols() != (rows, cols) && (!dense) {
-            return Err(CodegenError::invalid(
-                op,
-                "moving a view into a tile of another shape",
-            ));
-        }
         let args = [
             buf_code(d.ty.space, op)? as i64,
             d.elem_off(op)? as i64,
@@ -549,20 +554,30 @@ impl FnCx<'_, '_> {
         if index.len() != shape.len() {
             return Err(CodegenError::invalid(op, "one index per dim"));
         }
-        // A view that the planner placed in place: nothing to do.
-        if self.view_stride(r).is_some() {
-            return Ok(());
-        }
+        // A view that the planner placed in place: nothing to do but
+        // remember its row stride.
         if let Some(off) = self.static_view_offset(&s, index)
             && let Some(rt) = self.k.ty(r).as_tile()
             && rt.space == s.ty.space
             && self.k.offsets[r] == Some(s.off + off * s.ty.dtype.bytes())
         {
+            if rt.shape.len() == 2 || !s.dense() {
+                self.views.insert(r, s.stride);
+            }
             return Ok(());
         }
         let mut strides = vec![1u64; shape.len()];
         for j in (0..shape.len().saturating_sub(1)).rev() {
             strides[j] = strides[j + 1] * shape[j + 1];
+        }
+        if !s.dense() {
+            if shape.len() != 2 {
+                return Err(CodegenError::unsupported(
+                    op,
+                    "from a strided view of rank != 2",
+                ));
+            }
+            strides[0] = s.stride;
         }
         let mut dims = Vec::new();
         for (j, ix) in index.iter().enumerate() {
@@ -594,7 +609,7 @@ impl FnCx<'_, '_> {
         let (sbuf, dbuf) = (buf_code(s.ty.space, op)?, buf_code(t.ty.space, op)?);
         let (sdt, ddt) = (dt_code(s.ty.dtype, op)?, dt_code(t.ty.dtype, op)?);
         let toff = t.elem_off(op)?;
-        self.emit_box(&dims, base, Some(&t), op, &mut |c, p| {
+        self.emit_box(&dims, base, Some(&t), None, op, &mut |c, p| {
             let a = [
                 c.i32c(dbuf as i64),
                 c.b.ins().iadd_imm_s(p.tile_off, toff as i64),
@@ -611,7 +626,9 @@ impl FnCx<'_, '_> {
         })
     }
 
-    /// The element offset of a contiguous extract with constant starts.
+    /// The element offset of an extract with constant starts that is either
+    /// contiguous or a rank-2 row-strided window (the result then keeps the
+    /// source's row stride).
     fn static_view_offset(&self, s: &TileRef, index: &[Index]) -> Option<u64> {
         let k = self.k;
         let konst = |v: Value| match k.def_inst(v).map(|i| k.kind(i)) {
@@ -619,18 +636,36 @@ impl FnCx<'_, '_> {
             _ => None,
         };
         let shape = &s.ty.shape;
-        let mut off = 0u64;
-        let mut stride = 1u64;
-        let mut must_be_full = false;
-        for j in (0..shape.len()).rev() {
-            let (start, len) = match &index[j] {
-                Index::Full => (0, shape[j]),
-                Index::Range { start, len } => (konst(*start)?, *len),
-                Index::Point(v) => (konst(*v)?, 1),
+        let mut starts = Vec::new();
+        for (j, ix) in index.iter().enumerate() {
+            let (start, len, point) = match ix {
+                Index::Full => (0, shape[j], false),
+                Index::Range { start, len } => (konst(*start)?, *len, false),
+                Index::Point(v) => (konst(*v)?, 1, true),
             };
             if start + len > shape[j] {
                 return None;
             }
+            starts.push((start, len, point));
+        }
+        if shape.len() == 2 {
+            // Rank 2: any window of rows and columns, or a single row.
+            let (r0, _, rp) = starts[0];
+            let (c0, clen, cp) = starts[1];
+            if cp && !rp {
+                return None; // a column: not a row-major view
+            }
+            let _ = clen;
+            return Some(r0 * s.stride + c0);
+        }
+        if !s.dense() {
+            return None;
+        }
+        let mut off = 0u64;
+        let mut stride = 1u64;
+        let mut must_be_full = false;
+        for j in (0..shape.len()).rev() {
+            let (start, len, _) = starts[j];
             if must_be_full && len > 1 {
                 return None;
             }
@@ -686,11 +721,11 @@ impl FnCx<'_, '_> {
         };
         let vals = [
             ta.elem_off(op)?,
-            *kk,
+            ta.stride,
             tb.elem_off(op)?,
-            *b1,
+            tb.stride,
             tc.elem_off(op)?,
-            n,
+            tc.stride,
             *m,
             n,
             *kk,

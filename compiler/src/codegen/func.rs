@@ -11,7 +11,7 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 
 use super::{CodegenError, Result, abi};
-use crate::ir::{EntityRef, Func, Index, Inst, InstKind, Kernel, Space, Tensor, TileType, Value};
+use crate::ir::{EntityRef, Func, Inst, InstKind, Kernel, Space, Tensor, TileType, Value};
 
 /// Memory flags of JIT accesses (may be unaligned; never trap by design,
 /// but keep the default trapping semantics for safety).
@@ -25,13 +25,17 @@ pub(crate) struct TileRef {
     pub ty: TileType,
     /// Byte offset in its local buffer.
     pub off: u64,
-    /// Distance between rows, in elements: the tile's own column count for a
-    /// dense tile, the parent's row stride for an L1 view (an `extract` that
-    /// plan-memory placed inside its parent).
+    /// Row stride in elements: the last dim's extent for a dense tile, the
+    /// source's row stride for a rank-2 `extract` view placed in place.
     pub stride: u64,
 }
 
 impl TileRef {
+    /// True when the tile is dense row-major (not a strided view).
+    pub fn dense(&self) -> bool {
+        self.stride == self.ty.rows_cols().1 || self.ty.rows_cols().0 <= 1
+    }
+
     /// Element offset (the runtime's unit).
     pub fn elem_off(&self, op: &str) -> Result<u64> {
         let b = self.ty.dtype.bytes();
@@ -68,6 +72,9 @@ pub(crate) struct FnCx<'a, 'f> {
     pub block_no: cl::Value,
     /// Byte offsets of `gm`-placed tiles in this unit's scratch.
     pub gm_tiles: HashMap<Value, u64>,
+    /// Row strides (elements) of rank-2 tiles that are in-place views of
+    /// another tile (`extract` results placed inside their source).
+    pub views: HashMap<Value, u64>,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -119,6 +126,7 @@ pub(crate) fn translate(
         syms,
         block_no: wi,
         gm_tiles: HashMap::new(),
+        views: HashMap::new(),
     };
     cx.prologue(f)?;
     cx.emit_block(f.body)?;
@@ -234,53 +242,20 @@ impl FnCx<'_, '_> {
                 Ok(TileRef {
                     ty: tt.clone(),
                     off,
-                    stride: tt.rows_cols().1,
+                    stride: self.views.get(&v).copied().unwrap_or(tt.rows_cols().1),
                 })
             }
             _ => {
                 let off = self.k.offsets[v].ok_or_else(|| {
                     CodegenError::invalid(op, format!("{v} in {} has no offset", tt.space))
                 })?;
-                let stride = self.view_stride(v).unwrap_or(tt.rows_cols().1);
                 Ok(TileRef {
                     ty: tt.clone(),
                     off,
-                    stride,
+                    stride: self.views.get(&v).copied().unwrap_or(tt.rows_cols().1),
                 })
             }
         }
-    }
-
-    /// The row stride (elements) of `v` when it is a view: a rank-2
-    /// `extract` with constant starts that plan-memory placed inside its
-    /// parent in the same buffer (`offset(v) = offset(parent) + start`), as
-    /// it does for L1 sub-tiles. `None` for a dense tile.
-    pub fn view_stride(&self, v: Value) -> Option<u64> {
-        let k = self.k;
-        let InstKind::Extract { src, index } = k.kind(k.def_inst(v)?) else {
-            return None;
-        };
-        let (vt, st) = (k.ty(v).as_tile()?, k.ty(*src).as_tile()?);
-        if vt.space != st.space
-            || vt.space == Space::Gm
-            || st.shape.len() != 2
-            || vt.shape.len() != 2
-        {
-            return None;
-        }
-        let konst = |ix: &Index| match ix {
-            Index::Full => Some(0u64),
-            Index::Range { start, .. } => match k.def_inst(*start).map(|i| k.kind(i)) {
-                Some(InstKind::IConst(c)) if *c >= 0 => Some(*c as u64),
-                _ => None,
-            },
-            Index::Point(_) => None,
-        };
-        let (r0, c0) = (konst(index.first()?)?, konst(index.get(1)?)?);
-        let parent_stride = self.view_stride(*src).unwrap_or(st.shape[1]);
-        let elems = r0 * parent_stride + c0;
-        let (vo, so) = (k.offsets[v]?, k.offsets[*src]?);
-        (vo == so + elems * st.dtype.bytes()).then_some(parent_stride)
     }
 
     /// Address of the first byte of `t`.

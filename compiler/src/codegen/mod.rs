@@ -41,9 +41,28 @@
 //!   GM in place by JIT code ([`simd_math::emit_exp2_scale_row`]).
 //! - GM reads past a tensor's end read 0 (the copied extent is clamped and the
 //!   rest of the tile zero-filled); writes past it are dropped.
+//! - Tiles `plan-memory` left in `gm` (too big for UB) live in the unit's
+//!   private host scratch (`amla_rt_scratch`, one 64-byte aligned slot per
+//!   such value, allocated once per launch); Vector ops read and write them
+//!   like UB tiles, and loads/stores between them and GM tensors are JIT
+//!   copies. (On the host this needs no streaming through UB.)
+//! - An `extract` whose result `plan-memory` placed inside its source at the
+//!   window's own position is a view: nothing is copied and the result keeps
+//!   the source's row stride, which copies and matmuls (`lda`/`ldb`/`ldc`)
+//!   then use. Any other `extract` is a strided runtime copy.
+//! - Loop-carried tiles whose placements differ are moved at loop entry, at
+//!   each `yield` and at exit, one after the other (placements that swap two
+//!   carried tiles would need a temporary; the planner does not produce them).
+//!
+//! # Limits (each an [`CodegenError::Unsupported`] naming the op)
+//!
+//! Element-wise ops on f16 tiles (only casts to and from f16 are done, by
+//! the runtime's converting copy); Vector ops on strided views; `atomic_add`
+//! from a `gm`-placed tile; `extract` of masks through the runtime; more than
+//! [`cube::MAX_UNROLLED_COPIES`] pieces in one GM access.
 
 pub mod abi;
-mod cube;
+pub mod cube;
 mod func;
 pub mod rescale;
 mod scalar;

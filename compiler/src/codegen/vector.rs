@@ -149,6 +149,16 @@ impl<'a, 'f> FnCx<'a, 'f> {
             return self.emit_reduce(rop, a, r);
         }
         let t = self.tile(r, op)?;
+        let mut operands = vec![r];
+        k.kind(i).for_each_operand(|v| operands.push(v));
+        for &v in &operands {
+            if k.ty(v).as_tile().is_some() && !self.tile(v, op)?.dense() {
+                return Err(CodegenError::unsupported(
+                    op,
+                    format!("{v} is a strided view"),
+                ));
+            }
+        }
         let out_p = self.tile_ptr(&t, op)?;
         let out = (out_p, t.ty.dtype);
         let n = t.ty.elems();
@@ -388,6 +398,9 @@ impl<'a, 'f> FnCx<'a, 'f> {
         };
         let st = self.tile(a, op)?;
         let d = st.ty.dtype;
+        if !st.dense() {
+            return Err(CodegenError::unsupported(op, "of a strided view"));
+        }
         if !matches!(d, DType::F32 | DType::Bf16) {
             return Err(unsup(op, d));
         }
@@ -493,7 +506,7 @@ impl<'a, 'f> FnCx<'a, 'f> {
         };
         let base = self.gm[&tensor].base;
         let zero = self.i64c(0);
-        self.emit_box(&dims, zero, None, op, &mut |c, p| {
+        self.emit_box(&dims, zero, None, None, op, &mut |c, p| {
             let row0 = c.b.ins().udiv_imm_u(p.tile_off, cols_static as i64);
             c.counted_loop(p.rows, &mut |c, r| {
                 let nv = match (n_ptr, n_scalar) {
