@@ -231,3 +231,36 @@ fn amlac_run_exit_codes() {
     assert_eq!(run(&["/nonexistent.amla"]), 1);
     assert_eq!(run(&[f, "--no-such-flag"]), 2, "usage error");
 }
+
+#[test]
+fn mul_to_add_on_and_off_agree_within_bf16_rounding() {
+    let n1000: &[(&str, &str)] = &[("N", "1000")];
+    for (ex, defines) in [
+        ("mla_decode.amla", n1000),
+        ("mla_decode_paged.amla", &[]),
+        ("gqa_decode.amla", n1000),
+    ] {
+        let on = run_checked(ex, defines, 2);
+        let src = source(ex);
+        let mut req = request(defines, 2);
+        req.compile.pipeline.disabled.push("mul-to-add".into());
+        let off = run_source(&src, &req, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{ex} without mul-to-add: {e}"));
+        assert!(
+            off.passed(),
+            "{ex} without mul-to-add: {:#?}",
+            off.comparisons
+        );
+        let (a, b) = (output(&on, "out").to_f64(), output(&off, "out").to_f64());
+        // Two bf16 roundings apart at most: the output's and P's.
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs() / (2f64.powi(-8) + 2f64.powi(-7) * x.abs().max(y.abs())))
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 1.0,
+            "{ex}: AMLA and FlashAttention differ by {worst} bf16 tolerances"
+        );
+    }
+}

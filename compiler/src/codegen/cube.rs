@@ -496,11 +496,13 @@ impl FnCx<'_, '_> {
 
     /// A dense copy of `s` into `d` (same element count).
     fn copy_dense(&mut self, s: &TileRef, d: &TileRef, op: &str) -> Result<()> {
+        let vector_side = |sp: Space| matches!(sp, Space::Ub | Space::Gm);
         if s.ty.dtype == DType::Bool
-            || (s.ty.space == Space::Ub && d.ty.space == Space::Ub && s.ty.dtype == d.ty.dtype)
+            || (vector_side(s.ty.space) && vector_side(d.ty.space) && s.ty.dtype == d.ty.dtype)
         {
-            // Same-dtype UB moves (and masks) are JIT byte copies.
-            if s.ty.space != d.ty.space {
+            // Same-dtype moves between UB and the Vector's GM scratch (where
+            // plan-memory's `gm` tiles live), and masks, are JIT byte copies.
+            if s.ty.dtype == DType::Bool && s.ty.space != d.ty.space {
                 return Err(CodegenError::unsupported(
                     op,
                     "moving a mask between buffers",
