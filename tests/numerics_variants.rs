@@ -181,3 +181,50 @@ fn the_variants_emit_what_they_say() {
         assert!(t.contains("atomic_exp_add") && t.contains("atomic_add"));
     }
 }
+
+#[test]
+fn the_fidelity_report_measures_every_variant() {
+    use amla::compiler::numerics::fidelity::{Distribution, Request, Variant, measure, table};
+    let mut compile = CompileOptions::new().unwrap();
+    for (k, v) in [("B", "1"), ("H", "16"), ("N", "256")] {
+        compile.defines.insert(k, v);
+    }
+    let req = Request {
+        compile,
+        seed: 1,
+        distributions: vec![Distribution::Outliers],
+        variants: Variant::all(),
+        long_n: 512,
+        run: RunConfig {
+            cores: 2,
+            ..RunConfig::default()
+        },
+    };
+    let rows = measure(&source("mla_decode.amla"), &req, &mut |_| {}).unwrap();
+    assert_eq!(rows.len(), 1);
+    let errs: Vec<_> = rows[0]
+        .cells
+        .iter()
+        .map(|c| {
+            c.result
+                .clone()
+                .unwrap_or_else(|e| panic!("{}: {e}", c.variant))
+        })
+        .collect();
+    assert_eq!(errs.len(), 5);
+    for e in &errs {
+        assert_eq!(e.nans, 0);
+        assert!(e.cos_diff < 5e-5 && e.lse_max_rel < 1e-5, "{e:?}");
+    }
+    // Compensation removes ceil's scale error when one key dominates.
+    assert!(errs[2].max_abs < errs[1].max_abs, "{errs:?}");
+    let t = table(&rows);
+    assert!(t.contains("ceil+comp") && t.contains("nearest+comp"), "{t}");
+    // Usage errors exit 2, not a panic.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let p = path.to_str().unwrap();
+    let cli =
+        |args: &[&str]| amla::compiler::cli::run(["amlac", "numerics"].iter().chain(args).copied());
+    assert_eq!(cli(&[p, "--only", "uniform"]), 2);
+    assert_eq!(cli(&[p, "-D", "RESCALE=ceil"]), 2);
+}
