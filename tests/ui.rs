@@ -96,8 +96,14 @@ fn ui_covers_the_error_codes() {
         "only {} distinct codes: {codes:?}",
         codes.len()
     );
-    // Every code the compiler defines has a ui program.
-    for c in amla::compiler::diag::Code::ALL {
+    // Every code the checker reports has a ui program; the codes the passes
+    // report (a well-formed kernel the target cannot hold) are covered by
+    // tests/compile_errors.rs.
+    use amla::compiler::diag::Code;
+    for c in Code::ALL
+        .into_iter()
+        .filter(|c| !matches!(c, Code::TileDoesNotFit | Code::Unschedulable))
+    {
         assert!(codes.contains(&c.to_string()), "no ui program yields {c}");
     }
 }

@@ -7,8 +7,9 @@
 //!
 //! Compiler options can also be given as `-D`: `-D PRELOAD=d` sets the
 //! preload depth, `-D RESCALE=ceil|nearest` and `-D COMPENSATE=0|1` choose
-//! the `mul-to-add` variant (see `docs/NUMERICS.md`). These names ([`OPTION_DEFINES`]) are reserved: they never
-//! reach the kernel's dims and consts.
+//! the `mul-to-add` variant (see `docs/NUMERICS.md`). These names
+//! ([`OPTION_DEFINES`]) are reserved: they never reach the kernel's dims
+//! and consts.
 
 use crate::check::{self, Defines, hir};
 use crate::diag::{Diagnostic, SourceFile};
@@ -142,4 +143,26 @@ pub fn compile(src: &SourceFile, opts: &CompileOptions) -> Result<Compilation, C
         report,
         notes: cx.notes(),
     })
+}
+
+/// A user-facing pass error as a diagnostic: code E0034 for a tile that does
+/// not fit, E0035 otherwise, pointing at the source of the op when the IR
+/// kept its span (else at the start of the file).
+pub fn pass_diagnostic(src: &SourceFile, p: &crate::passes::PassError) -> crate::diag::Diagnostic {
+    use crate::diag::{Code, Diagnostic};
+    use crate::passes::PassError;
+    let code = match p {
+        PassError::DoesNotFit { .. } => Code::TileDoesNotFit,
+        _ => Code::Unschedulable,
+    };
+    let len = src.text.len();
+    let span = p
+        .span()
+        .map(|s| crate::syntax::Span::new((s.start as usize).min(len), (s.end as usize).min(len)))
+        .unwrap_or_else(|| crate::syntax::Span::new(0, 0));
+    let label = match p {
+        PassError::DoesNotFit { buffer, .. } => format!("this tile does not fit {buffer}"),
+        _ => String::new(),
+    };
+    Diagnostic::new(code, span, p.to_string()).label(label)
 }

@@ -212,9 +212,11 @@ impl Checker<'_> {
                         let start = self.poly(ia, 0);
                         let start_c = start.as_ref().and_then(|p| p.as_constant());
                         let min = start.as_ref().and_then(|p| self.min_of(p));
-                        let why = if len > n {
-                            Some(format!("{len} elements of a dim of {n}"))
-                        } else if matches!(start_c, Some(c) if c < 0 || c + len > n) {
+                        // A slice with a variable start may run past the end
+                        // (those elements read as 0): `kv[b, j..j+BN]` with
+                        // N < BN is a short sequence, not an error. Only a
+                        // slice that no start value can bring in bounds is.
+                        let why = if matches!(start_c, Some(c) if c < 0 || c + len > n) {
                             Some(format!(
                                 "elements {}..{} of a dim of {n}",
                                 start_c.unwrap_or(0),

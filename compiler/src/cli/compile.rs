@@ -3,7 +3,8 @@
 //!
 //! `--emit` takes `ast` (the parsed program), `hir` (the checked program),
 //! `lowered` (the IR before any pass), `ir` (the IR after the pipeline, the
-//! default), `cube` or `vector` (one function of it). `--print-after PASS`
+//! default), `cube` or `vector` (one function of it), `clif` (Cranelift IR)
+//! or `asm` (disassembly for a fixed x86-64 ISA). `--print-after PASS`
 //! (or `all`) writes the IR after that pass to stdout before the emitted
 //! stage; `--disable-pass PASS` skips a pass; `--time-passes` and
 //! `--explain` report on stderr.
@@ -34,6 +35,11 @@ pub enum Emit {
     Cube,
     /// The Vector function of the final IR.
     Vector,
+    /// The Cranelift IR of both functions.
+    Clif,
+    /// The machine code of both functions (x86-64 with fixed ISA flags, so
+    /// the text is the same on every host).
+    Asm,
 }
 
 /// Arguments of `amlac compile`.
@@ -121,8 +127,8 @@ pub fn run(args: &CompileArgs) -> u8 {
     if args.time_passes {
         eprint!("{}", c.report.timings_text());
     }
-    if !c.report.dumps.is_empty() {
-        print!("{}", c.report.dumps_text());
+    if !c.report.dumps.is_empty() && !super::print_stdout(&c.report.dumps_text()) {
+        return 1;
     }
     let text = match args.emit {
         Emit::Ast => unreachable!("handled above"),
@@ -131,6 +137,23 @@ pub fn run(args: &CompileArgs) -> u8 {
         Emit::Ir => c.ir.to_string(),
         Emit::Cube => only_func(&c.ir, Unit::Cube),
         Emit::Vector => only_func(&c.ir, Unit::Vector),
+        Emit::Clif | Emit::Asm => {
+            let opts = crate::codegen::CodegenOptions::default();
+            let r = if args.emit == Emit::Clif {
+                crate::codegen::emit_clif(&c.ir, &opts)
+            } else {
+                crate::codegen::emit_asm(&c.ir, &opts)
+            };
+            match r {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!(
+                        "internal compiler error in codegen: {e}\nthis is a bug in amlac: please report it with the input file"
+                    );
+                    return 1;
+                }
+            }
+        }
     };
     write_out(args, &text)
 }
@@ -148,10 +171,7 @@ fn only_func(k: &Kernel, unit: Unit) -> String {
 
 fn write_out(args: &CompileArgs, text: &str) -> u8 {
     match &args.output {
-        None => {
-            print!("{text}");
-            0
-        }
+        None => u8::from(!super::print_stdout(text)),
         Some(path) => match std::fs::write(path, text) {
             Ok(()) => 0,
             Err(e) => {
@@ -167,7 +187,9 @@ pub(crate) fn report_error(src: &SourceFile, e: CompileError) -> u8 {
     match e {
         CompileError::Diagnostics(d) => emit_stderr(src, &d),
         CompileError::Option(m) => eprintln!("error: {m}"),
-        CompileError::Pass(p) if p.is_user() => eprintln!("error: {}: {p}", src.name),
+        CompileError::Pass(p) if p.is_user() => {
+            emit_stderr(src, &[driver::pass_diagnostic(src, &p)])
+        }
         CompileError::Pass(p) => {
             eprintln!("{p}\nthis is a bug in amlac: please report it with the input file")
         }

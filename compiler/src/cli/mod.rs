@@ -66,6 +66,21 @@ pub fn main() -> ExitCode {
     ExitCode::from(run(std::env::args_os()))
 }
 
+/// Writes `text` to stdout. A closed pipe (`amlac … | head`) is not an
+/// error; any other write failure is reported. Returns false on failure.
+pub(crate) fn print_stdout(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => true,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            false
+        }
+    }
+}
+
 /// Parses one `-D NAME=VALUE` (clap value parser shared by subcommands).
 pub(crate) fn parse_define(s: &str) -> Result<(String, String), String> {
     crate::check::Defines::parse_arg(s)

@@ -122,10 +122,13 @@ pub fn run(args: &RunArgs) -> u8 {
         eprintln!("error: cannot write `{}`: {e}", path.display());
         return 1;
     }
-    if args.json {
-        println!("{}", json(&summary, &req));
+    let text = if args.json {
+        format!("{}\n", json(&summary, &req))
     } else {
-        print!("{}", human(&summary, &req));
+        human(&summary, &req)
+    };
+    if !super::print_stdout(&text) {
+        return 1;
     }
     u8::from(!summary.passed())
 }

@@ -76,11 +76,15 @@ pub enum Code {
     BadParamType,
     /// E0033: a parameter dim that is neither an integer nor a name.
     BadParamDim,
+    /// E0034: a tile does not fit the buffer the target gives it.
+    TileDoesNotFit,
+    /// E0035: the passes cannot schedule the kernel as written.
+    Unschedulable,
 }
 
 impl Code {
     /// Every code, in numeric order.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 35] = [
         Code::Syntax,
         Code::TooDeep,
         Code::IntTooLarge,
@@ -114,6 +118,8 @@ impl Code {
         Code::StoreToNonOutput,
         Code::BadParamType,
         Code::BadParamDim,
+        Code::TileDoesNotFit,
+        Code::Unschedulable,
     ];
 
     /// The stable number: `E0001` is 1.
@@ -161,6 +167,8 @@ impl Code {
             Code::StoreToNonOutput => "store to a non-output",
             Code::BadParamType => "invalid parameter type",
             Code::BadParamDim => "invalid parameter dim",
+            Code::TileDoesNotFit => "tile does not fit its buffer",
+            Code::Unschedulable => "kernel cannot be scheduled",
         }
     }
 }

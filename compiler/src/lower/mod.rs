@@ -330,10 +330,12 @@ impl Lower<'_, '_> {
             .exprs
             .get(id.0 as usize)
             .ok_or_else(|| LowerError(format!("expr {} out of range", id.0)))?;
-        self.b.set_span(Some(SrcSpan {
+        let span = Some(SrcSpan {
             start: e.span.start as u32,
             end: e.span.end as u32,
-        }));
+        });
+        let first_new = self.b.kernel.insts.len();
+        self.b.set_span(span);
         let v = match &e.kind {
             hir::ExprKind::FloatLit(x) => self.scalar_const(&e.ty, *x)?,
             hir::ExprKind::IntLit(n) => match dtype(e.ty.dtype) {
@@ -462,6 +464,13 @@ impl Lower<'_, '_> {
                 ));
             }
         };
+        // The op that produces this expression's value carries its whole
+        // span (its operands' ops were created first, with their own spans).
+        if let Some(i) = self.b.kernel.def_inst(v)
+            && i.index() >= first_new
+        {
+            self.b.kernel.spans.set(i, span);
+        }
         Ok(v)
     }
 }

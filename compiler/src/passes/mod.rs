@@ -50,49 +50,11 @@ pub const PASS_ORDER: &[&str] = &["mul-to-add", "split", "preload", "tile", "pla
 pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
     match name {
         "mul-to-add" => Some(Box::new(mul_to_add::MulToAdd)),
-        "split" => Some(Box::new(FnPass {
-            name: "split",
-            run: |k, _| {
-                split::run(k).map_err(|message| PassError::Internal {
-                    pass: "split".into(),
-                    message,
-                })
-            },
-        })),
-        "preload" => Some(Box::new(FnPass {
-            name: "preload",
-            run: |k, cx| {
-                let cfg = preload::PreloadConfig {
-                    depth: cx.options.preload_depth,
-                };
-                let r = preload::run(k, &cfg).map_err(|message| PassError::Internal {
-                    pass: "preload".into(),
-                    message,
-                })?;
-                r.notes.into_iter().for_each(|n| cx.note(n));
-                Ok(())
-            },
-        })),
+        "split" => Some(Box::new(split::Split)),
+        "preload" => Some(Box::new(preload::Preload)),
         "tile" => Some(Box::new(tile::Tile::default())),
         "plan-memory" => Some(Box::new(plan_memory::PlanMemory::default())),
         _ => None,
-    }
-}
-
-/// A pass given as a function: how the passes whose files expose a plain
-/// `run` function join the pipeline. Capacity failures of `tile` and
-/// `plan-memory` are user-facing (they name buffer, tile and bytes).
-struct FnPass {
-    name: &'static str,
-    run: fn(&mut Kernel, &PassContext) -> Result<(), PassError>,
-}
-
-impl Pass for FnPass {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn run(&self, k: &mut Kernel, cx: &PassContext) -> Result<(), PassError> {
-        (self.run)(k, cx)
     }
 }
 

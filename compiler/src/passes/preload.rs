@@ -32,10 +32,22 @@
 //! the same data, only the Cube's issue order changes (depth 0 leaves the IR
 //! untouched).
 //!
-//! Values stage B takes from stage A (the K block load, the slot index…)
-//! are recomputed in B from its own block index: they must be pure and may
-//! load only kernel inputs (a matmul or a workspace read in A that B needs
-//! is an error). Carried values may be used by B only.
+//! Values stage B takes from stage A ([`Reuse`]):
+//! - by default, tiles (the K block, which P·V reuses as V) are
+//!   *recomputed* (reloaded) in B from its own block index, so only one K
+//!   block is live in L1 at a time;
+//! - with [`Reuse::CarryAtDepth1`] at depth 1, they are *carried*:
+//!   the steady loop yields the K it loaded for block t+1 and B of the next
+//!   iteration uses it, so each block is loaded once. The carried slot
+//!   starts with stage A's values at block `lo`, computed once before the
+//!   prologue; the prologue (at most one block, `lo`) reuses them;
+//!   this keeps two K blocks live in L1 (fits MLA decode's 144 KiB Q, not
+//!   MTP's 288 KiB Q in 512 KiB), and deeper pipelines would need d+1;
+//! - scalars (slot index, page ids…) are always recomputed.
+//!
+//! Recomputed values must be pure and load only kernel inputs; a matmul or
+//! a workspace read in A that B needs makes the loop ineligible. Loop-carried
+//! values may be used by B only.
 //!
 //! # Slots
 //!
@@ -89,20 +101,38 @@ impl Default for PreloadConfig {
     }
 }
 
-/// The `preload` pass (see the module docs).
+/// The `preload` pass (see the module docs). In a pipeline the depth comes
+/// from [`super::PassOptions::preload_depth`].
 #[derive(Copy, Clone, Debug, Default)]
-pub struct Preload {
-    /// Its options.
-    pub config: PreloadConfig,
-}
+pub struct Preload;
 
-impl Preload {
-    /// The pass name used by `--print-after` and `--disable-pass`.
-    pub const NAME: &'static str = "preload";
+impl super::Pass for Preload {
+    fn name(&self) -> &'static str {
+        "preload"
+    }
 
-    /// Runs the pass on `k`; see [`run`].
-    pub fn run(&self, k: &mut Kernel) -> Result<PreloadReport, String> {
-        run(k, &self.config)
+    fn run(&self, k: &mut Kernel, cx: &super::PassContext) -> Result<(), super::PassError> {
+        let cfg = PreloadConfig {
+            depth: cx.options.preload_depth,
+        };
+        let report = run(k, &cfg).map_err(|message| super::PassError::Internal {
+            pass: "preload".into(),
+            message,
+        })?;
+        if report.pipelined > 0 {
+            cx.note(format!(
+                "pipelined {} cube loop(s) at depth {}",
+                report.pipelined, cfg.depth
+            ));
+        }
+        for n in report.notes {
+            cx.note(n);
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> &'static str {
+        "software-pipelines the Cube: QK of block j+d is issued before PV of block j, with d+1 workspace slots"
     }
 }
 
@@ -124,6 +154,28 @@ pub struct PreloadReport {
 /// and the reason is recorded in the report. A kernel that was not split is
 /// an error.
 pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<PreloadReport, String> {
+    run_with(k, cfg, Reuse::Reload)
+}
+
+/// How stage B gets the tiles stage A computed for the same block.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Recompute (reload) them in B: one K block live at a time, but every
+    /// block is read from GM twice.
+    Reload,
+    /// At depth 1, carry them from the iteration that computed them: every
+    /// block is read once, but two K blocks are live in L1 across stage A
+    /// (too much next to MTP's `[256, 576]` Q in a 512 KiB L1). Deeper
+    /// pipelines reload.
+    CarryAtDepth1,
+}
+
+/// [`run`] with a choice of how stage B gets stage A's tiles.
+pub fn run_with(
+    k: &mut Kernel,
+    cfg: &PreloadConfig,
+    reuse: Reuse,
+) -> Result<PreloadReport, String> {
     let mut report = PreloadReport::default();
     if cfg.depth == 0 {
         return Ok(report);
@@ -147,7 +199,7 @@ pub fn run(k: &mut Kernel, cfg: &PreloadConfig) -> Result<PreloadReport, String>
     for f in cands {
         match analyze(k, cube, vector, f) {
             Ok(plan) => {
-                pipeline(k, cube, ngrid, f, d, plan)?;
+                pipeline(k, cube, ngrid, f, d, plan, reuse == Reuse::CarryAtDepth1)?;
                 report.pipelined += 1;
             }
             Err(why) => report.notes.push(format!("loop {f} left alone: {why}")),
@@ -237,6 +289,13 @@ struct Stages {
     y: Inst,
     /// The stage-A instructions B needs, in order (recomputed in B).
     recompute: Vec<Inst>,
+    /// Stage-A tiles B uses, carried from the iteration that computed them
+    /// (depth 1 only).
+    carried_tiles: Vec<Value>,
+    /// The stage-A instructions computing `carried_tiles`, recomputed once
+    /// at the first block before the loops to give the carried slots an
+    /// initial value.
+    dummy: Vec<Inst>,
     /// Flags set in A.
     a_sets: HashSet<u32>,
     /// Flags waited on in B.
@@ -245,7 +304,7 @@ struct Stages {
 
 /// Splits the body of `f` into its stages and checks what the rewrite
 /// needs; an `Err` says why the loop cannot be pipelined.
-fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
+fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, String> {
     let Some(body) = k.kind(f).body() else {
         return Err("preload: internal: not a loop".into());
     };
@@ -301,18 +360,59 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
             }
         });
     }
-    // Values B (and the yield) take from A, recomputed in B.
+    // Values B (and the yield) take from A: with `carry`, tiles travel
+    // through the loops as carried values and only scalars are recomputed
+    // in B; otherwise everything is recomputed.
     let mut a_def: HashMap<Value, Inst> = HashMap::new();
     for &i in &a {
         for &r in &k.insts[i].results {
             a_def.insert(r, i);
         }
     }
-    let mut need: HashSet<Inst> = HashSet::new();
-    let mut work: Vec<Value> = Vec::new();
+    let mut frontier: Vec<Value> = Vec::new();
     for &i in b.iter().chain(std::iter::once(&y)) {
-        k.walk_one(i, &mut |x| k.kind(x).for_each_operand(|v| work.push(v)));
+        k.walk_one(i, &mut |x| {
+            k.kind(x).for_each_operand(|v| {
+                if a_def.contains_key(&v) && !frontier.contains(&v) {
+                    frontier.push(v);
+                }
+            })
+        });
     }
+    // Deterministic order: by definition.
+    let order: HashMap<Inst, usize> = a.iter().enumerate().map(|(n, &i)| (i, n)).collect();
+    frontier.sort_by_key(|v| {
+        let i = a_def[v];
+        (order[&i], k.insts[i].results.iter().position(|r| r == v))
+    });
+    let (carried_tiles, scalars): (Vec<Value>, Vec<Value>) = frontier
+        .into_iter()
+        .partition(|&v| carry && k.ty(v).as_tile().is_some());
+    let recompute = closure(k, &a, &a_def, scalars)?;
+    let dummy = closure(k, &a, &a_def, carried_tiles.clone())?;
+    Ok(Stages {
+        a,
+        b,
+        y,
+        recompute,
+        carried_tiles,
+        dummy,
+        a_sets,
+        b_waits,
+    })
+}
+
+/// The stage-A instructions (in order) that compute `roots`; an `Err`
+/// names one that cannot be recomputed (an effect, a matmul, a load of
+/// anything but a kernel input).
+fn closure(
+    k: &Kernel,
+    a: &[Inst],
+    a_def: &HashMap<Value, Inst>,
+    roots: Vec<Value>,
+) -> Result<Vec<Inst>, String> {
+    let mut need: HashSet<Inst> = HashSet::new();
+    let mut work = roots;
     while let Some(v) = work.pop() {
         let Some(&i) = a_def.get(&v) else { continue };
         if !need.insert(i) {
@@ -333,15 +433,7 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor]) -> Result<Stages, String> {
         }
         kind.for_each_operand(|v| work.push(v));
     }
-    let recompute = a.iter().copied().filter(|i| need.contains(i)).collect();
-    Ok(Stages {
-        a,
-        b,
-        y,
-        recompute,
-        a_sets,
-        b_waits,
-    })
+    Ok(a.iter().copied().filter(|i| need.contains(i)).collect())
 }
 
 /// The Vector-side order the slot argument needs (module docs, "Why this
@@ -443,7 +535,7 @@ fn analyze(k: &Kernel, cube: Block, vector: Block, f: Inst) -> Result<Plan, Stri
             }
         }
     }
-    let st = stages(k, f, &ws)?;
+    let st = stages(k, f, &ws, false)?;
     if let Some(v) = vloop
         && let Some(vb) = k.kind(v).body()
     {
@@ -461,6 +553,7 @@ fn pipeline(
     f: Inst,
     d: i64,
     plan: Plan,
+    carry: bool,
 ) -> Result<(), String> {
     let internal = |e: String| format!("preload: internal: {e}");
     let InstKind::For { step: s, body, .. } = k.kind(f).clone() else {
@@ -514,22 +607,39 @@ fn pipeline(
     }
     // The stages again, now with the slot computation at the head of A.
     let Stages {
-        a, b, y, recompute, ..
-    } = stages(k, f, &ws).map_err(internal)?;
+        a,
+        b,
+        y,
+        recompute,
+        carried_tiles,
+        dummy,
+        ..
+    } = stages(k, f, &ws, carry && d == 1).map_err(internal)?;
 
     // Rewrite.
     let InstKind::For { lo, hi, init, .. } = k.kind(f).clone() else {
-        return Err("preload: internal: not a for".into());
+        return Err(internal("not a for".into()));
     };
     let params = k.blocks[body].params.clone();
     let iv = params[0];
+    let ncarry = init.len();
     let iv_name = k.values[iv].name.clone().unwrap_or_else(|| "j".into());
     let old_results = k.insts[f].results.clone();
     let Some((pb, pos)) = locate(k, cube, f) else {
-        return Err("preload: internal: loop not found".into());
+        return Err(internal("loop not found".into()));
     };
     k.blocks[pb].insts.remove(pos);
-    let mut bld = Builder::at(k, pb, pos);
+    // Initial values of the carried tiles: stage A's values at block `lo`
+    // (the prologue's block; never used when the loop runs no block).
+    let mut dmap = HashMap::from([(iv, lo)]);
+    let tmp = k.blocks.push(Default::default());
+    clone_insts(k, &dummy, tmp, &mut dmap);
+    let moved = std::mem::take(&mut k.blocks[tmp].insts);
+    let after_dummy = pos + moved.len();
+    k.blocks[pb].insts.splice(pos..pos, moved);
+    let tiles0: Vec<Value> = carried_tiles.iter().map(|v| dmap[v]).collect();
+
+    let mut bld = Builder::at(k, pb, after_dummy);
     let ds = iconst(&mut bld, d * s)?;
     let pe = bin(&mut bld, BinaryOp::Add, lo, ds)?;
     let p_hi = bin(&mut bld, BinaryOp::Min, pe, hi)?;
@@ -548,8 +658,9 @@ fn pipeline(
     let e = bin(&mut bld, BinaryOp::Add, lo, rs)?;
     let e_lo = bin(&mut bld, BinaryOp::Max, lo, e)?;
     bld.kernel.values[e_lo].name = Some("drain".into());
+    let sinit: Vec<Value> = init.iter().copied().chain(tiles0).collect();
     let (sf, steady) = bld
-        .for_loop(lo, e_lo, s, init.clone(), &iv_name)
+        .for_loop(lo, e_lo, s, sinit, &iv_name)
         .map_err(|e| format!("preload: {e}"))?;
     let steady_results = bld.kernel.insts[sf].results.clone();
     let (ef, epi) = bld
@@ -557,23 +668,47 @@ fn pipeline(
         .map_err(|e| format!("preload: {e}"))?;
     let epi_results = k.insts[ef].results.clone();
 
-    // Prologue: A(j).
-    let mut map = HashMap::from([(iv, k.blocks[pro].params[0])]);
-    clone_insts(k, &a, pro, &mut map);
+    // Prologue: A(j). With carried tiles (depth 1) it runs at most once,
+    // at `j = lo`, so it reuses the values computed above for that block.
+    let mut map = dmap;
+    map.insert(iv, k.blocks[pro].params[0]);
+    let a_rest: Vec<Inst> = a.iter().copied().filter(|i| !dummy.contains(i)).collect();
+    clone_insts(k, &a_rest, pro, &mut map);
     append(k, pro, InstKind::Yield(vec![]), vec![]);
-    // Steady: A(j + d*s), then B(j).
-    let sj = k.blocks[steady].params[0];
+    // Steady: A(j + d*s), then B(j) on the tiles of the previous A.
+    let sparams = k.blocks[steady].params.clone();
     let ja = {
         let mut b = Builder::at_end(k, steady);
-        bin(&mut b, BinaryOp::Add, sj, ds)?
+        bin(&mut b, BinaryOp::Add, sparams[0], ds)?
     };
-    let mut map = HashMap::from([(iv, ja)]);
-    clone_insts(k, &a, steady, &mut map);
-    let sparams = k.blocks[steady].params.clone();
-    second_stage(k, steady, &params, &sparams, &recompute, &b, y);
-    // Epilogue: B(j).
+    let mut amap = HashMap::from([(iv, ja)]);
+    clone_insts(k, &a, steady, &mut amap);
+    let next: Vec<Value> = carried_tiles.iter().map(|v| amap[v]).collect();
+    second_stage(
+        k,
+        steady,
+        &params,
+        &sparams,
+        &carried_tiles,
+        &recompute,
+        &b,
+        y,
+        next,
+    );
+    // Epilogue: B(j), the carried tiles passed through.
     let eparams = k.blocks[epi].params.clone();
-    second_stage(k, epi, &params, &eparams, &recompute, &b, y);
+    let same = eparams[1 + ncarry..].to_vec();
+    second_stage(
+        k,
+        epi,
+        &params,
+        &eparams,
+        &carried_tiles,
+        &recompute,
+        &b,
+        y,
+        same,
+    );
     for (old, new) in old_results.into_iter().zip(epi_results) {
         k.replace_uses_in(cube, old, new);
     }
@@ -581,24 +716,40 @@ fn pipeline(
 }
 
 /// Fills `dst` with stage B for the loop whose params are `new_params`
-/// (original params `params`): the recomputed A values, B, and the yield.
+/// (`[iv, carried…, tiles…]`; the original params are `params`): the
+/// recomputed A values, B, and the yield of B's carried values followed by
+/// `tiles_out`.
+#[allow(clippy::too_many_arguments)]
 fn second_stage(
     k: &mut Kernel,
     dst: Block,
     params: &[Value],
     new_params: &[Value],
+    tiles: &[Value],
     recompute: &[Inst],
     b: &[Inst],
     y: Inst,
+    tiles_out: Vec<Value>,
 ) {
     let mut map: HashMap<Value, Value> = params
         .iter()
         .copied()
         .zip(new_params.iter().copied())
         .collect();
+    for (n, &t) in tiles.iter().enumerate() {
+        map.insert(t, new_params[params.len() + n]);
+    }
     clone_insts(k, recompute, dst, &mut map);
     clone_insts(k, b, dst, &mut map);
-    clone_insts(k, &[y], dst, &mut map);
+    let InstKind::Yield(ys) = k.kind(y).clone() else {
+        return;
+    };
+    let mut out: Vec<Value> = ys
+        .iter()
+        .map(|v| map.get(v).copied().unwrap_or(*v))
+        .collect();
+    out.extend(tiles_out);
+    append(k, dst, InstKind::Yield(out), vec![]);
 }
 
 fn iconst(b: &mut Builder<'_>, c: i64) -> Result<Value, String> {
@@ -684,10 +835,55 @@ mod tests {
     }
 
     fn split_and_preload(amla: bool, depth: u32) -> Kernel {
+        split_and_preload_with(amla, depth, Reuse::Reload)
+    }
+
+    fn split_and_preload_with(amla: bool, depth: u32, reuse: Reuse) -> Kernel {
         let mut k = fa_kernel(amla);
         split::run(&mut k).unwrap();
-        run(&mut k, &PreloadConfig { depth }).unwrap();
+        let r = run_with(&mut k, &PreloadConfig { depth }, reuse).unwrap();
+        assert_eq!(r.pipelined, 1, "{r:?}");
         k
+    }
+
+    fn count_in_steady(k: &Kernel, op: &str) -> usize {
+        let par = k.blocks[k.funcs[0].body]
+            .insts
+            .iter()
+            .find_map(|&i| k.kind(i).body())
+            .unwrap();
+        let steady = k.blocks[par]
+            .insts
+            .iter()
+            .filter_map(|&i| match k.kind(i) {
+                InstKind::For { body, .. } => Some(*body),
+                _ => None,
+            })
+            .nth(1)
+            .unwrap();
+        k.blocks[steady]
+            .insts
+            .iter()
+            .filter(|&&i| {
+                let kind = k.kind(i);
+                let name = kind
+                    .tensor()
+                    .map(|t| k.tensors[t].name.as_str())
+                    .unwrap_or("");
+                format!("{} {name}", kind.opcode()).trim() == op
+            })
+            .count()
+    }
+
+    #[test]
+    fn carrying_loads_each_block_once() {
+        let reload = split_and_preload_with(true, 1, Reuse::Reload);
+        let carry = split_and_preload_with(true, 1, Reuse::CarryAtDepth1);
+        assert_eq!(count_in_steady(&reload, "load kv"), 2, "{}", dump(&reload));
+        assert_eq!(count_in_steady(&carry, "load kv"), 1, "{}", dump(&carry));
+        // Deeper pipelines reload even when asked to carry.
+        let deep = split_and_preload_with(true, 2, Reuse::CarryAtDepth1);
+        assert_eq!(count_in_steady(&deep, "load kv"), 2, "{}", dump(&deep));
     }
 
     /// The Cube's matmul order for `n` blocks at depth `d`: QK tags then PV
@@ -783,9 +979,14 @@ mod tests {
 
     #[test]
     fn every_depth_and_block_count_runs_in_order_without_races() {
-        for amla in [false, true] {
+        for (amla, reuse) in [
+            (false, Reuse::Reload),
+            (true, Reuse::Reload),
+            (false, Reuse::CarryAtDepth1),
+            (true, Reuse::CarryAtDepth1),
+        ] {
             for depth in [1u32, 2, 3] {
-                let k = split_and_preload(amla, depth);
+                let k = split_and_preload_with(amla, depth, reuse);
                 let d = dump(&k);
                 check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
                 crate::ir::verify::verify(&k)
@@ -870,9 +1071,13 @@ mod tests {
             "flash_prefill.amla",
         ];
         for file in files {
-            for m2a in [false, true] {
+            for (m2a, reuse) in [
+                (false, Reuse::Reload),
+                (true, Reuse::Reload),
+                (true, Reuse::CarryAtDepth1),
+            ] {
                 for depth in 0..=2u32 {
-                    let what = format!("{file} mul-to-add={m2a} depth={depth}");
+                    let what = format!("{file} mul-to-add={m2a} {reuse:?} depth={depth}");
                     let mut k = lowered(file);
                     if m2a {
                         crate::passes::mul_to_add::run(&mut k, &Default::default())
@@ -881,7 +1086,7 @@ mod tests {
                     verified(&k, &format!("{what} (input)"));
                     split::run(&mut k).unwrap_or_else(|e| panic!("{what}: {e}"));
                     verified(&k, &format!("{what} after split"));
-                    let rep = run(&mut k, &PreloadConfig { depth })
+                    let rep = run_with(&mut k, &PreloadConfig { depth }, reuse)
                         .unwrap_or_else(|e| panic!("{what}: {e}"));
                     if depth > 0 {
                         assert_eq!(rep.pipelined, 1, "{what}: {rep:?}");

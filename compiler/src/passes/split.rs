@@ -45,8 +45,9 @@
 //!    is consumed by the next access or drained at the end of the work item.
 //!    This stays balanced for any trip count, including 0, without `if`.
 //! 4. **Replication.** Each unit gets a copy of the loop tree holding its own
-//!    ops and carried values, plus the flag/workspace ops above; dead code is
-//!    removed per unit (empty `for`s go, the `parallel` stays).
+//!    ops and carried values, plus the flag/workspace ops above; then
+//!    `dce::remove_dead` drops what a unit does not need (empty `for`s go,
+//!    the `parallel` stays).
 //! 5. **Back-pressure.** A crossing inside a `for` reuses its slot every
 //!    iteration, so the producer's store of iteration j+1 must wait until the
 //!    consumer has loaded iteration j. The pass proves this from the flags
@@ -73,43 +74,68 @@
 //!
 //! # Example
 //!
+//! Before:
+//!
 //! ```text
-//! // before
+//! kernel tiny
+//! dim B
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, 128, 64]
+//! output out: f32[B, 128, 32]
+//!
 //! func any {
-//!   %c0 = iconst 0
-//!   %B = dim B
-//!   parallel (%b) in (%c0..%B) {
-//!     %q = load q[%b, .., ..]               : bf16[128, 64]
-//!     %k = load kv[%b, .., ..]              : bf16[128, 64]
-//!     %s = matmul %q, %k nk                 : f32[128, 128]
-//!     %p = exp %s
-//!     %pb = cast %p bf16
-//!     %v = extract %k[.., %c0 +: 32]
-//!     %o = matmul %pb, %v kn                : f32[128, 32]
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!     %q = load q[%b, .., ..] : bf16[128, 64]
+//!     %k = load kv[%b, .., ..] : bf16[128, 64]
+//!     %s = matmul %q, %k nk : f32[128, 128]
+//!     %p = exp %s : f32[128, 128]
+//!     %pb = cast %p to bf16 : bf16[128, 128]
+//!     %v = extract %k[.., %c0+:32] : bf16[128, 32]
+//!     %o = matmul %pb, %v kn : f32[128, 32]
 //!     store out[%b, .., ..], %o
 //!   }
 //! }
-//! // after (workspaces ws_s: f32[B, 128, 128], ws_pb: bf16[B, 128, 128])
+//! ```
+//!
+//! After (`ws_s` carries S to the Vector, `ws_pb` carries bf16 P back; the
+//! K block load and its `extract` stay on the Cube):
+//!
+//! ```text
+//! kernel tiny
+//! dim B
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, 128, 64]
+//! output out: f32[B, 128, 32]
+//! workspace ws_s: f32[B, 128, 128]
+//! workspace ws_pb: bf16[B, 128, 128]
+//!
 //! func cube {
-//!   parallel (%b) in (%c0..%B) {
-//!     %q = load q[%b, .., ..]
-//!     %k = load kv[%b, .., ..]
-//!     %s = matmul %q, %k nk
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!     %q = load q[%b, .., ..] : bf16[128, 64]
+//!     %k = load kv[%b, .., ..] : bf16[128, 64]
+//!     %s = matmul %q, %k nk : f32[128, 128]
 //!     store ws_s[%b, .., ..], %s
 //!     set_flag 0
 //!     wait_flag 1
-//!     %pb = load ws_pb[%b, .., ..]
-//!     %v = extract %k[.., %c0 +: 32]
-//!     %o = matmul %pb, %v kn
+//!     %pb = load ws_pb[%b, .., ..] : bf16[128, 128]
+//!     %v = extract %k[.., %c0+:32] : bf16[128, 32]
+//!     %o = matmul %pb, %v kn : f32[128, 32]
 //!     store out[%b, .., ..], %o
 //!   }
 //! }
+//!
 //! func vector {
-//!   parallel (%b) in (%c0..%B) {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
 //!     wait_flag 0
-//!     %s = load ws_s[%b, .., ..]
-//!     %p = exp %s
-//!     %pb = cast %p bf16
+//!     %s = load ws_s[%b, .., ..] : f32[128, 128]
+//!     %p = exp %s : f32[128, 128]
+//!     %pb = cast %p to bf16 : bf16[128, 128]
 //!     store ws_pb[%b, .., ..], %pb
 //!     set_flag 1
 //!   }
@@ -123,43 +149,93 @@ use crate::ir::{
 };
 use crate::ir::{Role, TensorData};
 
-/// Number of cross-unit flag ids of the target (ids are `0..MAX_FLAGS`).
+/// Number of cross-unit flag ids of the Ascend 910B (the pass takes the
+/// real count from the target; this is the default of [`run`]).
 pub const MAX_FLAGS: u32 = 16;
 
 /// The `split` pass (see the module docs).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Split;
 
-impl Split {
-    /// The pass name used by `--print-after` and `--disable-pass`.
-    pub const NAME: &'static str = "split";
+impl super::Pass for Split {
+    fn name(&self) -> &'static str {
+        "split"
+    }
 
-    /// Runs the pass on `k`; see [`run`].
-    pub fn run(&self, k: &mut Kernel) -> Result<(), String> {
-        run(k)
+    fn run(&self, k: &mut Kernel, cx: &super::PassContext) -> Result<(), super::PassError> {
+        run_with(k, cx.target.flags.cross_core_ids).map_err(|e| match e {
+            SplitError::TooManyFlags(message) => super::PassError::User {
+                message,
+                span: None,
+            },
+            SplitError::Internal(message) => super::PassError::Internal {
+                pass: "split".into(),
+                message,
+            },
+        })
+    }
+
+    fn explain(&self) -> &'static str {
+        "assigns every op to the Cube or the Vector, making a cube and a vector func joined by GM workspaces and set/wait flags"
     }
 }
 
-/// Splits the single `any` function of `k` into `[cube, vector]`.
+/// Why `split` failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitError {
+    /// The kernel needs more cross-unit flags than the target has.
+    TooManyFlags(String),
+    /// Unexpected input IR (a compiler bug upstream), described.
+    Internal(String),
+}
+
+impl std::fmt::Display for SplitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitError::TooManyFlags(m) | SplitError::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Splits the single `any` function of `k` into `[cube, vector]`, with the
+/// default [`MAX_FLAGS`] flag ids; see [`run_with`].
+pub fn run(k: &mut Kernel) -> Result<(), String> {
+    run_with(k, MAX_FLAGS).map_err(|e| e.to_string())
+}
+
+/// Splits the single `any` function of `k` into `[cube, vector]` using at
+/// most `max_flags` flag ids. On error `k` is left unchanged.
 ///
 /// Errors (never panics) name what was unexpected: not exactly one `any`
-/// function, no single top-level `parallel`, grid axes that are not
-/// `0..dim` or `0..const` with step 1, flags already present, a value
-/// crossing units outside the `parallel`, a `bool` value crossing units, or
-/// more than [`MAX_FLAGS`] flags needed.
-pub fn run(k: &mut Kernel) -> Result<(), String> {
+/// function, no single top-level `parallel`, grid axes that do not start at
+/// `iconst 0`, flags already present, a value crossing units outside the
+/// `parallel`, a `bool` value crossing units, or more flags needed than
+/// `max_flags` ([`SplitError::TooManyFlags`]).
+pub fn run_with(k: &mut Kernel, max_flags: u32) -> Result<(), SplitError> {
+    let mut work = k.clone();
+    split_kernel(&mut work, max_flags).map_err(|e| {
+        if e.starts_with(TOO_MANY) {
+            SplitError::TooManyFlags(e)
+        } else {
+            SplitError::Internal(e)
+        }
+    })?;
+    *k = work;
+    Ok(())
+}
+
+const TOO_MANY: &str = "split: the kernel needs more than";
+
+fn split_kernel(k: &mut Kernel, max_flags: u32) -> Result<(), String> {
     let an = Analysis::new(k)?;
-    let mut s = SplitState::new(an);
+    let mut s = SplitState::new(an, max_flags);
     s.compute_homes(k)?;
     s.plan_crossings(k)?;
     s.plan_gm_order(k)?;
     let cube = s.build(k, Unit::Cube)?;
     let vector = s.build(k, Unit::Vector)?;
     k.funcs = vec![cube, vector];
-    for f in 0..2 {
-        let body = k.funcs[f].body;
-        remove_dead(k, body);
-    }
+    super::dce::remove_dead(k);
     s.add_back_pressure(k)?;
     Ok(())
 }
@@ -439,12 +515,13 @@ struct SplitState {
     emits: HashMap<(Pos, Unit), Vec<Emit>>,
     crossings: Vec<Crossing>,
     next_flag: u32,
+    max_flags: u32,
     /// Carried values each unit keeps, per original `for` body.
     for_map: HashMap<(Inst, Unit), Inst>,
 }
 
 impl SplitState {
-    fn new(an: Analysis) -> SplitState {
+    fn new(an: Analysis, max_flags: u32) -> SplitState {
         SplitState {
             an,
             home: HashMap::new(),
@@ -453,16 +530,15 @@ impl SplitState {
             emits: HashMap::new(),
             crossings: Vec::new(),
             next_flag: 0,
+            max_flags,
             for_map: HashMap::new(),
         }
     }
 
     fn new_flag(&mut self) -> Result<u32, String> {
         let f = self.next_flag;
-        if f >= MAX_FLAGS {
-            return Err(format!(
-                "split: the kernel needs more than {MAX_FLAGS} cross-unit flags"
-            ));
+        if f >= self.max_flags {
+            return Err(format!("{TOO_MANY} {} cross-unit flags", self.max_flags));
         }
         self.next_flag += 1;
         Ok(f)
@@ -1312,57 +1388,6 @@ fn fill_parents(k: &Kernel, b: Block, parent: &mut HashMap<Inst, Block>) {
     }
 }
 
-/// Removes pure instructions whose results are unused, and `for` loops with
-/// no effect (other than `yield`) whose results are unused, from the tree
-/// under `top`, to a fixpoint. `parallel` is never removed.
-pub fn remove_dead(k: &mut Kernel, top: Block) {
-    loop {
-        let mut used = HashSet::new();
-        k.walk(top, &mut |i| {
-            k.kind(i).for_each_operand(|v| {
-                used.insert(v);
-            })
-        });
-        let mut changed = false;
-        remove_in(k, top, &used, &mut changed);
-        if !changed {
-            return;
-        }
-    }
-}
-
-fn remove_in(k: &mut Kernel, b: Block, used: &HashSet<Value>, changed: &mut bool) {
-    let insts = k.blocks[b].insts.clone();
-    let mut keep = Vec::with_capacity(insts.len());
-    for i in insts {
-        let unused = k.insts[i].results.iter().all(|r| !used.contains(r));
-        let dead = match k.kind(i) {
-            InstKind::For { body, .. } => unused && !has_effect_inside(k, *body),
-            kind => unused && !kind.has_effect(),
-        };
-        if dead {
-            *changed = true;
-            continue;
-        }
-        keep.push(i);
-        if let Some(body) = k.kind(i).body() {
-            remove_in(k, body, used, changed);
-        }
-    }
-    k.blocks[b].insts = keep;
-}
-
-fn has_effect_inside(k: &Kernel, b: Block) -> bool {
-    let mut eff = false;
-    k.walk(b, &mut |i| {
-        let kind = k.kind(i);
-        if kind.has_effect() && !matches!(kind, InstKind::Yield(_) | InstKind::For { .. }) {
-            eff = true;
-        }
-    });
-    eff
-}
-
 /// Test support shared by the `split` and `preload` tests: a small
 /// FlashAttention kernel, an SSA check, and a two-unit flag simulator.
 #[cfg(test)]
@@ -1702,7 +1727,14 @@ pub(crate) mod testkit {
     pub(crate) fn trace(k: &Kernel, f: usize, dims: &[(DimId, i64)]) -> Result<Vec<Ev>, String> {
         let mut env = HashMap::new();
         let mut out = Vec::new();
+        // Block indices: every `for` iv, and every loop's lower bound (a
+        // pass may compute a block's values at `lo`, outside the loop).
         let mut taint = HashSet::new();
+        k.walk(k.funcs[f].body, &mut |i| {
+            if let InstKind::For { lo, .. } = k.kind(i) {
+                taint.insert(*lo);
+            }
+        });
         trace_block(k, k.funcs[f].body, dims, &mut env, &mut taint, &mut out)?;
         Ok(out)
     }
@@ -2080,6 +2112,28 @@ mod tests {
             .collect()
     }
 
+    /// The module docs' example, exactly.
+    #[test]
+    fn doc_example() {
+        let docs = include_str!("split.rs");
+        let block = |n: usize| -> String {
+            let body = docs.split("//! ```text\n").nth(n).unwrap();
+            let body = &body[..body.find("//! ```\n").unwrap()];
+            body.lines()
+                .map(|l| {
+                    l.strip_prefix("//! ")
+                        .unwrap_or(l.strip_prefix("//!").unwrap_or(l))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let (before, after) = (block(1), block(2));
+        let mut k = crate::ir::parse::parse(&before).unwrap();
+        run(&mut k).unwrap();
+        crate::ir::verify::verify(&k).unwrap();
+        assert_eq!(crate::ir::print::print(&k), after);
+    }
+
     #[test]
     fn fa_plain_split() {
         let mut k = fa_kernel(false);
@@ -2211,5 +2265,172 @@ mod tests {
                 assert_eq!(log, want, "n={n} cube_first={cube_first}\n{d}");
             }
         }
+    }
+
+    fn parse(text: &str) -> Kernel {
+        crate::ir::parse::parse(text).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn kernels_without_matmul_run_on_the_vector() {
+        let mut k = parse(
+            "kernel vec_only
+dim B = 2
+input x: f32[B, 64]
+output y: f32[B, 64]
+
+func any {
+  %c0 = iconst 0 : i32
+  %B = dim B : i32
+  parallel %b in %c0..%B {
+    %x = load x[%b, ..] : f32[64]
+    %e = exp %x : f32[64]
+    store y[%b, ..], %e
+  }
+}
+",
+        );
+        run(&mut k).unwrap();
+        crate::ir::verify::verify(&k).unwrap();
+        let d = dump(&k);
+        assert_eq!(ops(&k, 0), ["iconst", "dim", "parallel"], "{d}");
+        assert_eq!(
+            ops(&k, 1),
+            ["iconst", "dim", "parallel", "load x", "exp", "store y"],
+            "{d}"
+        );
+        assert!(
+            k.tensors.values().all(|t| !t.name.starts_with("ws_")),
+            "{d}"
+        );
+    }
+
+    const NO_REPLY: &str = "kernel bp
+dim B = 2
+dim N
+input q: bf16[B, 64, 32]
+input kv: bf16[B, N, 32]
+output out: f32[B, 64]
+
+func any {
+  %c0 = iconst 0 : i32
+  %B = dim B : i32
+  %N = dim N : i32
+  %zero = fconst f32 0.0 : f32
+  parallel %b in %c0..%B {
+    %q = load q[%b, .., ..] : bf16[64, 32]
+    %a0 = broadcast %zero to [64] : f32[64]
+    %a = for %j in %c0..%N step 64 carry(%acc: f32[64] = %a0) : f32[64] {
+      %k = load kv[%b, %j+:64, ..] : bf16[64, 32]
+      %s = matmul %q, %k nk : f32[64, 64]
+      %r = rowmax %s : f32[64]
+      %acc.1 = add %acc, %r : f32[64]
+      yield %acc.1
+    }
+    store out[%b, ..], %a
+  }
+}
+";
+
+    /// Nothing flows back from the Vector, so nothing stops the Cube from
+    /// overwriting `ws_s` before the Vector read it: a "slot free" flag is
+    /// added, with a credit before the loop and a drain after it.
+    #[test]
+    fn back_pressure_when_no_flag_protects_the_slot() {
+        let mut k = parse(NO_REPLY);
+        run(&mut k).unwrap();
+        crate::ir::verify::verify(&k).unwrap();
+        let d = dump(&k);
+        assert_eq!(
+            ops(&k, 0),
+            [
+                "iconst",
+                "dim",
+                "dim",
+                "parallel",
+                "load q",
+                "for",
+                "load kv",
+                "matmul",
+                "wait 1",
+                "store ws_s",
+                "set 0",
+                "yield",
+                "wait 1"
+            ],
+            "{d}"
+        );
+        let v = ops(&k, 1);
+        let at = v.iter().position(|o| o == "for").unwrap();
+        assert_eq!(v[at - 1], "set 1", "{d}");
+        let ld = v.iter().position(|o| o == "load ws_s").unwrap();
+        assert_eq!(
+            (v[ld - 1].as_str(), v[ld + 1].as_str()),
+            ("wait 0", "set 1"),
+            "{d}"
+        );
+        for n in [0, 1, 2, 5] {
+            for cube_first in [true, false] {
+                simulate(&k, &dims(&k, 64 * n), cube_first)
+                    .map_err(|e| format!("n={n}: {e}\n{d}"))
+                    .unwrap();
+            }
+        }
+        // Without the "slot free" wait the eager Cube overwrites S.
+        let cube = k.funcs[0].body;
+        let mut waits = Vec::new();
+        k.walk(cube, &mut |i| {
+            if matches!(k.kind(i), InstKind::WaitFlag(1)) {
+                waits.push(i);
+            }
+        });
+        for i in waits {
+            k.insts[i].kind = InstKind::SetFlag(15);
+        }
+        let e = simulate(&k, &dims(&k, 64 * 3), true).unwrap_err();
+        assert!(e.contains("overwritten"), "{e}");
+    }
+
+    #[test]
+    fn unexpected_input_is_an_error_not_a_panic() {
+        let mut k = fa_kernel(true);
+        run(&mut k).unwrap();
+        let e = run(&mut k).unwrap_err();
+        assert!(e.contains("expected one `any` function, found 2"), "{e}");
+
+        let mut k = parse(
+            "kernel noparallel
+input x: f32[4]
+output y: f32[4]
+
+func any {
+  %c0 = iconst 0 : i32
+  %x = load x[..] : f32[4]
+  store y[..], %x
+}
+",
+        );
+        let e = run(&mut k).unwrap_err();
+        assert!(e.contains("exactly one top-level `parallel`"), "{e}");
+    }
+
+    #[test]
+    fn too_many_flags_is_a_user_error_and_leaves_the_kernel_alone() {
+        let mut k = fa_kernel(true);
+        let before = dump(&k);
+        match run_with(&mut k, 3) {
+            Err(SplitError::TooManyFlags(m)) => assert!(m.contains("more than 3"), "{m}"),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(dump(&k), before);
+    }
+
+    #[test]
+    fn deterministic() {
+        let mut a = fa_kernel(true);
+        let mut b = fa_kernel(true);
+        run(&mut a).unwrap();
+        run(&mut b).unwrap();
+        assert_eq!(crate::ir::print::print(&a), crate::ir::print::print(&b));
     }
 }

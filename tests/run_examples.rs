@@ -1,0 +1,214 @@
+//! JIT-runs the examples through the public API and checks them against the
+//! float64 reference: partial last blocks, more work items than cores, the
+//! head counts tensor parallelism uses, preload depths, core counts, and a
+//! deliberately broken synchronisation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use amla::compiler::diag::SourceFile;
+use amla::compiler::driver::{Compilation, CompileOptions, compile};
+use amla::compiler::ir::{InstKind, Unit};
+use amla::compiler::run::exec::{Executable, RunConfig};
+use amla::compiler::run::session::{RunRequest, RunSummary, run_source};
+use amla::compiler::run::{HostData, HostTensor};
+
+fn source(example: &str) -> SourceFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("dsl-examples")
+        .join(example);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    SourceFile::new(format!("dsl-examples/{example}"), text)
+}
+
+fn request(defines: &[(&str, &str)], cores: usize) -> RunRequest {
+    let mut compile = CompileOptions::new().expect("built-in target");
+    for (n, v) in defines {
+        compile.defines.insert(*n, *v);
+    }
+    RunRequest {
+        compile,
+        inputs: Default::default(),
+        given: Vec::new(),
+        run: RunConfig {
+            cores,
+            wait_timeout: Duration::from_secs(20),
+            trace: false,
+        },
+        check: true,
+    }
+}
+
+/// Runs and checks one configuration; panics with the comparison on failure.
+fn run_checked(example: &str, defines: &[(&str, &str)], cores: usize) -> RunSummary {
+    let src = source(example);
+    let s = run_source(&src, &request(defines, cores), &mut |_| {})
+        .unwrap_or_else(|e| panic!("{example} {defines:?}: {e}"));
+    assert_eq!(s.comparisons.len(), 2, "out and lse are checked");
+    assert!(
+        s.passed(),
+        "{example} {defines:?} on {cores} cores: {:#?}",
+        s.comparisons
+    );
+    s
+}
+
+fn output(s: &RunSummary, name: &str) -> HostData {
+    s.output
+        .outputs
+        .iter()
+        .find(|o| o.name == name)
+        .expect("output")
+        .data
+        .clone()
+}
+
+#[test]
+fn every_example_passes_at_its_default_shapes() {
+    for ex in [
+        "mla_decode.amla",
+        "mla_decode_mtp.amla",
+        "mla_decode_paged.amla",
+        "gqa_decode.amla",
+        "flash_prefill.amla",
+    ] {
+        run_checked(ex, &[], 2);
+    }
+}
+
+#[test]
+fn mla_partial_last_block_more_items_than_cores_and_tp_head_counts() {
+    // N = 1000 with BN = 128: the last block holds 104 tokens.
+    for h in ["128", "64", "16"] {
+        run_checked("mla_decode.amla", &[("N", "1000"), ("B", "5"), ("H", h)], 2);
+    }
+    run_checked(
+        "mla_decode_mtp.amla",
+        &[("N", "1000"), ("B", "3"), ("H", "64")],
+        2,
+    );
+    run_checked("gqa_decode.amla", &[("N", "1000"), ("B", "3")], 2);
+    run_checked(
+        "flash_prefill.amla",
+        &[("S", "200"), ("B", "1"), ("H", "3")],
+        2,
+    );
+}
+
+#[test]
+fn preload_depths_give_bit_identical_outputs() {
+    let base = run_checked("mla_decode.amla", &[("N", "1000"), ("PRELOAD", "0")], 2);
+    for d in ["1", "2"] {
+        let s = run_checked("mla_decode.amla", &[("N", "1000"), ("PRELOAD", d)], 2);
+        assert_eq!(
+            output(&s, "out"),
+            output(&base, "out"),
+            "PRELOAD={d} changed the arithmetic"
+        );
+        assert_eq!(
+            output(&s, "lse"),
+            output(&base, "lse"),
+            "PRELOAD={d} changed the arithmetic"
+        );
+    }
+    // Fewer blocks than the preload depth: N = 100 is one block.
+    run_checked("mla_decode.amla", &[("N", "100"), ("PRELOAD", "2")], 2);
+}
+
+#[test]
+fn one_core_and_more_cores_than_cpus_agree() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one = run_checked("mla_decode_paged.amla", &[], 1);
+    let many = run_checked("mla_decode_paged.amla", &[], cpus * 2 + 1);
+    assert_eq!(output(&one, "out"), output(&many, "out"));
+    assert_eq!(output(&one, "lse"), output(&many, "lse"));
+}
+
+/// Compiles `example` and removes the first `op` (`wait_flag`/`set_flag`)
+/// of `unit` from the final IR: a test hook for broken synchronisation.
+fn broken(example: &str, unit: Unit, wait: bool) -> (Compilation, Executable) {
+    let src = source(example);
+    let opts = CompileOptions::new().expect("target");
+    let mut c = compile(&src, &opts).expect("compiles");
+    let body = c.ir.func(unit).expect("unit").body;
+    let mut victim = None;
+    c.ir.walk(body, &mut |i| {
+        let hit = matches!(c.ir.insts[i].kind, InstKind::WaitFlag(_) if wait)
+            || matches!(c.ir.insts[i].kind, InstKind::SetFlag(_) if !wait);
+        if hit && victim.is_none() {
+            victim = Some(i);
+        }
+    });
+    let victim = victim.expect("a flag op to drop");
+    let (block, pos) = c.ir.position(body, victim).expect("placed");
+    c.ir.blocks[block].insts.remove(pos);
+    let exe = Executable::new(&c, &opts.target).expect("JIT");
+    (c, exe)
+}
+
+fn inputs(exe: &Executable) -> Vec<HostTensor> {
+    exe.input_specs()
+        .expect("specs")
+        .iter()
+        .enumerate()
+        .map(|(i, (n, d, s))| {
+            amla::compiler::run::inputs::generate(n, *d, s, None, &Default::default(), i as u64)
+                .expect("input")
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropped_set_is_a_timeout_error_naming_kernel_unit_flag_and_block() {
+    let (_, exe) = broken("gqa_decode.amla", Unit::Cube, false);
+    let cfg = RunConfig {
+        cores: 2,
+        wait_timeout: Duration::from_millis(300),
+        trace: false,
+    };
+    let t = Instant::now();
+    let err = exe
+        .run(&inputs(&exe), &cfg)
+        .expect_err("a unit must time out")
+        .to_string();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    for needle in ["gqa_decode", "timed out", "flag", "block"] {
+        assert!(err.contains(needle), "`{needle}` missing from: {err}");
+    }
+}
+
+#[test]
+fn a_dropped_wait_is_caught_never_a_hang() {
+    let (c, exe) = broken("mla_decode.amla", Unit::Vector, true);
+    let good = run_checked("mla_decode.amla", &[], 2);
+    let cfg = RunConfig {
+        cores: 2,
+        wait_timeout: Duration::from_millis(300),
+        trace: false,
+    };
+    let t = Instant::now();
+    let r = exe.run(&inputs(&exe), &cfg);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    let caught = match r {
+        Err(_) => true,
+        Ok(o) => {
+            let out = o
+                .outputs
+                .iter()
+                .find(|t| t.name == "out")
+                .expect("out")
+                .data
+                .clone();
+            !o.report.pending_flags.is_empty() || out != output(&good, "out")
+        }
+    };
+    assert!(caught, "dropping a wait of `{}` went unnoticed", c.ir.name);
+}
