@@ -599,7 +599,7 @@ fn rewrite(
     k.replace_uses_in(m.body, m.alpha, alpha_l);
     let mut casts = Vec::new();
     k.walk(m.body, &mut |i| {
-        if let InstKind::Cast(x, DType::Bf16) = &k.insts[i].kind
+        if let InstKind::Cast(x, DType::Bf16 | DType::F16) = &k.insts[i].kind
             && *x == p2
         {
             casts.push(i);
@@ -627,14 +627,15 @@ fn rewrite(
     .map_err(e)?;
 
     // Compensation: lc = 2^n · lc + rowsum(f32(bf16(P the Cube multiplies))).
-    let lc = if compensate {
+    if compensate && casts.is_empty() {
+        notes.push("compensation skipped: `p` is not cast to bf16/f16 for the Cube".into());
+    }
+    let lc = if compensate && !casts.is_empty() {
         let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
         let mut b = crate::ir::Builder::at(k, outer, fpos);
         let lc0 = fc(&mut b, 0.0, &rows)?;
         let (lc_param, lc_out) = add_carried(k, m.for_inst, lc0, "lc")?;
-        let cast = *casts
-            .first()
-            .ok_or("-D COMPENSATE=1 needs the Cube's `bf16(p)`")?;
+        let cast = *casts.first().ok_or("no cast of p")?;
         let pb = k.insts[cast].results[0];
         let last = *k.blocks[m.body].insts.last().ok_or("empty loop")?;
         let (_, ypos) = k.position(m.body, last).ok_or("no yield")?;
