@@ -6,8 +6,10 @@
 //! [`CompileError::Pass`] with a user-facing [`PassError`].
 //!
 //! Compiler options can also be given as `-D`: `-D PRELOAD=d` sets the
-//! preload depth. These names ([`OPTION_DEFINES`]) are reserved: they never
-//! reach the kernel's dims and consts.
+//! preload depth, `-D RESCALE=ceil|nearest` and `-D COMPENSATE=0|1` choose
+//! the `mul-to-add` variant (see `docs/NUMERICS.md`). These names
+//! ([`OPTION_DEFINES`]) are reserved: they never reach the kernel's dims
+//! and consts.
 
 use crate::check::{self, Defines, hir};
 use crate::diag::{Diagnostic, SourceFile};
@@ -83,7 +85,7 @@ impl std::fmt::Display for CompileError {
 impl std::error::Error for CompileError {}
 
 /// Names of compiler options accepted as `-D`.
-pub const OPTION_DEFINES: &[&str] = &["PRELOAD"];
+pub const OPTION_DEFINES: &[&str] = &["PRELOAD", "RESCALE", "COMPENSATE"];
 
 /// Moves the compiler options given as `-D` out of `opts.defines` into the
 /// pass options.
@@ -92,6 +94,23 @@ fn take_option_defines(opts: &mut CompileOptions) -> Result<(), CompileError> {
         opts.pass_options.preload_depth = v.parse().ok().filter(|d| *d <= 8).ok_or_else(|| {
             CompileError::Option(format!("-D PRELOAD={v}: expected a preload depth in 0..=8"))
         })?;
+    }
+    if let Some(v) = opts.defines.map.remove("RESCALE") {
+        opts.pass_options.rescale = crate::passes::mul_to_add::RescaleVariant::parse(&v)
+            .ok_or_else(|| {
+                CompileError::Option(format!("-D RESCALE={v}: expected `ceil` or `nearest`"))
+            })?;
+    }
+    if let Some(v) = opts.defines.map.remove("COMPENSATE") {
+        opts.pass_options.compensate = match v.as_str() {
+            "0" => false,
+            "1" => true,
+            _ => {
+                return Err(CompileError::Option(format!(
+                    "-D COMPENSATE={v}: expected 0 or 1"
+                )));
+            }
+        };
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod diag;
 pub mod driver;
 pub mod ir;
 pub mod lower;
+pub mod numerics;
 pub mod passes;
 pub mod reference;
 pub mod run;

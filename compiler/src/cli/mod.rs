@@ -7,6 +7,7 @@
 
 mod check;
 mod compile;
+mod numerics;
 mod progress;
 mod run;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Compile(compile::CompileArgs),
     /// JIT-run a kernel on the emulated AI core; `--check` compares with float64.
     Run(run::RunArgs),
+    /// Errors of FlashAttention and every AMLA rescale variant against float64.
+    Numerics(numerics::NumericsArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -54,6 +57,7 @@ where
         Command::Check(a) => check::run(&a),
         Command::Compile(a) => compile::run(&a),
         Command::Run(a) => run::run(&a),
+        Command::Numerics(a) => numerics::run(&a),
     }
 }
 

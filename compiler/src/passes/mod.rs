@@ -49,7 +49,7 @@ pub const PASS_ORDER: &[&str] = &["mul-to-add", "split", "preload", "tile", "pla
 /// line here, e.g. `"split" => Some(Box::new(split::Split)),`.
 pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
     match name {
-        "mul-to-add" => Some(Box::new(mul_to_add::MulToAdd::default())),
+        "mul-to-add" => Some(Box::new(mul_to_add::MulToAdd)),
         "split" => Some(Box::new(split::Split)),
         "preload" => Some(Box::new(preload::Preload)),
         "tile" => Some(Box::new(tile::Tile::default())),
@@ -85,11 +85,21 @@ pub struct PassOptions {
     /// Preload depth `d`: the Cube issues QK of block `j + d` before PV of
     /// block `j` (0 = the plain schedule).
     pub preload_depth: u32,
+    /// How `mul-to-add` rounds the running max (`-D RESCALE=ceil|nearest`).
+    pub rescale: mul_to_add::RescaleVariant,
+    /// `mul-to-add` sums the normalising `l` from the bf16-rounded `P` the
+    /// Cube multiplies (`-D COMPENSATE=1`, the default; `0` turns it off).
+    pub compensate: bool,
 }
 
 impl Default for PassOptions {
     fn default() -> Self {
-        PassOptions { preload_depth: 1 }
+        PassOptions {
+            preload_depth: 1,
+            rescale: mul_to_add::RescaleVariant::default(),
+            // Measured best (docs/NUMERICS.md): ceil with compensation.
+            compensate: true,
+        }
     }
 }
 

@@ -44,6 +44,21 @@
 //! and the final max is converted back to natural-log units
 //! (`%m = mul %M, broadcast 0.6931471805599453`) for `lse`.
 //!
+//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest`,
+//! `-D COMPENSATE=0|1`; `docs/NUMERICS.md` measures them):
+//!
+//! - `ceil` (above): `P` in `(0, 1]`.
+//! - `nearest` (Huawei's): the carried max is the real base-2 max `m`,
+//!   `M = round(m)`, `P = exp2(s2 - m)`, the Cube multiplies
+//!   `bf16(P · f32(bf16(c)))` with `c = exp2(m - round(m))` in
+//!   `[2^-1/2, 2^1/2]`; `n = round(m_old) - round(m_new)`; `l` keeps
+//!   FlashAttention's real factor `exp2(m_old - m_new)`; the final
+//!   normalisation divides by `l · bf16(c_last)`.
+//! - compensation (both, the default): a carried
+//!   `%lc = 2^n · lc + rowsum(cast (cast %p_cube bf16) f32)` sums exactly
+//!   the values the Cube multiplies; the kernel's `div %acc, broadcast %l`
+//!   becomes `div %acc, broadcast %lc` (`l` still gives `lse`).
+//!
 //! Why the guards: on the first block `M = -inf` and `n` would be `-inf`
 //! (`acc` is still 0, so `n = 0` is right); a row whose scores are all
 //! `-inf` keeps `M_new = -inf` and `s2 - M_new` would be NaN; and clamping
@@ -59,16 +74,73 @@ use crate::ir::{
 const LOG2_E: f64 = std::f64::consts::LOG2_E;
 const LN_2: f64 = std::f64::consts::LN_2;
 
-/// Options of the rewrite.
-#[derive(Clone, Debug, Default)]
-pub struct MulToAddOptions {}
-
-/// The `mul-to-add` pass.
-#[derive(Clone, Debug, Default)]
-pub struct MulToAdd {
-    /// Its options.
-    pub options: MulToAddOptions,
+/// How the running max is rounded to an integer in base 2 (see
+/// `docs/NUMERICS.md`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RescaleVariant {
+    /// `M = ceil(max)`: `P = 2^(s2 - M)` lies in `(0, 1]` and needs no
+    /// correction (the default).
+    #[default]
+    Ceil,
+    /// Huawei's: `M = round(max)`; the Vector keeps the real max `m`,
+    /// computes `P = 2^(s2 - m)` in `(0, 1]` and the leftover
+    /// `c = 2^(m - M)` in `[2^-1/2, 2^1/2]`, and the Cube multiplies
+    /// `P · bf16(c)`; the accumulator is divided by `bf16(c)` of the last
+    /// block at the end.
+    Nearest,
 }
+
+impl RescaleVariant {
+    /// Every variant, in documentation order.
+    pub const ALL: [RescaleVariant; 2] = [RescaleVariant::Ceil, RescaleVariant::Nearest];
+
+    /// The name used in `-D RESCALE=NAME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RescaleVariant::Ceil => "ceil",
+            RescaleVariant::Nearest => "nearest",
+        }
+    }
+
+    /// Parses a `-D RESCALE=` value (`None` for anything else).
+    pub fn parse(s: &str) -> Option<RescaleVariant> {
+        RescaleVariant::ALL.into_iter().find(|v| v.name() == s)
+    }
+}
+
+/// Options of the rewrite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MulToAddOptions {
+    /// How the running max is rounded.
+    pub variant: RescaleVariant,
+    /// Normalise by an `lc` summed from the bf16-rounded `P` the Cube
+    /// actually multiplies (`rowsum(f32(bf16(p)))`), carried next to `l`;
+    /// `l` itself stays exact and gives `lse`.
+    pub compensation: bool,
+}
+
+impl Default for MulToAddOptions {
+    /// The pipeline's default: ceil, with compensation.
+    fn default() -> Self {
+        MulToAddOptions::from_pass_options(&super::PassOptions::default())
+    }
+}
+
+impl MulToAddOptions {
+    /// The options the pipeline's [`super::PassOptions`] select.
+    pub fn from_pass_options(o: &super::PassOptions) -> MulToAddOptions {
+        MulToAddOptions {
+            variant: o.rescale,
+            compensation: o.compensate,
+        }
+    }
+}
+
+/// The `mul-to-add` pass; it reads its options from
+/// [`super::PassContext::options`] (`rescale`, `compensate`).
+#[derive(Clone, Debug, Default)]
+pub struct MulToAdd;
 
 impl super::Pass for MulToAdd {
     fn name(&self) -> &'static str {
@@ -76,7 +148,8 @@ impl super::Pass for MulToAdd {
     }
 
     fn run(&self, k: &mut Kernel, cx: &super::PassContext) -> Result<(), super::PassError> {
-        let report = run(k, &self.options).map_err(|message| super::PassError::Internal {
+        let opts = MulToAddOptions::from_pass_options(&cx.options);
+        let report = run(k, &opts).map_err(|message| super::PassError::Internal {
             pass: "mul-to-add".into(),
             message,
         })?;
@@ -119,7 +192,7 @@ struct Match {
 }
 
 /// Runs the rewrite on the single `any` function of `k`.
-pub fn run(k: &mut Kernel, _opts: &MulToAddOptions) -> Result<MulToAddReport, String> {
+pub fn run(k: &mut Kernel, opts: &MulToAddOptions) -> Result<MulToAddReport, String> {
     let mut report = MulToAddReport::default();
     let Some(func) = k.funcs.iter().find(|f| f.unit == Unit::Any) else {
         report
@@ -156,7 +229,8 @@ pub fn run(k: &mut Kernel, _opts: &MulToAddOptions) -> Result<MulToAddReport, St
                 .unwrap_or_else(|| format!("#{ia}"));
             match match_rescale(k, f, ia) {
                 Ok(m) => {
-                    rewrite(k, top, par, &ivs, m)?;
+                    let extra = rewrite(k, top, par, &ivs, m, opts)?;
+                    report.notes.extend(extra);
                     report.rewritten += 1;
                     report.notes.push(format!(
                         "rewrote the rescale of `{name}` into an integer exponent add in GM"
@@ -330,8 +404,62 @@ fn match_rescale(k: &Kernel, f: Inst, ia: usize) -> Result<Match, String> {
     })
 }
 
-fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Result<(), String> {
+/// Adds a carried value to the `for` `f`, starting at `init`: returns its
+/// body parameter and its result. The caller sets its `yield` operand.
+fn add_carried(k: &mut Kernel, f: Inst, init: Value, name: &str) -> Result<(Value, Value), String> {
+    let ty = k.ty(init).clone();
+    let InstKind::For {
+        init: inits, body, ..
+    } = &mut k.insts[f].kind
+    else {
+        return Err("not a loop".into());
+    };
+    inits.push(init);
+    let body = *body;
+    let param = k.add_block_param(body, ty.clone(), Some(name.to_string()));
+    let idx = k.insts[f].results.len() as u32;
+    let result = k.values.push(crate::ir::ValueData {
+        ty,
+        def: crate::ir::ValueDef::Result(f, idx),
+        name: Some(name.to_string()),
+    });
+    k.insts[f].results.push(result);
+    let last = *k.blocks[body].insts.last().ok_or("empty loop")?;
+    if let InstKind::Yield(ys) = &mut k.insts[last].kind {
+        ys.push(param);
+    }
+    Ok((param, result))
+}
+
+/// The carried index of `l`: the value whose next value is
+/// `l * alpha + X` (either operand order).
+fn find_l(k: &Kernel, body: Block, alpha: Value, skip: &[usize]) -> Option<usize> {
+    let last = *k.blocks[body].insts.last()?;
+    let InstKind::Yield(ys) = &k.insts[last].kind else {
+        return None;
+    };
+    let params = &k.blocks[body].params;
+    (0..ys.len()).filter(|i| !skip.contains(i)).find(|&i| {
+        let l = params[i + 1];
+        let scaled = |x: Value| {
+            matches!(def(k, x), Some(InstKind::Binary(BinaryOp::Mul, a, b))
+                if (*a == l && through_broadcast(k, *b) == alpha)
+                    || (*b == l && through_broadcast(k, *a) == alpha))
+        };
+        matches!(def(k, ys[i]), Some(InstKind::Binary(BinaryOp::Add, x, y)) if scaled(*x) || scaled(*y))
+    })
+}
+
+fn rewrite(
+    k: &mut Kernel,
+    top: Block,
+    par: Inst,
+    ivs: &[Value],
+    m: Match,
+    opts: &MulToAddOptions,
+) -> Result<Vec<String>, String> {
     let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
+    let nearest = opts.variant == RescaleVariant::Nearest;
     // The accumulator's workspace: one slot per grid point.
     let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
     let InstKind::Parallel { axes, .. } = k.insts[par].kind.clone() else {
@@ -368,6 +496,16 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
     let row_ty = k.ty(m_old).clone();
     let rows = row_ty.shape().to_vec();
     let s_shape = k.ty(m.s).shape().to_vec();
+    let acc_shape = acc_ty.shape().to_vec();
+    // The compensated `lc` needs `l`; found before the body changes.
+    let mut notes = Vec::new();
+    let il = find_l(k, m.body, m.alpha, &[m.ia, m.im]);
+    let compensate = opts.compensation && il.is_some();
+    if opts.compensation && il.is_none() {
+        notes.push(
+            "compensation skipped: no carried `l = l * alpha + rowsum(p)` to pair `lc` with".into(),
+        );
+    }
     let (_, pos) = k
         .position(m.body, k.def_inst(m.m_new).ok_or("m_new has no op")?)
         .ok_or("m_new not in the loop")?;
@@ -380,14 +518,24 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
         })
         .map_err(e)
     };
+    let bin = |b: &mut crate::ir::Builder, op, x, y| b.value(InstKind::Binary(op, x, y)).map_err(e);
     let log2e = fc(&mut b, LOG2_E, &s_shape)?;
     let s2 = b
         .named(InstKind::Binary(BinaryOp::Mul, m.s, log2e), "s2")
         .map_err(e)?;
     let r2 = b.value(InstKind::Reduce(ReduceOp::Max, s2)).map_err(e)?;
-    let cr = b.value(InstKind::Unary(UnaryOp::Ceil, r2)).map_err(e)?;
+    // Ceil: the carried max is the integer M. Nearest: it is the real
+    // base-2 max m, and M = round(m) (monotone, so M never decreases).
+    let cr = if nearest {
+        r2
+    } else {
+        b.value(InstKind::Unary(UnaryOp::Ceil, r2)).map_err(e)?
+    };
     let big_m = b
-        .named(InstKind::Binary(BinaryOp::Max, m_old, cr), "M_new")
+        .named(
+            InstKind::Binary(BinaryOp::Max, m_old, cr),
+            if nearest { "m_new" } else { "M_new" },
+        )
         .map_err(e)?;
     let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
     let zero = fc(&mut b, 0.0, &rows)?;
@@ -399,14 +547,35 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
             shape: s_shape.clone(),
         })
         .map_err(e)?;
-    let d = b
-        .value(InstKind::Binary(BinaryOp::Sub, s2, mb))
-        .map_err(e)?;
+    let d = bin(&mut b, BinaryOp::Sub, s2, mb)?;
     let p2 = b.named(InstKind::Unary(UnaryOp::Exp2, d), "p").map_err(e)?;
     let first = b.value(InstKind::Cmp(CmpOp::Eq, m_old, ninf)).map_err(e)?;
-    let step = b
-        .value(InstKind::Binary(BinaryOp::Sub, m_old, big_m))
-        .map_err(e)?;
+    let (step, alpha_l, p_mm) = if nearest {
+        // n = round(m_old) - round(m_new); l keeps FlashAttention's real
+        // factor 2^(m_old - m_new); the Cube multiplies P · bf16(c).
+        let ro = b.value(InstKind::Unary(UnaryOp::Round, m_old)).map_err(e)?;
+        let rn = b.value(InstKind::Unary(UnaryOp::Round, big_m)).map_err(e)?;
+        let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
+        let dm = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
+        let dm = b.value(InstKind::Select(first, zero, dm)).map_err(e)?;
+        let alpha_l = b
+            .named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
+            .map_err(e)?;
+        let cb = leftover_bf16(&mut b, m_safe)?;
+        let cbb = b
+            .value(InstKind::Broadcast {
+                src: cb,
+                shape: s_shape.clone(),
+            })
+            .map_err(e)?;
+        let p_mm = b
+            .named(InstKind::Binary(BinaryOp::Mul, p2, cbb), "pc")
+            .map_err(e)?;
+        (step, Some(alpha_l), p_mm)
+    } else {
+        let step = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
+        (step, None, p2)
+    };
     let nf0 = b.value(InstKind::Select(first, zero, step)).map_err(e)?;
     let floor = fc(&mut b, -255.0, &rows)?;
     let nf = b
@@ -416,6 +585,7 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
     let alpha2 = b
         .named(InstKind::Unary(UnaryOp::Exp2, nf), "alpha")
         .map_err(e)?;
+    let alpha_l = alpha_l.unwrap_or(alpha2);
     b.ins(InstKind::AtomicExpAdd {
         tensor: ws,
         index: index.clone(),
@@ -423,9 +593,23 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
     })
     .map_err(e)?;
 
-    // Uses of the old p and alpha take the new ones; the max is M_new.
+    // Uses of the old p and alpha take the new ones; the Cube's bf16 cast
+    // of p takes P · bf16(c) (nearest); the max is M_new (or m_new).
     k.replace_uses_in(m.body, m.p, p2);
-    k.replace_uses_in(m.body, m.alpha, alpha2);
+    k.replace_uses_in(m.body, m.alpha, alpha_l);
+    let mut casts = Vec::new();
+    k.walk(m.body, &mut |i| {
+        if let InstKind::Cast(x, DType::Bf16 | DType::F16) = &k.insts[i].kind
+            && *x == p2
+        {
+            casts.push(i);
+        }
+    });
+    for &c in &casts {
+        if let InstKind::Cast(x, _) = &mut k.insts[c].kind {
+            *x = p_mm;
+        }
+    }
     let last = *k.blocks[m.body].insts.last().ok_or("empty loop")?;
     if let InstKind::Yield(ys) = &mut k.insts[last].kind {
         ys[m.im] = big_m;
@@ -442,6 +626,36 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
     })
     .map_err(e)?;
 
+    // Compensation: lc = 2^n · lc + rowsum(f32(bf16(P the Cube multiplies))).
+    if compensate && casts.is_empty() {
+        notes.push("compensation skipped: `p` is not cast to bf16/f16 for the Cube".into());
+    }
+    let lc = if compensate && !casts.is_empty() {
+        let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
+        let mut b = crate::ir::Builder::at(k, outer, fpos);
+        let lc0 = fc(&mut b, 0.0, &rows)?;
+        let (lc_param, lc_out) = add_carried(k, m.for_inst, lc0, "lc")?;
+        let cast = *casts.first().ok_or("no cast of p")?;
+        let pb = k.insts[cast].results[0];
+        let last = *k.blocks[m.body].insts.last().ok_or("empty loop")?;
+        let (_, ypos) = k.position(m.body, last).ok_or("no yield")?;
+        let mut b = crate::ir::Builder::at(k, m.body, ypos);
+        let pr = b.value(InstKind::Cast(pb, DType::F32)).map_err(e)?;
+        let rs = b.value(InstKind::Reduce(ReduceOp::Sum, pr)).map_err(e)?;
+        let sc = bin(&mut b, BinaryOp::Mul, lc_param, alpha2)?;
+        let lc_new = b
+            .named(InstKind::Binary(BinaryOp::Add, sc, rs), "lc")
+            .map_err(e)?;
+        if let InstKind::Yield(ys) = &mut k.insts[last].kind
+            && let Some(y) = ys.last_mut()
+        {
+            *y = lc_new;
+        }
+        Some(lc_out)
+    } else {
+        None
+    };
+
     // After the loop: the accumulator is read back from GM, the max
     // converted to natural-log units.
     let results = k.insts[m.for_inst].results.clone();
@@ -451,6 +665,71 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
     let acc_final = b
         .named(InstKind::Load { tensor: ws, index }, &acc_name)
         .map_err(e)?;
+    // The kernel normalises with `acc / l`. With compensation the
+    // denominator must be `lc`; for nearest without it, `l · bf16(c_last)`
+    // (acc carries the last block's bf16(c)). Folded into the kernel's own
+    // division when it is `div acc, broadcast l`; else acc is scaled once.
+    let l_out = il.map(|i| results[i]);
+    let (denom, g) = if let (Some(lc), Some(l)) = (lc, l_out) {
+        let zero = fc(&mut b, 0.0, &rows)?;
+        let q = bin(&mut b, BinaryOp::Div, l, lc)?;
+        let none = b.value(InstKind::Cmp(CmpOp::Eq, lc, zero)).map_err(e)?;
+        let g = b.value(InstKind::Select(none, zero, q)).map_err(e)?;
+        (Some(lc), Some(g))
+    } else if nearest {
+        let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
+        let zero = fc(&mut b, 0.0, &rows)?;
+        let empty = b.value(InstKind::Cmp(CmpOp::Eq, m_out, ninf)).map_err(e)?;
+        let ms = b.value(InstKind::Select(empty, zero, m_out)).map_err(e)?;
+        let cb = leftover_bf16(&mut b, ms)?;
+        let one = fc(&mut b, 1.0, &rows)?;
+        let g = bin(&mut b, BinaryOp::Div, one, cb)?;
+        let d = match l_out {
+            Some(l) => Some(bin(&mut b, BinaryOp::Mul, l, cb)?),
+            None => None,
+        };
+        (d, Some(g))
+    } else {
+        (None, None)
+    };
+    let divs: Vec<Inst> = {
+        let mut v = Vec::new();
+        let mut other = false;
+        for &i in &b.kernel.blocks[outer].insts[fpos + 1..] {
+            let mut uses = false;
+            b.kernel.insts[i]
+                .kind
+                .for_each_operand(|o| uses |= o == acc_out);
+            if !uses {
+                continue;
+            }
+            match &b.kernel.insts[i].kind {
+                InstKind::Binary(BinaryOp::Div, x, d)
+                    if *x == acc_out
+                        && l_out.is_some()
+                        && matches!(def(b.kernel, *d), Some(InstKind::Broadcast { src, .. }) if Some(*src) == l_out) =>
+                {
+                    v.push(i)
+                }
+                _ => other = true,
+            }
+        }
+        if other || v.is_empty() { Vec::new() } else { v }
+    };
+    let acc_final = match (g, denom) {
+        (Some(g), denom) if divs.is_empty() || denom.is_none() => {
+            let gb = b
+                .value(InstKind::Broadcast {
+                    src: g,
+                    shape: acc_shape.clone(),
+                })
+                .map_err(e)?;
+            b.named(InstKind::Binary(BinaryOp::Mul, gb, acc_final), &acc_name)
+                .map_err(e)?
+        }
+        _ => acc_final,
+    };
+    let fold = if divs.is_empty() { None } else { denom };
     let ln2 = fc(&mut b, LN_2, &rows)?;
     let m_name = b.kernel.values[m_out]
         .name
@@ -460,15 +739,60 @@ fn rewrite(k: &mut Kernel, top: Block, par: Inst, ivs: &[Value], m: Match) -> Re
         .named(InstKind::Binary(BinaryOp::Mul, m_out, ln2), &m_name)
         .map_err(e)?;
     let mul_inst = k.def_inst(m_nat).ok_or("no op")?;
+    // The rewrite's own instructions after the loop (up to the conversion)
+    // read m_out and must keep reading it after the uses are replaced.
+    let (_, mpos) = k.position(outer, mul_inst).ok_or("no conversion")?;
+    let own: Vec<Inst> = k.blocks[outer].insts[fpos + 1..=mpos].to_vec();
     k.replace_uses_in(outer, acc_out, acc_final);
     k.replace_uses_in(outer, m_out, m_nat);
-    // replace_uses_in also rewrote the conversion's own operand: restore it.
-    if let InstKind::Binary(_, a, _) = &mut k.insts[mul_inst].kind {
-        *a = m_out;
+    for i in own {
+        let swap = |o: &mut Value| {
+            if *o == m_nat {
+                *o = m_out;
+            }
+        };
+        match &mut k.insts[i].kind {
+            InstKind::Binary(_, a, c) | InstKind::Cmp(_, a, c) => {
+                swap(a);
+                swap(c);
+            }
+            InstKind::Select(c, a, d) => {
+                swap(c);
+                swap(a);
+                swap(d);
+            }
+            _ => {}
+        }
+    }
+    if let Some(d) = fold {
+        for div in divs {
+            let (blk, dpos) = k.position(outer, div).ok_or("division not found")?;
+            let mut b = crate::ir::Builder::at(k, blk, dpos);
+            let db = b
+                .value(InstKind::Broadcast {
+                    src: d,
+                    shape: acc_shape.clone(),
+                })
+                .map_err(e)?;
+            if let InstKind::Binary(_, _, y) = &mut k.insts[div].kind {
+                *y = db;
+            }
+        }
     }
     // The accumulator is no longer carried.
     k.remove_carried(m.for_inst, m.ia);
-    Ok(())
+    Ok(notes)
+}
+
+/// `f32(bf16(2^(x - round(x))))`: the leftover factor of the nearest
+/// rounding, rounded to bf16 as the Cube's operand is.
+fn leftover_bf16(b: &mut crate::ir::Builder, x: Value) -> Result<Value, String> {
+    let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
+    let r = b.value(InstKind::Unary(UnaryOp::Round, x)).map_err(e)?;
+    let f = b.value(InstKind::Binary(BinaryOp::Sub, x, r)).map_err(e)?;
+    let c = b.named(InstKind::Unary(UnaryOp::Exp2, f), "c").map_err(e)?;
+    let cb = b.value(InstKind::Cast(c, DType::Bf16)).map_err(e)?;
+    b.value(InstKind::Cast(cb, DType::F32)).map_err(e)
 }
 
 #[cfg(test)]
@@ -669,6 +993,51 @@ mod tests {
         })
     }
 
+    fn carried(k: &Kernel) -> Vec<usize> {
+        let mut carried = vec![];
+        k.walk(k.funcs[0].body, &mut |i| {
+            if let InstKind::For { init, .. } = &k.insts[i].kind {
+                carried.push(init.len());
+            }
+        });
+        carried
+    }
+
+    #[test]
+    fn every_variant_rewrites_and_verifies() {
+        for variant in RescaleVariant::ALL {
+            for compensation in [false, true] {
+                let opts = MulToAddOptions {
+                    variant,
+                    compensation,
+                };
+                let mut k = flash(0.0);
+                let r = run(&mut k, &opts).unwrap();
+                assert_eq!(r.rewritten, 1, "{opts:?}: {:?}", r.notes);
+                crate::ir::verify(&k).unwrap_or_else(|e| panic!("{opts:?}: {e}"));
+                assert_eq!(acc_multiplies(&k), 0, "{opts:?}");
+                // m, l (and lc with compensation).
+                assert_eq!(carried(&k), vec![2 + compensation as usize], "{opts:?}");
+                let op = |u| count(&k, |_, op| matches!(op, InstKind::Unary(x, _) if *x == u));
+                match variant {
+                    RescaleVariant::Ceil => {
+                        assert_eq!((op(UnaryOp::Ceil), op(UnaryOp::Round)), (1, 0))
+                    }
+                    // round(m_old), round(m_new), round in c, round in the final c.
+                    RescaleVariant::Nearest => {
+                        assert_eq!(op(UnaryOp::Ceil), 0);
+                        assert!(op(UnaryOp::Round) >= 3, "{opts:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            RescaleVariant::parse("nearest"),
+            Some(RescaleVariant::Nearest)
+        );
+        assert_eq!(RescaleVariant::parse("Ceil"), None);
+    }
+
     #[test]
     fn rewrites_the_rescale_into_exponent_add_in_gm() {
         let mut k = flash(0.0);
@@ -698,14 +1067,8 @@ mod tests {
             .filter(|t| t.role == Role::Workspace)
             .count();
         assert_eq!(ws, 1);
-        // The loop now carries m and l only.
-        let mut carried = vec![];
-        k.walk(k.funcs[0].body, &mut |i| {
-            if let InstKind::For { init, .. } = &k.insts[i].kind {
-                carried.push(init.len());
-            }
-        });
-        assert_eq!(carried, vec![2]);
+        // The loop now carries m, l and the compensated lc (the default).
+        assert_eq!(carried(&k), vec![3]);
     }
 
     #[test]

@@ -1,0 +1,202 @@
+//! A scalar model of one query row through the online softmax, as each
+//! `mul-to-add` variant rewrites it: the same formulas the pass emits, in
+//! f32, with the accumulator scaled by the runtime's exact exponent add
+//! ([`amla_runtime::rescale::exp2_scale_bits`]) and the Cube's operand
+//! rounded to bf16.
+//!
+//! It exists to test properties of the rewritten formulas that a JIT run
+//! cannot observe directly: the largest `P` the Cube ever multiplies (at
+//! most 1 for `ceil`, at most √2 for `nearest`), the exponent steps (always
+//! in `[-255, 0]`), and that `l` stays finite and masked rows give no NaN.
+
+use amla_runtime::rescale::exp2_scale_bits;
+use half::bf16;
+
+use crate::passes::mul_to_add::RescaleVariant;
+
+/// What the model observed for one row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowTrace {
+    /// The largest `P` (after the bf16 rounding) the Cube multiplied.
+    pub max_p: f32,
+    /// Every exponent step `n` applied to the accumulator.
+    pub steps: Vec<i32>,
+    /// The final `l` (natural units relative to the final max).
+    pub l: f32,
+    /// The final output `acc / l` of each value channel (0 where `l = 0`).
+    pub out: Vec<f32>,
+    /// `lse` (`+inf` for a row that sees no key).
+    pub lse: f32,
+}
+
+fn bf(x: f32) -> f32 {
+    bf16::from_f32(x).to_f32()
+}
+
+/// Runs one row: `scores` (natural-log units, `-inf` for masked keys) in
+/// blocks of `block`, values `v` (`scores.len()` rows of `dv`), with the
+/// given variant and compensation, as the pass rewrites the kernel.
+pub fn run_row(
+    scores: &[f32],
+    v: &[f32],
+    dv: usize,
+    block: usize,
+    variant: RescaleVariant,
+    compensation: bool,
+) -> RowTrace {
+    let log2e = std::f32::consts::LOG2_E;
+    let mut m = f32::NEG_INFINITY; // carried max, base 2 (M for ceil)
+    let mut l = 0f32;
+    let mut lc = 0f32;
+    let mut acc = vec![0f32; dv];
+    let mut trace = RowTrace {
+        max_p: 0.0,
+        steps: Vec::new(),
+        l: 0.0,
+        out: Vec::new(),
+        lse: 0.0,
+    };
+    let nearest = variant == RescaleVariant::Nearest;
+    let leftover = |x: f32| bf((x - x.round()).exp2());
+    for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
+        let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
+        let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m_new = m.max(if nearest { r } else { r.ceil() });
+        let ms = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        let p: Vec<f32> = s2.iter().map(|x| (x - ms).exp2()).collect();
+        let first = m == f32::NEG_INFINITY;
+        let (step, alpha_l, c) = if nearest {
+            let step = m.round() - m_new.round();
+            let alpha = if first { 1.0 } else { (m - m_new).exp2() };
+            (step, alpha, leftover(ms))
+        } else {
+            let step = m - m_new;
+            (step, 0.0, 1.0)
+        };
+        let nf = (if first { 0.0 } else { step }).max(-255.0);
+        let n = nf as i32;
+        let alpha2 = nf.exp2();
+        let alpha_l = if nearest { alpha_l } else { alpha2 };
+        trace.steps.push(n);
+        for a in &mut acc {
+            *a = exp2_scale_bits(*a, n);
+        }
+        let pm: Vec<f32> = p.iter().map(|x| bf(x * c)).collect();
+        for (k, &pk) in pm.iter().enumerate() {
+            trace.max_p = trace.max_p.max(pk);
+            let row = &v[(bi * block + k) * dv..(bi * block + k + 1) * dv];
+            for (a, x) in acc.iter_mut().zip(row) {
+                *a += pk * bf(*x);
+            }
+        }
+        l = l * alpha_l + p.iter().sum::<f32>();
+        lc = lc * alpha2 + pm.iter().sum::<f32>();
+        m = m_new;
+    }
+    let ms = if m == f32::NEG_INFINITY { 0.0 } else { m };
+    let g = if compensation {
+        if lc == 0.0 { 0.0 } else { l / lc }
+    } else if nearest {
+        1.0 / leftover(ms)
+    } else {
+        1.0
+    };
+    trace.l = l;
+    trace.out = acc
+        .iter()
+        .map(|a| if l > 0.0 { a * g / l } else { 0.0 })
+        .collect();
+    trace.lse = if l > 0.0 {
+        m * std::f32::consts::LN_2 + l.ln()
+    } else {
+        f32::INFINITY
+    };
+    trace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn exact(scores: &[f32], v: &[f32], dv: usize) -> (Vec<f64>, f64) {
+        let mx = scores
+            .iter()
+            .map(|&s| f64::from(s))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = scores.iter().map(|&s| (f64::from(s) - mx).exp()).collect();
+        let sum: f64 = w.iter().sum();
+        let mut out = vec![0.0; dv];
+        for (k, wk) in w.iter().enumerate() {
+            for (o, x) in out.iter_mut().zip(&v[k * dv..(k + 1) * dv]) {
+                *o += wk / sum * f64::from(*x);
+            }
+        }
+        (out, mx + sum.ln())
+    }
+
+    #[test]
+    fn p_never_exceeds_one_for_ceil_or_sqrt2_for_nearest() {
+        let mut seed = 1;
+        for trial in 0..200 {
+            let spread = [0.01f32, 1.0, 10.0, 60.0][trial % 4];
+            let scores: Vec<f32> = (0..97).map(|_| lcg(&mut seed) * spread).collect();
+            let v: Vec<f32> = (0..97).map(|_| lcg(&mut seed)).collect();
+            for comp in [false, true] {
+                let c = run_row(&scores, &v, 1, 16, RescaleVariant::Ceil, comp);
+                assert!(c.max_p <= 1.0, "ceil: {}", c.max_p);
+                let n = run_row(&scores, &v, 1, 16, RescaleVariant::Nearest, comp);
+                assert!(n.max_p <= std::f32::consts::SQRT_2, "nearest: {}", n.max_p);
+                for t in [&c, &n] {
+                    assert!(t.steps.iter().all(|s| (-255..=0).contains(s)));
+                    let (want, lse) = exact(&scores, &v, 1);
+                    assert!((f64::from(t.out[0]) - want[0]).abs() < 2e-2, "{t:?}");
+                    assert!((f64::from(t.lse) - lse).abs() <= 1e-5 * lse.abs().max(1.0));
+                }
+            }
+        }
+        // Nearest really uses the range above 1 (c up to √2).
+        let scores = [0.4f32 * std::f32::consts::LN_2, 0.0];
+        let t = run_row(&scores, &[1.0, 1.0], 1, 2, RescaleVariant::Nearest, false);
+        assert!(
+            t.max_p > 1.0 && t.max_p <= std::f32::consts::SQRT_2,
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn masked_and_empty_rows_stay_finite() {
+        let ninf = f32::NEG_INFINITY;
+        for variant in RescaleVariant::ALL {
+            for comp in [false, true] {
+                // All masked: l = 0, out 0, lse +inf, never NaN.
+                let t = run_row(&[ninf; 40], &[1.0; 40], 1, 16, variant, comp);
+                assert_eq!((t.l, t.out[0], t.lse), (0.0, 0.0, f32::INFINITY));
+                assert!(t.steps.iter().all(|&s| s == 0));
+                // Empty sequence.
+                let t = run_row(&[], &[], 1, 16, variant, comp);
+                assert_eq!((t.l, t.lse), (0.0, f32::INFINITY));
+                // A fully masked first block, then keys.
+                let mut s = vec![ninf; 16];
+                s.extend([3.0f32, 1.0]);
+                let t = run_row(&s, &[0.5; 18], 1, 16, variant, comp);
+                assert!(t.l.is_finite() && t.l > 0.0 && !t.out[0].is_nan(), "{t:?}");
+                assert!((t.out[0] - 0.5).abs() < 1e-2, "{t:?}");
+                // Steps below -255 are clamped (exact: every f32 flushes).
+                let t = run_row(&[-400.0, 400.0], &[1.0, 2.0], 1, 1, variant, comp);
+                assert_eq!(t.steps[1], -255, "{t:?}");
+                assert!((t.out[0] - 2.0).abs() < 1e-2, "{t:?}");
+            }
+        }
+    }
+}
