@@ -65,14 +65,38 @@ fn output(s: &RunSummary, name: &str) -> HostData {
 
 #[test]
 fn every_example_passes_at_its_default_shapes() {
-    for ex in [
-        "mla_decode.amla",
-        "mla_decode_mtp.amla",
-        "mla_decode_paged.amla",
-        "gqa_decode.amla",
-        "flash_prefill.amla",
-    ] {
+    for ex in ALL {
         run_checked(ex, &[], 2);
+    }
+}
+
+const ALL: [&str; 5] = [
+    "mla_decode.amla",
+    "mla_decode_mtp.amla",
+    "mla_decode_paged.amla",
+    "gqa_decode.amla",
+    "flash_prefill.amla",
+];
+
+#[test]
+fn no_example_reads_local_memory_it_did_not_write() {
+    // Local buffers start as NaN: any read of unwritten memory reaches the
+    // outputs and fails the check.
+    for ex in ALL {
+        let src = source(ex);
+        let mut req = request(&[("B", "2"), ("N", "300"), ("S", "128")], 2);
+        req.run.poison_local = true;
+        let s = run_source(&src, &req, &mut |_| {}).unwrap_or_else(|e| panic!("{ex}: {e}"));
+        assert!(
+            s.passed(),
+            "{ex} with poisoned local buffers: {:#?}",
+            s.comparisons
+        );
+        assert!(
+            s.output.report.pending_flags.is_empty(),
+            "{ex}: {:?}",
+            s.output.report.pending_flags
+        );
     }
 }
 

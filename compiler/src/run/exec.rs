@@ -28,6 +28,9 @@ pub struct RunConfig {
     pub wait_timeout: Duration,
     /// Record a Chrome/Perfetto trace.
     pub trace: bool,
+    /// Fill local buffers with NaN before the launch, so a kernel that reads
+    /// memory it never wrote shows it in its outputs.
+    pub poison_local: bool,
 }
 
 impl Default for RunConfig {
@@ -36,6 +39,7 @@ impl Default for RunConfig {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             wait_timeout: Duration::from_secs(10),
             trace: false,
+            poison_local: false,
         }
     }
 }
@@ -198,12 +202,15 @@ impl Executable {
             .jit
             .work_items(&dims)
             .map_err(|e| RunError::Codegen(e.to_string()))?;
-        let launch_cfg = LaunchConfig::default()
-            .with_cores(cfg.cores.max(1))
-            .with_wait_timeout(cfg.wait_timeout)
-            .with_trace(cfg.trace)
-            .with_dims(dims)
-            .with_vector_sub_blocks(self.jit.sub_blocks() as usize);
+        let launch_cfg = LaunchConfig {
+            poison_local: cfg.poison_local,
+            ..LaunchConfig::default()
+        }
+        .with_cores(cfg.cores.max(1))
+        .with_wait_timeout(cfg.wait_timeout)
+        .with_trace(cfg.trace)
+        .with_dims(dims)
+        .with_vector_sub_blocks(self.jit.sub_blocks() as usize);
         let kernel = self.jit.runtime_kernel();
         let report =
             launch(&kernel, &mut gm, work_items, &self.core, &launch_cfg).map_err(|e| {
