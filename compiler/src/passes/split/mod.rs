@@ -406,19 +406,20 @@ fn copy_span(k: &mut Kernel, from: Inst, to: Inst) {
     }
 }
 
-/// Appends an instruction to `b`.
-fn push(k: &mut Kernel, b: Block, kind: InstKind, tys: Vec<Type>) -> Inst {
-    let i = k.make_inst(kind, tys);
-    k.blocks[b].insts.push(i);
-    i
+/// Appends `kind` to `b` through the typing [`crate::ir::Builder`].
+fn append(k: &mut Kernel, b: Block, kind: InstKind) -> Result<Inst, String> {
+    crate::ir::Builder::at_end(k, b)
+        .ins(kind)
+        .map_err(|e| format!("split: internal: {}", e.0))
 }
 
-/// Inserts a result-less instruction into `b` at `pos`.
-fn insert(k: &mut Kernel, b: Block, pos: usize, kind: InstKind) -> Inst {
-    let i = k.make_inst(kind, vec![]);
-    let insts = &mut k.blocks[b].insts;
-    insts.insert(pos.min(insts.len()), i);
-    i
+/// Inserts `kind` into `b` at `pos` (at the end when `pos` is past it)
+/// through the typing [`crate::ir::Builder`].
+fn insert(k: &mut Kernel, b: Block, pos: usize, kind: InstKind) -> Result<Inst, String> {
+    let pos = pos.min(k.blocks[b].insts.len());
+    crate::ir::Builder::at(k, b, pos)
+        .ins(kind)
+        .map_err(|e| format!("split: internal: {}", e.0))
 }
 
 fn fill_parents(k: &Kernel, b: Block, parent: &mut HashMap<Inst, Block>) {
