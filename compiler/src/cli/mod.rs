@@ -10,6 +10,7 @@ mod compile;
 mod numerics;
 mod progress;
 mod run;
+mod simulate;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Errors of FlashAttention and every AMLA rescale variant against float64.
     Numerics(numerics::NumericsArgs),
+    /// Predict time, FLOPS utilisation and the bound pipe on a target (cost model).
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -58,6 +61,7 @@ where
         Command::Compile(a) => compile::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Numerics(a) => numerics::run(&a),
+        Command::Simulate(a) => simulate::run(&a),
     }
 }
 
