@@ -5,6 +5,7 @@
 //! (diagnostics on stderr) or a file cannot be read; 2 usage errors
 //! (unknown flag, malformed `-D`), as clap reports them.
 
+mod bench;
 mod check;
 mod compile;
 mod numerics;
@@ -36,6 +37,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Errors of FlashAttention and every AMLA rescale variant against float64.
     Numerics(numerics::NumericsArgs),
+    /// Compile latency, kernel time, GFLOP/s and FLOPS utilisation against the machine's peak.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -58,6 +61,7 @@ where
         Command::Compile(a) => compile::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Numerics(a) => numerics::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 
