@@ -16,5 +16,6 @@ pub mod numerics;
 pub mod passes;
 pub mod reference;
 pub mod run;
+pub mod simulate;
 pub mod syntax;
 pub mod target;
