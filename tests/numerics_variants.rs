@@ -195,6 +195,7 @@ fn the_fidelity_report_measures_every_variant() {
         distributions: vec![Distribution::Outliers],
         variants: Variant::all(),
         long_n: 512,
+        grid: Vec::new(),
         run: RunConfig {
             cores: 2,
             ..RunConfig::default()

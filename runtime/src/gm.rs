@@ -178,6 +178,16 @@ impl Gm {
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr as *mut T, len) })
     }
 
+    /// Sets every byte of buffer `id` to zero (no allocation).
+    pub fn zero(&mut self, id: GmId) -> Result<(), RuntimeError> {
+        let b = self.buffer(id)?;
+        let (ptr, bytes) = (b.data.as_ptr(), b.len * b.dtype.size_bytes());
+        // SAFETY: the allocation holds len * elem_bytes bytes; &mut self
+        // makes the access exclusive; zero bytes are a valid value of every dtype.
+        unsafe { std::ptr::write_bytes(ptr, 0, bytes) };
+        Ok(())
+    }
+
     /// Element `i` of buffer `id`.
     pub fn get<T: Element>(&self, id: GmId, i: usize) -> Result<T, RuntimeError> {
         let s = self.slice::<T>(id)?;

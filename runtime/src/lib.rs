@@ -14,6 +14,7 @@ pub mod dtype;
 pub mod error;
 pub mod gm;
 pub mod matmul;
+pub mod peak;
 pub mod units;
 
 pub use config::{CoreConfig, LaunchConfig};

@@ -5,6 +5,7 @@
 //! (diagnostics on stderr) or a file cannot be read; 2 usage errors
 //! (unknown flag, malformed `-D`), as clap reports them.
 
+mod bench;
 mod check;
 mod compile;
 mod numerics;
@@ -39,6 +40,8 @@ pub enum Command {
     Numerics(numerics::NumericsArgs),
     /// Predict time, FLOPS utilisation and the bound pipe on a target (cost model).
     Simulate(simulate::SimulateArgs),
+    /// Compile latency, kernel time, GFLOP/s and FLOPS utilisation against the machine's peak.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -62,6 +65,7 @@ where
         Command::Run(a) => run::run(&a),
         Command::Numerics(a) => numerics::run(&a),
         Command::Simulate(a) => simulate::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 

@@ -824,8 +824,8 @@ impl WalkOne for Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::split::testkit::*;
-    use crate::passes::split::{self, dump};
+    use crate::passes::split;
+    use crate::passes::testkit::*;
 
     fn dims(k: &Kernel, n: i64) -> Vec<(crate::ir::DimId, i64)> {
         k.dims
