@@ -354,10 +354,11 @@ unsafe fn run_pairs(g: &Gemm, a: &[bf16], b: &[bf16], c: &mut [f32], uk: driver:
     // A is read in place (no packing) when its rows are whole pairs and M
     // fills whole micro-tiles.
     let in_place_a =
-        (g.k % 2 == 0 && g.lda % 2 == 0 && g.m % pairs::MR == 0).then(|| driver::InPlaceA {
-            base: a.as_ptr() as *const u32,
-            row_stride: g.lda / 2,
-        });
+        (g.k.is_multiple_of(2) && g.lda.is_multiple_of(2) && g.m.is_multiple_of(pairs::MR))
+            .then_some(driver::InPlaceA {
+                base: a.as_ptr() as *const u32,
+                row_stride: g.lda / 2,
+            });
     PAIR_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         // SAFETY: caller's contract (uk callable, C checked by Gemm::check);

@@ -69,7 +69,7 @@ pub(crate) fn pack_b(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usize, pc: usize
                     }
                 }
             }
-            BLayout::NK if cfg!(target_endian = "little") && g.k % 2 == 0 => {
+            BLayout::NK if cfg!(target_endian = "little") && g.k.is_multiple_of(2) => {
                 // Whole pairs: a row of B is a row of little-endian u32 pairs.
                 for jj in 0..cols {
                     let row = &b[(j0 + jj) * g.ldb + 2 * s0..][..2 * pc];
