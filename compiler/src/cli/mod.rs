@@ -11,6 +11,7 @@ mod compile;
 mod numerics;
 mod progress;
 mod run;
+mod simulate;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Errors of FlashAttention and every AMLA rescale variant against float64.
     Numerics(numerics::NumericsArgs),
+    /// Predict time, FLOPS utilisation and the bound pipe on a target (cost model).
+    Simulate(simulate::SimulateArgs),
     /// Compile latency, kernel time, GFLOP/s and FLOPS utilisation against the machine's peak.
     Bench(bench::BenchArgs),
 }
@@ -61,6 +64,7 @@ where
         Command::Compile(a) => compile::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Numerics(a) => numerics::run(&a),
+        Command::Simulate(a) => simulate::run(&a),
         Command::Bench(a) => bench::run(&a),
     }
 }

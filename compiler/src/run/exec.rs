@@ -94,15 +94,7 @@ impl Executable {
     pub fn new(c: &Compilation, target: &Target) -> Result<Executable, RunError> {
         let jit = codegen::compile(&c.ir, &CodegenOptions::default())
             .map_err(|e| RunError::Codegen(e.to_string()))?;
-        let b = &target.buffers;
-        let core = CoreConfig {
-            l1: b.l1 as usize,
-            l0a: b.l0a as usize,
-            l0b: b.l0b as usize,
-            l0c: b.l0c as usize,
-            ub: b.ub as usize,
-            flag_ids: target.flags.cross_core_ids,
-        };
+        let core = target.core_config();
         Ok(Executable {
             ir: c.ir.clone(),
             jit,
