@@ -138,8 +138,8 @@ pub fn run(args: &NumericsArgs) -> u8 {
         }
     }
     let mut grid = Vec::new();
-    for &h in hs.iter().map(Some).chain(hs.is_empty().then_some(None)) {
-        for &n in ns.iter().map(Some).chain(ns.is_empty().then_some(None)) {
+    for h in hs.iter().copied().map(Some).chain(hs.is_empty().then_some(None)) {
+        for n in ns.iter().copied().map(Some).chain(ns.is_empty().then_some(None)) {
             let mut point = Vec::new();
             if let Some(h) = h {
                 point.push(("H".to_string(), h.to_string()));
