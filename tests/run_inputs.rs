@@ -128,7 +128,7 @@ fn a_missing_input_is_an_error_unless_random_fill_is_asked_for() {
     let mut req = request(&SMALL, vec![q.clone()]);
     req.run.fill_missing = true;
     let s = run("mla_decode.amla", &req).unwrap();
-    assert!(s.passed(), "{:#?}", s.comparisons);
+    assert!(s.passed(), "{:#?}", s.checks);
     assert_eq!(s.inputs.iter().find(|i| i.name == "q").unwrap(), &q);
 }
 
@@ -171,7 +171,7 @@ fn block_tables_and_lengths_out_of_range_are_input_errors() {
     // An unused entry (past the length) may hold anything, e.g. -1 padding.
     let req = request(&PAGED, paged_inputs(vec![0, 1, 3, -1], vec![100, 10]));
     let s = run("mla_decode_paged.amla", &req).unwrap();
-    assert!(s.passed(), "{:#?}", s.comparisons);
+    assert!(s.passed(), "{:#?}", s.checks);
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn nan_in_a_masked_page_tail_is_refused_and_unused_pages_do_not_matter() {
     // NaN in page 3, which no sequence uses: no effect.
     kv[3 * 64 * 576 + 5] = half::bf16::NAN;
     let s = run("mla_decode_paged.amla", &request(&PAGED, inputs.clone())).unwrap();
-    assert!(s.passed(), "{:#?}", s.comparisons);
+    assert!(s.passed(), "{:#?}", s.checks);
     // NaN in the masked tail of page 2: a named input error, not NaN output.
     let HostData::Bf16(kv) = &mut inputs[1].data else {
         panic!()
@@ -314,7 +314,7 @@ fn ml_dtypes_npy_and_safetensors_inputs_read_and_outputs_load_back() {
     assert!(e.contains("shape [2, 3, 4]"), "{e}");
 
     let s = run("mla_decode.amla", &request(&SMALL, from_st)).unwrap();
-    assert!(s.passed(), "{:#?}", s.comparisons);
+    assert!(s.passed(), "{:#?}", s.checks);
     // Outputs: .npy (bf16 as ml_dtypes '<V2', and as f32) and safetensors.
     let dir = tmp("out");
     std::fs::create_dir_all(dir.join("npy")).unwrap();

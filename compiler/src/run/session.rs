@@ -2,14 +2,16 @@
 //! library function tests can call.
 //!
 //! Compile → JIT → inputs (seeded random, or given) → launch → read outputs
-//! → (optionally) compare with the float64 reference the kernel names in
-//! its `// @reference:` line.
+//! → (optionally) check them: always against the float64 interpreter of the
+//! kernel ([`crate::interp`]), and also against the attention reference the
+//! kernel names in a `// @reference:` line, when it has one. Each oracle is
+//! a [`Check`] with its own verdict.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::compare::{Comparison, Tolerance, compare};
+use super::compare::{Comparison, NanRule, Tolerance, compare, compare_with};
 use super::exec::{Executable, RunConfig, RunOutput};
 use super::inputs::{InputOptions, generate};
 use super::reference_kind::{ReferenceKind, expected};
@@ -29,8 +31,59 @@ pub struct RunRequest {
     pub given: Vec<HostTensor>,
     /// Launch settings.
     pub run: RunConfig,
-    /// Compare with the float64 reference.
+    /// Check the outputs against the float64 oracles.
     pub check: bool,
+}
+
+/// An oracle a run is checked against.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Oracle {
+    /// The float64 interpreter of the kernel's checked HIR.
+    Interpreter,
+    /// The attention reference named by the kernel's `// @reference:` line.
+    Reference(ReferenceKind),
+}
+
+impl Oracle {
+    /// `interpreter` or `reference mla`.
+    pub fn label(self) -> String {
+        match self {
+            Oracle::Interpreter => "interpreter".into(),
+            Oracle::Reference(k) => format!("reference {}", k.name()),
+        }
+    }
+}
+
+/// The outputs compared with one oracle.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// Which oracle.
+    pub oracle: Oracle,
+    /// One comparison per output the oracle computes.
+    pub comparisons: Vec<Comparison>,
+}
+
+impl Check {
+    /// Every comparison passed.
+    pub fn passed(&self) -> bool {
+        self.comparisons.iter().all(|c| c.passed)
+    }
+}
+
+/// The tolerance of an output of `dtype` against the interpreter (why:
+/// the module doc of `run/compare.rs`).
+pub fn interpreter_tolerance(dtype: crate::ir::DType) -> Tolerance {
+    match dtype {
+        crate::ir::DType::I32 => Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+        },
+        crate::ir::DType::F32 => Tolerance::for_dtype(dtype),
+        _ => Tolerance {
+            atol: 2f64.powi(-7),
+            rtol: 2f64.powi(-7),
+        },
+    }
 }
 
 /// Where the time of a run went.
@@ -42,8 +95,10 @@ pub struct Timings {
     pub jit: Duration,
     /// The launch (all work items).
     pub launch: Duration,
-    /// The float64 reference.
+    /// The float64 attention reference.
     pub reference: Duration,
+    /// The float64 interpreter.
+    pub interpreter: Duration,
 }
 
 /// What a run produced.
@@ -57,18 +112,23 @@ pub struct RunSummary {
     pub inputs: Vec<HostTensor>,
     /// The launch's outputs and statistics.
     pub output: RunOutput,
-    /// The reference used, when checked.
+    /// The `@reference` kind of the kernel, when checked and it names one.
     pub reference: Option<ReferenceKind>,
-    /// One comparison per output, when checked.
-    pub comparisons: Vec<Comparison>,
+    /// One check per oracle (the interpreter first), when checked.
+    pub checks: Vec<Check>,
     /// Where the time went.
     pub timings: Timings,
 }
 
 impl RunSummary {
-    /// True when every comparison passed (vacuously without `--check`).
+    /// True when every check passed (vacuously without `--check`).
     pub fn passed(&self) -> bool {
-        self.comparisons.iter().all(|c| c.passed)
+        self.checks.iter().all(Check::passed)
+    }
+
+    /// The check against `oracle`, if it ran.
+    pub fn check(&self, oracle: Oracle) -> Option<&Check> {
+        self.checks.iter().find(|c| c.oracle == oracle)
     }
 }
 
@@ -106,16 +166,7 @@ pub fn run_source(
     // The reference kind also says what the integer inputs mean, which the
     // input checks use even without `--check`.
     let kind = ReferenceKind::from_source(&src.text).map_err(RunFailure::Run)?;
-    let reference = if req.check {
-        Some(kind.ok_or_else(|| {
-            RunFailure::Run(format!(
-                "--check needs a `// @reference: KIND` line in {} naming the float64 reference (see docs/LANGUAGE.md)",
-                src.name
-            ))
-        })?)
-    } else {
-        None
-    };
+    let reference = if req.check { kind } else { None };
     stage("JIT-compiling");
     let t = Instant::now();
     let exe =
@@ -133,7 +184,7 @@ pub fn run_source(
     let mut tensors = exe.tensor_specs().map_err(err)?;
     validate::label_from_source(&mut tensors, src);
     let budget = req.run.memory_limit.unwrap_or_else(validate::host_memory);
-    validate::check_memory(&tensors, reference.is_some(), budget).map_err(RunFailure::Run)?;
+    validate::check_memory(&tensors, req.check, budget).map_err(RunFailure::Run)?;
     validate::check_given(
         &tensors,
         &req.given,
@@ -163,8 +214,36 @@ pub fn run_source(
     let t = Instant::now();
     let output = exe.run(&inputs, &req.run).map_err(err)?;
     timings.launch = t.elapsed();
-    let mut comparisons = Vec::new();
+    let mut checks = Vec::new();
+    if req.check {
+        stage("interpreting the kernel in float64");
+        let t = Instant::now();
+        let values: Vec<i64> = dims.iter().map(|d| d.1).collect();
+        let want =
+            crate::interp::interpret(&c.hir, &values, &inputs, &crate::interp::Options::default())
+                .map_err(|e| RunFailure::Run(e.to_string()))?;
+        timings.interpreter = t.elapsed();
+        let comparisons = output
+            .outputs
+            .iter()
+            .zip(&want)
+            .map(|(o, w)| {
+                compare_with(
+                    &o.name,
+                    &o.data.to_f64(),
+                    &w.data,
+                    interpreter_tolerance(o.data.dtype()),
+                    NanRule::MatchesNan,
+                )
+            })
+            .collect();
+        checks.push(Check {
+            oracle: Oracle::Interpreter,
+            comparisons,
+        });
+    }
     if let Some(kind) = reference {
+        let mut comparisons = Vec::new();
         stage("computing the float64 reference");
         let t = Instant::now();
         let scale = c
@@ -195,6 +274,10 @@ pub fn run_source(
                 Tolerance::for_dtype(o.data.dtype()),
             ));
         }
+        checks.push(Check {
+            oracle: Oracle::Reference(kind),
+            comparisons,
+        });
     }
     Ok(RunSummary {
         kernel: c.ir.name.clone(),
@@ -202,7 +285,7 @@ pub fn run_source(
         inputs,
         output,
         reference,
-        comparisons,
+        checks,
         timings,
     })
 }
