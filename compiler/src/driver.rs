@@ -88,8 +88,8 @@ impl std::error::Error for CompileError {}
 pub const OPTION_DEFINES: &[&str] = &["PRELOAD", "RESCALE", "COMPENSATE"];
 
 /// Moves the compiler options given as `-D` out of `opts.defines` into the
-/// pass options.
-fn take_option_defines(opts: &mut CompileOptions) -> Result<(), CompileError> {
+/// pass options (`amlac check` calls it too, so every command takes them).
+pub fn take_option_defines(opts: &mut CompileOptions) -> Result<(), CompileError> {
     if let Some(v) = opts.defines.map.remove("PRELOAD") {
         opts.pass_options.preload_depth = v.parse().ok().filter(|d| *d <= 8).ok_or_else(|| {
             CompileError::Option(format!("-D PRELOAD={v}: expected a preload depth in 0..=8"))

@@ -1,6 +1,8 @@
 //! `amlac check FILE… [-D NAME=VALUE]…`: parse and check each file, print
 //! every diagnostic to stderr; exit 0 when all files are clean, 1 otherwise
-//! (including a file that cannot be read).
+//! (including a file that cannot be read). Compiler options given as `-D`
+//! (`PRELOAD`, `RESCALE`, `COMPENSATE`) are validated and accepted, as by
+//! every other command.
 
 use std::path::PathBuf;
 
@@ -22,7 +24,19 @@ pub struct CheckArgs {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: &CheckArgs) -> u8 {
-    let defines: Defines = args.defines.iter().cloned().collect();
+    let mut opts = match crate::driver::CompileOptions::new() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    opts.defines = args.defines.iter().cloned().collect::<Defines>();
+    if let Err(e) = crate::driver::take_option_defines(&mut opts) {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    let defines = opts.defines;
     let mut failed = false;
     for path in &args.files {
         let text = match std::fs::read_to_string(path) {

@@ -54,7 +54,7 @@ pub struct CompileArgs {
     /// The stage to print.
     #[arg(long, value_enum, default_value = "ir")]
     pub emit: Emit,
-    /// Write the emitted stage to FILE instead of stdout.
+    /// Write the emitted stage to FILE instead of stdout (`-o -`: stdout).
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the IR after PASS (or `all`) to stdout.
@@ -172,6 +172,7 @@ fn only_func(k: &Kernel, unit: Unit) -> String {
 fn write_out(args: &CompileArgs, text: &str) -> u8 {
     match &args.output {
         None => u8::from(!super::print_stdout(text)),
+        Some(path) if path.as_os_str() == "-" => u8::from(!super::print_stdout(text)),
         Some(path) => match std::fs::write(path, text) {
             Ok(()) => 0,
             Err(e) => {

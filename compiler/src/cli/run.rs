@@ -1,9 +1,13 @@
 //! `amlac run FILE [-D NAME=VALUE]… [--check] [--json]`: compile, JIT, run
-//! on the emulated AI core with seeded random inputs (or `--input
-//! NAME=FILE.npy`), optionally write the outputs (`--output-dir`) and
+//! on the emulated AI core with seeded random inputs (or given ones:
+//! `--input NAME=FILE.npy`, `--inputs FILE.safetensors`), optionally write
+//! the outputs (`--output-dir DIR` as `.npy`, `--save FILE.safetensors`) and
 //! check them (`--check`) against the float64 interpreter of the kernel and,
 //! when the file names one in a `// @reference:` line, the attention
 //! reference too.
+//!
+//! Given inputs are all-or-nothing: when some are given, a missing one is
+//! an error unless `--fill-missing` asks for seeded random data.
 //!
 //! Exit codes: 0 the run succeeded (and, with `--check`, passed); 1 the
 //! kernel did not compile or run, or the check failed; 2 usage errors.
@@ -21,7 +25,7 @@ use crate::run::compare::describe;
 use crate::run::exec::RunConfig;
 use crate::run::inputs::InputOptions;
 use crate::run::session::{Oracle, RunFailure, RunRequest, RunSummary, run_source};
-use crate::run::{HostTensor, npy};
+use crate::run::{HostTensor, files, npy, safetensors, validate};
 use crate::target::Target;
 
 /// Arguments of `amlac run`.
@@ -42,12 +46,28 @@ pub struct RunArgs {
     /// Seed of the random inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Read an input from a `.npy` file (repeatable): `--input q=q.npy`.
+    /// Read an input from a file (repeatable): `--input q=q.npy`, or the
+    /// tensor `q` of a safetensors file: `--input q=x.safetensors`.
     #[arg(long, value_name = "NAME=FILE", value_parser = super::parse_define)]
     pub input: Vec<(String, String)>,
+    /// Read inputs from a safetensors file: each tensor binds the input of
+    /// its name (repeatable).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub inputs: Vec<PathBuf>,
+    /// With some inputs given, draw the missing ones (seeded random) instead
+    /// of failing.
+    #[arg(long)]
+    pub fill_missing: bool,
     /// Write every output to DIR/NAME.npy.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// How `--output-dir` writes bf16 outputs: `f32` (exact, plain NumPy) or
+    /// `ml-dtypes` (descr `<V2`, `np.load(f).view(ml_dtypes.bfloat16)`).
+    #[arg(long, value_enum, default_value_t = Bf16NpyArg::F32)]
+    pub bf16_npy: Bf16NpyArg,
+    /// Write every output to one safetensors file (bf16 as native BF16).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub save: Option<PathBuf>,
     /// Emulated AI cores (default: the machine's CPUs).
     #[arg(long)]
     pub cores: Option<usize>,
@@ -63,6 +83,24 @@ pub struct RunArgs {
     /// Target description: a built-in name or a `.toml` path.
     #[arg(long, default_value = "ascend910b")]
     pub target: String,
+}
+
+/// `--bf16-npy` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bf16NpyArg {
+    /// bf16 written as f32.
+    F32,
+    /// bf16 written as ml_dtypes does (`<V2`).
+    MlDtypes,
+}
+
+impl From<Bf16NpyArg> for npy::Bf16Npy {
+    fn from(a: Bf16NpyArg) -> npy::Bf16Npy {
+        match a {
+            Bf16NpyArg::F32 => npy::Bf16Npy::F32,
+            Bf16NpyArg::MlDtypes => npy::Bf16Npy::MlDtypes,
+        }
+    }
 }
 
 /// Runs the subcommand; returns the exit code.
@@ -87,8 +125,8 @@ pub fn run(args: &RunArgs) -> u8 {
     // `.npy` inputs need the kernel's input shapes: compile once to learn
     // them is what `run_source` does, so read them lazily through a first
     // pass over the signature.
-    if !args.input.is_empty() {
-        match npy_inputs(&src, &req, &args.input) {
+    if !args.input.is_empty() || !args.inputs.is_empty() {
+        match file_inputs(&src, &req, args) {
             Ok(g) => given = g,
             Err(e) => {
                 progress.finish();
@@ -114,11 +152,21 @@ pub fn run(args: &RunArgs) -> u8 {
             return 1;
         }
         for o in &summary.output.outputs {
-            if let Err(e) = npy::write(&dir.join(format!("{}.npy", o.name)), o) {
+            if let Err(e) = npy::write(
+                &dir.join(format!("{}.npy", o.name)),
+                o,
+                args.bf16_npy.into(),
+            ) {
                 eprintln!("error: {e}");
                 return 1;
             }
         }
+    }
+    if let Some(path) = &args.save
+        && let Err(e) = safetensors::write(path, &summary.output.outputs)
+    {
+        eprintln!("error: {e}");
+        return 1;
     }
     if let (Some(path), Some(trace)) = (&args.trace, &summary.output.report.trace)
         && let Err(e) = trace.write_chrome_json(path)
@@ -149,9 +197,18 @@ fn request(args: &RunArgs) -> Result<RunRequest, String> {
             args.timeout
         ));
     }
+    if let Some(p) = &args.save
+        && !safetensors::is_safetensors(p)
+    {
+        return Err(format!(
+            "--save {}: expected a FILE.safetensors path (use --output-dir DIR for .npy files)",
+            p.display()
+        ));
+    }
     let mut run = RunConfig {
         wait_timeout: Duration::from_secs_f64(args.timeout),
         trace: args.trace.is_some(),
+        fill_missing: args.fill_missing,
         ..RunConfig::default()
     };
     if let Some(c) = args.cores {
@@ -172,26 +229,25 @@ fn request(args: &RunArgs) -> Result<RunRequest, String> {
     })
 }
 
-/// Reads the `--input` files, typed and shaped by the kernel's signature.
-fn npy_inputs(
+/// Reads the `--input` and `--inputs` files, typed and shaped by the
+/// kernel's signature (so a file is converted to the dtype of its input).
+fn file_inputs(
     src: &SourceFile,
     req: &RunRequest,
-    inputs: &[(String, String)],
+    args: &RunArgs,
 ) -> Result<Vec<HostTensor>, String> {
     let c = crate::driver::compile(src, &req.compile).map_err(|e| e.to_string())?;
     let exe =
         crate::run::exec::Executable::new(&c, &req.compile.target).map_err(|e| e.to_string())?;
-    let specs = exe.input_specs().map_err(|e| e.to_string())?;
-    inputs
-        .iter()
-        .map(|(name, path)| {
-            let (_, dtype, shape) = specs
-                .iter()
-                .find(|s| &s.0 == name)
-                .ok_or_else(|| format!("--input {name}: `{}` has no input `{name}`", c.ir.name))?;
-            npy::read(std::path::Path::new(path), name, *dtype, shape)
-        })
-        .collect()
+    let mut specs = exe.tensor_specs().map_err(|e| e.to_string())?;
+    validate::label_from_source(&mut specs, src);
+    files::read_inputs(
+        &specs,
+        &args.input,
+        &args.inputs,
+        &req.compile.defines,
+        &c.ir.name,
+    )
 }
 
 fn human(s: &RunSummary, req: &RunRequest) -> String {

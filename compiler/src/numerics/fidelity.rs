@@ -389,7 +389,11 @@ pub fn measure(
                         scale: 1.0,
                     },
                     given: given.clone(),
-                    run: req.run.clone(),
+                    // `draw` makes the float inputs; integer ones are drawn by the run.
+                    run: crate::run::exec::RunConfig {
+                        fill_missing: true,
+                        ..req.run.clone()
+                    },
                     check: false,
                 };
                 let result = match run_source(src, &rr, &mut |_| {}) {

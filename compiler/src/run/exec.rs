@@ -14,6 +14,7 @@ use amla_runtime::launch::{LaunchReport, launch};
 use half::{bf16, f16};
 
 use super::tensor::{HostData, HostTensor};
+use super::validate;
 use crate::codegen::{self, CodegenOptions, CompiledKernel};
 use crate::driver::Compilation;
 use crate::ir::{DType, Dim, Kernel, Role};
@@ -31,6 +32,12 @@ pub struct RunConfig {
     /// Fill local buffers with NaN before the launch, so a kernel that reads
     /// memory it never wrote shows it in its outputs.
     pub poison_local: bool,
+    /// When some inputs are given, draw the missing ones (seeded random)
+    /// instead of failing.
+    pub fill_missing: bool,
+    /// Host memory a run may use, in bytes (`None`: what the machine has
+    /// available, [`crate::run::validate::host_memory`]).
+    pub memory_limit: Option<u64>,
     /// How the runtime accesses GM. Default [`GmAccess::Ordered`]: plain
     /// accesses, sound because the split pass orders every cross-unit GM
     /// access with flags (the argument is at `amla_runtime::gm::GmAccess`);
@@ -48,6 +55,8 @@ impl Default for RunConfig {
             wait_timeout: Duration::from_secs(10),
             trace: false,
             poison_local: false,
+            fill_missing: false,
+            memory_limit: None,
             gm_access: GmAccess::Ordered,
             host_cpus: LaunchConfig::default().host_cpus,
         }
@@ -80,6 +89,30 @@ pub enum RunError {
         /// The runtime's error.
         message: String,
     },
+}
+
+/// One GM tensor of a kernel at the run's dims.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    /// Parameter name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Input, output or workspace.
+    pub role: Role,
+    /// Extents, outermost first.
+    pub shape: Vec<usize>,
+    /// The source label of each axis: a dim name (`B`) or a constant (`576`).
+    pub dims: Vec<String>,
+}
+
+impl TensorSpec {
+    /// Elements of the shape (in `u128`: dims bound with `-D` may be huge).
+    pub fn elems(&self) -> u128 {
+        self.shape
+            .iter()
+            .fold(1u128, |a, &d| a.saturating_mul(d as u128))
+    }
 }
 
 /// A compiled, JIT-ed kernel ready to run.
@@ -142,6 +175,32 @@ impl Executable {
             .collect())
     }
 
+    /// Every GM tensor (inputs, outputs, workspaces) at the run's dims, in
+    /// IR order.
+    pub fn tensor_specs(&self) -> Result<Vec<TensorSpec>, RunError> {
+        let shapes = self.shapes()?;
+        Ok(self
+            .ir
+            .tensors
+            .values()
+            .zip(shapes)
+            .map(|(t, shape)| TensorSpec {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                role: t.role,
+                shape,
+                dims: t
+                    .shape
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Const(n) => n.to_string(),
+                        Dim::Sym(id) => self.ir.dims[*id].name.clone(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// The kernel's inputs: name, dtype and shape, in signature order.
     pub fn input_specs(&self) -> Result<Vec<(String, DType, Vec<usize>)>, RunError> {
         let shapes = self.shapes()?;
@@ -166,6 +225,12 @@ impl Executable {
     /// Lays out GM for `inputs` (inputs copied in, outputs and workspaces
     /// zeroed) and the launch settings, for one or more [`Executable::launch`]es.
     pub fn prepare(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<Prepared, RunError> {
+        let specs = self.tensor_specs()?;
+        let budget = cfg.memory_limit.unwrap_or_else(validate::host_memory);
+        validate::check_memory(&specs, false, budget).map_err(RunError::Inputs)?;
+        let no_defines = crate::check::Defines::new();
+        validate::check_given(&specs, inputs, false, &no_defines, &self.ir.name)
+            .map_err(RunError::Inputs)?;
         let shapes = self.shapes()?;
         let mut gm = Gm::new();
         let mut outs: Vec<(String, GmId, DType, Vec<usize>)> = Vec::new();
@@ -183,16 +248,6 @@ impl Executable {
                     let h = inputs.iter().find(|h| h.name == t.name).ok_or_else(|| {
                         RunError::Inputs(format!("no input given for `{}`", t.name))
                     })?;
-                    if h.shape != *shape || h.data.dtype() != t.dtype || h.data.len() != n {
-                        return Err(RunError::Inputs(format!(
-                            "input `{}` is {}{:?}, the kernel takes {}{:?}",
-                            t.name,
-                            h.data.dtype(),
-                            h.shape,
-                            t.dtype,
-                            shape
-                        )));
-                    }
                     match &h.data {
                         HostData::F32(v) => gm.add_from(&t.name, v),
                         HostData::Bf16(v) => gm.add_from(&t.name, v),

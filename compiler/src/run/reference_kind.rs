@@ -203,6 +203,9 @@ pub fn expected(
             }
         }
         ReferenceKind::MlaPaged => {
+            // The same checks the run makes before launching (page ids and
+            // lengths in range), so the indexing below cannot go wrong.
+            super::validate::check_roles(kind, inputs)?;
             let (qt, q) = find(inputs, "q", 3)?;
             let (kt, kv) = find(inputs, "kv", 3)?;
             let (btt, bt) = find(inputs, "block_table", 2)?;

@@ -16,6 +16,7 @@ use super::exec::{Executable, RunConfig, RunOutput};
 use super::inputs::{InputOptions, generate};
 use super::reference_kind::{ReferenceKind, expected};
 use super::tensor::HostTensor;
+use super::validate;
 use crate::diag::SourceFile;
 use crate::driver::{self, CompileError, CompileOptions};
 
@@ -162,11 +163,10 @@ pub fn run_source(
     let c = driver::compile(src, &req.compile).map_err(RunFailure::Compile)?;
     timings.compile = t.elapsed();
     // Resolve the reference before running, so a bad directive fails fast.
-    let reference = if req.check {
-        ReferenceKind::from_source(&src.text).map_err(RunFailure::Run)?
-    } else {
-        None
-    };
+    // The reference kind also says what the integer inputs mean, which the
+    // input checks use even without `--check`.
+    let kind = ReferenceKind::from_source(&src.text).map_err(RunFailure::Run)?;
+    let reference = if req.check { kind } else { None };
     stage("JIT-compiling");
     let t = Instant::now();
     let exe =
@@ -181,6 +181,18 @@ pub fn run_source(
         .zip(exe.dims().map_err(err)?)
         .collect();
     stage("making inputs");
+    let mut tensors = exe.tensor_specs().map_err(err)?;
+    validate::label_from_source(&mut tensors, src);
+    let budget = req.run.memory_limit.unwrap_or_else(validate::host_memory);
+    validate::check_memory(&tensors, req.check, budget).map_err(RunFailure::Run)?;
+    validate::check_given(
+        &tensors,
+        &req.given,
+        req.run.fill_missing,
+        &req.compile.defines,
+        &c.ir.name,
+    )
+    .map_err(RunFailure::Run)?;
     let specs = exe.input_specs().map_err(err)?;
     let shape_of = |name: &str| specs.iter().find(|s| s.0 == name).map(|s| s.2.clone());
     let mut inputs = Vec::new();
@@ -189,21 +201,14 @@ pub fn run_source(
             inputs.push(g.clone());
             continue;
         }
-        let role = reference.and_then(|k| k.int_role(name, &shape_of));
+        let role = kind.and_then(|k| k.int_role(name, &shape_of));
         let t = generate(name, *dtype, shape, role, &req.inputs, i as u64).ok_or_else(|| {
             RunFailure::Run(format!("cannot make input `{name}` of dtype {dtype}"))
         })?;
         inputs.push(t);
     }
-    if let Some(g) = req
-        .given
-        .iter()
-        .find(|g| !specs.iter().any(|s| s.0 == g.name))
-    {
-        return Err(RunFailure::Run(format!(
-            "`{}` is not an input of `{}`",
-            g.name, c.ir.name
-        )));
+    if let Some(k) = kind {
+        validate::check_roles(k, &inputs).map_err(RunFailure::Run)?;
     }
     stage("running");
     let t = Instant::now();
