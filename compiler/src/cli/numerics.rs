@@ -138,8 +138,18 @@ pub fn run(args: &NumericsArgs) -> u8 {
         }
     }
     let mut grid = Vec::new();
-    for h in hs.iter().copied().map(Some).chain(hs.is_empty().then_some(None)) {
-        for n in ns.iter().copied().map(Some).chain(ns.is_empty().then_some(None)) {
+    for h in hs
+        .iter()
+        .copied()
+        .map(Some)
+        .chain(hs.is_empty().then_some(None))
+    {
+        for n in ns
+            .iter()
+            .copied()
+            .map(Some)
+            .chain(ns.is_empty().then_some(None))
+        {
             let mut point = Vec::new();
             if let Some(h) = h {
                 point.push(("H".to_string(), h.to_string()));
@@ -150,9 +160,11 @@ pub fn run(args: &NumericsArgs) -> u8 {
             grid.push(point);
         }
     }
-    if args.defines.iter().any(|(k, _)| {
-        (k == "N" && !ns.is_empty()) || (k == "H" && !hs.is_empty())
-    }) {
+    if args
+        .defines
+        .iter()
+        .any(|(k, _)| (k == "N" && !ns.is_empty()) || (k == "H" && !hs.is_empty()))
+    {
         eprintln!("error: `-D N`/`-D H` and the `--n`/`--h`/`--grid` lists both set the same dim");
         return 2;
     }
