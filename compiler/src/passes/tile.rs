@@ -243,6 +243,10 @@ impl Pass for Tile {
          L1-to-L0 copies issued before the current chunk's matmul; cut results are written to \
          GM chunk by chunk. Runs before `plan-memory`."
     }
+
+    fn requires(&self) -> &'static [&'static str] {
+        &["split"]
+    }
 }
 
 /// The chunk length for a dim of length `d` whose chunk may be at most
