@@ -47,6 +47,49 @@ use crate::target::Target;
 /// The passes of the default pipeline, in order (see the module docs).
 pub const PASS_ORDER: &[&str] = &["mul-to-add", "split", "preload", "tile", "plan-memory"];
 
+/// The passes codegen needs: `split` (a `cube` and a `vector` func) and
+/// `plan-memory` (every tile placed). A pipeline without them can print IR
+/// but not run it; see [`codegen_ready`].
+pub const CODEGEN_NEEDS: &[&str] = &["split", "plan-memory"];
+
+/// Checks that `k` is what codegen takes: split into a `cube` and a
+/// `vector` func, with every tile placed. The error is for the user (who
+/// disabled a pass) and names the passes codegen needs.
+pub fn codegen_ready(k: &Kernel) -> Result<(), String> {
+    let need = || {
+        format!(
+            "a kernel runs only after the passes {}",
+            CODEGEN_NEEDS
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )
+    };
+    if k.func(crate::ir::Unit::Cube).is_none() || k.func(crate::ir::Unit::Vector).is_none() {
+        return Err(format!(
+            "the kernel is not split into cube and vector functions (is `split` disabled?): {}",
+            need()
+        ));
+    }
+    let mut unplaced = false;
+    for f in &k.funcs {
+        k.walk(f.body, &mut |i| {
+            unplaced |= k.insts[i]
+                .results
+                .iter()
+                .any(|&r| k.ty(r).as_tile().is_some_and(|t| t.space == Space::Any));
+        });
+    }
+    if unplaced {
+        return Err(format!(
+            "the kernel has tiles in no buffer (is `plan-memory` disabled?): {}",
+            need()
+        ));
+    }
+    Ok(())
+}
+
 /// The pass implementations that exist, by name. Each pass file adds one
 /// line here, e.g. `"split" => Some(Box::new(split::Split)),`.
 pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
@@ -78,6 +121,11 @@ pub trait Pass {
     /// One paragraph saying what the pass does, for `--explain` and docs.
     fn explain(&self) -> &'static str {
         ""
+    }
+    /// Passes that must run before this one (a pipeline that disables one
+    /// of them but runs this pass is refused with a usage error).
+    fn requires(&self) -> &'static [&'static str] {
+        &[]
     }
 }
 
@@ -346,6 +394,21 @@ impl Pipeline {
                 return Err(PassError::UnknownPass {
                     name: n.clone(),
                     valid,
+                });
+            }
+        }
+        let disabled = |n: &str| self.config.disabled.iter().any(|d| d == n);
+        for p in self.passes.iter().filter(|p| !disabled(p.name())) {
+            if let Some(r) = p.requires().iter().find(|r| disabled(r)) {
+                return Err(PassError::User {
+                    message: format!(
+                        "pass `{}` needs `{r}`, which is disabled: disable `{}` too, or keep `{r}` \
+                         (to run a kernel, codegen needs {})",
+                        p.name(),
+                        p.name(),
+                        CODEGEN_NEEDS.join(" and ")
+                    ),
+                    span: None,
                 });
             }
         }

@@ -894,186 +894,20 @@ fn leftover(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Axis, BLayout, Builder, DimData, Type};
+    use crate::ir::Type;
 
     /// FlashAttention decode at toy shapes, as lowering builds it; `acc0`
-    /// is the accumulator's initial value.
+    /// is the accumulator's initial value (0.0, or 1.0 for the near miss).
+    /// The kernels are the `mul-to-add` filetests `flash.tir` and
+    /// `accumulator_not_zero.tir`.
     fn flash(acc0: f64) -> Kernel {
-        let mut k = Kernel::new("fa");
-        let bd = k.dims.push(DimData {
-            name: "B".into(),
-            value: None,
-        });
-        let nd = k.dims.push(DimData {
-            name: "N".into(),
-            value: None,
-        });
-        let t = |k: &mut Kernel, name: &str, dtype, shape: Vec<Dim>, role| {
-            k.tensors.push(TensorData {
-                name: name.into(),
-                dtype,
-                shape,
-                role,
-            })
+        let text = if acc0 == 0.0 {
+            include_str!("../../../tests/filetests/mul-to-add/flash.tir")
+        } else {
+            include_str!("../../../tests/filetests/mul-to-add/accumulator_not_zero.tir")
         };
-        let q = t(
-            &mut k,
-            "q",
-            DType::Bf16,
-            vec![Dim::Sym(bd), Dim::Const(16), Dim::Const(32)],
-            Role::Input,
-        );
-        let kv = t(
-            &mut k,
-            "kv",
-            DType::Bf16,
-            vec![Dim::Sym(bd), Dim::Sym(nd), Dim::Const(32)],
-            Role::Input,
-        );
-        let out = t(
-            &mut k,
-            "out",
-            DType::F32,
-            vec![Dim::Sym(bd), Dim::Const(16), Dim::Const(16)],
-            Role::Output,
-        );
-        let top = k.blocks.push(Default::default());
-        k.funcs.push(crate::ir::Func {
-            unit: Unit::Any,
-            sub_blocks: 1,
-            body: top,
-        });
-        let mut b = Builder::at_end(&mut k, top);
-        let zero = b.value(InstKind::IConst(0)).unwrap();
-        let bv = b.value(InstKind::DimValue(bd)).unwrap();
-        let body = b
-            .parallel(
-                vec![Axis {
-                    lo: zero,
-                    hi: bv,
-                    step: 1,
-                }],
-                &["b"],
-            )
-            .unwrap();
-        let iv = b.kernel.blocks[body].params[0];
-        b.switch_to(body);
-        let qt = b
-            .named(
-                InstKind::Load {
-                    tensor: q,
-                    index: vec![Index::Point(iv), Index::Full, Index::Full],
-                },
-                "qt",
-            )
-            .unwrap();
-        let c = |b: &mut Builder, x: f64, shape: Vec<u64>| {
-            let s = b.value(InstKind::FConst(x, DType::F32)).unwrap();
-            b.value(InstKind::Broadcast { src: s, shape }).unwrap()
-        };
-        let m0 = c(&mut b, f64::NEG_INFINITY, vec![16]);
-        let l0 = c(&mut b, 0.0, vec![16]);
-        let a0 = c(&mut b, acc0, vec![16, 16]);
-        let n = b.value(InstKind::DimValue(nd)).unwrap();
-        let (f, fb) = b.for_loop(zero, n, 8, vec![m0, l0, a0], "j").unwrap();
-        let p = b.kernel.blocks[fb].params.clone();
-        let (j, m, l, acc) = (p[0], p[1], p[2], p[3]);
-        b.switch_to(fb);
-        let kt = b
-            .named(
-                InstKind::Load {
-                    tensor: kv,
-                    index: vec![
-                        Index::Point(iv),
-                        Index::Range { start: j, len: 8 },
-                        Index::Full,
-                    ],
-                },
-                "k",
-            )
-            .unwrap();
-        let s = b
-            .named(
-                InstKind::Matmul {
-                    a: qt,
-                    b: kt,
-                    b_layout: BLayout::NK,
-                    acc: None,
-                },
-                "s",
-            )
-            .unwrap();
-        let r = b.value(InstKind::Reduce(ReduceOp::Max, s)).unwrap();
-        let mn = b
-            .named(InstKind::Binary(BinaryOp::Max, m, r), "m_new")
-            .unwrap();
-        let mb = b
-            .value(InstKind::Broadcast {
-                src: mn,
-                shape: vec![16, 8],
-            })
-            .unwrap();
-        let d = b.value(InstKind::Binary(BinaryOp::Sub, s, mb)).unwrap();
-        let pp = b.named(InstKind::Unary(UnaryOp::Exp, d), "p").unwrap();
-        let d2 = b.value(InstKind::Binary(BinaryOp::Sub, m, mn)).unwrap();
-        let alpha = b.named(InstKind::Unary(UnaryOp::Exp, d2), "alpha").unwrap();
-        let la = b.value(InstKind::Binary(BinaryOp::Mul, l, alpha)).unwrap();
-        let rs = b.value(InstKind::Reduce(ReduceOp::Sum, pp)).unwrap();
-        let l2 = b
-            .named(InstKind::Binary(BinaryOp::Add, la, rs), "l")
-            .unwrap();
-        let ab = b
-            .value(InstKind::Broadcast {
-                src: alpha,
-                shape: vec![16, 16],
-            })
-            .unwrap();
-        let scaled = b.value(InstKind::Binary(BinaryOp::Mul, acc, ab)).unwrap();
-        let pb = b.value(InstKind::Cast(pp, DType::Bf16)).unwrap();
-        let v = b
-            .value(InstKind::Extract {
-                src: kt,
-                index: vec![
-                    Index::Full,
-                    Index::Range {
-                        start: zero,
-                        len: 16,
-                    },
-                ],
-            })
-            .unwrap();
-        let pv = b
-            .value(InstKind::Matmul {
-                a: pb,
-                b: v,
-                b_layout: BLayout::KN,
-                acc: None,
-            })
-            .unwrap();
-        let acc2 = b
-            .named(InstKind::Binary(BinaryOp::Add, scaled, pv), "acc")
-            .unwrap();
-        b.ins(InstKind::Yield(vec![mn, l2, acc2])).unwrap();
-        b.switch_to(body);
-        let res = b.kernel.insts[f].results.clone();
-        let lb = b
-            .value(InstKind::Broadcast {
-                src: res[1],
-                shape: vec![16, 16],
-            })
-            .unwrap();
-        let o = b
-            .value(InstKind::Binary(BinaryOp::Div, res[2], lb))
-            .unwrap();
-        b.ins(InstKind::Store {
-            tensor: out,
-            index: vec![Index::Point(iv), Index::Full, Index::Full],
-            value: o,
-        })
-        .unwrap();
-        k
+        crate::ir::parse(text).expect("the mul-to-add filetests parse")
     }
-
     fn count(k: &Kernel, pred: impl Fn(&Kernel, &InstKind) -> bool) -> usize {
         let mut n = 0;
         k.walk(k.funcs[0].body, &mut |i| {

@@ -135,6 +135,10 @@ impl super::Pass for Preload {
     fn explain(&self) -> &'static str {
         "software-pipelines the Cube: QK of block j+d is issued before PV of block j, with d+1 workspace slots"
     }
+
+    fn requires(&self) -> &'static [&'static str] {
+        &["split"]
+    }
 }
 
 /// What `preload` did.

@@ -1,260 +1,27 @@
-//! Test support shared by the pass tests: a small FlashAttention kernel,
+//! Test support shared by the pass tests: a small FlashAttention kernel
+//! (read from the `split` filetests),
 //! a two-unit flag simulator and a plain dump of a kernel (SSA and typing
 //! are the verifier's, `ir::verify`).
 
 use std::collections::{HashMap, HashSet};
 
 use crate::ir::{
-    Axis, BLayout, BinaryOp, Block, Builder, DType, Dim, DimData, DimId, Func, Index, InstKind,
-    Kernel, ReduceOp, Role, Tensor, TensorData, Type, UnaryOp, Unit, Value,
+    BinaryOp, Block, DType, DimId, Index, InstKind, Kernel, Role, Tensor, Type, Value,
 };
-
-fn tensor(k: &mut Kernel, name: &str, dtype: DType, shape: Vec<Dim>, role: Role) -> Tensor {
-    k.tensors.push(TensorData {
-        name: name.into(),
-        dtype,
-        shape,
-        role,
-    })
-}
 
 /// FlashAttention over `kv` blocks of 128 rows: `q: bf16[B, 128, 64]`,
 /// `kv: bf16[B, N, 64]`, `out: f32[B, 128, 32]` (V = `k[.., 0..32]`).
 /// With `amla`, the accumulator lives in the workspace `acc_ws`, rescaled
 /// by `atomic_exp_add` and updated by `atomic_add` (the shape the
-/// `mul-to-add` pass leaves); otherwise it is a carried value.
+/// `mul-to-add` pass leaves); otherwise it is a carried value. The kernels
+/// are the `split` filetests `flash_amla.tir` and `flash_plain.tir`.
 pub(crate) fn fa_kernel(amla: bool) -> Kernel {
-    let mut k = Kernel::new("fa");
-    let bd = k.dims.push(DimData {
-        name: "B".into(),
-        value: None,
-    });
-    let nd = k.dims.push(DimData {
-        name: "N".into(),
-        value: None,
-    });
-    let (c, s) = (Dim::Const, Dim::Sym);
-    let q = tensor(
-        &mut k,
-        "q",
-        DType::Bf16,
-        vec![s(bd), c(128), c(64)],
-        Role::Input,
-    );
-    let kv = tensor(
-        &mut k,
-        "kv",
-        DType::Bf16,
-        vec![s(bd), s(nd), c(64)],
-        Role::Input,
-    );
-    let out = tensor(
-        &mut k,
-        "out",
-        DType::F32,
-        vec![s(bd), c(128), c(32)],
-        Role::Output,
-    );
-    let acc_ws = tensor(
-        &mut k,
-        "acc_ws",
-        DType::F32,
-        vec![s(bd), c(128), c(32)],
-        Role::Workspace,
-    );
-    let top = k.blocks.push(Default::default());
-    k.funcs.push(Func {
-        unit: Unit::Any,
-        sub_blocks: 1,
-        body: top,
-    });
-    let mut b = Builder::at_end(&mut k, top);
-    let c0 = b.named(InstKind::IConst(0), "c0").unwrap();
-    let bv = b.named(InstKind::DimValue(bd), "B").unwrap();
-    let nv = b.named(InstKind::DimValue(nd), "N").unwrap();
-    let ninf = b
-        .value(InstKind::FConst(f64::NEG_INFINITY, DType::F32))
-        .unwrap();
-    let zero = b.value(InstKind::FConst(0.0, DType::F32)).unwrap();
-    let pb = b
-        .parallel(
-            vec![Axis {
-                lo: c0,
-                hi: bv,
-                step: 1,
-            }],
-            &["b"],
-        )
-        .unwrap();
-    b.switch_to(pb);
-    let bi = b.kernel.blocks[pb].params[0];
-    let full3 = |bi| vec![Index::Point(bi), Index::Full, Index::Full];
-    let qt = b
-        .named(
-            InstKind::Load {
-                tensor: q,
-                index: full3(bi),
-            },
-            "q",
-        )
-        .unwrap();
-    let m0 = b
-        .named(
-            InstKind::Broadcast {
-                src: ninf,
-                shape: vec![128],
-            },
-            "m",
-        )
-        .unwrap();
-    let l0 = b
-        .named(
-            InstKind::Broadcast {
-                src: zero,
-                shape: vec![128],
-            },
-            "l",
-        )
-        .unwrap();
-    let a0 = b
-        .named(
-            InstKind::Broadcast {
-                src: zero,
-                shape: vec![128, 32],
-            },
-            "acc",
-        )
-        .unwrap();
-    let init = if amla { vec![m0, l0] } else { vec![m0, l0, a0] };
-    let (fi, fb) = b.for_loop(c0, nv, 128, init, "j").unwrap();
-    b.switch_to(fb);
-    let ps = b.kernel.blocks[fb].params.clone();
-    let (j, m, l) = (ps[0], ps[1], ps[2]);
-    let kt = b
-        .named(
-            InstKind::Load {
-                tensor: kv,
-                index: vec![
-                    Index::Point(bi),
-                    Index::Range { start: j, len: 128 },
-                    Index::Full,
-                ],
-            },
-            "k",
-        )
-        .unwrap();
-    let st = b
-        .named(
-            InstKind::Matmul {
-                a: qt,
-                b: kt,
-                b_layout: BLayout::NK,
-                acc: None,
-            },
-            "s",
-        )
-        .unwrap();
-    let mx = b.value(InstKind::Reduce(ReduceOp::Max, st)).unwrap();
-    let mn = b
-        .named(InstKind::Binary(BinaryOp::Max, m, mx), "m_new")
-        .unwrap();
-    let mb = b
-        .value(InstKind::Broadcast {
-            src: mn,
-            shape: vec![128, 128],
-        })
-        .unwrap();
-    let d = b.value(InstKind::Binary(BinaryOp::Sub, st, mb)).unwrap();
-    let p = b.named(InstKind::Unary(UnaryOp::Exp, d), "p").unwrap();
-    let dm = b.value(InstKind::Binary(BinaryOp::Sub, m, mn)).unwrap();
-    let al = b.named(InstKind::Unary(UnaryOp::Exp, dm), "alpha").unwrap();
-    let rs = b.value(InstKind::Reduce(ReduceOp::Sum, p)).unwrap();
-    let l2 = b.value(InstKind::Binary(BinaryOp::Mul, l, al)).unwrap();
-    let l3 = b
-        .named(InstKind::Binary(BinaryOp::Add, l2, rs), "l")
-        .unwrap();
-    if amla {
-        let n = b.named(InstKind::Cast(dm, DType::I32), "n").unwrap();
-        b.ins(InstKind::AtomicExpAdd {
-            tensor: acc_ws,
-            index: full3(bi),
-            n,
-        })
-        .unwrap();
-    }
-    let pbf = b.named(InstKind::Cast(p, DType::Bf16), "pb").unwrap();
-    let v = b
-        .named(
-            InstKind::Extract {
-                src: kt,
-                index: vec![Index::Full, Index::Range { start: c0, len: 32 }],
-            },
-            "v",
-        )
-        .unwrap();
-    let pv = b
-        .named(
-            InstKind::Matmul {
-                a: pbf,
-                b: v,
-                b_layout: BLayout::KN,
-                acc: None,
-            },
-            "pv",
-        )
-        .unwrap();
-    if amla {
-        b.ins(InstKind::AtomicAdd {
-            tensor: acc_ws,
-            index: full3(bi),
-            value: pv,
-        })
-        .unwrap();
-        b.ins(InstKind::Yield(vec![mn, l3])).unwrap();
+    let text = if amla {
+        include_str!("../../../tests/filetests/split/flash_amla.tir")
     } else {
-        let acc = ps[3];
-        let ab = b
-            .value(InstKind::Broadcast {
-                src: al,
-                shape: vec![128, 32],
-            })
-            .unwrap();
-        let a2 = b.value(InstKind::Binary(BinaryOp::Mul, acc, ab)).unwrap();
-        let a3 = b
-            .named(InstKind::Binary(BinaryOp::Add, a2, pv), "acc")
-            .unwrap();
-        b.ins(InstKind::Yield(vec![mn, l3, a3])).unwrap();
-    }
-    b.switch_to(pb);
-    let res = b.kernel.insts[fi].results.clone();
-    let accv = if amla {
-        b.named(
-            InstKind::Load {
-                tensor: acc_ws,
-                index: full3(bi),
-            },
-            "acc",
-        )
-        .unwrap()
-    } else {
-        res[2]
+        include_str!("../../../tests/filetests/split/flash_plain.tir")
     };
-    let lb = b
-        .value(InstKind::Broadcast {
-            src: res[1],
-            shape: vec![128, 32],
-        })
-        .unwrap();
-    let o = b
-        .named(InstKind::Binary(BinaryOp::Div, accv, lb), "o")
-        .unwrap();
-    b.ins(InstKind::Store {
-        tensor: out,
-        index: full3(bi),
-        value: o,
-    })
-    .unwrap();
-    k
+    crate::ir::parse(text).expect("the split filetests parse")
 }
 
 /// What every scalar load of an input reads in [`trace`].

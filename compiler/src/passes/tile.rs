@@ -243,6 +243,10 @@ impl Pass for Tile {
          L1-to-L0 copies issued before the current chunk's matmul; cut results are written to \
          GM chunk by chunk. Runs before `plan-memory`."
     }
+
+    fn requires(&self) -> &'static [&'static str] {
+        &["split"]
+    }
 }
 
 /// The chunk length for a dim of length `d` whose chunk may be at most
@@ -860,7 +864,7 @@ fn emit_stores(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::plan_memory::tests::{MLA, Shape, attention, check_placement};
+    use crate::passes::plan_memory::tests::{MLA, SMALL, attention, check_placement};
     use crate::passes::plan_memory::{PlanMemoryConfig, plan_memory};
 
     fn cube_insts(k: &Kernel) -> Vec<Inst> {
@@ -1062,12 +1066,7 @@ mod tests {
     #[test]
     fn small_matmul_is_not_cut_but_gets_l0_copies() {
         let t = Target::ascend910b();
-        let mut k = attention(Shape {
-            h: 64,
-            d: 64,
-            dv: 32,
-            bn: 64,
-        });
+        let mut k = attention(SMALL);
         let rep = tile(&mut k, &t, &TileConfig::default()).unwrap();
         assert!(rep.tilings.iter().all(|x| x.steps() == 1));
         let insts = cube_insts(&k);

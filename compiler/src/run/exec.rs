@@ -78,6 +78,9 @@ pub enum RunError {
     /// JIT compilation failed (a compiler bug).
     #[error("codegen: {0}")]
     Codegen(String),
+    /// The compilation cannot run (a pass codegen needs was disabled).
+    #[error("{0}")]
+    Usage(String),
     /// The inputs do not match the kernel's signature.
     #[error("{0}")]
     Inputs(String),
@@ -125,6 +128,7 @@ pub struct Executable {
 impl Executable {
     /// JIT-compiles the final IR of a compilation for `target`.
     pub fn new(c: &Compilation, target: &Target) -> Result<Executable, RunError> {
+        crate::passes::codegen_ready(&c.ir).map_err(RunError::Usage)?;
         let jit = codegen::compile(&c.ir, &CodegenOptions::default())
             .map_err(|e| RunError::Codegen(e.to_string()))?;
         let core = target.core_config();

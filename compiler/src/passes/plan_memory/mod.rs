@@ -273,6 +273,10 @@ impl Pass for PlanMemory {
          a live-range linear-scan allocator; a Cube tile that does not fit is an error naming \
          buffer, tile and bytes. Runs after `tile`."
     }
+
+    fn requires(&self) -> &'static [&'static str] {
+        &["split"]
+    }
 }
 
 /// The capacity in bytes of a local buffer of `target`; `None` for `gm` and

@@ -3,282 +3,25 @@
 
 use super::live_ranges::{Lin, View, live_ranges};
 use super::*;
-use crate::ir::{Axis, BLayout, BinaryOp, DType, Dim, Func, ReduceOp, Role, TensorData, UnaryOp};
+use crate::ir::{BinaryOp, UnaryOp};
 
-/// Shapes of the attention test kernels.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Shape {
-    /// Query rows (heads) per work item.
-    pub h: u64,
-    /// QK channels (576 for MLA).
-    pub d: u64,
-    /// V channels, the first `dv` of the K channels (512 for MLA).
-    pub dv: u64,
-    /// KV tokens per block.
-    pub bn: u64,
-}
+/// DeepSeek-V3 MLA decode shapes (H = 128 heads, D = 576 QK channels,
+/// DV = 512 V channels, 128-token KV blocks), after `split`, before `tile`.
+pub(crate) const MLA: &str = include_str!("../../../../tests/filetests/tile/attention_mla.tir");
 
-/// DeepSeek-V3 MLA decode.
-pub(crate) const MLA: Shape = Shape {
-    h: 128,
-    d: 576,
-    dv: 512,
-    bn: 128,
-};
+/// The same with 1024-token KV blocks.
+const MLA_BN1024: &str =
+    include_str!("../../../../tests/filetests/plan-memory/attention_mla_bn1024.tir");
 
-fn tensor(
-    k: &mut Kernel,
-    name: &str,
-    dtype: DType,
-    shape: &[u64],
-    role: Role,
-) -> crate::ir::Tensor {
-    k.tensors.push(TensorData {
-        name: name.into(),
-        dtype,
-        shape: shape.iter().map(|&n| Dim::Const(n)).collect(),
-        role,
-    })
-}
+/// Small shapes (H = 64, D = 64, DV = 32, 64-token KV blocks) whose matmuls
+/// fit L0 whole.
+pub(crate) const SMALL: &str =
+    include_str!("../../../../tests/filetests/plan-memory/attention_small.tir");
 
-fn v(b: &mut Builder, kind: InstKind, name: &str) -> Value {
-    b.named(kind, name).unwrap()
-}
-
-/// An attention kernel as `split` leaves it (no mul-to-add, no preload):
-/// the Cube computes S = Q Kᵀ and PV = P V (V = K's first `dv`
-/// channels), the Vector does the online softmax with `acc` carried.
-pub(crate) fn attention(s: Shape) -> Kernel {
-    let mut k = Kernel::new("attn");
-    let q = tensor(&mut k, "q", DType::Bf16, &[4, s.h, s.d], Role::Input);
-    let kv = tensor(&mut k, "kv", DType::Bf16, &[4, 1024, s.d], Role::Input);
-    let out = tensor(&mut k, "out", DType::Bf16, &[4, s.h, s.dv], Role::Output);
-    let lse = tensor(&mut k, "lse", DType::F32, &[4, s.h], Role::Output);
-    let ws_s = tensor(&mut k, "ws_s", DType::F32, &[s.h, s.bn], Role::Workspace);
-    let ws_p = tensor(&mut k, "ws_p", DType::Bf16, &[s.h, s.bn], Role::Workspace);
-    let ws_o = tensor(&mut k, "ws_o", DType::F32, &[4, s.h, s.dv], Role::Workspace);
-
-    // Cube.
-    let cube = k.blocks.push(Default::default());
-    k.funcs.push(Func {
-        unit: Unit::Cube,
-        sub_blocks: 1,
-        body: cube,
-    });
-    let mut b = Builder::at_end(&mut k, cube);
-    let c0 = v(&mut b, InstKind::IConst(0), "c0");
-    let nb = v(&mut b, InstKind::IConst(4), "B");
-    let n = v(&mut b, InstKind::IConst(1024), "N");
-    let par = b
-        .parallel(
-            vec![Axis {
-                lo: c0,
-                hi: nb,
-                step: 1,
-            }],
-            &["b"],
-        )
-        .unwrap();
-    let bi = b.kernel.blocks[par].params[0];
-    b.switch_to(par);
-    let qt = v(
-        &mut b,
-        InstKind::Load {
-            tensor: q,
-            index: vec![Index::Point(bi), Index::Full, Index::Full],
-        },
-        "qt",
-    );
-    let (_, lb) = b.for_loop(c0, n, s.bn as i64, vec![], "j").unwrap();
-    let j = b.kernel.blocks[lb].params[0];
-    b.switch_to(lb);
-    let kt = v(
-        &mut b,
-        InstKind::Load {
-            tensor: kv,
-            index: vec![
-                Index::Point(bi),
-                Index::Range {
-                    start: j,
-                    len: s.bn,
-                },
-                Index::Full,
-            ],
-        },
-        "k",
-    );
-    let st = v(
-        &mut b,
-        InstKind::Matmul {
-            a: qt,
-            b: kt,
-            b_layout: BLayout::NK,
-            acc: None,
-        },
-        "s",
-    );
-    b.ins(InstKind::Store {
-        tensor: ws_s,
-        index: vec![Index::Full, Index::Full],
-        value: st,
-    })
-    .unwrap();
-    b.ins(InstKind::SetFlag(0)).unwrap();
-    b.ins(InstKind::WaitFlag(1)).unwrap();
-    let p = v(
-        &mut b,
-        InstKind::Load {
-            tensor: ws_p,
-            index: vec![Index::Full, Index::Full],
-        },
-        "p",
-    );
-    let vt = v(
-        &mut b,
-        InstKind::Extract {
-            src: kt,
-            index: vec![
-                Index::Full,
-                Index::Range {
-                    start: c0,
-                    len: s.dv,
-                },
-            ],
-        },
-        "v",
-    );
-    let o = v(
-        &mut b,
-        InstKind::Matmul {
-            a: p,
-            b: vt,
-            b_layout: BLayout::KN,
-            acc: None,
-        },
-        "pv",
-    );
-    b.ins(InstKind::AtomicAdd {
-        tensor: ws_o,
-        index: vec![Index::Point(bi), Index::Full, Index::Full],
-        value: o,
-    })
-    .unwrap();
-    b.ins(InstKind::SetFlag(2)).unwrap();
-    b.ins(InstKind::Yield(vec![])).unwrap();
-
-    // Vector.
-    let vec_body = k.blocks.push(Default::default());
-    k.funcs.push(Func {
-        unit: Unit::Vector,
-        sub_blocks: 2,
-        body: vec_body,
-    });
-    let mut b = Builder::at_end(&mut k, vec_body);
-    let c0 = v(&mut b, InstKind::IConst(0), "c0");
-    let nb = v(&mut b, InstKind::IConst(4), "B");
-    let n = v(&mut b, InstKind::IConst(1024), "N");
-    let ninf = v(
-        &mut b,
-        InstKind::FConst(f64::NEG_INFINITY, DType::F32),
-        "ninf",
-    );
-    let zero = v(&mut b, InstKind::FConst(0.0, DType::F32), "zero");
-    let par = b
-        .parallel(
-            vec![Axis {
-                lo: c0,
-                hi: nb,
-                step: 1,
-            }],
-            &["b"],
-        )
-        .unwrap();
-    let bi = b.kernel.blocks[par].params[0];
-    b.switch_to(par);
-    let bc = |b: &mut Builder, src: Value, shape: &[u64], name: &str| {
-        v(
-            b,
-            InstKind::Broadcast {
-                src,
-                shape: shape.to_vec(),
-            },
-            name,
-        )
-    };
-    let m0 = bc(&mut b, ninf, &[s.h], "m");
-    let l0 = bc(&mut b, zero, &[s.h], "l");
-    let acc0 = bc(&mut b, zero, &[s.h, s.dv], "acc");
-    let (fi, lb) = b
-        .for_loop(c0, n, s.bn as i64, vec![m0, l0, acc0], "j")
-        .unwrap();
-    let ps: Vec<Value> = b.kernel.blocks[lb].params.clone();
-    let (m, l, acc) = (ps[1], ps[2], ps[3]);
-    b.switch_to(lb);
-    b.ins(InstKind::WaitFlag(0)).unwrap();
-    let st = v(
-        &mut b,
-        InstKind::Load {
-            tensor: ws_s,
-            index: vec![Index::Full, Index::Full],
-        },
-        "s",
-    );
-    let mx = v(&mut b, InstKind::Reduce(ReduceOp::Max, st), "mx");
-    let m_new = v(&mut b, InstKind::Binary(BinaryOp::Max, m, mx), "m_new");
-    let mb = bc(&mut b, m_new, &[s.h, s.bn], "mb");
-    let d = v(&mut b, InstKind::Binary(BinaryOp::Sub, st, mb), "d");
-    let p = v(&mut b, InstKind::Unary(UnaryOp::Exp, d), "p");
-    let dm = v(&mut b, InstKind::Binary(BinaryOp::Sub, m, m_new), "dm");
-    let alpha = v(&mut b, InstKind::Unary(UnaryOp::Exp, dm), "alpha");
-    let rs = v(&mut b, InstKind::Reduce(ReduceOp::Sum, p), "rs");
-    let la = v(&mut b, InstKind::Binary(BinaryOp::Mul, l, alpha), "la");
-    let l_new = v(&mut b, InstKind::Binary(BinaryOp::Add, la, rs), "l_new");
-    let pb = v(&mut b, InstKind::Cast(p, DType::Bf16), "pb");
-    b.ins(InstKind::Store {
-        tensor: ws_p,
-        index: vec![Index::Full, Index::Full],
-        value: pb,
-    })
-    .unwrap();
-    b.ins(InstKind::SetFlag(1)).unwrap();
-    b.ins(InstKind::WaitFlag(2)).unwrap();
-    let pv = v(
-        &mut b,
-        InstKind::Load {
-            tensor: ws_o,
-            index: vec![Index::Point(bi), Index::Full, Index::Full],
-        },
-        "pv",
-    );
-    let ab = bc(&mut b, alpha, &[s.h, s.dv], "ab");
-    let acc_s = v(&mut b, InstKind::Binary(BinaryOp::Mul, acc, ab), "acc_s");
-    let acc_new = v(
-        &mut b,
-        InstKind::Binary(BinaryOp::Add, acc_s, pv),
-        "acc_new",
-    );
-    b.ins(InstKind::Yield(vec![m_new, l_new, acc_new])).unwrap();
-    b.switch_to(par);
-    let rs: Vec<Value> = b.kernel.insts[fi].results.clone();
-    let (m, l, acc) = (rs[0], rs[1], rs[2]);
-    let lbc = bc(&mut b, l, &[s.h, s.dv], "lb");
-    let o = v(&mut b, InstKind::Binary(BinaryOp::Div, acc, lbc), "o");
-    let ob = v(&mut b, InstKind::Cast(o, DType::Bf16), "ob");
-    b.ins(InstKind::Store {
-        tensor: out,
-        index: vec![Index::Point(bi), Index::Full, Index::Full],
-        value: ob,
-    })
-    .unwrap();
-    let ll = v(&mut b, InstKind::Unary(UnaryOp::Log, l), "ll");
-    let lv = v(&mut b, InstKind::Binary(BinaryOp::Add, m, ll), "lse_v");
-    b.ins(InstKind::Store {
-        tensor: lse,
-        index: vec![Index::Point(bi), Index::Full],
-        value: lv,
-    })
-    .unwrap();
-    k
+/// An attention kernel after `split` (cube and vector funcs), from its
+/// filetest text.
+pub(crate) fn attention(text: &str) -> Kernel {
+    crate::ir::parse(text).expect("the attention filetests parse")
 }
 
 /// All tile values of the function run by `unit`.
@@ -369,13 +112,6 @@ fn find(k: &Kernel, unit: Unit, name: &str) -> Value {
         .find(|&v| k.values[v].name.as_deref() == Some(name))
         .unwrap_or_else(|| panic!("no tile %{name}"))
 }
-
-const SMALL: Shape = Shape {
-    h: 64,
-    d: 64,
-    dv: 32,
-    bn: 64,
-};
 
 #[test]
 fn small_kernel_is_placed_without_overlap() {
@@ -475,7 +211,7 @@ fn mla_vector_accumulator_goes_to_gm() {
 
 #[test]
 fn l1_overflow_names_buffer_tile_and_bytes() {
-    let mut k = attention(Shape { bn: 1024, ..MLA });
+    let mut k = attention(MLA_BN1024);
     let e = plan_memory(&mut k, &Target::ascend910b(), &PlanMemoryConfig::default()).unwrap_err();
     assert_eq!(
         e.message,
@@ -499,36 +235,20 @@ fn untiled_mla_matmul_overflows_l0a_and_suggests_tile() {
 #[test]
 fn live_set_overflow_lists_the_live_tiles() {
     // Two 300 KiB loads live together overflow L1 though each fits.
-    let mut k = Kernel::new("two");
-    let a = tensor(&mut k, "a", DType::Bf16, &[512, 300], Role::Input);
-    let o = tensor(&mut k, "o", DType::Bf16, &[512, 300], Role::Output);
-    let body = k.blocks.push(Default::default());
-    k.funcs.push(Func {
-        unit: Unit::Cube,
-        sub_blocks: 1,
-        body,
-    });
-    let mut b = Builder::at_end(&mut k, body);
-    let ld = |b: &mut Builder, n| {
-        v(
-            b,
-            InstKind::Load {
-                tensor: a,
-                index: vec![Index::Full, Index::Full],
-            },
-            n,
-        )
-    };
-    let x = ld(&mut b, "x");
-    let y = ld(&mut b, "y");
-    for val in [x, y] {
-        b.ins(InstKind::Store {
-            tensor: o,
-            index: vec![Index::Full, Index::Full],
-            value: val,
-        })
-        .unwrap();
-    }
+    let mut k = crate::ir::parse(
+        "kernel two
+input a: bf16[512, 300]
+output o: bf16[512, 300]
+
+func cube {
+  %x = load a[.., ..] : bf16[512, 300]
+  %y = load a[.., ..] : bf16[512, 300]
+  store o[.., ..], %x
+  store o[.., ..], %y
+}
+",
+    )
+    .unwrap();
     let e = plan_memory(&mut k, &Target::ascend910b(), &PlanMemoryConfig::default()).unwrap_err();
     assert!(
         e.message.starts_with(

@@ -146,13 +146,23 @@ impl Analysis {
 }
 
 /// The workspace extent of a grid axis and the divisor that turns its iv
-/// into a slot index: `0..hi step s` has `ceil(hi / s)` points when `hi` is
-/// known at compile time; for a launch-time `hi` and `s > 1` the workspace
-/// is indexed by the iv itself (extent `hi`, sparse but correct).
+/// into a slot index: `lo..hi step s` has its ivs below `hi`, and for
+/// `lo >= 0` the slots `iv / s` of successive ivs are distinct and below
+/// `ceil(hi / s)`, which is the extent when `hi` is known at compile time
+/// (for `lo > 0` the first `lo / s` slots go unused); for a launch-time `hi`
+/// and `s > 1` the workspace is indexed by the iv itself (extent `hi`,
+/// sparse but correct). The lower bound must be a non-negative `iconst` or
+/// a `dim`.
 fn grid_dim(k: &Kernel, ax: &Axis) -> Result<(Dim, i64), String> {
-    let lo = k.def_inst(ax.lo).map(|i| k.kind(i));
-    if !matches!(lo, Some(InstKind::IConst(0))) {
-        return Err(format!("lower bound {} is not `iconst 0`", ax.lo));
+    match k.def_inst(ax.lo).map(|i| k.kind(i)) {
+        Some(InstKind::IConst(n)) if *n >= 0 => {}
+        Some(InstKind::DimValue(_)) => {}
+        _ => {
+            return Err(format!(
+                "lower bound {} is neither a `dim` nor a non-negative `iconst`",
+                ax.lo
+            ));
+        }
     }
     let s = ax.step;
     let known = |n: u64| (Dim::Const(n.div_ceil(s as u64).max(1)), s);

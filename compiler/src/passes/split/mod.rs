@@ -214,9 +214,9 @@ pub fn run(k: &mut Kernel) -> Result<(), String> {
 ///
 /// Errors (never panics) name what was unexpected: not exactly one `any`
 /// function, no single top-level `parallel`, grid axes that do not start at
-/// `iconst 0`, flags already present, a value crossing units outside the
-/// `parallel`, a `bool` value crossing units, or more flags needed than
-/// `max_flags` ([`SplitError::TooManyFlags`]).
+/// a non-negative `iconst` or a `dim`, flags already present, a value
+/// crossing units outside the `parallel`, a `bool` value crossing units, or
+/// more flags needed than `max_flags` ([`SplitError::TooManyFlags`]).
 pub fn run_with(k: &mut Kernel, max_flags: u32) -> Result<(), SplitError> {
     let mut work = k.clone();
     split_kernel(&mut work, max_flags).map_err(|e| {
