@@ -11,7 +11,10 @@
 //!   is `rows` rows of `cols` elements, row `r` starting at
 //!   `offset + r * stride`. Destination strides must be `>= cols`; source
 //!   strides may be anything (0 repeats one row).
-//! - GM is accessed only with atomic element operations (see [`crate::dtype`]).
+//! - GM is accessed with atomic element operations (see [`crate::dtype`])
+//!   under [`crate::gm::GmAccess::Atomic`], with plain ones under
+//!   [`crate::gm::GmAccess::Ordered`]; [`Env::resolve`] is the one place
+//!   that decides (the argument for plain accesses is at `GmAccess`).
 //! - Every operation is counted in the unit's [`crate::stats::PipeStats`] and,
 //!   when tracing, recorded as a trace event.
 

@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Atomic GM accesses everywhere instead of plain ones (slow; for comparison).
     #[arg(long)]
     pub atomic_gm: bool,
+    /// Force a matmul path (`avx512bf16`, `avx2fma`, `scalar`) instead of
+    /// the fastest this CPU has; the peak is then that path's.
+    #[arg(long, value_name = "PATH")]
+    pub matmul_path: Option<String>,
     /// Timed launches.
     #[arg(long, default_value_t = 10)]
     pub launches: usize,
@@ -121,6 +125,16 @@ fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
     if args.atomic_gm {
         req.run.gm_access = amla_runtime::gm::GmAccess::Atomic;
     }
+    if let Some(name) = &args.matmul_path {
+        use amla_runtime::matmul::{MatmulPath, force_path};
+        let path = MatmulPath::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                format!("--matmul-path {name}: expected avx512bf16, avx2fma or scalar")
+            })?;
+        force_path(Some(path)).map_err(|e| format!("--matmul-path {name}: {e}"))?;
+    }
     if args.launches == 0 {
         return Err("--launches 0: need at least one timed launch".into());
     }
@@ -187,6 +201,13 @@ fn human(r: &BenchReport) -> String {
         c.front_and_passes.median_ms,
         c.jit.median_ms
     );
+    if let Some(cpu) = &c.total_cpu {
+        let _ = writeln!(
+            o,
+            "  CPU time of the compiling thread: median {:.3} ms [{:.3} .. {:.3}]",
+            cpu.median_ms, cpu.min_ms, cpu.max_ms
+        );
+    }
     for (p, ms) in &c.passes_ms {
         let _ = writeln!(o, "  {ms:>9.3} ms  {p}");
     }
