@@ -52,6 +52,9 @@ pub struct Chip {
     pub hbm_gbps: f64,
     /// L2 cache size in bytes.
     pub l2_bytes: u64,
+    /// HBM (global memory) size in bytes: the largest buffer a tile that no
+    /// local buffer holds can be given.
+    pub hbm_bytes: u64,
 }
 
 /// Per-core buffer capacities in bytes (UB is per Vector core).
@@ -191,11 +194,12 @@ impl Target {
     }
 
     fn validate(&self, origin: &str) -> Result<(), TargetError> {
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 14] = [
             ("chip.ai_cores", self.chip.ai_cores > 0),
             ("chip.vector_per_core", self.chip.vector_per_core > 0),
             ("chip.clock_ghz", self.chip.clock_ghz > 0.0),
             ("chip.hbm_gbps", self.chip.hbm_gbps > 0.0),
+            ("chip.hbm_bytes", self.chip.hbm_bytes > 0),
             ("buffers.l1", self.buffers.l1 > 0),
             ("buffers.l0a", self.buffers.l0a > 0),
             ("buffers.l0b", self.buffers.l0b > 0),

@@ -214,9 +214,15 @@ impl Executable {
         let kernel = self.jit.runtime_kernel();
         let report =
             launch(&kernel, &mut gm, work_items, &self.core, &launch_cfg).map_err(|e| {
+                let mut message = e.to_string();
+                if let amla_runtime::error::RuntimeError::KernelStatus { code, .. } = &e
+                    && let Some(m) = crate::codegen::abi::status_meaning(*code)
+                {
+                    message = format!("{m} ({message})");
+                }
                 RunError::Launch {
                     kernel: self.ir.name.clone(),
-                    message: e.to_string(),
+                    message,
                 }
             })?;
         let read_err = |e: amla_runtime::error::RuntimeError| RunError::Inputs(e.to_string());
