@@ -18,6 +18,11 @@ use crate::driver::CompileOptions;
 use crate::numerics::fidelity::{Distribution, Request, Variant, measure, table};
 use crate::run::exec::RunConfig;
 
+/// `N` of `--grid`.
+pub const GRID_N: [u64; 11] = [1, 2, 3, 5, 9, 16, 127, 128, 129, 1000, 4096];
+/// `H` of `--grid`.
+pub const GRID_H: [u64; 2] = [16, 128];
+
 /// Arguments of `amlac numerics`.
 #[derive(Debug, Args)]
 pub struct NumericsArgs {
@@ -39,6 +44,20 @@ pub struct NumericsArgs {
     /// `N` of the `long` distribution.
     #[arg(long, default_value_t = 32768)]
     pub long_n: u64,
+    /// A grid of `N` values (comma-separated, `--n 1,2,3,5`): one group of
+    /// rows per value (crossed with `--h`).
+    #[arg(long = "n", value_name = "LIST", value_delimiter = ',')]
+    pub n: Vec<u64>,
+    /// A grid of `H` values (comma-separated).
+    #[arg(long = "h", value_name = "LIST", value_delimiter = ',')]
+    pub h: Vec<u64>,
+    /// The grid: N in {1, 2, 3, 5, 9, 16, 127, 128, 129, 1000,
+    /// 4096} crossed with H in {16, 128} (unless `--n`/`--h` are given).
+    #[arg(long)]
+    pub grid: bool,
+    /// Only these variants (repeatable): flash, ceil, ceil+comp, nearest…
+    #[arg(long, value_name = "LABEL")]
+    pub variant: Vec<String>,
     /// Emulated AI cores (default: the machine's CPUs).
     #[arg(long)]
     pub cores: Option<usize>,
@@ -95,12 +114,67 @@ pub fn run(args: &NumericsArgs) -> u8 {
         }
         run.cores = c;
     }
+    let mut variants = Variant::all();
+    if !args.variant.is_empty() {
+        for v in &args.variant {
+            if !variants.iter().any(|x| &x.label() == v) {
+                let known: Vec<String> = variants.iter().map(|x| x.label()).collect();
+                eprintln!(
+                    "error: --variant {v}: unknown variant (known: {})",
+                    known.join(", ")
+                );
+                return 2;
+            }
+        }
+        variants.retain(|x| args.variant.contains(&x.label()));
+    }
+    let (mut ns, mut hs) = (args.n.clone(), args.h.clone());
+    if args.grid {
+        if ns.is_empty() {
+            ns = GRID_N.to_vec();
+        }
+        if hs.is_empty() {
+            hs = GRID_H.to_vec();
+        }
+    }
+    let mut grid = Vec::new();
+    for h in hs
+        .iter()
+        .copied()
+        .map(Some)
+        .chain(hs.is_empty().then_some(None))
+    {
+        for n in ns
+            .iter()
+            .copied()
+            .map(Some)
+            .chain(ns.is_empty().then_some(None))
+        {
+            let mut point = Vec::new();
+            if let Some(h) = h {
+                point.push(("H".to_string(), h.to_string()));
+            }
+            if let Some(n) = n {
+                point.push(("N".to_string(), n.to_string()));
+            }
+            grid.push(point);
+        }
+    }
+    if args
+        .defines
+        .iter()
+        .any(|(k, _)| (k == "N" && !ns.is_empty()) || (k == "H" && !hs.is_empty()))
+    {
+        eprintln!("error: `-D N`/`-D H` and the `--n`/`--h`/`--grid` lists both set the same dim");
+        return 2;
+    }
     let req = Request {
         compile,
         seed: args.seed,
         distributions,
-        variants: Variant::all(),
+        variants,
         long_n: args.long_n,
+        grid,
         run,
     };
     let rows = match measure(&src, &req, &mut |s| eprintln!("{s}")) {

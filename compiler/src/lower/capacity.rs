@@ -8,7 +8,8 @@
 //!   fit L1;
 //! - any other tile may end up in a local buffer or, on the Vector side, in
 //!   global memory (plan-memory sends a tile UB cannot hold to `gm`), so it
-//!   must fit the chip's HBM (`chip.hbm_bytes` of the target).
+//!   must fit the chip's HBM (`chip.hbm_bytes` of the target; a target
+//!   without it only refuses sizes that overflow 64 bits).
 //!
 //! A tile that breaks either rule is [`PassError::DoesNotFit`] (E0034)
 //! pointing at the expression that makes it: the passes never see a tile
@@ -47,7 +48,7 @@ pub fn check_capacities(k: &Kernel, target: &Target) -> Result<(), PassError> {
                 let (space, cap) = if operands.contains(&v) {
                     (Space::L1, target.buffers.l1)
                 } else {
-                    (Space::Gm, target.chip.hbm_bytes)
+                    (Space::Gm, target.chip.hbm_bytes.unwrap_or(u64::MAX))
                 };
                 if let Some(e) = check_value(k, v, space, cap) {
                     first = Some(e);

@@ -163,6 +163,12 @@ pub struct Errors {
     pub lse_max_rel: f64,
     /// NaNs in `out` or `lse`.
     pub nans: usize,
+    /// Elements of `out` failing FlashMLA's per-element rule: abs error
+    /// above 8e-4 **and** relative error above 2.01/128 (NaNs count).
+    pub fails: usize,
+    /// Elements of `out` outside `amlac run --check`'s bf16 tolerance
+    /// ([`crate::run::compare::Tolerance::for_dtype`]).
+    pub check_fails: usize,
 }
 
 /// One cell of the report.
@@ -201,6 +207,10 @@ pub struct Request {
     pub variants: Vec<Variant>,
     /// `N` of [`Distribution::Long`].
     pub long_n: u64,
+    /// Extra `-D` bindings, one set per group of rows (e.g. `N=5 H=16`);
+    /// empty means one group with none. [`Distribution::Long`] sets its
+    /// own `N`, so it runs once per distinct binding of the other names.
+    pub grid: Vec<Vec<(String, String)>>,
     /// Launch settings.
     pub run: RunConfig,
 }
@@ -212,13 +222,22 @@ pub fn errors(out: &[f64], want: &[f64], lse: &[f64], want_lse: &[f64]) -> Error
         ..Errors::default()
     };
     let (mut se, mut sr, mut dot, mut so) = (0.0, 0.0, 0.0, 0.0);
+    let check = crate::run::compare::Tolerance::for_dtype(DType::Bf16);
     for (&g, &w) in out.iter().zip(want) {
         if g.is_nan() {
             e.nans += 1;
+            e.fails += 1;
+            e.check_fails += 1;
             e.flashmla_ok = false;
             continue;
         }
         let d = (g - w).abs();
+        if d > FLASHMLA_ATOL && d > FLASHMLA_RTOL * w.abs() {
+            e.fails += 1;
+        }
+        if d > check.atol + check.rtol * w.abs() {
+            e.check_fails += 1;
+        }
         e.max_abs = e.max_abs.max(d);
         e.mean_abs += d;
         se += d * d;
@@ -314,91 +333,110 @@ pub fn measure(
         )
     })?;
     let mut rows = Vec::new();
-    for &dist in &req.distributions {
-        let mut base = req.compile.clone();
-        for (k, v) in dist.defines(req.long_n) {
-            base.defines.insert(k, v);
-        }
-        progress(&format!("{}: compiling", dist.name()));
-        let c = driver::compile(src, &base).map_err(|e| format!("{}: {e}", dist.name()))?;
-        let scale = c
-            .hir
-            .consts
-            .iter()
-            .find(|k| k.name == "scale")
-            .map(|k| k.value.as_f64())
-            .ok_or("the reference needs the kernel's `scale` constant")?;
-        let exe = Executable::new(&c, &base.target).map_err(|e| e.to_string())?;
-        let specs = exe.input_specs().map_err(|e| e.to_string())?;
-        let dims: Vec<(String, i64)> = exe
-            .ir()
-            .dims
-            .values()
-            .map(|d| d.name.clone())
-            .zip(exe.dims().map_err(|e| e.to_string())?)
-            .collect();
-        let given = draw(&specs, dist, req.seed);
-        let mut reference: Option<(Vec<f64>, Vec<f64>)> = None;
-        let mut max_lse = f64::NEG_INFINITY;
-        let mut cells = Vec::new();
-        for &var in &req.variants {
-            progress(&format!("{}: {}", dist.name(), var.label()));
-            let mut compile = base.clone();
-            var.apply(&mut compile);
-            let rr = RunRequest {
-                compile,
-                inputs: InputOptions {
-                    seed: req.seed,
-                    scale: 1.0,
-                },
-                given: given.clone(),
-                run: req.run.clone(),
-                check: false,
-            };
-            let result = match run_source(src, &rr, &mut |_| {}) {
-                Err(e) => Err(e.to_string()),
-                Ok(s) => {
-                    let get = |n: &str| {
-                        s.output
-                            .outputs
-                            .iter()
-                            .find(|o| o.name == n)
-                            .map(|o| o.data.to_f64())
-                            .ok_or_else(|| format!("the kernel has no output `{n}`"))
-                    };
-                    let (out, lse) = (get("out")?, get("lse")?);
-                    if reference.is_none() {
-                        let dv = s
-                            .output
-                            .outputs
-                            .iter()
-                            .find(|o| o.name == "out")
-                            .and_then(|o| o.shape.last().copied())
-                            .unwrap_or(0);
-                        let w = expected(kind, &s.inputs, scale, dv)?;
-                        max_lse = w
-                            .lse
-                            .iter()
-                            .copied()
-                            .filter(|x| x.is_finite())
-                            .fold(f64::NEG_INFINITY, f64::max);
-                        reference = Some((w.out, w.lse));
-                    }
-                    let (wo, wl) = reference.as_ref().ok_or("no reference")?;
-                    Ok(errors(&out, wo, &lse, wl))
+    let grid = if req.grid.is_empty() {
+        vec![Vec::new()]
+    } else {
+        req.grid.clone()
+    };
+    let mut long_done: Vec<Vec<(String, String)>> = Vec::new();
+    for point in &grid {
+        for &dist in &req.distributions {
+            let mut base = req.compile.clone();
+            for (k, v) in point {
+                base.defines.insert(k.clone(), v.clone());
+            }
+            if dist == Distribution::Long {
+                let others: Vec<(String, String)> =
+                    point.iter().filter(|(k, _)| k != "N").cloned().collect();
+                if long_done.contains(&others) {
+                    continue;
                 }
-            };
-            cells.push(Cell {
-                variant: var.label(),
-                result,
+                long_done.push(others);
+            }
+            for (k, v) in dist.defines(req.long_n) {
+                base.defines.insert(k, v);
+            }
+            progress(&format!("{}: compiling", dist.name()));
+            let c = driver::compile(src, &base).map_err(|e| format!("{}: {e}", dist.name()))?;
+            let scale = c
+                .hir
+                .consts
+                .iter()
+                .find(|k| k.name == "scale")
+                .map(|k| k.value.as_f64())
+                .ok_or("the reference needs the kernel's `scale` constant")?;
+            let exe = Executable::new(&c, &base.target).map_err(|e| e.to_string())?;
+            let specs = exe.input_specs().map_err(|e| e.to_string())?;
+            let dims: Vec<(String, i64)> = exe
+                .ir()
+                .dims
+                .values()
+                .map(|d| d.name.clone())
+                .zip(exe.dims().map_err(|e| e.to_string())?)
+                .collect();
+            let given = draw(&specs, dist, req.seed);
+            let mut reference: Option<(Vec<f64>, Vec<f64>)> = None;
+            let mut max_lse = f64::NEG_INFINITY;
+            let mut cells = Vec::new();
+            for &var in &req.variants {
+                progress(&format!("{}: {}", dist.name(), var.label()));
+                let mut compile = base.clone();
+                var.apply(&mut compile);
+                let rr = RunRequest {
+                    compile,
+                    inputs: InputOptions {
+                        seed: req.seed,
+                        scale: 1.0,
+                    },
+                    given: given.clone(),
+                    run: req.run.clone(),
+                    check: false,
+                };
+                let result = match run_source(src, &rr, &mut |_| {}) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(s) => {
+                        let get = |n: &str| {
+                            s.output
+                                .outputs
+                                .iter()
+                                .find(|o| o.name == n)
+                                .map(|o| o.data.to_f64())
+                                .ok_or_else(|| format!("the kernel has no output `{n}`"))
+                        };
+                        let (out, lse) = (get("out")?, get("lse")?);
+                        if reference.is_none() {
+                            let dv = s
+                                .output
+                                .outputs
+                                .iter()
+                                .find(|o| o.name == "out")
+                                .and_then(|o| o.shape.last().copied())
+                                .unwrap_or(0);
+                            let w = expected(kind, &s.inputs, scale, dv)?;
+                            max_lse = w
+                                .lse
+                                .iter()
+                                .copied()
+                                .filter(|x| x.is_finite())
+                                .fold(f64::NEG_INFINITY, f64::max);
+                            reference = Some((w.out, w.lse));
+                        }
+                        let (wo, wl) = reference.as_ref().ok_or("no reference")?;
+                        Ok(errors(&out, wo, &lse, wl))
+                    }
+                };
+                cells.push(Cell {
+                    variant: var.label(),
+                    result,
+                });
+            }
+            rows.push(Row {
+                distribution: dist,
+                dims,
+                max_lse,
+                cells,
             });
         }
-        rows.push(Row {
-            distribution: dist,
-            dims,
-            max_lse,
-            cells,
-        });
     }
     Ok(rows)
 }
@@ -410,7 +448,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<14} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8}",
+        "{:<14} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>6} {:>6} {:>8}",
         "distribution",
         "variant",
         "max abs",
@@ -420,6 +458,8 @@ pub fn table(rows: &[Row]) -> String {
         "lse rel",
         "max/FA",
         "mean/FA",
+        "fails",
+        "check",
         "FlashMLA"
     );
     for r in rows {
@@ -445,7 +485,7 @@ pub fn table(rows: &[Row]) -> String {
                     };
                     let _ = writeln!(
                         o,
-                        "{:<14} {:<13} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>6} {:>7} {:>8}",
+                        "{:<14} {:<13} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>9.2e} {:>6} {:>7} {:>6} {:>6} {:>8}",
                         "",
                         c.variant,
                         e.max_abs,
@@ -455,6 +495,8 @@ pub fn table(rows: &[Row]) -> String {
                         e.lse_max_rel,
                         ratio(e.max_abs, fa.map(|f| f.max_abs)),
                         ratio(e.mean_abs, fa.map(|f| f.mean_abs)),
+                        e.fails,
+                        e.check_fails,
                         if e.nans > 0 {
                             format!("{} NaN", e.nans)
                         } else if e.flashmla_ok {
@@ -475,6 +517,10 @@ pub fn table(rows: &[Row]) -> String {
         o,
         "FlashMLA's test figures: max abs {FLASHMLA_ATOL:.0e}, relative {:.4} (2.01/128), 1-cos {FLASHMLA_COS:.0e}",
         FLASHMLA_RTOL
+    );
+    let _ = writeln!(
+        o,
+        "fails: elements with abs err > {FLASHMLA_ATOL:.0e} and rel err > 2.01/128; check: elements outside `amlac run --check`'s bf16 tolerance"
     );
     o
 }

@@ -227,7 +227,7 @@ pub fn run(k: &mut Kernel, opts: &MulToAddOptions) -> Result<MulToAddReport, Str
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("#{ia}"));
-            match match_rescale(k, f, ia) {
+            match match_rescale(k, f, ia).and_then(|m| workspace_shape(k, par).map(|_| m)) {
                 Ok(m) => {
                     let extra = rewrite(k, top, par, &ivs, m, opts)?;
                     report.notes.extend(extra);
@@ -244,7 +244,7 @@ pub fn run(k: &mut Kernel, opts: &MulToAddOptions) -> Result<MulToAddReport, Str
         }
     }
     if report.rewritten > 0 {
-        k.remove_dead_insts(top);
+        super::dce::remove_dead(k);
     }
     Ok(report)
 }
@@ -258,6 +258,39 @@ fn grid(k: &Kernel, top: Block) -> Option<(Inst, Vec<Value>)> {
             InstKind::Parallel { body, .. } => Some((i, k.blocks[*body].params.clone())),
             _ => None,
         })
+}
+
+/// The grid part of the accumulator's workspace shape: one slot per value
+/// of each grid variable, indexed by the variable itself. An axis
+/// `lo..hi` gets `hi` slots (those below `lo` stay unused), so `lo` must be
+/// a non-negative constant or a dim, and `hi` a constant or a dim; any
+/// other grid is a near miss (the loop is left as FlashAttention).
+fn workspace_shape(k: &Kernel, par: Inst) -> Result<Vec<Dim>, String> {
+    let InstKind::Parallel { axes, .. } = &k.insts[par].kind else {
+        return Err("no grid".into());
+    };
+    let mut shape = Vec::new();
+    for (i, ax) in axes.iter().enumerate() {
+        match def(k, ax.lo) {
+            Some(InstKind::IConst(n)) if *n >= 0 => {}
+            Some(InstKind::DimValue(_)) => {}
+            _ => {
+                return Err(format!(
+                    "grid axis {i} does not start at a non-negative constant or a dim"
+                ));
+            }
+        }
+        shape.push(match def(k, ax.hi) {
+            Some(InstKind::IConst(n)) if *n >= 0 => Dim::Const(*n as u64),
+            Some(InstKind::DimValue(d)) => Dim::Sym(*d),
+            _ => {
+                return Err(format!(
+                    "grid axis {i} does not end at a non-negative constant or a dim"
+                ));
+            }
+        });
+    }
+    Ok(shape)
 }
 
 fn def(k: &Kernel, v: Value) -> Option<&InstKind> {
@@ -328,6 +361,12 @@ fn match_rescale(k: &Kernel, f: Inst, ia: usize) -> Result<Match, String> {
     }
     if users(k, body, acc).len() != 1 {
         return Err("the accumulator is used by more than its rescale".into());
+    }
+    // The updated accumulator lives in GM after the rewrite; a read of it
+    // inside the loop (a store of `acc / l` per block) would need a load
+    // ordered after the Cube's atomic add, which the rewrite does not make.
+    if users(k, body, ys[ia]).len() != 1 {
+        return Err("the updated accumulator is read inside the loop (e.g. stored every block); only its final value may be used".into());
     }
     let Some(InstKind::Unary(UnaryOp::Exp, d)) = def(k, alpha) else {
         return Err("the rescale factor is not `exp(m_old - m_new)`".into());
@@ -462,22 +501,7 @@ fn rewrite(
     let nearest = opts.variant == RescaleVariant::Nearest;
     // The accumulator's workspace: one slot per grid point.
     let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
-    let InstKind::Parallel { axes, .. } = k.insts[par].kind.clone() else {
-        return Err("no grid".into());
-    };
-    let mut shape = Vec::new();
-    for ax in &axes {
-        if !matches!(def(k, ax.lo), Some(InstKind::IConst(0))) {
-            return Err("mul-to-add needs grid axes that start at 0".into());
-        }
-        shape.push(match def(k, ax.hi) {
-            Some(InstKind::IConst(n)) => {
-                Dim::Const(u64::try_from(*n).map_err(|_| "negative grid bound")?)
-            }
-            Some(InstKind::DimValue(d)) => Dim::Sym(*d),
-            _ => return Err("mul-to-add needs grid bounds that are dims or constants".into()),
-        });
-    }
+    let mut shape = workspace_shape(k, par)?;
     shape.extend(acc_ty.shape().iter().map(|&n| Dim::Const(n)));
     let acc_name = k.values[k.blocks[m.body].params[m.ia + 1]]
         .name
@@ -1016,8 +1040,9 @@ mod tests {
                 assert_eq!(r.rewritten, 1, "{opts:?}: {:?}", r.notes);
                 crate::ir::verify(&k).unwrap_or_else(|e| panic!("{opts:?}: {e}"));
                 assert_eq!(acc_multiplies(&k), 0, "{opts:?}");
-                // m, l (and lc with compensation).
-                assert_eq!(carried(&k), vec![2 + compensation as usize], "{opts:?}");
+                // m and l, or m and lc with compensation (the plain l is then
+                // dead and `dce::remove_dead` drops its slot).
+                assert_eq!(carried(&k), vec![2], "{opts:?}");
                 let op = |u| count(&k, |_, op| matches!(op, InstKind::Unary(x, _) if *x == u));
                 match variant {
                     RescaleVariant::Ceil => {
@@ -1067,8 +1092,9 @@ mod tests {
             .filter(|t| t.role == Role::Workspace)
             .count();
         assert_eq!(ws, 1);
-        // The loop now carries m, l and the compensated lc (the default).
-        assert_eq!(carried(&k), vec![3]);
+        // The loop now carries m and the compensated lc (the default); the
+        // plain l it replaces is dead and `dce::remove_dead` drops its slot.
+        assert_eq!(carried(&k), vec![2]);
     }
 
     #[test]

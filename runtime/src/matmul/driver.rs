@@ -22,6 +22,9 @@ use super::{AccumMode, Gemm};
 pub(crate) type MicroKernel<P> =
     unsafe fn(pc: usize, a: *const P, b: *const P, c: *mut f32, ldc: usize, load_c: bool);
 
+/// The largest `MR × NR` of any path.
+const MAX_TILE: usize = 256;
+
 /// Geometry of a packed path.
 pub(crate) struct Geometry {
     /// Rows per micro-tile.
@@ -53,7 +56,10 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
     let (mr, nr) = (geo.mr, geo.nr);
     let mblocks = g.m.div_ceil(mr);
     let nblocks = g.n.div_ceil(nr);
-    let mut tile = vec![0f32; mr * nr];
+    // Edge tiles go through this scratch tile (no allocation per call).
+    let mut tile_buf = [0f32; MAX_TILE];
+    assert!(mr * nr <= MAX_TILE, "micro-tile {mr}x{nr} exceeds MAX_TILE");
+    let tile = &mut tile_buf[..mr * nr];
     let mut s0 = 0;
     while s0 < geo.steps {
         let pc = geo.kc.min(geo.steps - s0);

@@ -1,0 +1,102 @@
+//! Regression tests of `mul-to-add` on variations of the examples that
+//! `amlac check` accepts: a grid that does not start at 0, and a store of
+//! the output inside the KV loop. Each used to end in an internal error.
+
+use std::path::Path;
+
+use amla::compiler::diag::SourceFile;
+use amla::compiler::driver::{self, CompileOptions};
+use amla::compiler::run::exec::RunConfig;
+use amla::compiler::run::inputs::InputOptions;
+use amla::compiler::run::session::{RunRequest, run_source};
+
+/// `mla_decode.amla` with `edit` applied to its text (the edit must apply).
+fn variant(edit: impl Fn(&str) -> String) -> SourceFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let text = std::fs::read_to_string(path).unwrap();
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit did not apply");
+    SourceFile::new("variant.amla", edited)
+}
+
+fn options(defines: &[(&str, &str)]) -> CompileOptions {
+    let mut o = CompileOptions::new().unwrap();
+    for (k, v) in defines {
+        o.defines.insert(*k, *v);
+    }
+    o
+}
+
+#[test]
+fn a_grid_that_starts_above_zero_is_rewritten_with_a_slot_per_grid_value() {
+    let src = variant(|t| t.replace("parallel b in 0..B", "parallel b in 2..B"));
+    let mut o = options(&[("H", "16")]);
+    // Only mul-to-add: the later passes' handling of such grids is theirs.
+    o.pipeline.disabled = ["split", "preload", "tile", "plan-memory"]
+        .map(String::from)
+        .to_vec();
+    let c = match driver::compile(&src, &o) {
+        Ok(c) => c,
+        Err(e) => panic!("{e:?}"),
+    };
+    let ir = amla::compiler::ir::print(&c.ir);
+    assert!(ir.contains("atomic_exp_add acc_ws["), "{ir}");
+    // The workspace has B = 4 slots, indexed by b itself (0 and 1 unused).
+    let (_, ws) =
+        c.ir.tensors
+            .iter()
+            .find(|(_, t)| t.name == "acc_ws")
+            .unwrap();
+    use amla::compiler::ir::Dim;
+    assert_eq!(
+        ws.shape,
+        [Dim::Const(4), Dim::Const(16), Dim::Const(512)],
+        "{ws:?}"
+    );
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.text.contains("rewrote the rescale"))
+    );
+}
+
+#[test]
+fn a_store_inside_the_kv_loop_keeps_flash_attention_and_passes_its_check() {
+    let src = variant(|t| {
+        t.replace(
+            "      m = m_new;\n",
+            "      m = m_new;\n      out[b] = bf16(acc / l);\n",
+        )
+    });
+    let compile = options(&[("B", "2"), ("H", "16"), ("N", "300")]);
+    let c = match driver::compile(&src, &compile) {
+        Ok(c) => c,
+        Err(e) => panic!("{e:?}"),
+    };
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.text.contains("read inside the loop")),
+        "{:?}",
+        c.notes
+    );
+    let req = RunRequest {
+        compile,
+        inputs: InputOptions {
+            seed: 1,
+            scale: 1.0,
+        },
+        given: Vec::new(),
+        run: RunConfig {
+            cores: 2,
+            ..RunConfig::default()
+        },
+        check: true,
+    };
+    let s = match run_source(&src, &req, &mut |_| {}) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(s.comparisons.len(), 2);
+    assert!(s.passed(), "{:?}", s.comparisons);
+}
