@@ -161,9 +161,13 @@ fn oversized_heads_and_blocks_are_refused_at_their_source_before_any_pass() {
 
 #[test]
 fn a_capacity_error_of_the_mtp_kernel_points_at_the_tile() {
-    let (_, text) = capacity_error(&example("mla_decode_mtp.amla"), &[("S", "4")]);
-    assert!(text.contains("mla_decode_mtp.amla:21:14"), "{text}");
-    assert!(text.contains("reshape(q[b], S * H, 576)"), "{text}");
+    // (It used to point at line 1, a comment.)
+    let (_, text) = capacity_error(&example("mla_decode_mtp.amla"), &[("H", "512")]);
+    assert!(text.contains("mla_decode_mtp.amla:25:14"), "{text}");
+    assert!(
+        text.contains("reshape(q[b, t..t+TS], TS * H, 576)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -125,7 +125,7 @@ fn bad_option_values_are_clear_errors() {
         (
             "RESCALE",
             "floor",
-            "-D RESCALE=floor: expected `ceil` or `nearest`",
+            "-D RESCALE=floor: expected one of `ceil`, `nearest`, `cann`",
         ),
         ("COMPENSATE", "yes", "-D COMPENSATE=yes: expected 0 or 1"),
     ] {

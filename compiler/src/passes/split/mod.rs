@@ -158,10 +158,6 @@ mod replicate;
 
 use analysis::Analysis;
 
-/// Number of cross-unit flag ids of the Ascend 910B (the pass takes the
-/// real count from the target; this is the default of [`run`]).
-pub const MAX_FLAGS: u32 = 16;
-
 /// The `split` pass (see the module docs).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Split;
@@ -207,9 +203,10 @@ impl std::fmt::Display for SplitError {
 }
 
 /// Splits the single `any` function of `k` into `[cube, vector]`, with the
-/// default [`MAX_FLAGS`] flag ids; see [`run_with`].
+/// flag ids of the default target; see [`run_with`].
 pub fn run(k: &mut Kernel) -> Result<(), String> {
-    run_with(k, MAX_FLAGS).map_err(|e| e.to_string())
+    let flags = crate::target::Target::ascend910b().flags.cross_core_ids;
+    run_with(k, flags).map_err(|e| e.to_string())
 }
 
 /// Splits the single `any` function of `k` into `[cube, vector]` using at
