@@ -1,6 +1,7 @@
 //! Scalar codegen: i32 index math on launch-time dims (wrapping, division
-//! and remainder by 0 give 0, `i32::MIN / -1` wraps), compares and selects
-//! on scalars, and scalar stores to GM (out-of-range stores dropped).
+//! and remainder by 0 end the launch with a named error, `i32::MIN / -1`
+//! wraps), compares and selects on scalars, and scalar stores to GM
+//! (out-of-range stores dropped).
 
 mod codegen_util;
 
@@ -12,6 +13,12 @@ use amla::runtime::{CoreConfig, Gm, LaunchConfig, launch};
 use codegen_util::*;
 
 fn kernel() -> Kernel {
+    kernel_with(false)
+}
+
+/// The test kernel; with `divide_by_z`, it also divides and takes the
+/// remainder by the dim `Z`.
+fn kernel_with(divide_by_z: bool) -> Kernel {
     let mut k = Kernel::new("scalars");
     let names = ["D", "Z", "M1", "MIN"];
     let ds: Vec<_> = names.iter().map(|n| dim(&mut k, n)).collect();
@@ -44,9 +51,17 @@ fn kernel() -> Kernel {
     let mn = bin(&mut b, BinaryOp::Min, d, m1);
     let gt = b.value(InstKind::Cmp(CmpOp::Gt, d, z)).unwrap();
     let sq = bin(&mut b, BinaryOp::Mul, d, d);
+    let (q0, r0) = if divide_by_z {
+        (
+            bin(&mut b, BinaryOp::Div, d, z),
+            bin(&mut b, BinaryOp::Rem, d, z),
+        )
+    } else {
+        (zc, zc)
+    };
     let results = vec![
-        bin(&mut b, BinaryOp::Div, d, z),
-        bin(&mut b, BinaryOp::Rem, d, z),
+        q0,
+        r0,
         bin(&mut b, BinaryOp::Div, min, m1),
         bin(&mut b, BinaryOp::Rem, min, m1),
         bin(&mut b, BinaryOp::Div, negd, two),
@@ -99,4 +114,31 @@ fn scalar_integer_semantics() {
         gm.slice::<i32>(out).unwrap(),
         &[0, 0, i32::MIN, 0, -3, -1, 8, 49, i32::MAX]
     );
+}
+
+#[test]
+fn division_by_a_zero_dim_is_a_named_runtime_error() {
+    let k = kernel_with(true);
+    let ck = compile(&k, &CodegenOptions { verify: true }).unwrap();
+    let mut gm = Gm::new();
+    let out = gm.add_zeroed("out", amla::runtime::DType::I32, 9).unwrap();
+    let run = |z: i64, gm: &mut Gm| {
+        let cfg = LaunchConfig::default()
+            .with_cores(1)
+            .with_vector_sub_blocks(1)
+            .with_dims(vec![7, z, -1, i64::from(i32::MIN)]);
+        launch(&ck.runtime_kernel(), gm, 1, &CoreConfig::default(), &cfg)
+    };
+    let e = run(0, &mut gm).expect_err("7 / 0 must not give a value");
+    match e {
+        amla::runtime::RuntimeError::KernelStatus { code, .. } => {
+            assert_eq!(code, amla::compiler::codegen::abi::STATUS_DIVISION_BY_ZERO);
+            let m = amla::compiler::codegen::abi::status_meaning(code).unwrap();
+            assert!(m.contains("division"), "{m}");
+        }
+        e => panic!("expected the division status, got {e}"),
+    }
+    // A non-zero divisor runs: 7 / 2 = 3, 7 % 2 = 1.
+    run(2, &mut gm).unwrap();
+    assert_eq!(&gm.slice::<i32>(out).unwrap()[..2], &[3, 1]);
 }

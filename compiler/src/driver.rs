@@ -125,17 +125,47 @@ pub fn check_source(src: &SourceFile, defines: &Defines) -> Result<hir::Kernel, 
     check::check(src, defines).map_err(CompileError::Diagnostics)
 }
 
-/// Compiles `src` through lowering and the default pipeline.
-pub fn compile(src: &SourceFile, opts: &CompileOptions) -> Result<Compilation, CompileError> {
+/// Checks `src` with the kernel's `-D` bindings (compiler options such as
+/// `-D PRELOAD` are accepted and set aside): the stage `--emit hir` prints.
+pub fn check_with_options(
+    src: &SourceFile,
+    opts: &CompileOptions,
+) -> Result<hir::Kernel, CompileError> {
     let mut opts = opts.clone();
     take_option_defines(&mut opts)?;
-    let hir = check_source(src, &opts.defines)?;
-    let lowered = lower::lower(&hir).map_err(|e| {
+    check_source(src, &opts.defines)
+}
+
+/// Checks and lowers `src`, running no pass: the stage `--emit lowered`
+/// prints.
+pub fn lower_source(
+    src: &SourceFile,
+    opts: &CompileOptions,
+) -> Result<(hir::Kernel, Kernel), CompileError> {
+    let hir = check_with_options(src, opts)?;
+    let lowered = lower_hir(&hir, &opts.target)?;
+    Ok((hir, lowered))
+}
+
+/// Lowers a checked kernel, refusing first a tile larger than any buffer
+/// of the target (E0034, before any pass runs).
+fn lower_hir(hir: &hir::Kernel, target: &Target) -> Result<Kernel, CompileError> {
+    let lowered = lower::lower(hir).map_err(|e| {
         CompileError::Pass(PassError::Internal {
             pass: "lower".into(),
             message: e.0,
         })
     })?;
+    lower::capacity::check_capacities(&lowered, target).map_err(CompileError::Pass)?;
+    Ok(lowered)
+}
+
+/// Compiles `src` through lowering and the default pipeline.
+pub fn compile(src: &SourceFile, opts: &CompileOptions) -> Result<Compilation, CompileError> {
+    let mut opts = opts.clone();
+    take_option_defines(&mut opts)?;
+    let hir = check_source(src, &opts.defines)?;
+    let lowered = lower_hir(&hir, &opts.target)?;
     let mut ir = lowered.clone();
     let mut pipeline = passes::default_pipeline();
     pipeline.config = opts.pipeline.clone();

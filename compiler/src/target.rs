@@ -69,6 +69,12 @@ pub struct Chip {
     pub l2_bytes: u64,
     /// L2 hit bandwidth in GB/s, chip-wide.
     pub l2_gbps: f64,
+    /// HBM (global memory) size in bytes: the largest buffer a Vector tile
+    /// that no local buffer holds can be given. Optional (the host
+    /// calibration target has none): without it only tiles whose size
+    /// overflows 64 bits are refused before the passes.
+    #[serde(default)]
+    pub hbm_bytes: Option<u64>,
 }
 
 /// Address alignment.
@@ -295,6 +301,7 @@ impl Target {
             ("chip.clock_ghz", pos(self.chip.clock_ghz)),
             ("chip.hbm_gbps", pos(self.chip.hbm_gbps)),
             ("chip.l2_gbps", pos(self.chip.l2_gbps)),
+            ("chip.hbm_bytes", self.chip.hbm_bytes != Some(0)),
             ("align.bytes", self.align.bytes.is_power_of_two()),
             (
                 "cube.macs_per_cycle.bf16",

@@ -350,6 +350,107 @@ pub unsafe extern "C" fn amla_rt_scratch(
     }
 }
 
+/// True when `[p, p + bytes)` lies inside one local buffer of this unit or
+/// inside its scratch.
+fn inside_unit_memory(env: &Env<'_>, p: usize, bytes: usize) -> bool {
+    let Some(end) = p.checked_add(bytes) else {
+        return false;
+    };
+    let within = |base: usize, len: usize| p >= base && end <= base.saturating_add(len);
+    let locals = [
+        Buffer::L1,
+        Buffer::L0A,
+        Buffer::L0B,
+        Buffer::L0C,
+        Buffer::Ub,
+    ];
+    if locals.iter().any(|&b| {
+        env.local_base(b)
+            .is_ok_and(|(base, len)| within(base as usize, len as usize))
+    }) {
+        return true;
+    }
+    env.rt
+        .scratch
+        .borrow()
+        .as_ref()
+        .is_some_and(|s| within(s.as_ptr() as usize, s.len()))
+}
+
+/// Vector: converts `n` contiguous float elements at `src` (dtype code
+/// `src_dtype`) into `dst` (dtype code `dst_dtype`), rounding to nearest
+/// even (through f32, which holds every bf16 and f16 value exactly). Both
+/// ranges must lie inside this unit's local buffers or its scratch (the
+/// `gm`-placed tiles of JIT code) and must not overlap.
+///
+/// # Safety
+/// See the module contract; the pointers are checked against the unit's
+/// memory before any access.
+pub unsafe extern "C" fn amla_rt_convert(
+    ctx: *const KernelCtx,
+    dst: u64,
+    dst_dtype: u32,
+    src: u64,
+    src_dtype: u32,
+    n: u64,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let (dd, sd) = (dtype(dst_dtype)?, dtype(src_dtype)?);
+            if !dd.is_float() || !sd.is_float() {
+                return Err(RuntimeError::BadArgument(format!(
+                    "convert: {sd} -> {dd} is not a float conversion"
+                )));
+            }
+            let n = size(n, "convert count")?;
+            let bytes = |d: DType| {
+                n.checked_mul(d.size_bytes())
+                    .ok_or_else(|| RuntimeError::BadArgument("convert: count overflows".into()))
+            };
+            let (db, sb) = (bytes(dd)?, bytes(sd)?);
+            let (dp, sp) = (size(dst, "dst")?, size(src, "src")?);
+            if !inside_unit_memory(env, dp, db) || !inside_unit_memory(env, sp, sb) {
+                return Err(RuntimeError::BadArgument(
+                    "convert: a range is outside the unit's buffers".into(),
+                ));
+            }
+            if dp < sp.saturating_add(sb) && sp < dp.saturating_add(db) {
+                return Err(RuntimeError::BadArgument(
+                    "convert: source and destination overlap".into(),
+                ));
+            }
+            for i in 0..n {
+                // SAFETY: both ranges were checked to lie in live unit
+                // memory; unaligned accesses are allowed.
+                let x = match sd {
+                    DType::F32 => {
+                        f32::from_bits(std::ptr::read_unaligned((sp + 4 * i) as *const u32))
+                    }
+                    DType::Bf16 => {
+                        half::bf16::from_bits(std::ptr::read_unaligned((sp + 2 * i) as *const u16))
+                            .to_f32()
+                    }
+                    _ => half::f16::from_bits(std::ptr::read_unaligned((sp + 2 * i) as *const u16))
+                        .to_f32(),
+                };
+                match dd {
+                    DType::F32 => std::ptr::write_unaligned((dp + 4 * i) as *mut u32, x.to_bits()),
+                    DType::Bf16 => std::ptr::write_unaligned(
+                        (dp + 2 * i) as *mut u16,
+                        half::bf16::from_f32(x).to_bits(),
+                    ),
+                    _ => std::ptr::write_unaligned(
+                        (dp + 2 * i) as *mut u16,
+                        half::f16::from_f32(x).to_bits(),
+                    ),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Scalar `x · 2^n` by exponent addition ([`exp2_scale_bits`]); no context.
 pub extern "C" fn amla_rt_exp2_scale_f32(x: f32, n: i32) -> f32 {
     exp2_scale_bits(x, n)
@@ -376,6 +477,7 @@ pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
         ("amla_rt_wait_flag", amla_rt_wait_flag as *const u8),
         ("amla_rt_exp2_scale_gm", amla_rt_exp2_scale_gm as *const u8),
         ("amla_rt_scratch", amla_rt_scratch as *const u8),
+        ("amla_rt_convert", amla_rt_convert as *const u8),
         (
             "amla_rt_exp2_scale_f32",
             amla_rt_exp2_scale_f32 as *const u8,

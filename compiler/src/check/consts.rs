@@ -29,7 +29,10 @@ pub fn eval(e: &Expr, lookup: &Lookup<'_>) -> Result<ConstValue, Diagnostic> {
             binary(*op, x, y, e.span)
         }
         ExprKind::Call(f, args) if f.name == "sqrt" => match args.as_slice() {
-            [a] => Ok(Float(eval(a, lookup)?.as_f64().sqrt())),
+            [a] => {
+                let x = eval(a, lookup)?.as_f64();
+                finite_fold(x, x.sqrt(), e.span, "`sqrt`").map(Float)
+            }
             _ => Err(
                 Diagnostic::new(Code::WrongArity, e.span, "`sqrt` takes 1 argument")
                     .label(format!("{} arguments given", args.len())),
@@ -92,16 +95,55 @@ pub fn binary(
         }
         (a, b) => {
             let (a, b) = (a.as_f64(), b.as_f64());
-            Ok(Float(match op {
+            let r = match op {
                 BinOp::Add => a + b,
                 BinOp::Sub => a - b,
                 BinOp::Mul => a * b,
                 BinOp::Div => a / b,
                 BinOp::Rem => a % b,
                 _ => return Err(not_constant(span)),
-            }))
+            };
+            // An operand that is already infinite (a literal `inf`) may
+            // give an infinite result; finite operands must give a finite
+            // one.
+            let input = if a.is_finite() { b } else { a };
+            finite_fold(input, r, span, &format!("`{}`", op.symbol())).map(Float)
         }
     }
+}
+
+/// Checks a float fold: a NaN result is always an error, and an infinite
+/// one is an error when `input` (the operand, or the finite one of two) is
+/// finite: `1.0 / 0.0`, `sqrt(-1.0)`, `exp(1000.0)` are mistakes, while
+/// `-inf` or `2.0 * inf` are written on purpose.
+pub fn finite_fold(input: f64, result: f64, span: Span, what: &str) -> Result<f64, Diagnostic> {
+    if result.is_finite() || (result.is_infinite() && !input.is_finite()) {
+        return Ok(result);
+    }
+    let cause = if input.is_finite() {
+        format!("{what} on finite constants")
+    } else {
+        what.to_string()
+    };
+    Err(non_finite(span, result, &cause))
+}
+
+/// "this constant is `NaN`/`inf`" at `span`, saying what made it.
+pub fn non_finite(span: Span, value: f64, cause: &str) -> Diagnostic {
+    let shown = if value.is_nan() {
+        "NaN".to_string()
+    } else if value > 0.0 {
+        "inf".to_string()
+    } else {
+        "-inf".to_string()
+    };
+    Diagnostic::new(
+        Code::ConstEval,
+        span,
+        format!("constant expression evaluates to {shown}"),
+    )
+    .label(format!("{cause} gives {shown}"))
+    .note("a constant must be a finite number; only a literal `inf` (or `-inf`) is infinite")
 }
 
 fn overflow(span: Span) -> Diagnostic {

@@ -497,7 +497,30 @@ impl Checker<'_> {
             );
             return V::Err;
         }
+        if matches!(op, BinOp::Div | BinOp::Rem) && ty.dtype == DType::I32 && self.provably_zero(y)
+        {
+            let what = if op == BinOp::Div {
+                "integer division"
+            } else {
+                "integer remainder"
+            };
+            self.error(
+                Diagnostic::new(Code::ConstEval, span, format!("{what} by zero"))
+                    .label("the divisor is always 0")
+                    .secondary(self.exprs[y.0 as usize].span, "this is 0"),
+            );
+            return V::Err;
+        }
         V::Strong(self.push(ExprKind::Binary { op, lhs: x, rhs: y }, ty, span))
+    }
+
+    /// True when the i32 expr `id` is 0 whatever the loop variables are (a
+    /// constant 0, `B - B`, `j - j`, or a broadcast of one).
+    fn provably_zero(&self, mut id: ExprId) -> bool {
+        while let ExprKind::Broadcast { arg, .. } = &self.exprs[id.0 as usize].kind {
+            id = *arg;
+        }
+        self.poly(id, 0).and_then(|p| p.as_constant()) == Some(0)
     }
 
     fn matmul(&mut self, a: V, b: V, span: Span) -> V {
@@ -737,6 +760,10 @@ impl Checker<'_> {
                 MathFn::Sqrt => x.sqrt(),
                 MathFn::Abs => x.abs(),
             };
+            if let Err(d) = consts::finite_fold(x, v, span, &format!("`{}`", f.name)) {
+                self.error(d);
+                return V::Err;
+            }
             return V::Weak(Weak {
                 num: ConstValue::Float(v),
                 konst: None,

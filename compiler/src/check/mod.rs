@@ -124,6 +124,21 @@ impl<'d> Checker<'d> {
         }
     }
 
+    /// How many diagnostics have been reported so far.
+    fn diag_count(&self) -> usize {
+        self.diags.len()
+    }
+
+    /// Adds "in constant `name`" to the constant-evaluation errors reported
+    /// since `from` (a `const` whose value is NaN, overflows…).
+    fn name_constant_in_new_errors(&mut self, from: usize, name: &str) {
+        for d in &mut self.diags[from..] {
+            if d.code == Code::ConstEval {
+                d.message = format!("{} (in constant `{name}`)", d.message);
+            }
+        }
+    }
+
     pub(crate) fn error(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
@@ -394,7 +409,9 @@ impl<'d> Checker<'d> {
             );
             return;
         }
+        let n_errors = self.diag_count();
         let value = self.const_eval(&item.value, Code::NotConstant);
+        self.name_constant_in_new_errors(n_errors, name);
         let value = match (self.defines.map.get(name), value) {
             (Some(text), Some(ConstValue::Int(_))) => match text.parse::<i64>() {
                 Ok(v) => Some(ConstValue::Int(v)),
@@ -404,7 +421,23 @@ impl<'d> Checker<'d> {
                 }
             },
             (Some(text), Some(ConstValue::Float(_))) => match text.parse::<f64>() {
-                Ok(v) => Some(ConstValue::Float(v)),
+                // `-D scale=inf` is written on purpose; `nan` or an
+                // out-of-range number like `1e999` is not a usable value.
+                Ok(v)
+                    if v.is_finite()
+                        || (v.is_infinite() && text.to_ascii_lowercase().contains("inf")) =>
+                {
+                    Some(ConstValue::Float(v))
+                }
+                Ok(_) => {
+                    self.error(bad_define(
+                        name,
+                        text,
+                        item.name.span,
+                        "a finite number (or `inf`)",
+                    ));
+                    None
+                }
                 Err(_) => {
                     self.error(bad_define(name, text, item.name.span, "a number"));
                     None

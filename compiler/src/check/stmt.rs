@@ -135,7 +135,18 @@ impl Checker<'_> {
             Some(e) => {
                 let v = self.const_eval(e, Code::BadStep);
                 match v {
-                    Some(hir::ConstValue::Int(s)) if s > 0 => Some(s),
+                    Some(hir::ConstValue::Int(s)) if s > 0 && i32::try_from(s).is_ok() => Some(s),
+                    Some(hir::ConstValue::Int(s)) if s > 0 => {
+                        self.error(
+                            Diagnostic::new(
+                                Code::BadStep,
+                                e.span,
+                                format!("step {s} does not fit in `i32`"),
+                            )
+                            .label("loop variables are 32-bit: a step must be at most 2147483647"),
+                        );
+                        None
+                    }
                     Some(v) => {
                         let shown = match v {
                             hir::ConstValue::Int(i) => i.to_string(),

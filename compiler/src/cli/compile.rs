@@ -9,6 +9,10 @@
 //! (or `all`) writes the IR after that pass to stdout before the emitted
 //! stage; `--disable-pass PASS` skips a pass; `--time-passes` and
 //! `--explain` report on stderr.
+//!
+//! `--emit ast`, `hir` and `lowered` stop at their stage (no pass runs for
+//! `lowered` unless `--print-after`, `--time-passes` or `--explain` asks for
+//! the pipeline), so a later stage's error never hides them.
 
 use std::path::PathBuf;
 
@@ -115,6 +119,24 @@ pub fn run(args: &CompileArgs) -> u8 {
             }
         };
     }
+    // `--emit hir` and `--emit lowered` stop at their stage: a later stage's
+    // error does not hide them.
+    if args.emit == Emit::Hir {
+        return match driver::check_with_options(&src, &opts) {
+            Ok(hir) => write_out(args, &hir.to_string()),
+            Err(e) => report_error(&src, e),
+        };
+    }
+    if args.emit == Emit::Lowered
+        && args.print_after.is_none()
+        && !args.time_passes
+        && !args.explain
+    {
+        return match driver::lower_source(&src, &opts) {
+            Ok((_, lowered)) => write_out(args, &lowered.to_string()),
+            Err(e) => report_error(&src, e),
+        };
+    }
     let c = match driver::compile(&src, &opts) {
         Ok(c) => c,
         Err(e) => return report_error(&src, e),
@@ -131,8 +153,7 @@ pub fn run(args: &CompileArgs) -> u8 {
         return 1;
     }
     let text = match args.emit {
-        Emit::Ast => unreachable!("handled above"),
-        Emit::Hir => c.hir.to_string(),
+        Emit::Ast | Emit::Hir => unreachable!("handled above"),
         Emit::Lowered => c.lowered.to_string(),
         Emit::Ir => c.ir.to_string(),
         Emit::Cube => only_func(&c.ir, Unit::Cube),

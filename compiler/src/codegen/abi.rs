@@ -40,6 +40,20 @@ pub const STATUS_MISSING_DIM: i32 = 101;
 /// Status JIT code returns when a local buffer is smaller than the
 /// placements the compiler assumed.
 pub const STATUS_LOCAL_TOO_SMALL: i32 = 102;
+/// Status JIT code returns when a scalar `i32` division or remainder (index
+/// math) has a zero divisor at run time.
+pub const STATUS_DIVISION_BY_ZERO: i32 = 103;
+
+/// What a status of JIT code means, for the launch error.
+pub fn status_meaning(code: i32) -> Option<&'static str> {
+    Some(match code {
+        STATUS_BAD_GM => "a GM buffer is missing, of the wrong dtype or too short",
+        STATUS_MISSING_DIM => "a dim has no value at launch",
+        STATUS_LOCAL_TOO_SMALL => "a local buffer is smaller than the compiler planned",
+        STATUS_DIVISION_BY_ZERO => "integer division or remainder by zero in index arithmetic",
+        _ => return None,
+    })
+}
 
 /// `(byte offset of the base pointer, byte offset of the size)` of a local
 /// buffer in `KernelCtx`, and its runtime buffer code.
@@ -90,6 +104,8 @@ pub const SYMBOLS: &[(&str, &[u8])] = &[
     ("amla_rt_wait_flag", b"wl"),
     // bytes, out pointer
     ("amla_rt_scratch", b"ll"),
+    // dst pointer, dst_dtype, src pointer, src_dtype, n
+    ("amla_rt_convert", b"lwlwl"),
 ];
 
 /// The Cranelift signature of runtime symbol `params` (see [`SYMBOLS`]).

@@ -608,6 +608,11 @@ impl FnCx<'_, '_> {
             return Ok(());
         }
         let t = self.tile(r, op)?;
+        if (s.ty.space == Space::Gm || t.ty.space == Space::Gm) && s.ty.dtype == t.ty.dtype {
+            // A slice of (or into) a tile plan-memory sent to the Vector's
+            // GM scratch: JIT row copies, as for other `gm` tile moves.
+            return self.jit_extract(&s, &t, &dims, base, op);
+        }
         let (sbuf, dbuf) = (buf_code(s.ty.space, op)?, buf_code(t.ty.space, op)?);
         let (sdt, ddt) = (dt_code(s.ty.dtype, op)?, dt_code(t.ty.dtype, op)?);
         let toff = t.elem_off(op)?;
@@ -625,6 +630,49 @@ impl FnCx<'_, '_> {
                 p.cols,
             ];
             c.call("amla_rt_copy_local_to_local", &a)
+        })
+    }
+
+    /// An `extract` between Vector-side tiles (UB or the `gm` scratch) of
+    /// one dtype, one JIT memcpy per row; elements past the source read 0.
+    fn jit_extract(
+        &mut self,
+        s: &TileRef,
+        t: &TileRef,
+        dims: &[BoxDim],
+        base: cl::Value,
+        op: &str,
+    ) -> Result<()> {
+        let vector_side = |sp: Space| matches!(sp, Space::Ub | Space::Gm);
+        if !vector_side(s.ty.space) || !vector_side(t.ty.space) {
+            return Err(CodegenError::unsupported(
+                op,
+                format!("from {} to {}", s.ty.space, t.ty.space),
+            ));
+        }
+        if !t.dense() {
+            return Err(CodegenError::unsupported(op, "into a strided view in gm"));
+        }
+        let esz = s.ty.dtype.bytes() as i64;
+        let sb = *self
+            .bases
+            .get(&s.ty.space)
+            .ok_or_else(|| CodegenError::invalid(op, "buffer not available"))?;
+        let tp = self.tile_ptr(t, op)?;
+        self.emit_box(dims, base, Some(t), None, op, &mut |c, p| {
+            c.counted_loop(p.rows, &mut |c, r| {
+                let so = c.b.ins().imul(r, p.big_stride);
+                let so = c.b.ins().iadd(so, p.big_off);
+                let so = c.b.ins().imul_imm_s(so, esz);
+                let sa = c.b.ins().iadd(sb, so);
+                let to = c.b.ins().imul_imm_s(r, p.tile_stride as i64);
+                let to = c.b.ins().iadd(to, p.tile_off);
+                let to = c.b.ins().imul_imm_s(to, esz);
+                let ta = c.b.ins().iadd(tp, to);
+                let bytes = c.b.ins().imul_imm_s(p.cols, esz);
+                simd_math::emit_memcpy_dyn(&mut c.b, ta, sa, bytes);
+                Ok(())
+            })
         })
     }
 

@@ -1,5 +1,6 @@
 //! Scalars and control flow: constants, dims, i32 index math (wrapping;
-//! `div`/`rem` by 0 give 0, `i32::MIN / -1` wraps), f32 scalar math, the
+//! a scalar `div`/`rem` by 0 ends the launch with
+//! [`super::abi::STATUS_DIVISION_BY_ZERO`], `i32::MIN / -1` wraps), f32 scalar math, the
 //! `parallel` grid (work item → axis values, row-major, last axis fastest)
 //! and `for` loops with scalar and tile block parameters.
 
@@ -119,8 +120,10 @@ impl FnCx<'_, '_> {
                         BinaryOp::Add => self.b.ins().iadd(x, y),
                         BinaryOp::Sub => self.b.ins().isub(x, y),
                         BinaryOp::Mul => self.b.ins().imul(x, y),
-                        BinaryOp::Div => simd_math::int_divrem(&mut self.b, true, x, y),
-                        BinaryOp::Rem => simd_math::int_divrem(&mut self.b, false, x, y),
+                        BinaryOp::Div | BinaryOp::Rem => {
+                            self.fail_on_zero_divisor(*b, y);
+                            simd_math::int_divrem(&mut self.b, *bop == BinaryOp::Div, x, y)
+                        }
                         BinaryOp::Max => self.b.ins().smax(x, y),
                         BinaryOp::Min => self.b.ins().smin(x, y),
                         _ => return Err(CodegenError::invalid(op, "on i32")),
@@ -188,6 +191,21 @@ impl FnCx<'_, '_> {
         debug_assert_eq!(self.b.func.dfg.value_type(v), scalar_type(rd));
         self.scalars.insert(r, v);
         Ok(())
+    }
+
+    /// Ends the function with [`super::abi::STATUS_DIVISION_BY_ZERO`] when
+    /// the divisor `y` (IR value `v`) is 0, unless `v` is a non-zero
+    /// constant.
+    fn fail_on_zero_divisor(&mut self, v: crate::ir::Value, y: cl::Value) {
+        let k = self.k;
+        if let Some(InstKind::IConst(c)) = k.def_inst(v).map(|i| k.kind(i))
+            && *c as i32 != 0
+        {
+            return;
+        }
+        let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+        let st = self.i32c(super::abi::STATUS_DIVISION_BY_ZERO as i64);
+        self.fail_if(is0, st);
     }
 
     pub(crate) fn emit_parallel(&mut self, i: Inst) -> Result<()> {
@@ -302,7 +320,15 @@ impl FnCx<'_, '_> {
             ));
         }
         let mut next: Vec<cl::BlockArg> = Vec::new();
-        let iv2 = self.b.ins().iadd_imm_s(hp[0], *step);
+        // The next value in i64, so that `j + step` past `i32::MAX` ends the
+        // loop instead of wrapping to a value below `hi` (a loop that never
+        // ends) or truncating the step.
+        let iv64 = self.b.ins().sextend(types::I64, hp[0]);
+        let iv2 = self.b.ins().iadd_imm_s(iv64, *step);
+        let hi64 = self.b.ins().sextend(types::I64, hi);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv2, hi64);
+        let iv2 = self.b.ins().ireduce(types::I32, iv2);
+        let iv2 = self.b.ins().select(more, iv2, hi);
         next.push(iv2.into());
         for (j, &y) in ys.iter().enumerate() {
             if k.ty(params[j + 1]).as_tile().is_some() {

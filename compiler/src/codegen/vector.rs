@@ -11,7 +11,7 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::func::{FnCx, TileRef};
 use super::{CodegenError, Result, scalar::floatcc, scalar::intcc, simd_math as sm};
-use crate::ir::{BinaryOp, DType, Index, Inst, InstKind, ReduceOp, Type, UnaryOp};
+use crate::ir::{BinaryOp, DType, Index, Inst, InstKind, ReduceOp, Space, Type, UnaryOp};
 
 type LaneFn<'a> = &'a dyn Fn(&mut FunctionBuilder, &[cl::Value]) -> cl::Value;
 type BoxLaneFn = Box<dyn Fn(&mut FunctionBuilder, &[cl::Value]) -> cl::Value>;
@@ -365,6 +365,19 @@ impl<'a, 'f> FnCx<'a, 'f> {
         };
         if !(s.ty.dtype.is_float() && d.ty.dtype.is_float()) {
             return Err(unsup(op, DType::F16));
+        }
+        if s.ty.space == Space::Gm || d.ty.space == Space::Gm {
+            // A tile in the Vector's GM scratch (too big for UB): the
+            // runtime converts by address, checked against the unit's memory.
+            if !s.dense() || !d.dense() {
+                return Err(CodegenError::unsupported(op, "a strided view in gm"));
+            }
+            let dp = self.tile_ptr(d, op)?;
+            let sp = self.tile_ptr(s, op)?;
+            let dc = self.i32c(code(d.ty.dtype)? as i64);
+            let sc = self.i32c(code(s.ty.dtype)? as i64);
+            let n = self.i64c(d.ty.elems() as i64);
+            return self.call("amla_rt_convert", &[dp, dc, sp, sc, n]);
         }
         let (rows, cols) = d.ty.rows_cols();
         let a = [

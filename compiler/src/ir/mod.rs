@@ -22,6 +22,7 @@ pub mod entity;
 pub mod inst;
 pub mod parse;
 pub mod print;
+pub mod spans;
 pub mod types;
 pub mod typing;
 pub mod verify;

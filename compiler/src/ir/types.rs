@@ -139,6 +139,13 @@ impl TileType {
     pub fn bytes(&self) -> u64 {
         self.elems() * self.dtype.bytes()
     }
+    /// Size in bytes, `None` when it does not fit in `u64` (lowering checks
+    /// every tile with this before any pass computes [`TileType::bytes`]).
+    pub fn checked_bytes(&self) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.bytes(), |acc, &d| acc.checked_mul(d))
+    }
     /// Rows and columns when viewed as a matrix: the last dim is the columns,
     /// all others fold into rows.
     pub fn rows_cols(&self) -> (u64, u64) {

@@ -13,7 +13,7 @@
 //!   values inside, its results are them after the loop, and the body ends in
 //!   `yield` of their last bindings;
 //! - `a @ b^T` becomes one `matmul a, b nk` (the Cube reads B transposed, no
-//!   transpose op); every other `@` is `matmul … kn`;
+//!   transpose op); every other `@` is `matmul … kn`; `(x^T)^T` is `x`;
 //! - dims bound at compile time become `iconst`s, open dims `dim` ops;
 //!   constants and literals become `iconst`/`fconst` of the dtype the checker
 //!   gave them; the HIR's explicit broadcasts and casts map one to one.
@@ -29,6 +29,8 @@
 //!
 //! The HIR is valid by construction, so a failure here is a compiler bug; it
 //! is reported as a [`LowerError`] naming the construct, never a panic.
+
+pub mod capacity;
 
 use crate::check::hir;
 use crate::ir::EntityRef;
@@ -123,12 +125,20 @@ pub fn lower(h: &hir::Kernel) -> Result<ir::Kernel> {
         .map(|a| h.local(a.var).name.as_str())
         .collect();
     let body = cx.b.parallel(axes, &names)?;
+    // The grid's span: its bounds, `0..B` (the HIR keeps no statement spans).
+    if let (Some(first), Some(last)) = (h.grid.axes.first(), h.grid.axes.last()) {
+        let span = cx.range_span(first.lo, last.hi);
+        if let Some(&i) = cx.b.kernel.blocks[top].insts.last() {
+            cx.b.kernel.spans.set(i, span);
+        }
+    }
     let params = cx.b.kernel.blocks[body].params.clone();
     for (ax, p) in h.grid.axes.iter().zip(params) {
         cx.bind(ax.var, p)?;
     }
     cx.b.switch_to(body);
     cx.block(&h.grid.body)?;
+    ir::spans::fill_missing_spans(&mut k);
     Ok(k)
 }
 
@@ -232,6 +242,7 @@ impl Lower<'_, '_> {
         step: i64,
         body: &hir::Block,
     ) -> Result<()> {
+        let (lo_e, hi_e) = (lo, hi);
         let lo = self.expr(lo)?;
         let hi = self.expr(hi)?;
         // Carried: vars bound before the loop and assigned inside it.
@@ -252,6 +263,8 @@ impl Lower<'_, '_> {
         let (inst, body_block) = self
             .b
             .for_loop(lo, hi, step, init, &self.h.local(var).name)?;
+        let loop_span = self.range_span(lo_e, hi_e);
+        self.b.kernel.spans.set(inst, loop_span);
         let params = self.b.kernel.blocks[body_block].params.clone();
         let results = self.b.kernel.insts[inst].results.clone();
         for (i, &l) in carried.iter().enumerate() {
@@ -270,6 +283,7 @@ impl Lower<'_, '_> {
             .iter()
             .map(|&l| self.lookup(l))
             .collect::<Result<Vec<_>>>()?;
+        self.b.set_span(loop_span);
         self.b.ins(InstKind::Yield(next))?;
         self.b.switch_to(outer);
         // Locals declared inside the body go out of scope; carried ones take
@@ -279,6 +293,19 @@ impl Lower<'_, '_> {
             self.bind(l, results[i])?;
         }
         Ok(())
+    }
+
+    /// The source from expr `lo`'s start to expr `hi`'s end (a loop's or
+    /// grid's `lo..hi`).
+    fn range_span(&self, lo: hir::ExprId, hi: hir::ExprId) -> Option<SrcSpan> {
+        let (a, b) = (
+            self.h.exprs.get(lo.0 as usize)?,
+            self.h.exprs.get(hi.0 as usize)?,
+        );
+        Some(SrcSpan {
+            start: a.span.start.min(b.span.start) as u32,
+            end: a.span.end.max(b.span.end) as u32,
+        })
     }
 
     fn index(&mut self, items: &[hir::IndexItem]) -> Result<Vec<Index>> {
@@ -399,7 +426,13 @@ impl Lower<'_, '_> {
             }
             hir::ExprKind::Transpose(a) => {
                 let a = self.expr(*a)?;
-                self.b.value(InstKind::Transpose(a))?
+                // `(x^T)^T` is `x`: a pair of transposes folds away, so
+                // `(k^T)^T^T` costs one transpose (or none as a matmul's
+                // `nk` operand).
+                match self.b.kernel.def_inst(a).map(|i| self.b.kernel.kind(i)) {
+                    Some(InstKind::Transpose(x)) => *x,
+                    _ => self.b.value(InstKind::Transpose(a))?,
+                }
             }
             hir::ExprKind::Math { f, arg } => {
                 let a = self.expr(*arg)?;

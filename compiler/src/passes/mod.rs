@@ -261,6 +261,16 @@ impl fmt::Display for PassError {
                 bytes,
                 capacity,
                 ..
+            } if *bytes == u64::MAX => write!(
+                f,
+                "tile {tile} needs more than 2^64 bytes but {buffer} holds {capacity}"
+            ),
+            PassError::DoesNotFit {
+                buffer,
+                tile,
+                bytes,
+                capacity,
+                ..
             } => write!(
                 f,
                 "tile {tile} needs {bytes} bytes but {buffer} holds {capacity}"
@@ -435,6 +445,9 @@ impl Pipeline {
             if self.config.disabled.iter().any(|d| d == name) {
                 continue;
             }
+            // Ops earlier passes made without a span get one, so that this
+            // pass's diagnostics point at the source.
+            crate::ir::spans::fill_missing_spans(k);
             cx.current.set(name);
             let start = Instant::now();
             let result = pass.run(k, cx);
@@ -457,6 +470,7 @@ impl Pipeline {
                 });
             }
         }
+        crate::ir::spans::fill_missing_spans(k);
         Ok(report)
     }
 }

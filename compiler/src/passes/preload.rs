@@ -645,20 +645,28 @@ fn pipeline(
     let tiles0: Vec<Value> = carried_tiles.iter().map(|v| dmap[v]).collect();
 
     let mut bld = Builder::at(k, pb, after_dummy);
-    let ds = iconst(&mut bld, d * s)?;
-    let pe = bin(&mut bld, BinaryOp::Add, lo, ds)?;
-    let p_hi = bin(&mut bld, BinaryOp::Min, pe, hi)?;
+    // Index math that cannot overflow i32 for any step up to i32::MAX and
+    // any bounds: `lo + min(d*s, hi - lo)`, `nblocks = max(hi - lo, 0) / s
+    // + min(max(hi - lo, 0) % s, 1)`, `drain = lo + max(nblocks - d, 0) * s`.
+    let ds = iconst(&mut bld, d.saturating_mul(s).min(i64::from(i32::MAX)))?;
+    let span = bin(&mut bld, BinaryOp::Sub, hi, lo)?;
+    let pd = bin(&mut bld, BinaryOp::Min, ds, span)?;
+    let p_hi = bin(&mut bld, BinaryOp::Add, lo, pd)?;
     let (_, pro) = bld
         .for_loop(lo, p_hi, s, vec![], &iv_name)
         .map_err(|e| format!("preload: {e}"))?;
-    let sm1 = iconst(&mut bld, s - 1)?;
-    let span = bin(&mut bld, BinaryOp::Sub, hi, lo)?;
-    let t1 = bin(&mut bld, BinaryOp::Add, span, sm1)?;
+    let zero = iconst(&mut bld, 0)?;
+    let one = iconst(&mut bld, 1)?;
+    let sp = bin(&mut bld, BinaryOp::Max, span, zero)?;
     let sc = iconst(&mut bld, s)?;
-    let nb = bin(&mut bld, BinaryOp::Div, t1, sc)?;
+    let whole = bin(&mut bld, BinaryOp::Div, sp, sc)?;
+    let part = bin(&mut bld, BinaryOp::Rem, sp, sc)?;
+    let part = bin(&mut bld, BinaryOp::Min, part, one)?;
+    let nb = bin(&mut bld, BinaryOp::Add, whole, part)?;
     bld.kernel.values[nb].name = Some("nblocks".into());
     let dc = iconst(&mut bld, d)?;
     let r = bin(&mut bld, BinaryOp::Sub, nb, dc)?;
+    let r = bin(&mut bld, BinaryOp::Max, r, zero)?;
     let rs = bin(&mut bld, BinaryOp::Mul, r, sc)?;
     let e = bin(&mut bld, BinaryOp::Add, lo, rs)?;
     let e_lo = bin(&mut bld, BinaryOp::Max, lo, e)?;

@@ -307,9 +307,15 @@ impl Executable {
         p.fresh = false;
         let kernel = self.jit.runtime_kernel();
         launch(&kernel, &mut p.gm, p.work_items, &self.core, &p.launch_cfg).map_err(|e| {
+            let mut message = e.to_string();
+            if let amla_runtime::error::RuntimeError::KernelStatus { code, .. } = &e
+                && let Some(m) = crate::codegen::abi::status_meaning(*code)
+            {
+                message = format!("{m} ({message})");
+            }
             RunError::Launch {
                 kernel: self.ir.name.clone(),
-                message: e.to_string(),
+                message,
             }
         })
     }

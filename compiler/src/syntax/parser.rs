@@ -724,6 +724,17 @@ impl Builder {
         let sp = span(&p);
         // The grammar admits only digit strings Rust's float parser accepts.
         let v = p.as_str().parse::<f64>().unwrap_or(f64::NAN);
+        if !v.is_finite() {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::ConstEval,
+                    sp,
+                    format!("float literal `{}` is out of range", p.as_str()),
+                )
+                .label(format!("larger than the largest f64 ({:e})", f64::MAX))
+                .note("write `inf` for an infinite value"),
+            );
+        }
         Ok(leaf(ExprKind::Float(v), sp))
     }
 

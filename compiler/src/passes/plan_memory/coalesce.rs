@@ -8,6 +8,10 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Slots {
     pub(super) parent: HashMap<Value, Value>,
+    /// Every value unioned into a representative's slot (representative
+    /// included), so that [`try_join`] compares two slots' members without
+    /// scanning every value (which made coalescing quadratic in the kernel).
+    group: HashMap<Value, Vec<Value>>,
 }
 
 impl Slots {
@@ -35,7 +39,17 @@ impl Slots {
             // Keep the earlier-created value as representative.
             let (keep, other) = if ra < rb { (ra, rb) } else { (rb, ra) };
             self.parent.insert(other, keep);
+            let moved = self.group.remove(&other).unwrap_or_else(|| vec![other]);
+            self.group
+                .entry(keep)
+                .or_insert_with(|| vec![keep])
+                .extend(moved);
         }
+    }
+
+    /// The members of the slot whose representative is `root`.
+    fn group_of(&self, root: Value) -> Vec<Value> {
+        self.group.get(&root).cloned().unwrap_or_else(|| vec![root])
     }
 
     pub(super) fn members(&mut self, vals: &[Value]) -> HashMap<Value, Vec<Value>> {
@@ -119,13 +133,13 @@ pub(super) fn try_join(
     if gx == gy {
         return true;
     }
-    let all: Vec<Value> = ranges.keys().copied().collect();
-    let members = slots.members(&all);
-    let empty = Vec::new();
-    let mx = members.get(&gx).unwrap_or(&empty);
-    let my = members.get(&gy).unwrap_or(&empty);
-    for &a in mx {
-        for &b in my {
+    let ranged = |g: Vec<Value>| -> Vec<Value> {
+        g.into_iter().filter(|v| ranges.contains_key(v)).collect()
+    };
+    let mx = ranged(slots.group_of(gx));
+    let my = ranged(slots.group_of(gy));
+    for &a in &mx {
+        for &b in &my {
             let (Some(&(a0, a1)), Some(&(b0, b1))) = (ranges.get(&a), ranges.get(&b)) else {
                 return false;
             };
