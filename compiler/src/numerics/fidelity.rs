@@ -340,103 +340,103 @@ pub fn measure(
     };
     let mut long_done: Vec<Vec<(String, String)>> = Vec::new();
     for point in &grid {
-    for &dist in &req.distributions {
-        let mut base = req.compile.clone();
-        for (k, v) in point {
-            base.defines.insert(k.clone(), v.clone());
-        }
-        if dist == Distribution::Long {
-            let others: Vec<(String, String)> =
-                point.iter().filter(|(k, _)| k != "N").cloned().collect();
-            if long_done.contains(&others) {
-                continue;
+        for &dist in &req.distributions {
+            let mut base = req.compile.clone();
+            for (k, v) in point {
+                base.defines.insert(k.clone(), v.clone());
             }
-            long_done.push(others);
-        }
-        for (k, v) in dist.defines(req.long_n) {
-            base.defines.insert(k, v);
-        }
-        progress(&format!("{}: compiling", dist.name()));
-        let c = driver::compile(src, &base).map_err(|e| format!("{}: {e}", dist.name()))?;
-        let scale = c
-            .hir
-            .consts
-            .iter()
-            .find(|k| k.name == "scale")
-            .map(|k| k.value.as_f64())
-            .ok_or("the reference needs the kernel's `scale` constant")?;
-        let exe = Executable::new(&c, &base.target).map_err(|e| e.to_string())?;
-        let specs = exe.input_specs().map_err(|e| e.to_string())?;
-        let dims: Vec<(String, i64)> = exe
-            .ir()
-            .dims
-            .values()
-            .map(|d| d.name.clone())
-            .zip(exe.dims().map_err(|e| e.to_string())?)
-            .collect();
-        let given = draw(&specs, dist, req.seed);
-        let mut reference: Option<(Vec<f64>, Vec<f64>)> = None;
-        let mut max_lse = f64::NEG_INFINITY;
-        let mut cells = Vec::new();
-        for &var in &req.variants {
-            progress(&format!("{}: {}", dist.name(), var.label()));
-            let mut compile = base.clone();
-            var.apply(&mut compile);
-            let rr = RunRequest {
-                compile,
-                inputs: InputOptions {
-                    seed: req.seed,
-                    scale: 1.0,
-                },
-                given: given.clone(),
-                run: req.run.clone(),
-                check: false,
-            };
-            let result = match run_source(src, &rr, &mut |_| {}) {
-                Err(e) => Err(e.to_string()),
-                Ok(s) => {
-                    let get = |n: &str| {
-                        s.output
-                            .outputs
-                            .iter()
-                            .find(|o| o.name == n)
-                            .map(|o| o.data.to_f64())
-                            .ok_or_else(|| format!("the kernel has no output `{n}`"))
-                    };
-                    let (out, lse) = (get("out")?, get("lse")?);
-                    if reference.is_none() {
-                        let dv = s
-                            .output
-                            .outputs
-                            .iter()
-                            .find(|o| o.name == "out")
-                            .and_then(|o| o.shape.last().copied())
-                            .unwrap_or(0);
-                        let w = expected(kind, &s.inputs, scale, dv)?;
-                        max_lse = w
-                            .lse
-                            .iter()
-                            .copied()
-                            .filter(|x| x.is_finite())
-                            .fold(f64::NEG_INFINITY, f64::max);
-                        reference = Some((w.out, w.lse));
-                    }
-                    let (wo, wl) = reference.as_ref().ok_or("no reference")?;
-                    Ok(errors(&out, wo, &lse, wl))
+            if dist == Distribution::Long {
+                let others: Vec<(String, String)> =
+                    point.iter().filter(|(k, _)| k != "N").cloned().collect();
+                if long_done.contains(&others) {
+                    continue;
                 }
-            };
-            cells.push(Cell {
-                variant: var.label(),
-                result,
+                long_done.push(others);
+            }
+            for (k, v) in dist.defines(req.long_n) {
+                base.defines.insert(k, v);
+            }
+            progress(&format!("{}: compiling", dist.name()));
+            let c = driver::compile(src, &base).map_err(|e| format!("{}: {e}", dist.name()))?;
+            let scale = c
+                .hir
+                .consts
+                .iter()
+                .find(|k| k.name == "scale")
+                .map(|k| k.value.as_f64())
+                .ok_or("the reference needs the kernel's `scale` constant")?;
+            let exe = Executable::new(&c, &base.target).map_err(|e| e.to_string())?;
+            let specs = exe.input_specs().map_err(|e| e.to_string())?;
+            let dims: Vec<(String, i64)> = exe
+                .ir()
+                .dims
+                .values()
+                .map(|d| d.name.clone())
+                .zip(exe.dims().map_err(|e| e.to_string())?)
+                .collect();
+            let given = draw(&specs, dist, req.seed);
+            let mut reference: Option<(Vec<f64>, Vec<f64>)> = None;
+            let mut max_lse = f64::NEG_INFINITY;
+            let mut cells = Vec::new();
+            for &var in &req.variants {
+                progress(&format!("{}: {}", dist.name(), var.label()));
+                let mut compile = base.clone();
+                var.apply(&mut compile);
+                let rr = RunRequest {
+                    compile,
+                    inputs: InputOptions {
+                        seed: req.seed,
+                        scale: 1.0,
+                    },
+                    given: given.clone(),
+                    run: req.run.clone(),
+                    check: false,
+                };
+                let result = match run_source(src, &rr, &mut |_| {}) {
+                    Err(e) => Err(e.to_string()),
+                    Ok(s) => {
+                        let get = |n: &str| {
+                            s.output
+                                .outputs
+                                .iter()
+                                .find(|o| o.name == n)
+                                .map(|o| o.data.to_f64())
+                                .ok_or_else(|| format!("the kernel has no output `{n}`"))
+                        };
+                        let (out, lse) = (get("out")?, get("lse")?);
+                        if reference.is_none() {
+                            let dv = s
+                                .output
+                                .outputs
+                                .iter()
+                                .find(|o| o.name == "out")
+                                .and_then(|o| o.shape.last().copied())
+                                .unwrap_or(0);
+                            let w = expected(kind, &s.inputs, scale, dv)?;
+                            max_lse = w
+                                .lse
+                                .iter()
+                                .copied()
+                                .filter(|x| x.is_finite())
+                                .fold(f64::NEG_INFINITY, f64::max);
+                            reference = Some((w.out, w.lse));
+                        }
+                        let (wo, wl) = reference.as_ref().ok_or("no reference")?;
+                        Ok(errors(&out, wo, &lse, wl))
+                    }
+                };
+                cells.push(Cell {
+                    variant: var.label(),
+                    result,
+                });
+            }
+            rows.push(Row {
+                distribution: dist,
+                dims,
+                max_lse,
+                cells,
             });
         }
-        rows.push(Row {
-            distribution: dist,
-            dims,
-            max_lse,
-            cells,
-        });
-    }
     }
     Ok(rows)
 }

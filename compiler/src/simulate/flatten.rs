@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Flat, FlagAct, Op, Pipe, Side, SimConfig, SimError, UnitProgram};
+use super::{FlagAct, Flat, Op, Pipe, Side, SimConfig, SimError, UnitProgram};
 use crate::ir::{
     BLayout, BinaryOp, Block, CmpOp, DType, Dim, Index, InstKind, Kernel, Role, Space, Tensor,
     TileType, Type, UnaryOp, Unit, Value,
@@ -38,7 +38,11 @@ pub fn flatten(k: &Kernel, t: &Target, cfg: &SimConfig) -> Result<Flat, SimError
     let dims = k
         .dims
         .values()
-        .map(|d| d.value.map(|v| v as i64).ok_or(SimError::UnboundDim(d.name.clone())))
+        .map(|d| {
+            d.value
+                .map(|v| v as i64)
+                .ok_or(SimError::UnboundDim(d.name.clone()))
+        })
         .collect::<Result<Vec<i64>, SimError>>()?;
     let v_per_core = u64::from(t.chip.vector_per_core);
     let s = u64::from(vector.sub_blocks.max(1));
@@ -484,9 +488,14 @@ impl<'a> Walker<'a> {
                 if tt.space == Space::Gm {
                     // A Vector tile left in GM: streamed by its users. The
                     // zero-length op carries the flag gate to them.
-                    self.emit(vec![], &[], Some(r), Some((*tensor, false)), FlagAct::None, |w| {
-                        format!("view {}", w.k.tensor_name(*tensor))
-                    })?;
+                    self.emit(
+                        vec![],
+                        &[],
+                        Some(r),
+                        Some((*tensor, false)),
+                        FlagAct::None,
+                        |w| format!("view {}", w.k.tensor_name(*tensor)),
+                    )?;
                     return Ok(());
                 }
                 let bytes = self.tbytes(tt);
@@ -494,7 +503,14 @@ impl<'a> Walker<'a> {
                 let ns = self.move_ns(bytes, Pipe::Mte2, Some(mem), false);
                 let path = format!("gm->{}", tt.space);
                 self.count(&path, bytes);
-                self.count(if mem == Mem::Hbm { "hbm read" } else { "l2 read" }, bytes);
+                self.count(
+                    if mem == Mem::Hbm {
+                        "hbm read"
+                    } else {
+                        "l2 read"
+                    },
+                    bytes,
+                );
                 self.emit(
                     vec![(Pipe::Mte2, ns)],
                     &[],
@@ -531,31 +547,50 @@ impl<'a> Walker<'a> {
                 let parts = match tt.space {
                     Space::L0C => {
                         self.count(&format!("l0c->gm{suffix}"), bytes);
-                        vec![(Pipe::Fixp, self.move_ns(bytes, Pipe::Fixp, Some(mem), atomic))]
+                        vec![(
+                            Pipe::Fixp,
+                            self.move_ns(bytes, Pipe::Fixp, Some(mem), atomic),
+                        )]
                     }
                     Space::Gm => {
                         self.count("gm->ub stream", bytes);
                         self.count(&format!("ub->gm{suffix}"), bytes);
                         vec![
-                            (Pipe::Mte2, self.move_ns(bytes, Pipe::Mte2, Some(Mem::L2), false)),
-                            (Pipe::Mte3, self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic)),
+                            (
+                                Pipe::Mte2,
+                                self.move_ns(bytes, Pipe::Mte2, Some(Mem::L2), false),
+                            ),
+                            (
+                                Pipe::Mte3,
+                                self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic),
+                            ),
                         ]
                     }
                     sp => {
                         self.count(&format!("{sp}->gm{suffix}"), bytes);
-                        vec![(Pipe::Mte3, self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic))]
+                        vec![(
+                            Pipe::Mte3,
+                            self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic),
+                        )]
                     }
                 };
                 let what = if atomic { "atomic_add" } else { "store" };
                 let v = *value;
-                self.emit(parts, &[v], None, Some((*tensor, true)), FlagAct::None, |w| {
-                    format!(
-                        "{what} {} → {} {} KiB",
-                        w.name(v),
-                        w.k.tensor_name(*tensor),
-                        bytes / 1024
-                    )
-                })?;
+                self.emit(
+                    parts,
+                    &[v],
+                    None,
+                    Some((*tensor, true)),
+                    FlagAct::None,
+                    |w| {
+                        format!(
+                            "{what} {} → {} {} KiB",
+                            w.name(v),
+                            w.k.tensor_name(*tensor),
+                            bytes / 1024
+                        )
+                    },
+                )?;
             }
             InstKind::AtomicExpAdd { tensor, index, n } => {
                 let shape = &k.tensors[*tensor].shape;
@@ -587,13 +622,20 @@ impl<'a> Walker<'a> {
                     (Pipe::Mte3, self.move_ns(bytes, Pipe::Mte3, Some(mem), true)),
                 ];
                 let nv = *n;
-                self.emit(parts, &[nv], None, Some((*tensor, true)), FlagAct::None, |w| {
-                    format!(
-                        "atomic_exp_add {} {} KiB",
-                        w.k.tensor_name(*tensor),
-                        bytes / 1024
-                    )
-                })?;
+                self.emit(
+                    parts,
+                    &[nv],
+                    None,
+                    Some((*tensor, true)),
+                    FlagAct::None,
+                    |w| {
+                        format!(
+                            "atomic_exp_add {} {} KiB",
+                            w.k.tensor_name(*tensor),
+                            bytes / 1024
+                        )
+                    },
+                )?;
             }
             InstKind::Extract { src, .. } => {
                 let r = res.expect("extract has a result");
@@ -638,7 +680,12 @@ impl<'a> Walker<'a> {
                     }
                 }
             }
-            InstKind::Matmul { a, b, b_layout, acc } => {
+            InstKind::Matmul {
+                a,
+                b,
+                b_layout,
+                acc,
+            } => {
                 let r = res.expect("matmul has a result");
                 let (Some(at), Some(bt)) = (self.tile(*a), self.tile(*b)) else {
                     return Ok(());
@@ -649,7 +696,8 @@ impl<'a> Walker<'a> {
                     BLayout::NK => bt.shape[0],
                 };
                 let [fm, fnn, fk] = self.t.cube.fractal.map(u64::from);
-                let padded = (m.div_ceil(fm) * fm) * (n.div_ceil(fnn) * fnn) * (kk.div_ceil(fk) * fk);
+                let padded =
+                    (m.div_ceil(fm) * fm) * (n.div_ceil(fnn) * fnn) * (kk.div_ceil(fk) * fk);
                 let macs = match at.dtype {
                     DType::F16 => self.t.cube.macs_per_cycle.f16,
                     _ => self.t.cube.macs_per_cycle.bf16,
@@ -658,9 +706,14 @@ impl<'a> Walker<'a> {
                 self.flops += 2.0 * (m * n * kk) as f64;
                 let mut reads = vec![*a, *b];
                 reads.extend(*acc);
-                self.emit(vec![(Pipe::Cube, ns)], &reads, Some(r), None, FlagAct::None, |w| {
-                    format!("matmul {m}×{n}×{kk} → {}", w.name(r))
-                })?;
+                self.emit(
+                    vec![(Pipe::Cube, ns)],
+                    &reads,
+                    Some(r),
+                    None,
+                    FlagAct::None,
+                    |w| format!("matmul {m}×{n}×{kk} → {}", w.name(r)),
+                )?;
             }
             InstKind::SetFlag(id) => {
                 self.emit(vec![], &[], None, None, FlagAct::Set(*id), |_| {
@@ -831,12 +884,18 @@ impl<'a> Walker<'a> {
         }
         if in_bytes > 0 {
             self.count("gm->ub stream", in_bytes);
-            parts.push((Pipe::Mte2, self.move_ns(in_bytes, Pipe::Mte2, Some(Mem::L2), false)));
+            parts.push((
+                Pipe::Mte2,
+                self.move_ns(in_bytes, Pipe::Mte2, Some(Mem::L2), false),
+            ));
         }
         if rt.space == Space::Gm {
             let b = self.tbytes(rt);
             self.count("ub->gm stream", b);
-            parts.push((Pipe::Mte3, self.move_ns(b, Pipe::Mte3, Some(Mem::L2), false)));
+            parts.push((
+                Pipe::Mte3,
+                self.move_ns(b, Pipe::Mte3, Some(Mem::L2), false),
+            ));
         }
         let op = self.k.insts[i].kind.opcode();
         self.emit(parts, reads, Some(r), None, FlagAct::None, |w| {

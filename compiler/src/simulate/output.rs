@@ -138,7 +138,11 @@ pub fn svg(r: &Report) -> String {
             bg = if li % 2 == 0 { "#f4f4f4" } else { "#ebebeb" },
             ty = y + lane_h / 2.0 + 2.0
         );
-        for e in r.events.iter().filter(|e| e.side == *side && e.pipe == *pipe) {
+        for e in r
+            .events
+            .iter()
+            .filter(|e| e.side == *side && e.pipe == *pipe)
+        {
             let (x0, x1) = (x(e.start_ns), x(e.end_ns));
             let w = (x1 - x0).max(0.5);
             let fill = BLOCK_FILL[e.item as usize % BLOCK_FILL.len()];

@@ -45,7 +45,11 @@ impl<'a> UnitState<'a> {
 }
 
 /// Schedules both programs of `flat` on `target`'s rules.
-pub fn schedule(flat: &Flat, target: &Target, cfg: &super::SimConfig) -> Result<Schedule, SimError> {
+pub fn schedule(
+    flat: &Flat,
+    target: &Target,
+    cfg: &super::SimConfig,
+) -> Result<Schedule, SimError> {
     let concurrent = target.model.pipes_concurrent;
     let latency = target.flags.latency_cycles / target.chip.clock_ghz;
     let mut units = [
@@ -140,7 +144,14 @@ pub fn schedule(flat: &Flat, target: &Target, cfg: &super::SimConfig) -> Result<
             let stuck: Vec<String> = units
                 .iter()
                 .filter(|s| s.pc < s.ops.len())
-                .map(|s| format!("{} waits at op {} ({:?})", s.side.name(), s.pc, s.ops[s.pc].flag))
+                .map(|s| {
+                    format!(
+                        "{} waits at op {} ({:?})",
+                        s.side.name(),
+                        s.pc,
+                        s.ops[s.pc].flag
+                    )
+                })
                 .collect();
             return Err(SimError::Deadlock(stuck.join("; ")));
         }
@@ -153,4 +164,3 @@ pub fn schedule(flat: &Flat, target: &Target, cfg: &super::SimConfig) -> Result<
         events,
     })
 }
-

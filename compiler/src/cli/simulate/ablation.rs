@@ -71,7 +71,15 @@ pub(crate) fn table(
     let _ = writeln!(
         text,
         "{:>3} {:>6} | {:>8} {:>9} {:>13} {:>9} {:<13} | {:>11} {:<13}",
-        "Sq", "N", "(a) FA", "(b) +M2A", "(c) +preload", "(d) both", "[bound (d)]", "(d) BN=256", "[bound]"
+        "Sq",
+        "N",
+        "(a) FA",
+        "(b) +M2A",
+        "(c) +preload",
+        "(d) both",
+        "[bound (d)]",
+        "(d) BN=256",
+        "[bound]"
     );
     let mut rows = Vec::new();
     let cfg = SimConfig {
@@ -98,7 +106,11 @@ pub(crate) fn table(
                     ("H".into(), "128".into()),
                     ("N".into(), n.to_string()),
                 ];
-                defines.extend(v.defines.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+                defines.extend(
+                    v.defines
+                        .iter()
+                        .map(|(a, b)| (a.to_string(), b.to_string())),
+                );
                 defines.extend(extra.iter().cloned());
                 let disabled: Vec<String> = v.disabled.iter().map(|s| s.to_string()).collect();
                 cells.push(predict(&src, &defines, &disabled, target, &cfg));
