@@ -371,3 +371,43 @@ mod api {
         assert!(e.contains("page 99"), "{e}");
     }
 }
+
+#[test]
+fn amlac_flash_mla_reads_npy_explains_and_checks() {
+    use amla::compiler::ir::DType;
+    use amla::compiler::run::inputs::{InputOptions, generate};
+    use amla::compiler::run::npy;
+    let dir = std::env::temp_dir().join(format!("amla-flashmla-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (_, g) = paged_batch(&[0, 70, 300], 16, 3);
+    let nb = 5 + 19;
+    let opts = InputOptions::default();
+    let q = generate("q", DType::Bf16, &[3, 1, 3, 576], None, &opts, 0).expect("q");
+    let kv = generate("k_cache", DType::Bf16, &[nb, 16, 1, 576], None, &opts, 1).expect("kv");
+    let mut args = vec!["amlac".to_string(), "flash-mla".into()];
+    for t in [&q, &kv, &g[0], &g[1]] {
+        let p = dir.join(format!("{}.npy", t.name));
+        npy::write(&p, t).expect("write");
+        args.push("--input".into());
+        let name = if t.name == "kv" {
+            "k_cache"
+        } else {
+            t.name.as_str()
+        };
+        args.push(format!("{name}={}", p.display()));
+    }
+    args.extend([
+        "--check".into(),
+        "--explain-schedule".into(),
+        "--cores".into(),
+        "2".into(),
+    ]);
+    assert_eq!(amla::compiler::cli::run(args.clone()), 0, "{args:?}");
+    let mut split = args.clone();
+    split.extend(["-D".into(), "SPLITS=3".into()]);
+    assert_eq!(amla::compiler::cli::run(split), 0);
+    let mut bad = args;
+    bad.extend(["-D".into(), "SPLITS=0".into()]);
+    assert_eq!(amla::compiler::cli::run(bad), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
