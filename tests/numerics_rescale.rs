@@ -75,3 +75,68 @@ fn clamping_the_step_at_minus_255_is_exact() {
         }
     }
 }
+
+/// The fractional exponent add (`atomic_exp_add` with f32 steps, CANN's
+/// `(n + eps) · 2^23`): the JIT loop against the runtime's scalar
+/// `exp2_frac_bits` and both against the float64 model
+/// `exp2_frac_reference`, bit for bit, for whole, fractional and
+/// out-of-range steps, NaN, on every exponent edge and random patterns.
+#[test]
+fn the_fractional_step_matches_its_float64_model_in_jit_and_runtime() {
+    use amla::compiler::codegen::rescale::JitFracRescale;
+    use amla::runtime::rescale::{exp2_frac_bits, exp2_frac_reference, frac_delta};
+    let j = JitFracRescale::new().unwrap();
+    let mut xs = edges();
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..(1 << 12) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        xs.push(s as u32);
+    }
+    xs.push(0x3F80_0001); // odd length: the scalar tail
+    let mut steps = vec![
+        0.0f32,
+        -1.0,
+        -30.0,
+        -255.0,
+        -300.0,
+        1.0,
+        5.0,
+        f32::NAN,
+        1e-6,
+        -1e-6,
+        0.004_2,
+        -0.004_2,
+        -29.995,
+        -0.5,
+        0.5,
+        -126.3,
+    ];
+    for i in 0..64 {
+        steps.push(-30.0 * (i as f32) / 64.0 + 1.5 * ((i * 37 % 17) as f32 / 17.0 - 0.5) * 0.01);
+    }
+    let mut checked = 0u64;
+    for &x in &steps {
+        let mut buf = xs.clone();
+        j.apply(&mut buf, x);
+        let d = frac_delta(x);
+        for (&b, &got) in xs.iter().zip(&buf) {
+            let v = f32::from_bits(b);
+            let rt = exp2_frac_bits(v, d).to_bits();
+            let model = exp2_frac_reference(v, d).to_bits();
+            assert_eq!(got, rt, "JIT vs runtime: x={x} bits={b:#x}");
+            assert_eq!(rt, model, "runtime vs model: x={x} bits={b:#x}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 600_000, "{checked}");
+    // Whole steps are the exact integer add.
+    for n in [0, -1, -23, -126, -255] {
+        let mut buf = xs.clone();
+        j.apply(&mut buf, n as f32);
+        for (&b, &got) in xs.iter().zip(&buf) {
+            assert_eq!(got, exp2_scale_bits(f32::from_bits(b), n).to_bits());
+        }
+    }
+}

@@ -98,7 +98,12 @@ fn take_option_defines(opts: &mut CompileOptions) -> Result<(), CompileError> {
     if let Some(v) = opts.defines.map.remove("RESCALE") {
         opts.pass_options.rescale = crate::passes::mul_to_add::RescaleVariant::parse(&v)
             .ok_or_else(|| {
-                CompileError::Option(format!("-D RESCALE={v}: expected `ceil` or `nearest`"))
+                CompileError::Option(format!(
+                    "-D RESCALE={v}: expected one of {}",
+                    crate::passes::mul_to_add::RescaleVariant::ALL
+                        .map(|r| format!("`{}`", r.name()))
+                        .join(", ")
+                ))
             })?;
     }
     if let Some(v) = opts.defines.map.remove("COMPENSATE") {

@@ -106,9 +106,29 @@ pub struct LaunchConfig {
     /// through `KernelCtx::dims` (the compiler defines their order: one entry
     /// per kernel dim, in declaration order). Empty by default.
     pub dims: Vec<i64>,
+    /// Plain or atomic GM accesses ([`crate::gm::GmAccess`]; default atomic).
+    pub gm_access: crate::gm::GmAccess,
+    /// Unit threads that may run at once (default: the host's CPUs; `None`:
+    /// no limit). A unit gives its CPU up while it blocks in a flag wait, and
+    /// a Cube waiting for a CPU gets it before any Vector unit, so the launch
+    /// never has more runnable threads than CPUs and a Vector unit never
+    /// preempts a Cube.
+    pub host_cpus: Option<usize>,
 }
 
 impl LaunchConfig {
+    /// Sets how GM is accessed.
+    pub fn with_gm_access(mut self, a: crate::gm::GmAccess) -> Self {
+        self.gm_access = a;
+        self
+    }
+
+    /// Sets the number of unit threads that may run at once.
+    pub fn with_host_cpus(mut self, n: Option<usize>) -> Self {
+        self.host_cpus = n;
+        self
+    }
+
     /// Sets the number of emulated cores.
     pub fn with_cores(mut self, cores: usize) -> Self {
         self.cores = cores;
@@ -147,6 +167,11 @@ impl LaunchConfig {
                 self.cores
             )));
         }
+        if self.host_cpus == Some(0) {
+            return Err(RuntimeError::InvalidConfig(
+                "host_cpus = 0: at least one unit must be able to run".into(),
+            ));
+        }
         if self.vector_sub_blocks == 0 || self.vector_sub_blocks > MAX_SUB_BLOCKS {
             return Err(RuntimeError::InvalidConfig(format!(
                 "vector_sub_blocks = {} is outside 1..={MAX_SUB_BLOCKS}",
@@ -166,6 +191,8 @@ impl Default for LaunchConfig {
             trace: false,
             poison_local: false,
             dims: Vec::new(),
+            gm_access: crate::gm::GmAccess::Atomic,
+            host_cpus: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod aligned;
 pub mod arena;
 pub mod config;
+mod cpus;
 pub mod dtype;
 pub mod error;
 pub mod gm;

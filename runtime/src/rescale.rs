@@ -64,6 +64,85 @@ pub fn exp2_scale_reference(x: f32, n: i32) -> f32 {
     }
 }
 
+/// The range [`frac_delta`] clamps a fractional exponent step to: the lower
+/// end flushes every finite f32 (as `n = -255` does), the upper end keeps
+/// `bits + delta` inside i32 for every finite input.
+pub const FRAC_STEP_RANGE: (f32, f32) = (-255.0, 1.0);
+
+/// The integer added to an f32's bits for a fractional exponent step `x`
+/// (CANN's `(n + eps) · 2^23`): `x` clamped to [`FRAC_STEP_RANGE`] (NaN
+/// counts as 0), times 2^23 in f32 (exact: a power of two), rounded to the
+/// nearest integer, ties to even.
+#[inline]
+pub fn frac_delta(x: f32) -> i32 {
+    let x = if x.is_nan() { 0.0 } else { x };
+    let x = x.clamp(FRAC_STEP_RANGE.0, FRAC_STEP_RANGE.1);
+    (x * 8_388_608.0).round_ties_even() as i32
+}
+
+/// The fractional exponent add: adds `delta` to the magnitude bits of `x`
+/// (sign kept). For `delta = n · 2^23` it is [`exp2_scale_bits`]`(x, n)`
+/// bit for bit; otherwise it is *not* a multiplication: with
+/// `x = 2^e · (1 + f)` and `delta = d · 2^23`, `0 ≤ d < 1 - f` gives
+/// `2^e · (1 + f + d)`, i.e. `x · (1 + d / (1 + f))`, which depends on the
+/// mantissa `f`. Guards as for the integer add: ±inf and NaN unchanged;
+/// ±0 and subnormal inputs give ±0; a result below the smallest normal
+/// (magnitude bits < `0x0080_0000`) flushes to ±0; a result at or above
+/// `0x7F80_0000` becomes ±inf. `delta` must come from [`frac_delta`] (so
+/// `bits + delta` cannot overflow i32); larger values are clamped to its
+/// range.
+#[inline]
+pub fn exp2_frac_bits(x: f32, delta: i32) -> f32 {
+    const LIM: i32 = 255 << 23;
+    let delta = delta.clamp(-LIM, 1 << 23);
+    let bits = x.to_bits();
+    let sign = bits & SIGN;
+    let mag = (bits & !SIGN) as i32;
+    let e = mag >> 23;
+    // Cannot overflow for e < 255 (mag < 0x7F80_0000, delta <= 2^23); for
+    // e = 255 the sum is not used.
+    let m = mag.wrapping_add(delta);
+    let out = if e == 255 {
+        bits
+    } else if e == 0 || m < (1 << 23) {
+        sign
+    } else if m >= EXP_MASK as i32 {
+        sign | EXP_MASK
+    } else {
+        sign | m as u32
+    };
+    f32::from_bits(out)
+}
+
+/// The definition [`exp2_frac_bits`] must match, computed on real numbers
+/// in f64 rather than on bits: an f32 magnitude `|x| = 2^(E - 127)·(1 + F)`
+/// is the point `u = E + F` of the piecewise-linear "bit line"; the add
+/// moves it to `u + delta / 2^23` and maps it back (`0` below `u = 1`,
+/// `inf` at `u ≥ 255`).
+pub fn exp2_frac_reference(x: f32, delta: i32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    if x == 0.0 || x.is_subnormal() {
+        return 0f32.copysign(x);
+    }
+    let delta = delta.clamp(-(255 << 23), 1 << 23);
+    let a = f64::from(x).abs();
+    let e = a.log2().floor();
+    // Exact: a / 2^e is in [1, 2) (a power-of-two division).
+    let f = a / e.exp2() - 1.0;
+    let u = (e + 127.0) + f + f64::from(delta) / 8_388_608.0;
+    let r = if u < 1.0 {
+        0.0
+    } else if u >= 255.0 {
+        f64::INFINITY
+    } else {
+        let ue = u.floor();
+        (ue - 127.0).exp2() * (1.0 + (u - ue))
+    };
+    (r as f32).copysign(x)
+}
+
 /// Applies `row r *= 2^n[r]` (via [`exp2_scale_bits`]) to a `[rows, cols]`
 /// region of `data` whose rows start `stride` elements apart.
 pub fn exp2_scale_rows(
@@ -254,6 +333,70 @@ mod tests {
         // n > 0 overflows to infinity.
         assert_eq!(exp2_scale_bits(f32::MAX, 1), f32::INFINITY);
         assert_eq!(exp2_scale_bits(-1.5, 2), -6.0);
+    }
+
+    #[test]
+    fn frac_add_matches_its_float64_definition() {
+        // Every sample pattern against deltas that are whole steps, pure
+        // fractions (CANN's eps alone) and mixtures, both signs.
+        let mut deltas: Vec<i32> = vec![0, 1, -1, 8, 1 << 22, -(1 << 22), (1 << 23) - 1];
+        for x in [
+            -30.0f32, -1.5, -0.75, -0.004_5, 0.003, 0.999, 1.0, -255.0, -254.9, -1.0e-6,
+        ] {
+            deltas.push(frac_delta(x));
+        }
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for _ in 0..24 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            deltas.push(frac_delta(
+                -((seed >> 40) as f32 / (1u64 << 24) as f32) * 40.0 + 0.5,
+            ));
+        }
+        // The exponent edges and 200k random patterns (the f64 model is slow
+        // in debug builds).
+        let xs: Vec<u32> = samples().into_iter().take(5120 + 200_000).collect();
+        for &d in &deltas {
+            for &x in &xs {
+                let x = f32::from_bits(x);
+                let (got, want) = (exp2_frac_bits(x, d), exp2_frac_reference(x, d));
+                assert!(
+                    got.to_bits() == want.to_bits(),
+                    "x={x:e} ({:#x}) d={d}: {got:e} vs {want:e}",
+                    x.to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn frac_add_with_whole_steps_is_the_integer_add() {
+        for n in all_n().into_iter().filter(|n| (-255..=1).contains(n)) {
+            let d = frac_delta(n as f32);
+            assert_eq!(d, n << 23);
+            for &x in &samples() {
+                let x = f32::from_bits(x);
+                assert_eq!(
+                    exp2_frac_bits(x, d).to_bits(),
+                    exp2_scale_bits(x, n).to_bits()
+                );
+            }
+        }
+        // The delta: clamped, rounded to nearest even, NaN as 0.
+        assert_eq!(frac_delta(-1000.0), -255 << 23);
+        assert_eq!(frac_delta(7.0), 1 << 23);
+        assert_eq!(frac_delta(f32::NAN), 0);
+        assert_eq!(frac_delta(1.5 / 8_388_608.0), 2);
+        assert_eq!(frac_delta(2.5 / 8_388_608.0), 2);
+        // A fraction multiplies by 1 + d / (1 + f): not a power of two.
+        let d = frac_delta(0.25);
+        assert_eq!(exp2_frac_bits(1.0, d), 1.25);
+        assert_eq!(exp2_frac_bits(1.5, d), 1.75);
+        // 1.875 + 0.25 carries into the exponent: 2 · 1.125.
+        assert_eq!(exp2_frac_bits(-1.875, d), -2.25);
+        assert_eq!(exp2_frac_bits(f32::MIN_POSITIVE, -1), 0.0);
+        assert_eq!(exp2_frac_bits(f32::MAX, 1), f32::INFINITY);
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub struct BenchArgs {
     /// Emulated AI cores (default: the machine's CPUs).
     #[arg(long)]
     pub cores: Option<usize>,
+    /// Unit threads that may run at once (default: the machine's CPUs; 0: no limit).
+    #[arg(long)]
+    pub host_cpus: Option<usize>,
+    /// Atomic GM accesses everywhere instead of plain ones (slow; for comparison).
+    #[arg(long)]
+    pub atomic_gm: bool,
     /// Timed launches.
     #[arg(long, default_value_t = 10)]
     pub launches: usize,
@@ -108,6 +114,12 @@ fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
             return Err("--cores 0: need at least one core".into());
         }
         req.run.cores = c;
+    }
+    if let Some(n) = args.host_cpus {
+        req.run.host_cpus = (n > 0).then_some(n);
+    }
+    if args.atomic_gm {
+        req.run.gm_access = amla_runtime::gm::GmAccess::Atomic;
     }
     if args.launches == 0 {
         return Err("--launches 0: need at least one timed launch".into());

@@ -147,6 +147,38 @@ impl JitRescale {
     }
 }
 
+/// The JIT'd fractional exponent-add loop (the emitter `atomic_exp_add`
+/// uses for f32 exponents): `data[i] = exp2_frac_bits(data[i],
+/// frac_delta(x))`, the delta computed by the JIT from the f32 `x`.
+pub struct JitFracRescale {
+    f: OneFn,
+}
+
+impl std::fmt::Debug for JitFracRescale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JitFracRescale")
+    }
+}
+
+impl JitFracRescale {
+    /// Compiles the loop for the host.
+    pub fn new() -> Result<JitFracRescale> {
+        let f = build_one(types::F32, &|b, p| {
+            let d = simd_math::emit_frac_delta(b, p[2]);
+            simd_math::emit_exp2_frac_row(b, p[0], p[1], d);
+        })?;
+        Ok(JitFracRescale { f })
+    }
+
+    /// Applies the fractional step `x` to every f32 (as bits) of `data`.
+    pub fn apply(&self, data: &mut [u32], x: f32) {
+        // SAFETY: built by `new` with signature (ptr, len, f32) -> (); the
+        // loop touches exactly `len` u32 at `ptr`.
+        let f: extern "C" fn(*mut u32, u64, f32) = unsafe { std::mem::transmute(self.f.ptr) };
+        f(data.as_mut_ptr(), data.len() as u64, x);
+    }
+}
+
 /// A JIT'd float unary op over slices (for accuracy tests).
 pub struct JitUnary {
     f: OneFn,

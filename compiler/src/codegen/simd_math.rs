@@ -582,14 +582,102 @@ pub fn exp2_scale_i32x4(b: &mut FunctionBuilder, bits: cl::Value, n: cl::Value) 
     b.ins().bitselect(is_special, bits, out)
 }
 
+/// The fractional exponent add on 4 lanes of f32 bits: `delta` (i32x4, in
+/// `[-255·2^23, 2^23]`) added to each magnitude, with the guards of
+/// `amla_runtime::rescale::exp2_frac_bits`.
+pub fn exp2_frac_i32x4(b: &mut FunctionBuilder, bits: cl::Value, delta: cl::Value) -> cl::Value {
+    let sign_m = isplat(b, 0x8000_0000u32 as i32 as i64);
+    let sign = b.ins().band(bits, sign_m);
+    let mag_m = isplat(b, 0x7FFF_FFFF);
+    let mag = b.ins().band(bits, mag_m);
+    let e = b.ins().ushr_imm_u(mag, 23);
+    let m = b.ins().iadd(mag, delta);
+    let ff = isplat(b, 0xFF);
+    let is_special = b.ins().icmp(IntCC::Equal, e, ff);
+    let zero = isplat(b, 0);
+    let e0 = b.ins().icmp(IntCC::Equal, e, zero);
+    let min_normal = isplat(b, 0x0080_0000);
+    let under = b.ins().icmp(IntCC::SignedLessThan, m, min_normal);
+    let is_zero = b.ins().bor(e0, under);
+    let expm = isplat(b, 0x7F80_0000);
+    let over = b.ins().icmp(IntCC::SignedGreaterThanOrEqual, m, expm);
+    let inf = b.ins().bor(sign, expm);
+    let scaled = b.ins().bor(sign, m);
+    let out = b.ins().bitselect(over, inf, scaled);
+    let out = b.ins().bitselect(is_zero, sign, out);
+    b.ins().bitselect(is_special, bits, out)
+}
+
+/// `amla_runtime::rescale::frac_delta` of an f32 scalar: NaN as 0, clamped
+/// to `[-255, 1]`, times 2^23, rounded to nearest even, as i32.
+pub fn emit_frac_delta(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
+    let z = b.ins().f32const(0.0);
+    let nan = b.ins().fcmp(FloatCC::Unordered, x, x);
+    let x = b.ins().select(nan, z, x);
+    let lo = b.ins().f32const(amla_runtime::rescale::FRAC_STEP_RANGE.0);
+    let hi = b.ins().f32const(amla_runtime::rescale::FRAC_STEP_RANGE.1);
+    let x = b.ins().fmax(x, lo);
+    let x = b.ins().fmin(x, hi);
+    let s = b.ins().f32const(8_388_608.0);
+    let y = b.ins().fmul(x, s);
+    let y = b.ins().nearest(y);
+    b.ins().fcvt_to_sint_sat(types::I32, y)
+}
+
+/// Applies [`exp2_frac_i32x4`] in place to `len` (i64) f32 values at `p`
+/// with one bit delta `delta` (i32 scalar from [`emit_frac_delta`]).
+pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, delta: cl::Value) {
+    let lo = b.ins().iconst(types::I32, -(255i64 << 23));
+    let hi = b.ins().iconst(types::I32, 1i64 << 23);
+    let d = b.ins().smax(delta, lo);
+    let d = b.ins().smin(d, hi);
+    let ds = b.ins().splat(types::I32X4, d);
+    let n4 = b.ins().sshr_imm_u(len, 2);
+    let zero = b.ins().iconst(types::I64, 0);
+    range_loop(b, zero, n4, &mut |b, i| {
+        let o = b.ins().ishl_imm_u(i, 4);
+        let a = b.ins().iadd(p, o);
+        let v = b.ins().load(types::I32X4, mf(), a, 0);
+        let r = exp2_frac_i32x4(b, v, ds);
+        b.ins().store(mf(), r, a, 0);
+    });
+    let start = b.ins().ishl_imm_u(n4, 2);
+    range_loop(b, start, len, &mut |b, j| {
+        let o = b.ins().ishl_imm_u(j, 2);
+        let a = b.ins().iadd(p, o);
+        let x = b.ins().load(types::I32, mf(), a, 0);
+        let v = b.ins().splat(types::I32X4, x);
+        let r = exp2_frac_i32x4(b, v, ds);
+        let y = b.ins().extractlane(r, 0);
+        b.ins().store(mf(), y, a, 0);
+    });
+}
+
 /// Applies [`exp2_scale_i32x4`] in place to `len` (i64) f32 values at `p`
 /// with one exponent `n` (i32 scalar, any value; clamped to `[-512, 512]`
 /// like the runtime): 4 lanes at a time, then one at a time.
+///
+/// `n == 0` (the running max did not move: most rows of most blocks) changes
+/// nothing but subnormals, which it flushes to ±0: such a row is first only
+/// read, and rewritten (by the same code as any other `n`) only if it holds
+/// a subnormal or has a tail of fewer than 4 values. Bit for bit the same
+/// result, without the store traffic.
 pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, n: cl::Value) {
     let lo = b.ins().iconst(types::I32, -512);
     let hi = b.ins().iconst(types::I32, 512);
     let n = b.ins().smax(n, lo);
     let n = b.ins().smin(n, hi);
+    let scan = b.create_block();
+    let full = b.create_block();
+    let done = b.create_block();
+    let is0 = b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+    b.ins().brif(is0, scan, &[], full, &[]);
+    b.switch_to_block(scan);
+    b.seal_block(scan);
+    let rewrite = emit_has_subnormal_or_tail(b, p, len);
+    b.ins().brif(rewrite, full, &[], done, &[]);
+    b.switch_to_block(full);
+    b.seal_block(full);
     let ns = b.ins().splat(types::I32X4, n);
     let n4 = b.ins().sshr_imm_u(len, 2);
     let zero = b.ins().iconst(types::I64, 0);
@@ -610,4 +698,50 @@ pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value
         let y = b.ins().extractlane(r, 0);
         b.ins().store(mf(), y, a, 0);
     });
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+    b.seal_block(done);
+}
+
+/// Non-zero (i8) when the `len` f32 values at `p` hold a subnormal, or when
+/// `len` is not a multiple of 4 (the tail is not scanned).
+fn emit_has_subnormal_or_tail(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value) -> cl::Value {
+    let n4 = b.ins().sshr_imm_u(len, 2);
+    let header = b.create_block();
+    let body = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.append_block_param(header, types::I32X4);
+    b.append_block_param(exit, types::I32X4);
+    let zero = b.ins().iconst(types::I64, 0);
+    let none = isplat(b, 0);
+    b.ins().jump(header, &[zero.into(), none.into()]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    let acc = b.block_params(header)[1];
+    let c = b.ins().icmp(IntCC::SignedLessThan, i, n4);
+    b.ins().brif(c, body, &[], exit, &[acc.into()]);
+    b.switch_to_block(body);
+    b.seal_block(body);
+    let o = b.ins().ishl_imm_u(i, 4);
+    let a = b.ins().iadd(p, o);
+    let v = b.ins().load(types::I32X4, mf(), a, 0);
+    // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
+    let abs_m = isplat(b, 0x7FFF_FFFF);
+    let abs = b.ins().band(v, abs_m);
+    let one = isplat(b, 1);
+    let t = b.ins().isub(abs, one);
+    let lim = isplat(b, 0x007F_FFFF);
+    let m = b.ins().icmp(IntCC::UnsignedLessThan, t, lim);
+    let acc2 = b.ins().bor(acc, m);
+    let i2 = b.ins().iadd_imm_s(i, 1);
+    b.ins().jump(header, &[i2.into(), acc2.into()]);
+    b.seal_block(header);
+    b.switch_to_block(exit);
+    b.seal_block(exit);
+    let acc = b.block_params(exit)[0];
+    let any = b.ins().vany_true(acc);
+    let tail = b.ins().band_imm_u(len, 3);
+    let tail = b.ins().icmp_imm_s(IntCC::NotEqual, tail, 0);
+    b.ins().bor(any, tail)
 }

@@ -492,12 +492,16 @@ impl<'a, 'f> FnCx<'a, 'f> {
                 None => return Err(CodegenError::invalid(op, "scalar tensor")),
             },
         };
-        let (n_ptr, n_scalar) = match self.k.ty(n) {
-            Type::Tile(tt) if tt.dtype == DType::I32 => {
+        // i32 exponents: the exact add of `n << 23`; f32 exponents: the
+        // fractional add of `frac_delta(x)` (`amla_runtime::rescale`).
+        let (n_ptr, n_scalar, frac) = match self.k.ty(n) {
+            Type::Tile(tt) if matches!(tt.dtype, DType::I32 | DType::F32) => {
+                let frac = tt.dtype == DType::F32;
                 let nt = self.tile(n, op)?;
-                (Some(self.tile_ptr(&nt, op)?), None)
+                (Some(self.tile_ptr(&nt, op)?), None, frac)
             }
-            Type::Scalar(DType::I32) => (None, Some(self.scalar(n, op)?)),
+            Type::Scalar(DType::I32) => (None, Some(self.scalar(n, op)?), false),
+            Type::Scalar(DType::F32) => (None, Some(self.scalar(n, op)?), true),
             t => return Err(CodegenError::invalid(op, format!("exponents of type {t}"))),
         };
         let dims = {
@@ -514,7 +518,8 @@ impl<'a, 'f> FnCx<'a, 'f> {
                         let idx = c.b.ins().iadd(row0, r);
                         let o = c.b.ins().imul_imm_s(idx, 4);
                         let a = c.b.ins().iadd(np, o);
-                        c.b.ins().load(types::I32, super::func::mf(), a, 0)
+                        let t = if frac { types::F32 } else { types::I32 };
+                        c.b.ins().load(t, super::func::mf(), a, 0)
                     }
                     (None, Some(s)) => s,
                     _ => unreachable!("one of the two is set"),
@@ -523,7 +528,12 @@ impl<'a, 'f> FnCx<'a, 'f> {
                 let eo = c.b.ins().iadd(p.big_off, ro);
                 let bo = c.b.ins().imul_imm_s(eo, 4);
                 let rp = c.b.ins().iadd(base, bo);
-                sm::emit_exp2_scale_row(&mut c.b, rp, p.cols, nv);
+                if frac {
+                    let d = sm::emit_frac_delta(&mut c.b, nv);
+                    sm::emit_exp2_frac_row(&mut c.b, rp, p.cols, d);
+                } else {
+                    sm::emit_exp2_scale_row(&mut c.b, rp, p.cols, nv);
+                }
                 Ok(())
             })
         })

@@ -164,9 +164,11 @@ pub fn result_types(k: &Kernel, kind: &InstKind) -> Result<Vec<Type>, TypeError>
             let shape = indexed_shape(k, &tensor_dims(k, *tensor), index)?;
             let t = ty(*n);
             let rows = &shape[..shape.len().saturating_sub(1)];
-            if t.dtype() != DType::I32 || t.shape() != rows {
+            // i32: the exact add of `n << 23`; f32: the fractional add of
+            // `round(x · 2^23)` to the bits (`amla_runtime::rescale`).
+            if !matches!(t.dtype(), DType::I32 | DType::F32) || t.shape() != rows {
                 return err(format!(
-                    "atomic_exp_add needs an i32 exponent per row {rows:?}, got {t}"
+                    "atomic_exp_add needs an i32 or f32 exponent per row {rows:?}, got {t}"
                 ));
             }
             vec![]

@@ -9,7 +9,7 @@
 //! most 1 for `ceil`, at most √2 for `nearest`), the exponent steps (always
 //! in `[-255, 0]`), and that `l` stays finite and masked rows give no NaN.
 
-use amla_runtime::rescale::exp2_scale_bits;
+use amla_runtime::rescale::{exp2_frac_bits, exp2_scale_bits, frac_delta};
 use half::bf16;
 
 use crate::passes::mul_to_add::RescaleVariant;
@@ -56,8 +56,10 @@ pub fn run_row(
         out: Vec::new(),
         lse: 0.0,
     };
-    let nearest = variant == RescaleVariant::Nearest;
+    let nearest = variant != RescaleVariant::Ceil;
+    let cann = variant == RescaleVariant::Cann;
     let leftover = |x: f32| bf((x - x.round()).exp2());
+    let mut cof_prev = 1f32;
     for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
         let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
         let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -77,13 +79,28 @@ pub fn run_row(
             let step = m - m_new;
             (step, 0.0, 1.0)
         };
-        let nf = (if first { 0.0 } else { step }).max(-255.0);
+        let nf = (if first { 0.0 } else { step }).max(if cann { -30.0 } else { -255.0 });
         let n = nf as i32;
-        let alpha2 = nf.exp2();
+        let mut alpha2 = nf.exp2();
         let alpha_l = if nearest { alpha_l } else { alpha2 };
         trace.steps.push(n);
-        for a in &mut acc {
-            *a = exp2_scale_bits(*a, n);
+        if cann {
+            // x = n + 1.5 · (cof_prev / cof - 1) + 1e-6, cof = c / bf16(c).
+            let cof = (ms - ms.round()).exp2() / c;
+            let ratio = cof_prev / cof;
+            let eps = if first { 0.0 } else { 1.5 * (ratio - 1.0) + 1e-6 };
+            let d = frac_delta(nf + eps);
+            for a in &mut acc {
+                *a = exp2_frac_bits(*a, d);
+            }
+            if !first {
+                alpha2 *= ratio;
+            }
+            cof_prev = cof;
+        } else {
+            for a in &mut acc {
+                *a = exp2_scale_bits(*a, n);
+            }
         }
         let pm: Vec<f32> = p.iter().map(|x| bf(x * c)).collect();
         for (k, &pk) in pm.iter().enumerate() {
@@ -157,7 +174,10 @@ mod tests {
                 assert!(c.max_p <= 1.0, "ceil: {}", c.max_p);
                 let n = run_row(&scores, &v, 1, 16, RescaleVariant::Nearest, comp);
                 assert!(n.max_p <= std::f32::consts::SQRT_2, "nearest: {}", n.max_p);
-                for t in [&c, &n] {
+                let h = run_row(&scores, &v, 1, 16, RescaleVariant::Cann, comp);
+                assert!(h.max_p <= std::f32::consts::SQRT_2, "cann: {}", h.max_p);
+                assert!(h.steps.iter().all(|s| (-30..=0).contains(s)));
+                for t in [&c, &n, &h] {
                     assert!(t.steps.iter().all(|s| (-255..=0).contains(s)));
                     let (want, lse) = exact(&scores, &v, 1);
                     assert!((f64::from(t.out[0]) - want[0]).abs() < 2e-2, "{t:?}");
@@ -194,7 +214,8 @@ mod tests {
                 assert!((t.out[0] - 0.5).abs() < 1e-2, "{t:?}");
                 // Steps below -255 are clamped (exact: every f32 flushes).
                 let t = run_row(&[-400.0, 400.0], &[1.0, 2.0], 1, 1, variant, comp);
-                assert_eq!(t.steps[1], -255, "{t:?}");
+                let floor = if variant == RescaleVariant::Cann { -30 } else { -255 };
+                assert_eq!(t.steps[1], floor, "{t:?}");
                 assert!((t.out[0] - 2.0).abs() < 1e-2, "{t:?}");
             }
         }

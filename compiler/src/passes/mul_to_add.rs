@@ -89,17 +89,30 @@ pub enum RescaleVariant {
     /// `P · bf16(c)`; the accumulator is divided by `bf16(c)` of the last
     /// block at the end.
     Nearest,
+    /// CANN's released kernel: `nearest`'s split, each exponent step
+    /// clamped at -30, and the rounding of `c` corrected in the
+    /// accumulator by a fractional exponent add of
+    /// `eps = 1.5 · (cof_prev / cof - 1) + 1e-6` (`cof = c / bf16(c)`);
+    /// normalised by `l · bf16(c_last)`. With `COMPENSATE=1` the
+    /// normaliser is instead `lc`, rescaled every block by the same factor
+    /// `2^n · cof_prev / cof` in f32.
+    Cann,
 }
 
 impl RescaleVariant {
     /// Every variant, in documentation order.
-    pub const ALL: [RescaleVariant; 2] = [RescaleVariant::Ceil, RescaleVariant::Nearest];
+    pub const ALL: [RescaleVariant; 3] = [
+        RescaleVariant::Ceil,
+        RescaleVariant::Nearest,
+        RescaleVariant::Cann,
+    ];
 
     /// The name used in `-D RESCALE=NAME`.
     pub fn name(self) -> &'static str {
         match self {
             RescaleVariant::Ceil => "ceil",
             RescaleVariant::Nearest => "nearest",
+            RescaleVariant::Cann => "cann",
         }
     }
 
@@ -244,7 +257,7 @@ pub fn run(k: &mut Kernel, opts: &MulToAddOptions) -> Result<MulToAddReport, Str
         }
     }
     if report.rewritten > 0 {
-        k.remove_dead_insts(top);
+        super::dce::remove_dead(k);
     }
     Ok(report)
 }
@@ -498,7 +511,11 @@ fn rewrite(
     opts: &MulToAddOptions,
 ) -> Result<Vec<String>, String> {
     let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
-    let nearest = opts.variant == RescaleVariant::Nearest;
+    // Every variant but ceil carries the real max and splits it into an
+    // integer part (rounded by `int_op`) and a leftover `c`.
+    let nearest = opts.variant != RescaleVariant::Ceil;
+    let cann = opts.variant == RescaleVariant::Cann;
+    let int_op = UnaryOp::Round;
     // The accumulator's workspace: one slot per grid point.
     let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
     let mut shape = workspace_shape(k, par)?;
@@ -525,6 +542,19 @@ fn rewrite(
     let mut notes = Vec::new();
     let il = find_l(k, m.body, m.alpha, &[m.ia, m.im]);
     let compensate = opts.compensation && il.is_some();
+    // CANN's correction needs last block's `cof = c / bf16(c)`, carried.
+    let cof = if cann {
+        let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
+        let shape = k.ty(k.blocks[m.body].params[m.im + 1]).shape().to_vec();
+        let mut b = crate::ir::Builder::at(k, outer, fpos);
+        let one = b.value(InstKind::FConst(1.0, DType::F32)).map_err(e)?;
+        let one = b
+            .value(InstKind::Broadcast { src: one, shape })
+            .map_err(e)?;
+        Some(add_carried(k, m.for_inst, one, "cof")?.0)
+    } else {
+        None
+    };
     if opts.compensation && il.is_none() {
         notes.push(
             "compensation skipped: no carried `l = l * alpha + rowsum(p)` to pair `lc` with".into(),
@@ -574,18 +604,25 @@ fn rewrite(
     let d = bin(&mut b, BinaryOp::Sub, s2, mb)?;
     let p2 = b.named(InstKind::Unary(UnaryOp::Exp2, d), "p").map_err(e)?;
     let first = b.value(InstKind::Cmp(CmpOp::Eq, m_old, ninf)).map_err(e)?;
+    let mut cof_new = None;
     let (step, alpha_l, p_mm) = if nearest {
-        // n = round(m_old) - round(m_new); l keeps FlashAttention's real
+        // n = int(m_old) - int(m_new); l keeps FlashAttention's real
         // factor 2^(m_old - m_new); the Cube multiplies P · bf16(c).
-        let ro = b.value(InstKind::Unary(UnaryOp::Round, m_old)).map_err(e)?;
-        let rn = b.value(InstKind::Unary(UnaryOp::Round, big_m)).map_err(e)?;
+        let ro = b.value(InstKind::Unary(int_op, m_old)).map_err(e)?;
+        let rn = b.value(InstKind::Unary(int_op, big_m)).map_err(e)?;
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
         let dm = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
         let dm = b.value(InstKind::Select(first, zero, dm)).map_err(e)?;
         let alpha_l = b
             .named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
             .map_err(e)?;
-        let cb = leftover_bf16(&mut b, m_safe)?;
+        let (c, cb) = leftover(&mut b, m_safe, int_op)?;
+        if cann {
+            let q = b
+                .named(InstKind::Binary(BinaryOp::Div, c, cb), "cof")
+                .map_err(e)?;
+            cof_new = Some(q);
+        }
         let cbb = b
             .value(InstKind::Broadcast {
                 src: cb,
@@ -601,11 +638,30 @@ fn rewrite(
         (step, None, p2)
     };
     let nf0 = b.value(InstKind::Select(first, zero, step)).map_err(e)?;
-    let floor = fc(&mut b, -255.0, &rows)?;
+    let floor = fc(&mut b, if cann { -30.0 } else { -255.0 }, &rows)?;
     let nf = b
         .named(InstKind::Binary(BinaryOp::Max, nf0, floor), "nf")
         .map_err(e)?;
-    let n = b.named(InstKind::Cast(nf, DType::I32), "n").map_err(e)?;
+    let mut cof_ratio = None;
+    let n = if let (Some(prev), Some(cof)) = (cof, cof_new) {
+        // x = n + eps, eps = 1.5 · (cof_prev / cof - 1) + 1e-6 (0 on the
+        // first block, when the accumulator is still 0).
+        let r = bin(&mut b, BinaryOp::Div, prev, cof)?;
+        cof_ratio = Some(b.value(InstKind::Select(first, zero, r)).map_err(e)?);
+        let one = fc(&mut b, 1.0, &rows)?;
+        let r1 = bin(&mut b, BinaryOp::Sub, r, one)?;
+        let k15 = fc(&mut b, 1.5, &rows)?;
+        let r15 = bin(&mut b, BinaryOp::Mul, r1, k15)?;
+        let tiny = fc(&mut b, 1e-6, &rows)?;
+        let eps = bin(&mut b, BinaryOp::Add, r15, tiny)?;
+        let eps = b
+            .named(InstKind::Select(first, zero, eps), "eps")
+            .map_err(e)?;
+        b.named(InstKind::Binary(BinaryOp::Add, nf, eps), "x")
+            .map_err(e)?
+    } else {
+        b.named(InstKind::Cast(nf, DType::I32), "n").map_err(e)?
+    };
     let alpha2 = b
         .named(InstKind::Unary(UnaryOp::Exp2, nf), "alpha")
         .map_err(e)?;
@@ -637,6 +693,11 @@ fn rewrite(
     let last = *k.blocks[m.body].insts.last().ok_or("empty loop")?;
     if let InstKind::Yield(ys) = &mut k.insts[last].kind {
         ys[m.im] = big_m;
+        if let (Some(prev), Some(new)) = (cof, cof_new)
+            && let Some(y) = ys.iter_mut().find(|y| **y == prev)
+        {
+            *y = new;
+        }
     }
     // acc' = acc * alpha + pv  →  atomic_add acc_ws[...], pv
     let (_, apos) = k
@@ -667,6 +728,12 @@ fn rewrite(
         let pr = b.value(InstKind::Cast(pb, DType::F32)).map_err(e)?;
         let rs = b.value(InstKind::Reduce(ReduceOp::Sum, pr)).map_err(e)?;
         let sc = bin(&mut b, BinaryOp::Mul, lc_param, alpha2)?;
+        // CANN: the accumulator's fractional correction, exactly, in f32
+        // (on the first block lc is 0 and the ratio 0).
+        let sc = match cof_ratio {
+            Some(r) => bin(&mut b, BinaryOp::Mul, sc, r)?,
+            None => sc,
+        };
         let lc_new = b
             .named(InstKind::Binary(BinaryOp::Add, sc, rs), "lc")
             .map_err(e)?;
@@ -705,7 +772,7 @@ fn rewrite(
         let zero = fc(&mut b, 0.0, &rows)?;
         let empty = b.value(InstKind::Cmp(CmpOp::Eq, m_out, ninf)).map_err(e)?;
         let ms = b.value(InstKind::Select(empty, zero, m_out)).map_err(e)?;
-        let cb = leftover_bf16(&mut b, ms)?;
+        let (_, cb) = leftover(&mut b, ms, int_op)?;
         let one = fc(&mut b, 1.0, &rows)?;
         let g = bin(&mut b, BinaryOp::Div, one, cb)?;
         let d = match l_out {
@@ -808,15 +875,20 @@ fn rewrite(
     Ok(notes)
 }
 
-/// `f32(bf16(2^(x - round(x))))`: the leftover factor of the nearest
-/// rounding, rounded to bf16 as the Cube's operand is.
-fn leftover_bf16(b: &mut crate::ir::Builder, x: Value) -> Result<Value, String> {
+/// `c = 2^(x - int(x))` (`int` is round or ceil) and `f32(bf16(c))`: the
+/// leftover factor of the split max, and its rounding to bf16 as the
+/// Cube's operand is.
+fn leftover(
+    b: &mut crate::ir::Builder,
+    x: Value,
+    int_op: UnaryOp,
+) -> Result<(Value, Value), String> {
     let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
-    let r = b.value(InstKind::Unary(UnaryOp::Round, x)).map_err(e)?;
+    let r = b.value(InstKind::Unary(int_op, x)).map_err(e)?;
     let f = b.value(InstKind::Binary(BinaryOp::Sub, x, r)).map_err(e)?;
     let c = b.named(InstKind::Unary(UnaryOp::Exp2, f), "c").map_err(e)?;
     let cb = b.value(InstKind::Cast(c, DType::Bf16)).map_err(e)?;
-    b.value(InstKind::Cast(cb, DType::F32)).map_err(e)
+    Ok((c, b.value(InstKind::Cast(cb, DType::F32)).map_err(e)?))
 }
 
 #[cfg(test)]
@@ -1040,15 +1112,17 @@ mod tests {
                 assert_eq!(r.rewritten, 1, "{opts:?}: {:?}", r.notes);
                 crate::ir::verify(&k).unwrap_or_else(|e| panic!("{opts:?}: {e}"));
                 assert_eq!(acc_multiplies(&k), 0, "{opts:?}");
-                // m, l (and lc with compensation).
-                assert_eq!(carried(&k), vec![2 + compensation as usize], "{opts:?}");
+                // m and l, or m and lc with compensation (the plain l is then
+                // dead and `dce::remove_dead` drops its slot); and cof for cann.
+                let cof = (variant == RescaleVariant::Cann) as usize;
+                assert_eq!(carried(&k), vec![2 + cof], "{opts:?}");
                 let op = |u| count(&k, |_, op| matches!(op, InstKind::Unary(x, _) if *x == u));
                 match variant {
                     RescaleVariant::Ceil => {
                         assert_eq!((op(UnaryOp::Ceil), op(UnaryOp::Round)), (1, 0))
                     }
                     // round(m_old), round(m_new), round in c, round in the final c.
-                    RescaleVariant::Nearest => {
+                    RescaleVariant::Nearest | RescaleVariant::Cann => {
                         assert_eq!(op(UnaryOp::Ceil), 0);
                         assert!(op(UnaryOp::Round) >= 3, "{opts:?}");
                     }
@@ -1091,8 +1165,9 @@ mod tests {
             .filter(|t| t.role == Role::Workspace)
             .count();
         assert_eq!(ws, 1);
-        // The loop now carries m, l and the compensated lc (the default).
-        assert_eq!(carried(&k), vec![3]);
+        // The loop now carries m and the compensated lc (the default); the
+        // plain l it replaces is dead and `dce::remove_dead` drops its slot.
+        assert_eq!(carried(&k), vec![2]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Test support shared by the pass tests: a small FlashAttention kernel,
-//! an SSA check, a two-unit flag simulator and a plain dump of a kernel.
+//! a two-unit flag simulator and a plain dump of a kernel (SSA and typing
+//! are the verifier's, `ir::verify`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -254,50 +255,6 @@ pub(crate) fn fa_kernel(amla: bool) -> Kernel {
     })
     .unwrap();
     k
-}
-
-/// Checks SSA dominance and block ownership of every function.
-pub(crate) fn check_ssa(k: &Kernel) -> Result<(), String> {
-    let mut seen_blocks = HashSet::new();
-    for f in &k.funcs {
-        let mut scope = HashSet::new();
-        ssa_block(k, f.body, &mut scope, &mut seen_blocks)?;
-    }
-    Ok(())
-}
-
-fn ssa_block(
-    k: &Kernel,
-    b: Block,
-    scope: &mut HashSet<Value>,
-    seen: &mut HashSet<Block>,
-) -> Result<(), String> {
-    if !seen.insert(b) {
-        return Err(format!("{b} has two owners"));
-    }
-    let mut local = scope.clone();
-    local.extend(k.blocks[b].params.iter().copied());
-    for &i in &k.blocks[b].insts {
-        let mut bad = None;
-        k.kind(i).for_each_operand(|v| {
-            if !local.contains(&v) {
-                bad.get_or_insert(v);
-            }
-        });
-        if let Some(v) = bad {
-            return Err(format!(
-                "{v} used by {} {i} is not in scope",
-                k.kind(i).opcode()
-            ));
-        }
-        crate::ir::typing::result_types(k, k.kind(i))
-            .map_err(|e| format!("{} {i}: {e}", k.kind(i).opcode()))?;
-        if let Some(body) = k.kind(i).body() {
-            ssa_block(k, body, &mut local, seen)?;
-        }
-        local.extend(k.insts[i].results.iter().copied());
-    }
-    Ok(())
 }
 
 /// What every scalar load of an input reads in [`trace`].

@@ -640,6 +640,56 @@ mod tests {
         assert!(j.get("peak_rss_bytes").is_some());
     }
 
+    /// Plain (ordered) and atomic GM accesses, with and without the CPU
+    /// limit, compute the same bits.
+    #[test]
+    fn gm_access_modes_and_cpu_limits_agree_bit_for_bit() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dsl-examples/mla_decode.amla"
+        );
+        let src = SourceFile::new(path.to_string(), std::fs::read_to_string(path).unwrap());
+        let req = small_request();
+        let c = driver::compile(&src, &req.compile).unwrap();
+        let exe = Executable::new(&c, &req.compile.target).unwrap();
+        let specs = exe.input_specs().unwrap();
+        let inputs: Vec<HostTensor> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, (n, d, s))| {
+                generate(n, *d, s, None, &InputOptions::default(), i as u64).unwrap()
+            })
+            .collect();
+        let bits = |gm_access, host_cpus, cores| {
+            let cfg = RunConfig {
+                gm_access,
+                host_cpus,
+                cores,
+                ..RunConfig::default()
+            };
+            let mut p = exe.prepare(&inputs, &cfg).unwrap();
+            // Twice: the second launch re-zeroes outputs and workspaces.
+            exe.launch(&mut p).unwrap();
+            exe.launch(&mut p).unwrap();
+            p.outputs()
+                .unwrap()
+                .iter()
+                .map(|o| {
+                    o.data
+                        .to_f64()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        use amla_runtime::gm::GmAccess;
+        let want = bits(GmAccess::Atomic, None, 2);
+        assert_eq!(bits(GmAccess::Ordered, Some(1), 2), want);
+        assert_eq!(bits(GmAccess::Ordered, Some(2), 1), want);
+        assert_eq!(bits(GmAccess::Ordered, None, 3), want);
+    }
+
     #[test]
     fn model_flops_formulas() {
         let t = |name: &str, shape: &[usize]| HostTensor {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use amla_runtime::config::{CoreConfig, LaunchConfig};
-use amla_runtime::gm::{Gm, GmId};
+use amla_runtime::gm::{Gm, GmAccess, GmId};
 use amla_runtime::launch::{LaunchReport, launch};
 use half::{bf16, f16};
 
@@ -31,6 +31,14 @@ pub struct RunConfig {
     /// Fill local buffers with NaN before the launch, so a kernel that reads
     /// memory it never wrote shows it in its outputs.
     pub poison_local: bool,
+    /// How the runtime accesses GM. Default [`GmAccess::Ordered`]: plain
+    /// accesses, sound because the split pass orders every cross-unit GM
+    /// access with flags (the argument is at `amla_runtime::gm::GmAccess`);
+    /// [`GmAccess::Atomic`] for runs that must not rely on it.
+    pub gm_access: GmAccess,
+    /// Unit threads that may run at once (`LaunchConfig::host_cpus`;
+    /// default the host's CPUs, `None` no limit).
+    pub host_cpus: Option<usize>,
 }
 
 impl Default for RunConfig {
@@ -40,6 +48,8 @@ impl Default for RunConfig {
             wait_timeout: Duration::from_secs(10),
             trace: false,
             poison_local: false,
+            gm_access: GmAccess::Ordered,
+            host_cpus: LaunchConfig::default().host_cpus,
         }
     }
 }
@@ -209,6 +219,8 @@ impl Executable {
             poison_local: cfg.poison_local,
             ..LaunchConfig::default()
         }
+        .with_gm_access(cfg.gm_access)
+        .with_host_cpus(cfg.host_cpus)
         .with_cores(cfg.cores.max(1))
         .with_wait_timeout(cfg.wait_timeout)
         .with_trace(cfg.trace)

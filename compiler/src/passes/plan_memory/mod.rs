@@ -61,8 +61,8 @@
 //!
 //! Slots of each buffer are then assigned by linear scan in order of start
 //! position, first fit, at offsets aligned to [`PlanMemoryConfig::align`]
-//! (32 bytes: the target file has no alignment entry; 32 B is the width of
-//! an L1 fractal row and of a UB block), reusing the space of slots whose
+//! (the target's `align.bytes`: the width of an L1 fractal row and of a UB
+//! block), reusing the space of slots whose
 //! live range ended strictly before. A Cube slot that does not fit is a
 //! compile error naming buffer, tile and bytes; a UB slot that does not fit
 //! sends a tile to GM (above) and the scan restarts.
@@ -123,9 +123,6 @@ use vector::plan_vector;
 /// The pass name used on the command line (`--print-after plan-memory`).
 pub const NAME: &str = "plan-memory";
 
-/// Default alignment of a slot's offset, in bytes (see the module doc).
-pub const DEFAULT_ALIGN: u64 = 32;
-
 /// Default UB bytes kept free for streaming `gm` tiles of the vector
 /// function through UB (only when there is such a tile).
 pub const DEFAULT_UB_STREAM_RESERVE: u64 = 32 * 1024;
@@ -133,7 +130,9 @@ pub const DEFAULT_UB_STREAM_RESERVE: u64 = 32 * 1024;
 /// Settings of `plan-memory`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanMemoryConfig {
-    /// Alignment of every slot offset, in bytes (a power of two).
+    /// Alignment of every slot offset, in bytes (a power of two). The pass
+    /// takes it from the target (`align.bytes`); the default is the default
+    /// target's.
     pub align: u64,
     /// UB bytes left free above the planned tiles when the vector function
     /// has `gm` tiles, for codegen to stream them through UB.
@@ -143,7 +142,7 @@ pub struct PlanMemoryConfig {
 impl Default for PlanMemoryConfig {
     fn default() -> Self {
         PlanMemoryConfig {
-            align: DEFAULT_ALIGN,
+            align: Target::ascend910b().align.bytes,
             ub_stream_reserve: DEFAULT_UB_STREAM_RESERVE,
         }
     }
@@ -257,7 +256,11 @@ impl Pass for PlanMemory {
     }
 
     fn run(&self, k: &mut Kernel, cx: &PassContext) -> std::result::Result<(), PassError> {
-        let report = plan_memory(k, cx.target, &self.config)?;
+        let config = PlanMemoryConfig {
+            align: cx.target.align.bytes,
+            ..self.config.clone()
+        };
+        let report = plan_memory(k, cx.target, &config)?;
         for n in report.notes {
             cx.note(n);
         }

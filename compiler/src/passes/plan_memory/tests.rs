@@ -334,7 +334,7 @@ pub(crate) fn check_placement(k: &Kernel, target: &Target) {
                         t.space
                     );
                     if !views.contains_key(&v) {
-                        assert_eq!(off % DEFAULT_ALIGN, 0);
+                        assert_eq!(off % Target::ascend910b().align.bytes, 0);
                         placed.push((v, t.space, off, t.bytes()));
                     }
                 }

@@ -42,21 +42,21 @@ impl SplitState {
             }
             let g = self.new_flag()?;
             // Consumer: credit before the loop, "free" after each load.
-            insert(k, yb, l_e + 1, InstKind::SetFlag(g));
+            insert(k, yb, l_e + 1, InstKind::SetFlag(g))?;
             let ypos = k.blocks[yp]
                 .insts
                 .iter()
                 .position(|&i| i == yf)
                 .unwrap_or(0);
-            insert(k, yp, ypos, InstKind::SetFlag(g));
+            insert(k, yp, ypos, InstKind::SetFlag(g))?;
             // Producer: wait before each store, drain the credit after.
-            insert(k, xb, s_e, InstKind::WaitFlag(g));
+            insert(k, xb, s_e, InstKind::WaitFlag(g))?;
             let xpos = k.blocks[xp]
                 .insts
                 .iter()
                 .position(|&i| i == xf)
                 .unwrap_or(0);
-            insert(k, xp, xpos + 1, InstKind::WaitFlag(g));
+            insert(k, xp, xpos + 1, InstKind::WaitFlag(g))?;
         }
         Ok(())
     }

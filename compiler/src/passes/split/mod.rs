@@ -158,10 +158,6 @@ mod replicate;
 
 use analysis::Analysis;
 
-/// Number of cross-unit flag ids of the Ascend 910B (the pass takes the
-/// real count from the target; this is the default of [`run`]).
-pub const MAX_FLAGS: u32 = 16;
-
 /// The `split` pass (see the module docs).
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Split;
@@ -207,9 +203,10 @@ impl std::fmt::Display for SplitError {
 }
 
 /// Splits the single `any` function of `k` into `[cube, vector]`, with the
-/// default [`MAX_FLAGS`] flag ids; see [`run_with`].
+/// flag ids of the default target; see [`run_with`].
 pub fn run(k: &mut Kernel) -> Result<(), String> {
-    run_with(k, MAX_FLAGS).map_err(|e| e.to_string())
+    let flags = crate::target::Target::ascend910b().flags.cross_core_ids;
+    run_with(k, flags).map_err(|e| e.to_string())
 }
 
 /// Splits the single `any` function of `k` into `[cube, vector]` using at
@@ -406,19 +403,20 @@ fn copy_span(k: &mut Kernel, from: Inst, to: Inst) {
     }
 }
 
-/// Appends an instruction to `b`.
-fn push(k: &mut Kernel, b: Block, kind: InstKind, tys: Vec<Type>) -> Inst {
-    let i = k.make_inst(kind, tys);
-    k.blocks[b].insts.push(i);
-    i
+/// Appends `kind` to `b` through the typing [`crate::ir::Builder`].
+fn append(k: &mut Kernel, b: Block, kind: InstKind) -> Result<Inst, String> {
+    crate::ir::Builder::at_end(k, b)
+        .ins(kind)
+        .map_err(|e| format!("split: internal: {}", e.0))
 }
 
-/// Inserts a result-less instruction into `b` at `pos`.
-fn insert(k: &mut Kernel, b: Block, pos: usize, kind: InstKind) -> Inst {
-    let i = k.make_inst(kind, vec![]);
-    let insts = &mut k.blocks[b].insts;
-    insts.insert(pos.min(insts.len()), i);
-    i
+/// Inserts `kind` into `b` at `pos` (at the end when `pos` is past it)
+/// through the typing [`crate::ir::Builder`].
+fn insert(k: &mut Kernel, b: Block, pos: usize, kind: InstKind) -> Result<Inst, String> {
+    let pos = pos.min(k.blocks[b].insts.len());
+    crate::ir::Builder::at(k, b, pos)
+        .ins(kind)
+        .map_err(|e| format!("split: internal: {}", e.0))
 }
 
 fn fill_parents(k: &Kernel, b: Block, parent: &mut HashMap<Inst, Block>) {

@@ -3,6 +3,8 @@
 //! planned by steps 2 and 3.
 
 use super::*;
+use crate::ir::Builder;
+use crate::ir::edit::Unmapped;
 
 impl SplitState {
     /// Step 4: the program of unit `u`.
@@ -32,15 +34,15 @@ impl SplitState {
         for e in list {
             match e {
                 Emit::Set(f) => {
-                    push(k, dst, InstKind::SetFlag(*f), vec![]);
+                    append(k, dst, InstKind::SetFlag(*f))?;
                 }
                 Emit::Wait(f) => {
-                    push(k, dst, InstKind::WaitFlag(*f), vec![]);
+                    append(k, dst, InstKind::WaitFlag(*f))?;
                 }
                 Emit::Store { ws, value } => {
                     let index = self.ws_index(k, *value, map, u, dst)?;
                     let value = lookup(map, *value, u)?;
-                    push(
+                    append(
                         k,
                         dst,
                         InstKind::Store {
@@ -48,13 +50,11 @@ impl SplitState {
                             index,
                             value,
                         },
-                        vec![],
-                    );
+                    )?;
                 }
                 Emit::Load { ws, value } => {
                     let index = self.ws_index(k, *value, map, u, dst)?;
-                    let ty = k.ty(*value).clone();
-                    let i = push(k, dst, InstKind::Load { tensor: *ws, index }, vec![ty]);
+                    let i = append(k, dst, InstKind::Load { tensor: *ws, index })?;
                     let r = k.insts[i].results[0];
                     k.values[r].name = k.values[*value].name.clone();
                     map.insert(*value, r);
@@ -77,15 +77,9 @@ impl SplitState {
             let mut x = lookup(map, iv, u)?;
             let div = self.an.grid_div[n];
             if div > 1 {
-                let i32t = Type::Scalar(DType::I32);
-                let c = push(k, dst, InstKind::IConst(div), vec![i32t.clone()]);
+                let c = append(k, dst, InstKind::IConst(div))?;
                 let c = k.insts[c].results[0];
-                let q = push(
-                    k,
-                    dst,
-                    InstKind::Binary(crate::ir::BinaryOp::Div, x, c),
-                    vec![i32t],
-                );
+                let q = append(k, dst, InstKind::Binary(crate::ir::BinaryOp::Div, x, c))?;
                 x = k.insts[q].results[0];
             }
             index.push(Index::Point(x));
@@ -115,7 +109,7 @@ impl SplitState {
                 for &c in kept {
                     out.push(lookup(map, vs[c], u)?);
                 }
-                push(k, dst, InstKind::Yield(out), vec![]);
+                append(k, dst, InstKind::Yield(out))?;
                 continue;
             }
             self.do_emits(k, u, Pos::Before(i), dst, map)?;
@@ -153,15 +147,14 @@ impl SplitState {
                         step: ax.step,
                     });
                 }
-                push(
+                append(
                     k,
                     dst,
                     InstKind::Parallel {
                         axes: naxes,
                         body: nb,
                     },
-                    vec![],
-                );
+                )?;
                 self.clone_block(k, u, body, nb, map, &[])?;
             }
             InstKind::For {
@@ -183,13 +176,11 @@ impl SplitState {
                 );
                 map.insert(params[0], iv);
                 let mut ninit = Vec::new();
-                let mut tys = Vec::new();
                 for &c in &kept {
                     let p = params[c + 1];
                     let np = k.add_block_param(nb, k.ty(p).clone(), k.values[p].name.clone());
                     map.insert(p, np);
                     ninit.push(lookup(map, init[c], u)?);
-                    tys.push(k.ty(p).clone());
                 }
                 let kind = InstKind::For {
                     lo: lookup(map, lo, u)?,
@@ -198,7 +189,7 @@ impl SplitState {
                     init: ninit,
                     body: nb,
                 };
-                let ni = push(k, dst, kind, tys);
+                let ni = append(k, dst, kind)?;
                 copy_span(k, i, ni);
                 let results = k.insts[i].results.clone();
                 for (n, &c) in kept.iter().enumerate() {
@@ -209,31 +200,10 @@ impl SplitState {
                 self.for_map.insert((i, u), ni);
                 self.clone_block(k, u, body, nb, map, &kept)?;
             }
-            mut kind => {
-                let mut missing = None;
-                kind.map_operands(|v| match map.get(&v) {
-                    Some(&n) => n,
-                    None => {
-                        missing.get_or_insert(v);
-                        v
-                    }
-                });
-                if let Some(v) = missing {
-                    return Err(format!(
-                        "split: internal: {v} used by `{}` is not available on the {}",
-                        kind.opcode(),
-                        u.name()
-                    ));
-                }
-                let results = k.insts[i].results.clone();
-                let tys = results.iter().map(|&r| k.ty(r).clone()).collect();
-                let ni = push(k, dst, kind, tys);
-                copy_span(k, i, ni);
-                for (n, &r) in results.iter().enumerate() {
-                    let nr = k.insts[ni].results[n];
-                    k.values[nr].name = k.values[r].name.clone();
-                    map.insert(r, nr);
-                }
+            _ => {
+                Builder::at_end(k, dst)
+                    .clone_inst(i, map, Unmapped::Error)
+                    .map_err(|e| format!("split: internal: {e} on the {}", u.name()))?;
             }
         }
         Ok(())

@@ -53,7 +53,6 @@ fn fa_plain_split() {
     let mut k = fa_kernel(false);
     run(&mut k).unwrap();
     let d = dump(&k);
-    check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
     crate::ir::verify::verify(&k)
         .map_err(|e| format!("{e}\n{d}"))
         .unwrap();
@@ -150,7 +149,6 @@ fn fa_amla_split_orders_the_accumulator() {
     let mut k = fa_kernel(true);
     run(&mut k).unwrap();
     let d = dump(&k);
-    check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
     crate::ir::verify::verify(&k)
         .map_err(|e| format!("{e}\n{d}"))
         .unwrap();
