@@ -9,11 +9,8 @@ pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod driver;
-<<<<<<< HEAD
 pub mod flash_mla;
-=======
 pub mod interp;
->>>>>>> main
 pub mod ir;
 pub mod lower;
 pub mod numerics;
