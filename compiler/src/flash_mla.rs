@@ -137,10 +137,10 @@ pub struct PlanRequest {
 }
 
 enum Kernels {
-    Paged(Executable),
+    Paged(Box<Executable>),
     Split {
-        split: Executable,
-        combine: Executable,
+        split: Box<Executable>,
+        combine: Box<Executable>,
     },
 }
 
@@ -201,7 +201,7 @@ impl FlashMlaPlan {
         }
         o.defines.insert("scale", format!("{scale:e}"));
         let kernels = if metadata.splits == 1 {
-            Kernels::Paged(build("mla_decode_paged.amla", PAGED, &o)?)
+            Kernels::Paged(Box::new(build("mla_decode_paged.amla", PAGED, &o)?))
         } else {
             o.defines.insert("SPLITS", metadata.splits.to_string());
             let split = build("mla_decode_split.amla", SPLIT, &o)?;
@@ -210,7 +210,10 @@ impl FlashMlaPlan {
             oc.defines.insert("H", req.heads.to_string());
             oc.defines.insert("SPLITS", metadata.splits.to_string());
             let combine = build("mla_combine.amla", COMBINE, &oc)?;
-            Kernels::Split { split, combine }
+            Kernels::Split {
+                split: Box::new(split),
+                combine: Box::new(combine),
+            }
         };
         Ok(FlashMlaPlan {
             metadata,
