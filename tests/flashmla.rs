@@ -214,3 +214,204 @@ fn the_softmax_scale_is_a_define_and_defaults_to_flashmla_s() {
         .as_f64();
     assert_eq!(scale, 1.0 / 576f64.sqrt());
 }
+
+mod api {
+    use super::*;
+    use amla::compiler::flash_mla::{
+        FlashMlaPlan, PlanRequest, flash_mla_with_kvcache, get_mla_metadata,
+    };
+    use amla::compiler::ir::DType;
+    use amla::compiler::run::inputs::{InputOptions, generate};
+    use amla::compiler::run::reference_kind::{ReferenceKind, expected};
+
+    fn plan(
+        lens: &[usize],
+        page: usize,
+        h: usize,
+        splits: Option<usize>,
+        cores: usize,
+    ) -> (FlashMlaPlan, Vec<HostTensor>) {
+        let (d, g) = paged_batch(lens, page, h);
+        let get = |n: &str| {
+            d.iter()
+                .find(|x| x.0 == n)
+                .expect("define")
+                .1
+                .parse::<usize>()
+                .expect("number")
+        };
+        let (nb, maxb) = (get("NB"), get("MAXB"));
+        let req = PlanRequest {
+            heads: h,
+            page,
+            pool_pages: nb,
+            max_pages: maxb,
+            cache_seqlens: lens.iter().map(|&l| l as i32).collect(),
+            num_splits: splits,
+            softmax_scale: None,
+            compile: CompileOptions::new().expect("target"),
+            run: RunConfig {
+                cores,
+                wait_timeout: Duration::from_secs(60),
+                ..RunConfig::default()
+            },
+        };
+        let opts = InputOptions::default();
+        let q = generate("q", DType::Bf16, &[lens.len(), 1, h, 576], None, &opts, 0).expect("q");
+        let kv = generate("kv", DType::Bf16, &[nb, page, 1, 576], None, &opts, 1).expect("kv");
+        let mut t = vec![q, kv];
+        t.extend(g);
+        (FlashMlaPlan::new(&req).expect("plan"), t)
+    }
+
+    fn call(p: &FlashMlaPlan, t: &[HostTensor]) -> (HostTensor, HostTensor) {
+        flash_mla_with_kvcache(
+            &t[0],
+            &t[1],
+            &t[2],
+            &t[3],
+            512,
+            p,
+            p.metadata.splits,
+            None,
+            false,
+        )
+        .expect("call")
+    }
+
+    fn check(p: &FlashMlaPlan, t: &[HostTensor], out: &HostTensor, lse: &HostTensor) {
+        let b = t[0].shape[0];
+        let h = t[0].shape[2];
+        let refin = vec![
+            HostTensor {
+                name: "q".into(),
+                shape: vec![b, h, 576],
+                data: t[0].data.clone(),
+            },
+            HostTensor {
+                name: "kv".into(),
+                shape: vec![t[1].shape[0], t[1].shape[1], 576],
+                data: t[1].data.clone(),
+            },
+            t[2].clone(),
+            t[3].clone(),
+        ];
+        let want =
+            expected(ReferenceKind::MlaPaged, &refin, p.softmax_scale, 512).expect("reference");
+        use amla::compiler::run::compare::{Tolerance, compare};
+        let c = compare(
+            "out",
+            &out.data.to_f64(),
+            &want.out,
+            Tolerance::for_dtype(out.data.dtype()),
+        );
+        assert!(c.passed, "{c:#?}");
+        let c = compare(
+            "lse",
+            &lse.data.to_f64(),
+            &want.lse,
+            Tolerance::for_dtype(lse.data.dtype()),
+        );
+        assert!(c.passed, "{c:#?}");
+    }
+
+    #[test]
+    fn split_kv_on_and_off_match_float64_and_are_bit_identical_across_cores() {
+        let lens = [0, 1, 63, 64, 65, 1000, 4097];
+        for (page, h) in [(64, 16), (16, 3)] {
+            let (off, t) = plan(&lens, page, h, Some(1), 2);
+            assert_eq!(off.metadata.splits, 1);
+            let (o1, l1) = call(&off, &t);
+            check(&off, &t, &o1, &l1);
+            let (mut on, _) = plan(&lens, page, h, Some(4), 2);
+            assert_eq!(on.metadata.splits, 4);
+            let (o2, l2) = call(&on, &t);
+            check(&on, &t, &o2, &l2);
+            // The same plan on 1 and 3 emulated cores, and again: same bits.
+            for cores in [1, 3, 2] {
+                on.set_run(RunConfig {
+                    cores,
+                    wait_timeout: Duration::from_secs(60),
+                    ..RunConfig::default()
+                });
+                let (o3, l3) = call(&on, &t);
+                assert_eq!(o3, o2, "out on {cores} cores");
+                assert_eq!(l3, l2, "lse on {cores} cores");
+            }
+        }
+    }
+
+    #[test]
+    fn the_scheduler_splits_long_lonely_sequences_and_ignores_emulated_cores() {
+        let one_long = get_mla_metadata(&[16384], 64, 256, 24, None);
+        assert!(one_long.splits > 1, "{one_long}");
+        let many = get_mla_metadata(&[4096; 32], 64, 64, 24, None);
+        assert_eq!(many.splits, 1, "{many}");
+        let short = get_mla_metadata(&[100], 64, 2, 24, None);
+        assert_eq!(short.splits, 1, "{short}");
+        assert_eq!(get_mla_metadata(&[100], 64, 2, 24, Some(2)).splits, 2);
+        // The plan depends on shapes and lengths only: the same on every run.
+        assert_eq!(one_long, get_mla_metadata(&[16384], 64, 256, 24, None));
+    }
+
+    #[test]
+    fn bad_calls_are_errors_naming_what_is_wrong() {
+        let (p, t) = plan(&[5, 70], 64, 4, None, 2);
+        let e = flash_mla_with_kvcache(&t[0], &t[1], &t[2], &t[3], 256, &p, 1, None, false)
+            .unwrap_err();
+        assert!(e.contains("head_dim_v"), "{e}");
+        let e = flash_mla_with_kvcache(&t[0], &t[1], &t[2], &t[3], 512, &p, 3, None, false)
+            .unwrap_err();
+        assert!(e.contains("num_splits"), "{e}");
+        let e = flash_mla_with_kvcache(&t[0], &t[1], &t[2], &t[3], 512, &p, 1, Some(0.5), false)
+            .unwrap_err();
+        assert!(e.contains("softmax_scale"), "{e}");
+        let mut bt = t[2].clone();
+        if let HostData::I32(v) = &mut bt.data {
+            v[0] = 99;
+        }
+        let e =
+            flash_mla_with_kvcache(&t[0], &t[1], &bt, &t[3], 512, &p, 1, None, false).unwrap_err();
+        assert!(e.contains("page 99"), "{e}");
+    }
+}
+
+#[test]
+fn amlac_flash_mla_reads_npy_explains_and_checks() {
+    use amla::compiler::ir::DType;
+    use amla::compiler::run::inputs::{InputOptions, generate};
+    use amla::compiler::run::npy;
+    let dir = std::env::temp_dir().join(format!("amla-flashmla-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (_, g) = paged_batch(&[0, 70, 300], 16, 3);
+    let nb = 5 + 19;
+    let opts = InputOptions::default();
+    let q = generate("q", DType::Bf16, &[3, 1, 3, 576], None, &opts, 0).expect("q");
+    let kv = generate("k_cache", DType::Bf16, &[nb, 16, 1, 576], None, &opts, 1).expect("kv");
+    let mut args = vec!["amlac".to_string(), "flash-mla".into()];
+    for t in [&q, &kv, &g[0], &g[1]] {
+        let p = dir.join(format!("{}.npy", t.name));
+        npy::write(&p, t).expect("write");
+        args.push("--input".into());
+        let name = if t.name == "kv" {
+            "k_cache"
+        } else {
+            t.name.as_str()
+        };
+        args.push(format!("{name}={}", p.display()));
+    }
+    args.extend([
+        "--check".into(),
+        "--explain-schedule".into(),
+        "--cores".into(),
+        "2".into(),
+    ]);
+    assert_eq!(amla::compiler::cli::run(args.clone()), 0, "{args:?}");
+    let mut split = args.clone();
+    split.extend(["-D".into(), "SPLITS=3".into()]);
+    assert_eq!(amla::compiler::cli::run(split), 0);
+    let mut bad = args;
+    bad.extend(["-D".into(), "SPLITS=0".into()]);
+    assert_eq!(amla::compiler::cli::run(bad), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod driver;
+pub mod flash_mla;
 pub mod fuzz;
 pub mod interp;
 pub mod ir;

@@ -8,6 +8,7 @@
 mod bench;
 mod check;
 mod compile;
+mod flash_mla;
 mod numerics;
 mod progress;
 mod run;
@@ -42,6 +43,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Compile latency, kernel time, GFLOP/s and FLOPS utilisation against the machine's peak.
     Bench(bench::BenchArgs),
+    /// FlashMLA's `flash_mla_with_kvcache` on `.npy` tensors, with split-KV (`--explain-schedule`).
+    FlashMla(flash_mla::FlashMlaArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -66,6 +69,7 @@ where
         Command::Numerics(a) => numerics::run(&a),
         Command::Simulate(a) => simulate::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::FlashMla(a) => flash_mla::run(&a),
     }
 }
 

@@ -1,0 +1,363 @@
+//! A FlashMLA-shaped API: paged MLA decode with split-KV, as one call.
+//!
+//! ```text
+//! let plan = FlashMlaPlan::new(&PlanRequest { .. })?;      // once per shape set
+//! let (out, lse) = flash_mla_with_kvcache(&q, &k_cache, &block_table,
+//!     &cache_seqlens, 512, &plan, plan.metadata.splits, None, false)?;  // every step
+//! ```
+//!
+//! The plan is FlashMLA's `get_mla_metadata` and FlashInfer's `plan`: the
+//! scheduler ([`get_mla_metadata`]) picks how many chunks each sequence's
+//! pages are cut into, and the plan holds the kernels compiled and JIT-ed for
+//! those shapes, so launches reuse them.
+//!
+//! With one split the plan runs `dsl-examples/mla_decode_paged.amla`. With
+//! `n > 1` it runs `dsl-examples/mla_decode_split.amla` (one work item per
+//! sequence and chunk, plain FlashAttention over the chunk's pages, writing
+//! a normalised partial output and its LSE) and then
+//! `dsl-examples/mla_combine.amla`, which merges the chunks of each sequence
+//! by their LSEs in chunk order. Both are `.amla` kernels, so the combine is
+//! visible in the IR (`amlac compile dsl-examples/mla_combine.amla`). No step
+//! depends on which core runs a work item, so for one plan the output is
+//! bit-identical run to run and for any number of emulated cores.
+//!
+//! The scheduler never looks at the emulated core count: it reads the
+//! target's AI-core count (`targets/*.toml`), the batch and the lengths.
+
+use std::fmt;
+
+use crate::diag::SourceFile;
+use crate::driver::{CompileOptions, compile};
+use crate::run::exec::{Executable, RunConfig};
+use crate::run::{HostData, HostTensor};
+
+const PAGED: &str = include_str!("../../dsl-examples/mla_decode_paged.amla");
+const SPLIT: &str = include_str!("../../dsl-examples/mla_decode_split.amla");
+const COMBINE: &str = include_str!("../../dsl-examples/mla_combine.amla");
+
+/// The least number of KV tokens a chunk gets before the scheduler splits
+/// further (a chunk shorter than this costs more in the combine than it
+/// wins in parallelism).
+pub const MIN_CHUNK_TOKENS: usize = 512;
+
+/// FlashMLA's `tile_scheduler_metadata`: how the KV of each sequence is cut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TileSchedulerMetadata {
+    /// Chunks per sequence (1: no split-KV).
+    pub splits: usize,
+    /// Pages per chunk: chunk `c` covers pages `c * chunk_pages ..`.
+    pub chunk_pages: usize,
+    /// Work items of the first launch (`batch * splits`).
+    pub work_items: usize,
+    /// Why this plan (`--explain-schedule`).
+    pub why: String,
+}
+
+impl fmt::Display for TileSchedulerMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "split-KV plan: {} split(s) of {} page(s) per sequence, {} work item(s)",
+            self.splits, self.chunk_pages, self.work_items
+        )?;
+        write!(f, "  {}", self.why)
+    }
+}
+
+/// FlashMLA's `get_mla_metadata`: the split plan for `cache_seqlens` over
+/// pages of `page` tokens with `max_pages` block-table columns, on a chip of
+/// `chip_cores` AI cores; `num_splits` overrides the choice.
+pub fn get_mla_metadata(
+    cache_seqlens: &[i32],
+    page: usize,
+    max_pages: usize,
+    chip_cores: usize,
+    num_splits: Option<usize>,
+) -> TileSchedulerMetadata {
+    let batch = cache_seqlens.len().max(1);
+    let max_pages = max_pages.max(1);
+    let page = page.max(1);
+    let longest = cache_seqlens
+        .iter()
+        .map(|&l| (l.max(0) as usize).div_ceil(page))
+        .max()
+        .unwrap_or(0);
+    let (splits, why) = match num_splits {
+        Some(n) => {
+            let n = n.clamp(1, max_pages);
+            (
+                n,
+                format!("{n} split(s) asked for (-D SPLITS / num_splits)"),
+            )
+        }
+        None => {
+            let fill = chip_cores.div_ceil(batch).max(1);
+            let min_chunk = MIN_CHUNK_TOKENS.div_ceil(page).max(1);
+            let by_length = longest.div_ceil(min_chunk).max(1);
+            let n = fill.min(by_length).min(max_pages);
+            (
+                n,
+                format!(
+                    "{batch} sequence(s) on {chip_cores} chip cores want {fill} split(s) each; \
+                     the longest sequence ({longest} page(s) of {page}) allows {by_length} \
+                     chunk(s) of at least {MIN_CHUNK_TOKENS} tokens"
+                ),
+            )
+        }
+    };
+    TileSchedulerMetadata {
+        splits,
+        chunk_pages: max_pages.div_ceil(splits),
+        work_items: batch * splits,
+        why,
+    }
+}
+
+/// The shapes a plan is made for.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    /// Query heads (1 to 128).
+    pub heads: usize,
+    /// Tokens per page.
+    pub page: usize,
+    /// Pages in the pool (`k_cache`'s first dim).
+    pub pool_pages: usize,
+    /// Block-table columns.
+    pub max_pages: usize,
+    /// Sequence lengths (the batch is their count).
+    pub cache_seqlens: Vec<i32>,
+    /// `Some(n)` forces `n` splits.
+    pub num_splits: Option<usize>,
+    /// Softmax scale; `None`: 1 / sqrt(576).
+    pub softmax_scale: Option<f64>,
+    /// Compilation options (target, pipeline); the dims are set by the plan.
+    pub compile: CompileOptions,
+    /// Launch settings (emulated cores, timeout).
+    pub run: RunConfig,
+}
+
+enum Kernels {
+    Paged(Box<Executable>),
+    Split {
+        split: Box<Executable>,
+        combine: Box<Executable>,
+    },
+}
+
+/// A plan: the scheduler's metadata and the kernels compiled for it.
+pub struct FlashMlaPlan {
+    /// The split plan.
+    pub metadata: TileSchedulerMetadata,
+    /// The softmax scale compiled in.
+    pub softmax_scale: f64,
+    batch: usize,
+    heads: usize,
+    page: usize,
+    pool_pages: usize,
+    max_pages: usize,
+    run: RunConfig,
+    kernels: Kernels,
+}
+
+fn build(name: &str, text: &str, opts: &CompileOptions) -> Result<Executable, String> {
+    let src = SourceFile::new(format!("dsl-examples/{name}"), text.to_string());
+    let c = compile(&src, opts).map_err(|e| format!("{name}: {e}"))?;
+    Executable::new(&c, &opts.target).map_err(|e| format!("{name}: {e}"))
+}
+
+impl FlashMlaPlan {
+    /// Schedules and compiles.
+    pub fn new(req: &PlanRequest) -> Result<FlashMlaPlan, String> {
+        if !(1..=128).contains(&req.heads) {
+            return Err(format!("{} heads: MLA decode takes 1 to 128", req.heads));
+        }
+        if req.page == 0 || req.pool_pages == 0 || req.max_pages == 0 {
+            return Err("page size, pool pages and block-table columns must be positive".into());
+        }
+        let batch = req.cache_seqlens.len();
+        if batch == 0 {
+            return Err("an empty batch".into());
+        }
+        let metadata = get_mla_metadata(
+            &req.cache_seqlens,
+            req.page,
+            req.max_pages,
+            req.compile.target.chip.ai_cores as usize,
+            req.num_splits,
+        );
+        let scale = req.softmax_scale.unwrap_or(1.0 / 576f64.sqrt());
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!("softmax scale {scale} is not a positive number"));
+        }
+        let mut o = req.compile.clone();
+        for (n, v) in [
+            ("B", batch),
+            ("H", req.heads),
+            ("PAGE", req.page),
+            ("NB", req.pool_pages),
+            ("MAXB", req.max_pages),
+        ] {
+            o.defines.insert(n, v.to_string());
+        }
+        o.defines.insert("scale", format!("{scale:e}"));
+        let kernels = if metadata.splits == 1 {
+            Kernels::Paged(Box::new(build("mla_decode_paged.amla", PAGED, &o)?))
+        } else {
+            o.defines.insert("SPLITS", metadata.splits.to_string());
+            let split = build("mla_decode_split.amla", SPLIT, &o)?;
+            let mut oc = req.compile.clone();
+            oc.defines.insert("B", batch.to_string());
+            oc.defines.insert("H", req.heads.to_string());
+            oc.defines.insert("SPLITS", metadata.splits.to_string());
+            let combine = build("mla_combine.amla", COMBINE, &oc)?;
+            Kernels::Split {
+                split: Box::new(split),
+                combine: Box::new(combine),
+            }
+        };
+        Ok(FlashMlaPlan {
+            metadata,
+            softmax_scale: scale,
+            batch,
+            heads: req.heads,
+            page: req.page,
+            pool_pages: req.pool_pages,
+            max_pages: req.max_pages,
+            run: req.run.clone(),
+            kernels,
+        })
+    }
+
+    /// The plan with a different launch setting (e.g. another emulated core
+    /// count); the kernels are shared.
+    pub fn set_run(&mut self, run: RunConfig) {
+        self.run = run;
+    }
+}
+
+fn expect_shape(t: &HostTensor, what: &str, want: &[usize]) -> Result<(), String> {
+    if t.shape != want {
+        return Err(format!(
+            "{what} has shape {:?}, the plan expects {want:?}",
+            t.shape
+        ));
+    }
+    Ok(())
+}
+
+fn named(t: &HostTensor, name: &str, shape: Vec<usize>) -> HostTensor {
+    HostTensor {
+        name: name.into(),
+        shape,
+        data: t.data.clone(),
+    }
+}
+
+/// FlashMLA's `flash_mla_with_kvcache`: `q` `[B, 1, H, 576]` (bf16),
+/// `k_cache` `[NB, PAGE, 1, 576]` or `[NB, PAGE, 576]` (bf16), `block_table`
+/// `[B, MAXB]` and `cache_seqlens` `[B]` (i32); returns `out`
+/// `[B, 1, H, head_dim_v]` (bf16) and `lse` `[B, 1, H]` (f32, natural log;
+/// +inf for an empty sequence). `num_splits` and `softmax_scale` must match
+/// the plan (the kernels are compiled for them); `causal` is accepted for a
+/// single query token, where it changes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_mla_with_kvcache(
+    q: &HostTensor,
+    k_cache: &HostTensor,
+    block_table: &HostTensor,
+    cache_seqlens: &HostTensor,
+    head_dim_v: usize,
+    tile_scheduler_metadata: &FlashMlaPlan,
+    num_splits: usize,
+    softmax_scale: Option<f64>,
+    causal: bool,
+) -> Result<(HostTensor, HostTensor), String> {
+    let plan = tile_scheduler_metadata;
+    let _ = causal;
+    if head_dim_v != 512 {
+        return Err(format!(
+            "head_dim_v {head_dim_v}: MLA's V is the cache's first 512 channels"
+        ));
+    }
+    if num_splits != plan.metadata.splits {
+        return Err(format!(
+            "num_splits {num_splits} differs from the plan's {}",
+            plan.metadata.splits
+        ));
+    }
+    if let Some(s) = softmax_scale
+        && s != plan.softmax_scale
+    {
+        return Err(format!(
+            "softmax_scale {s} differs from the plan's {}; make a plan with it",
+            plan.softmax_scale
+        ));
+    }
+    let (b, h) = (plan.batch, plan.heads);
+    if q.shape.len() == 4 && q.shape[1] != 1 {
+        return Err(format!(
+            "q has {} query tokens; the paged API takes 1 (multi-token decode: dsl-examples/mla_decode_mtp.amla)",
+            q.shape[1]
+        ));
+    }
+    let q3 = match q.shape.as_slice() {
+        [_, 1, _, _] | [_, _, _] => named(q, "q", vec![q.shape[0], h, 576]),
+        _ => {
+            return Err(format!(
+                "q has shape {:?}, expected [B, 1, H, 576]",
+                q.shape
+            ));
+        }
+    };
+    expect_shape(&q3, "q", &[b, h, 576])?;
+    if q.shape.iter().product::<usize>() != b * h * 576 {
+        return Err(format!(
+            "q has shape {:?}, the plan expects [{b}, 1, {h}, 576]",
+            q.shape
+        ));
+    }
+    let kv_shape = vec![plan.pool_pages, plan.page, 576];
+    let kv = match k_cache.shape.as_slice() {
+        [nb, p, 1, 576] | [nb, p, 576] if *nb == plan.pool_pages && *p == plan.page => {
+            named(k_cache, "kv", kv_shape)
+        }
+        s => {
+            return Err(format!(
+                "k_cache has shape {s:?}, the plan expects [{}, {}, 1, 576]",
+                plan.pool_pages, plan.page
+            ));
+        }
+    };
+    expect_shape(block_table, "block_table", &[b, plan.max_pages])?;
+    expect_shape(cache_seqlens, "cache_seqlens", &[b])?;
+    let HostData::I32(bt) = &block_table.data else {
+        return Err("block_table must be i32".into());
+    };
+    if let Some(bad) = bt.iter().find(|&&p| p < 0 || p as usize >= plan.pool_pages) {
+        return Err(format!(
+            "block_table holds page {bad}, not in 0..{}",
+            plan.pool_pages
+        ));
+    }
+    let inputs = vec![
+        q3,
+        kv,
+        named(block_table, "block_table", block_table.shape.clone()),
+        named(cache_seqlens, "cache_seqlens", cache_seqlens.shape.clone()),
+    ];
+    let err = |e: crate::run::exec::RunError| e.to_string();
+    let outs = match &plan.kernels {
+        Kernels::Paged(exe) => exe.run(&inputs, &plan.run).map_err(err)?.outputs,
+        Kernels::Split { split, combine } => {
+            let parts = split.run(&inputs, &plan.run).map_err(err)?.outputs;
+            combine.run(&parts, &plan.run).map_err(err)?.outputs
+        }
+    };
+    let get = |name: &str, shape: Vec<usize>| {
+        outs.iter()
+            .find(|o| o.name == name)
+            .map(|o| named(o, name, shape))
+            .ok_or_else(|| format!("the kernel returned no `{name}`"))
+    };
+    Ok((get("out", vec![b, 1, h, 512])?, get("lse", vec![b, 1, h])?))
+}
