@@ -88,7 +88,11 @@ pub fn run_row(
             // x = n + 1.5 · (cof_prev / cof - 1) + 1e-6, cof = c / bf16(c).
             let cof = (ms - ms.round()).exp2() / c;
             let ratio = cof_prev / cof;
-            let eps = if first { 0.0 } else { 1.5 * (ratio - 1.0) + 1e-6 };
+            let eps = if first {
+                0.0
+            } else {
+                1.5 * (ratio - 1.0) + 1e-6
+            };
             let d = frac_delta(nf + eps);
             for a in &mut acc {
                 *a = exp2_frac_bits(*a, d);
@@ -214,7 +218,11 @@ mod tests {
                 assert!((t.out[0] - 0.5).abs() < 1e-2, "{t:?}");
                 // Steps below -255 are clamped (exact: every f32 flushes).
                 let t = run_row(&[-400.0, 400.0], &[1.0, 2.0], 1, 1, variant, comp);
-                let floor = if variant == RescaleVariant::Cann { -30 } else { -255 };
+                let floor = if variant == RescaleVariant::Cann {
+                    -30
+                } else {
+                    -255
+                };
                 assert_eq!(t.steps[1], floor, "{t:?}");
                 assert!((t.out[0] - 2.0).abs() < 1e-2, "{t:?}");
             }

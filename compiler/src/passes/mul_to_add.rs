@@ -80,8 +80,7 @@ const LN_2: f64 = std::f64::consts::LN_2;
 #[serde(rename_all = "snake_case")]
 pub enum RescaleVariant {
     /// `M = ceil(max)`: `P = 2^(s2 - M)` lies in `(0, 1]` and needs no
-    /// correction (the default).
-    #[default]
+    /// correction.
     Ceil,
     /// Huawei's: `M = round(max)`; the Vector keeps the real max `m`,
     /// computes `P = 2^(s2 - m)` in `(0, 1]` and the leftover
@@ -89,13 +88,14 @@ pub enum RescaleVariant {
     /// `P · bf16(c)`; the accumulator is divided by `bf16(c)` of the last
     /// block at the end.
     Nearest,
-    /// CANN's released kernel: `nearest`'s split, each exponent step
+    /// CANN's released kernel (the default): `nearest`'s split, each exponent step
     /// clamped at -30, and the rounding of `c` corrected in the
     /// accumulator by a fractional exponent add of
     /// `eps = 1.5 · (cof_prev / cof - 1) + 1e-6` (`cof = c / bf16(c)`);
     /// normalised by `l · bf16(c_last)`. With `COMPENSATE=1` the
     /// normaliser is instead `lc`, rescaled every block by the same factor
     /// `2^n · cof_prev / cof` in f32.
+    #[default]
     Cann,
 }
 
@@ -134,7 +134,7 @@ pub struct MulToAddOptions {
 }
 
 impl Default for MulToAddOptions {
-    /// The pipeline's default: ceil, with compensation.
+    /// The pipeline's default: cann, with compensation.
     fn default() -> Self {
         MulToAddOptions::from_pass_options(&super::PassOptions::default())
     }
@@ -1115,7 +1115,11 @@ mod tests {
                 // m, l (and lc with compensation).
                 // (and cof for cann).
                 let cof = (variant == RescaleVariant::Cann) as usize;
-                assert_eq!(carried(&k), vec![2 + compensation as usize + cof], "{opts:?}");
+                assert_eq!(
+                    carried(&k),
+                    vec![2 + compensation as usize + cof],
+                    "{opts:?}"
+                );
                 let op = |u| count(&k, |_, op| matches!(op, InstKind::Unary(x, _) if *x == u));
                 match variant {
                     RescaleVariant::Ceil => {
