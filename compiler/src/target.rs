@@ -6,8 +6,13 @@
 //! model reads rates from it. Facts about the chip live in those files, never
 //! in code: this module only parses and validates them.
 //!
+//! Built-in targets: `ascend910b`, `ascend910c` (one die of a 910C, the chip
+//! the AMLA paper measured) and `host` (this machine's measured rates, written
+//! by `amlac simulate --probe-host`, for calibrating the cost model against
+//! `amlac run`).
+//!
 //! Invariant: a [`Target`] returned by [`Target::parse`] has every capacity and
-//! rate strictly positive.
+//! rate strictly positive, and an alignment that is a power of two.
 
 use serde::Deserialize;
 use std::fmt;
@@ -15,6 +20,10 @@ use std::path::Path;
 
 /// The built-in Ascend 910B description, embedded at build time.
 const ASCEND910B: &str = include_str!("../../targets/ascend910b.toml");
+/// One die of an Ascend 910C.
+const ASCEND910C: &str = include_str!("../../targets/ascend910c.toml");
+/// The host, as measured by `amlac simulate --probe-host`.
+const HOST: &str = include_str!("../../targets/host.toml");
 
 /// A parsed and validated target description.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -28,14 +37,20 @@ pub struct Target {
     pub chip: Chip,
     /// Per-core buffer capacities in bytes.
     pub buffers: Buffers,
+    /// Address alignment of local buffers.
+    pub align: Align,
     /// The Cube unit.
     pub cube: Cube,
     /// The Vector unit.
     pub vector: Vector,
+    /// The move engines (MTE1, MTE2, MTE3, FixPipe).
+    pub moves: Moves,
     /// Cross-core synchronisation.
     pub flags: Flags,
     /// Atomic accumulation into GM.
     pub atomic: Atomic,
+    /// How the cost model schedules the pipes.
+    pub model: Model,
 }
 
 /// Chip-wide figures.
@@ -52,6 +67,16 @@ pub struct Chip {
     pub hbm_gbps: f64,
     /// L2 cache size in bytes.
     pub l2_bytes: u64,
+    /// L2 hit bandwidth in GB/s, chip-wide.
+    pub l2_gbps: f64,
+}
+
+/// Address alignment.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Align {
+    /// Offsets of tiles in local buffers are multiples of this (bytes).
+    pub bytes: u64,
 }
 
 /// Per-core buffer capacities in bytes (UB is per Vector core).
@@ -76,8 +101,18 @@ pub struct Buffers {
 pub struct Cube {
     /// The M×N×K shape of one Cube step.
     pub fractal: [u32; 3],
-    /// Multiply-accumulates per cycle (fp16/bf16).
-    pub macs_per_cycle: u32,
+    /// Multiply-accumulates per cycle, by operand dtype.
+    pub macs_per_cycle: Macs,
+}
+
+/// Cube multiply-accumulates per cycle, by operand dtype.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Macs {
+    /// bf16 operands, f32 accumulation.
+    pub bf16: f64,
+    /// f16 operands, f32 accumulation.
+    pub f16: f64,
 }
 
 /// The Vector unit.
@@ -88,6 +123,52 @@ pub struct Vector {
     pub repeat_bytes: u32,
     /// Repeats issued per cycle.
     pub repeats_per_cycle: u32,
+    /// Fixed cycles of one vector instruction.
+    pub issue_cycles: f64,
+    /// Cycles per repeat, by op class.
+    pub op_cycles: OpCycles,
+}
+
+/// Vector cycles per repeat, by op class.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpCycles {
+    /// add, sub, mul, max, min, cmp, select, broadcast, iota, copies.
+    pub elementwise: f64,
+    /// exp, exp2, log, log2, sqrt.
+    pub transcendental: f64,
+    /// div, rem.
+    pub divide: f64,
+    /// rowmax, rowsum (per repeat of the input).
+    pub reduce: f64,
+    /// dtype conversions.
+    pub cast: f64,
+}
+
+/// Bytes per cycle of each move engine of one core.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Moves {
+    /// MTE2: GM/L2 → L1 or UB.
+    pub mte2_bytes_per_cycle: f64,
+    /// MTE1: L1 → L0A/L0B.
+    pub mte1_bytes_per_cycle: f64,
+    /// FixPipe: L0C → GM.
+    pub fixpipe_bytes_per_cycle: f64,
+    /// MTE3: UB → GM.
+    pub mte3_bytes_per_cycle: f64,
+    /// Fixed cycles of one move instruction.
+    pub issue_cycles: f64,
+}
+
+/// How the cost model schedules the pipes of one core.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The pipes of one unit run concurrently (true on Ascend). False: every
+    /// op of a unit runs in program order on one queue (the host emulation,
+    /// where each unit is one thread).
+    pub pipes_concurrent: bool,
 }
 
 /// Cross-core synchronisation.
@@ -96,6 +177,8 @@ pub struct Vector {
 pub struct Flags {
     /// Flag IDs available between a Cube core and its Vector cores.
     pub cross_core_ids: u32,
+    /// Cycles from a set on one unit to the wait on the other seeing it.
+    pub latency_cycles: f64,
 }
 
 /// Atomic accumulation into GM.
@@ -104,6 +187,8 @@ pub struct Flags {
 pub struct Atomic {
     /// Element types that can be atomically added on the way into GM.
     pub dtypes: Vec<String>,
+    /// Bytes per cycle of atomic read-modify-write into GM, per core.
+    pub add_bytes_per_cycle: f64,
 }
 
 /// Why a target description could not be loaded.
@@ -133,8 +218,11 @@ pub enum TargetError {
         /// What the TOML parser said.
         message: String,
     },
-    /// A figure is zero or negative.
-    #[error("invalid target description {origin}: `{field}` must be positive")]
+    /// A figure is zero, negative or not finite (or an alignment is not a
+    /// power of two).
+    #[error(
+        "invalid target description {origin}: `{field}` must be positive (alignments: a power of two)"
+    )]
     NotPositive {
         /// The file or built-in name.
         origin: String,
@@ -145,12 +233,14 @@ pub enum TargetError {
 
 impl Target {
     /// Names of the targets built into the compiler.
-    pub const BUILTIN: &'static [&'static str] = &["ascend910b"];
+    pub const BUILTIN: &'static [&'static str] = &["ascend910b", "ascend910c", "host"];
 
     /// The built-in target called `name`.
     pub fn builtin(name: &str) -> Result<Target, TargetError> {
         match name {
             "ascend910b" => Target::parse(ASCEND910B, "ascend910b"),
+            "ascend910c" => Target::parse(ASCEND910C, "ascend910c"),
+            "host" => Target::parse(HOST, "host"),
             _ => Err(TargetError::Unknown {
                 name: name.to_string(),
                 known: Self::BUILTIN.join(", "),
@@ -160,8 +250,13 @@ impl Target {
 
     /// The default target (Ascend 910B).
     pub fn ascend910b() -> Target {
+        static PARSED: std::sync::OnceLock<Target> = std::sync::OnceLock::new();
         // The embedded file is validated by the test suite.
-        Target::builtin("ascend910b").expect("embedded ascend910b.toml is valid")
+        PARSED
+            .get_or_init(|| {
+                Target::builtin("ascend910b").expect("embedded ascend910b.toml is valid")
+            })
+            .clone()
     }
 
     /// A built-in name, or else a path to a `.toml` file.
@@ -191,22 +286,51 @@ impl Target {
     }
 
     fn validate(&self, origin: &str) -> Result<(), TargetError> {
-        let checks: [(&'static str, bool); 13] = [
+        let pos = |x: f64| x > 0.0 && x.is_finite();
+        let nonneg = |x: f64| x >= 0.0 && x.is_finite();
+        let (m, v, o) = (&self.moves, &self.vector, &self.vector.op_cycles);
+        let checks = [
             ("chip.ai_cores", self.chip.ai_cores > 0),
             ("chip.vector_per_core", self.chip.vector_per_core > 0),
-            ("chip.clock_ghz", self.chip.clock_ghz > 0.0),
-            ("chip.hbm_gbps", self.chip.hbm_gbps > 0.0),
+            ("chip.clock_ghz", pos(self.chip.clock_ghz)),
+            ("chip.hbm_gbps", pos(self.chip.hbm_gbps)),
+            ("chip.l2_gbps", pos(self.chip.l2_gbps)),
+            ("align.bytes", self.align.bytes.is_power_of_two()),
+            (
+                "cube.macs_per_cycle.bf16",
+                pos(self.cube.macs_per_cycle.bf16),
+            ),
+            ("cube.macs_per_cycle.f16", pos(self.cube.macs_per_cycle.f16)),
+            ("vector.repeats_per_cycle", v.repeats_per_cycle > 0),
+            ("vector.issue_cycles", nonneg(v.issue_cycles)),
+            ("vector.op_cycles.elementwise", pos(o.elementwise)),
+            ("vector.op_cycles.transcendental", pos(o.transcendental)),
+            ("vector.op_cycles.divide", pos(o.divide)),
+            ("vector.op_cycles.reduce", pos(o.reduce)),
+            ("vector.op_cycles.cast", pos(o.cast)),
+            ("moves.mte2_bytes_per_cycle", pos(m.mte2_bytes_per_cycle)),
+            ("moves.mte1_bytes_per_cycle", pos(m.mte1_bytes_per_cycle)),
+            (
+                "moves.fixpipe_bytes_per_cycle",
+                pos(m.fixpipe_bytes_per_cycle),
+            ),
+            ("moves.mte3_bytes_per_cycle", pos(m.mte3_bytes_per_cycle)),
+            ("moves.issue_cycles", nonneg(m.issue_cycles)),
+            ("flags.latency_cycles", nonneg(self.flags.latency_cycles)),
+            (
+                "atomic.add_bytes_per_cycle",
+                pos(self.atomic.add_bytes_per_cycle),
+            ),
             ("buffers.l1", self.buffers.l1 > 0),
             ("buffers.l0a", self.buffers.l0a > 0),
             ("buffers.l0b", self.buffers.l0b > 0),
             ("buffers.l0c", self.buffers.l0c > 0),
             ("buffers.ub", self.buffers.ub > 0),
             ("cube.fractal", self.cube.fractal.iter().all(|&d| d > 0)),
-            ("cube.macs_per_cycle", self.cube.macs_per_cycle > 0),
             ("vector.repeat_bytes", self.vector.repeat_bytes > 0),
             ("flags.cross_core_ids", self.flags.cross_core_ids > 0),
         ];
-        match checks.iter().find(|(_, ok)| !ok) {
+        match checks.iter().find(|(_, ok): &&(&'static str, bool)| !ok) {
             Some((field, _)) => Err(TargetError::NotPositive {
                 origin: origin.to_string(),
                 field,
@@ -215,12 +339,26 @@ impl Target {
         }
     }
 
-    /// Peak dense bf16/f16 FLOP/s of the whole chip (2 FLOP per MAC).
+    /// Peak dense bf16 FLOP/s of the whole chip (2 FLOP per MAC).
     pub fn peak_flops(&self) -> f64 {
-        2.0 * f64::from(self.cube.macs_per_cycle)
+        2.0 * self.cube.macs_per_cycle.bf16
             * f64::from(self.chip.ai_cores)
             * self.chip.clock_ghz
             * 1e9
+    }
+
+    /// The runtime's core configuration for this target: its buffer
+    /// capacities and flag count (the runtime never reads target files).
+    pub fn core_config(&self) -> amla_runtime::config::CoreConfig {
+        let b = &self.buffers;
+        amla_runtime::config::CoreConfig {
+            l1: b.l1 as usize,
+            l0a: b.l0a as usize,
+            l0b: b.l0b as usize,
+            l0c: b.l0c as usize,
+            ub: b.ub as usize,
+            flag_ids: self.flags.cross_core_ids,
+        }
     }
 }
 
@@ -235,15 +373,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_ascend910b_parses_with_documented_capacities() {
-        let t = Target::ascend910b();
-        assert_eq!(t.buffers.l0a, 64 * 1024);
-        assert_eq!(t.buffers.l0c, 128 * 1024);
-        assert_eq!(t.buffers.ub, 192 * 1024);
-        assert_eq!(t.buffers.l1, 512 * 1024);
+    fn every_builtin_parses_and_the_910b_peak_is_the_design_briefs() {
+        for name in Target::BUILTIN {
+            let t = Target::builtin(name).unwrap();
+            assert_eq!(t.name, *name);
+            // The runtime config carries the file's capacities.
+            let c = t.core_config();
+            assert_eq!(c.ub as u64, t.buffers.ub);
+            assert_eq!(c.flag_ids, t.flags.cross_core_ids);
+            assert!(c.validate().is_ok(), "{name}");
+        }
         // ≈ 354 TFLOPS as the design brief says.
-        let tf = t.peak_flops() / 1e12;
+        let tf = Target::ascend910b().peak_flops() / 1e12;
         assert!((350.0..360.0).contains(&tf), "peak {tf} TFLOPS");
+        // The AMLA paper's 614 TFLOPS at 86.8% is two 910C dies.
+        let c = Target::builtin("ascend910c").unwrap().peak_flops() * 2.0 / 1e12;
+        assert!((614.0 / c - 0.868).abs() < 0.005, "910C peak {c} TFLOPS");
+    }
+
+    #[test]
+    fn non_power_of_two_alignment_is_rejected() {
+        let bad = ASCEND910B.replace("bytes = 32 ", "bytes = 24 ");
+        assert_ne!(bad, ASCEND910B);
+        let e = Target::parse(&bad, "bad.toml").unwrap_err().to_string();
+        assert!(e.contains("align.bytes"), "{e}");
     }
 
     #[test]
@@ -257,7 +410,11 @@ mod tests {
 
     #[test]
     fn zero_capacity_is_rejected_with_the_field_name() {
-        let bad = ASCEND910B.replace("l0a = 65536", "l0a = 0");
+        let bad = ASCEND910B.replace(
+            &format!("l0a = {}", Target::ascend910b().buffers.l0a),
+            "l0a = 0",
+        );
+        assert_ne!(bad, ASCEND910B);
         let e = Target::parse(&bad, "bad.toml").unwrap_err().to_string();
         assert!(e.contains("buffers.l0a"), "{e}");
     }

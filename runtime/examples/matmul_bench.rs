@@ -1,14 +1,19 @@
 //! GFLOP/s of each matmul path on MLA-shaped tiles (median of repeated runs).
 //!
 //! Run: `cargo run --release -p amla-runtime --example matmul_bench`
-//! Prints the detected path, then one line per (shape, path).
+//! Prints the detected path, each path's one-core peak (measured in the same
+//! run by `amla_runtime::peak`), then one line per (shape, path) with the
+//! fraction of that peak, the peak re-sampled right before each shape so
+//! the ratio survives a machine whose load drifts.
 
 use std::time::Instant;
 
 use amla_runtime::matmul::{
     AccumMode, BLayout, Gemm, MatmulPath, available_paths, detected_path, matmul_with_path,
 };
+use amla_runtime::peak::probe_peak;
 use half::bf16;
+use std::time::Duration;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -51,6 +56,8 @@ fn main() {
             .collect();
         let mut c = vec![0f32; cl];
         for path in available_paths() {
+            let peak = probe_peak(path, Some(1), Duration::from_millis(20), 5)
+                .map_or(f64::NAN, |p| p.flops_per_s_one / 1e9);
             let flops = g.flops() as f64;
             // Enough repetitions for ~0.2 s per sample set, at least 3.
             let t = Instant::now();
@@ -69,10 +76,13 @@ fn main() {
                     flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
                 })
                 .collect();
+            let g = median(samples);
             println!(
-                "{name}  {:<11} {:>8.1} GFLOP/s (median of 9)",
+                "{name}  {:<11} {:>8.1} GFLOP/s (median of 9)  one-core peak {:>8.1}  {:>5.1}%",
                 path.name(),
-                median(samples)
+                g,
+                peak,
+                100.0 * g / peak
             );
         }
     }

@@ -1,9 +1,11 @@
 //! Core and launch configuration.
 //!
 //! Invariants:
-//! - The runtime never reads a target file: the compiler reads capacities from
-//!   `targets/*.toml` and passes them in as a [`CoreConfig`]. The defaults are
-//!   an Ascend 910B AI core, so tests need no target file.
+//! - The runtime never reads a target file and states no chip fact: the
+//!   compiler reads capacities and the flag count from `targets/*.toml` and
+//!   passes them in as a [`CoreConfig`] (`Target::core_config`). The default
+//!   [`CoreConfig`] is no chip: a generous configuration (1 MiB per buffer,
+//!   [`MAX_FLAG_IDS`] flags) for the runtime's own tests.
 //! - [`CoreConfig::validate`] and [`LaunchConfig::validate`] are called by the
 //!   launcher before anything runs; an invalid config is an error, never a panic.
 
@@ -11,8 +13,8 @@ use std::time::Duration;
 
 use crate::error::RuntimeError;
 
-/// Number of cross-core flag IDs per core on a 910B.
-pub const DEFAULT_FLAG_IDS: u32 = 16;
+/// Largest number of cross-core flag IDs per core the runtime accepts.
+pub const MAX_FLAG_IDS: u32 = 64;
 
 /// Largest number of Vector sub-blocks (AIVs) per core the runtime accepts.
 pub const MAX_SUB_BLOCKS: usize = 8;
@@ -32,26 +34,28 @@ pub struct CoreConfig {
     pub l0c: usize,
     /// UB (Vector unit buffer), bytes per AIV.
     pub ub: usize,
-    /// Cross-core flag IDs per core (16 on a 910B).
+    /// Cross-core flag IDs per core (`1..=MAX_FLAG_IDS`).
     pub flag_ids: u32,
 }
 
 impl CoreConfig {
-    /// The Ascend 910B core: L1 512 KiB, L0A 64 KiB, L0B 64 KiB, L0C 128 KiB,
-    /// UB 192 KiB per AIV, 16 flag IDs.
-    pub fn ascend910b() -> Self {
+    /// The configuration of the runtime's own tests: every buffer 1 MiB,
+    /// [`MAX_FLAG_IDS`] flags. Not a chip: real capacities come from the
+    /// compiler's target files.
+    pub fn for_tests() -> Self {
+        const MIB: usize = 1 << 20;
         CoreConfig {
-            l1: 512 * 1024,
-            l0a: 64 * 1024,
-            l0b: 64 * 1024,
-            l0c: 128 * 1024,
-            ub: 192 * 1024,
-            flag_ids: DEFAULT_FLAG_IDS,
+            l1: MIB,
+            l0a: MIB,
+            l0b: MIB,
+            l0c: MIB,
+            ub: MIB,
+            flag_ids: MAX_FLAG_IDS,
         }
     }
 
     /// Checks that every capacity is non-zero and at most 1 GiB, and that there
-    /// is at least one flag ID (at most 64).
+    /// is at least one flag ID (at most [`MAX_FLAG_IDS`]).
     pub fn validate(&self) -> Result<(), RuntimeError> {
         const MAX: usize = 1 << 30;
         for (name, v) in [
@@ -67,9 +71,9 @@ impl CoreConfig {
                 )));
             }
         }
-        if self.flag_ids == 0 || self.flag_ids > 64 {
+        if self.flag_ids == 0 || self.flag_ids > MAX_FLAG_IDS {
             return Err(RuntimeError::InvalidConfig(format!(
-                "flag_ids = {} is outside 1..=64",
+                "flag_ids = {} is outside 1..={MAX_FLAG_IDS}",
                 self.flag_ids
             )));
         }
@@ -79,7 +83,7 @@ impl CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        Self::ascend910b()
+        Self::for_tests()
     }
 }
 
@@ -102,9 +106,29 @@ pub struct LaunchConfig {
     /// through `KernelCtx::dims` (the compiler defines their order: one entry
     /// per kernel dim, in declaration order). Empty by default.
     pub dims: Vec<i64>,
+    /// Plain or atomic GM accesses ([`crate::gm::GmAccess`]; default atomic).
+    pub gm_access: crate::gm::GmAccess,
+    /// Unit threads that may run at once (default: the host's CPUs; `None`:
+    /// no limit). A unit gives its CPU up while it blocks in a flag wait, and
+    /// a Cube waiting for a CPU gets it before any Vector unit, so the launch
+    /// never has more runnable threads than CPUs and a Vector unit never
+    /// preempts a Cube.
+    pub host_cpus: Option<usize>,
 }
 
 impl LaunchConfig {
+    /// Sets how GM is accessed.
+    pub fn with_gm_access(mut self, a: crate::gm::GmAccess) -> Self {
+        self.gm_access = a;
+        self
+    }
+
+    /// Sets the number of unit threads that may run at once.
+    pub fn with_host_cpus(mut self, n: Option<usize>) -> Self {
+        self.host_cpus = n;
+        self
+    }
+
     /// Sets the number of emulated cores.
     pub fn with_cores(mut self, cores: usize) -> Self {
         self.cores = cores;
@@ -143,6 +167,11 @@ impl LaunchConfig {
                 self.cores
             )));
         }
+        if self.host_cpus == Some(0) {
+            return Err(RuntimeError::InvalidConfig(
+                "host_cpus = 0: at least one unit must be able to run".into(),
+            ));
+        }
         if self.vector_sub_blocks == 0 || self.vector_sub_blocks > MAX_SUB_BLOCKS {
             return Err(RuntimeError::InvalidConfig(format!(
                 "vector_sub_blocks = {} is outside 1..={MAX_SUB_BLOCKS}",
@@ -162,6 +191,8 @@ impl Default for LaunchConfig {
             trace: false,
             poison_local: false,
             dims: Vec::new(),
+            gm_access: crate::gm::GmAccess::Atomic,
+            host_cpus: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 }
@@ -171,14 +202,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_910b() {
+    fn defaults_are_valid() {
         let c = CoreConfig::default();
-        assert_eq!(c.l1, 524288);
-        assert_eq!(c.l0a, 65536);
-        assert_eq!(c.l0b, 65536);
-        assert_eq!(c.l0c, 131072);
-        assert_eq!(c.ub, 196608);
+        assert_eq!(c, CoreConfig::for_tests());
         assert!(c.validate().is_ok());
+        let too_many = CoreConfig {
+            flag_ids: MAX_FLAG_IDS + 1,
+            ..c
+        };
+        assert!(too_many.validate().is_err());
         let l = LaunchConfig::default();
         assert_eq!(l.vector_sub_blocks, 2);
         assert!(l.cores >= 1);

@@ -160,14 +160,17 @@ pub(crate) struct LaunchShared {
     pub abort: AtomicU32,
     pub error: Mutex<Option<RuntimeError>>,
     pub flags: Vec<CoreFlags>,
+    /// Host CPUs as permits ([`crate::cpus`]).
+    pub cpus: crate::cpus::CpuPermits,
 }
 
 impl LaunchShared {
-    pub fn new(flags: Vec<CoreFlags>) -> Self {
+    pub fn new(flags: Vec<CoreFlags>, host_cpus: Option<usize>) -> Self {
         LaunchShared {
             abort: AtomicU32::new(0),
             error: Mutex::new(None),
             flags,
+            cpus: crate::cpus::CpuPermits::new(host_cpus),
         }
     }
 
@@ -192,6 +195,7 @@ impl LaunchShared {
         for f in &self.flags {
             f.wake_all();
         }
+        self.cpus.wake_all();
     }
 
     pub fn take_error(&self) -> Option<RuntimeError> {
@@ -219,6 +223,8 @@ pub(crate) struct UnitRt<'a> {
     /// Private host scratch of this unit (`amla_rt_scratch`), kept for the
     /// whole launch.
     pub scratch: RefCell<Option<crate::aligned::AlignedBytes>>,
+    /// Plain or atomic GM accesses (the launch's `LaunchConfig::gm_access`).
+    pub gm_access: crate::gm::GmAccess,
 }
 
 impl UnitRt<'_> {

@@ -117,6 +117,9 @@ pub trait Element:
     /// # Safety
     /// As [`Element::store_shared`].
     unsafe fn atomic_add_shared(p: *mut Self, v: Self);
+    /// `self + v` as [`Element::atomic_add_shared`] computes it (floats: in
+    /// f32, rounded to `Self`; i32: wrapping), without atomicity.
+    fn plain_add(self, v: Self) -> Self;
 }
 
 /// Float atomic add through a CAS loop on the bits.
@@ -160,6 +163,10 @@ impl Element for f32 {
     unsafe fn atomic_add_shared(p: *mut Self, v: Self) {
         cas_add!(AtomicU32, p, v.to_bits(), f32::from_bits, f32::to_bits)
     }
+    #[inline(always)]
+    fn plain_add(self, v: Self) -> Self {
+        self + v
+    }
 }
 
 impl Element for bf16 {
@@ -188,6 +195,10 @@ impl Element for bf16 {
         let from = |b: u16| bf16::from_bits(b).to_f32();
         let to = |x: f32| bf16::from_f32(x).to_bits();
         cas_add!(AtomicU16, p, v.to_bits(), from, to)
+    }
+    #[inline(always)]
+    fn plain_add(self, v: Self) -> Self {
+        bf16::from_f32(self.to_f32() + v.to_f32())
     }
 }
 
@@ -218,6 +229,10 @@ impl Element for f16 {
         let to = |x: f32| f16::from_f32(x).to_bits();
         cas_add!(AtomicU16, p, v.to_bits(), from, to)
     }
+    #[inline(always)]
+    fn plain_add(self, v: Self) -> Self {
+        f16::from_f32(self.to_f32() + v.to_f32())
+    }
 }
 
 impl Element for i32 {
@@ -245,6 +260,10 @@ impl Element for i32 {
     unsafe fn atomic_add_shared(p: *mut Self, v: Self) {
         // SAFETY: caller's contract.
         unsafe { AtomicI32::from_ptr(p) }.fetch_add(v, Ordering::Relaxed);
+    }
+    #[inline(always)]
+    fn plain_add(self, v: Self) -> Self {
+        self.wrapping_add(v)
     }
 }
 

@@ -123,6 +123,31 @@ impl CoreFlags {
         Ok(())
     }
 
+    /// Consumes flag `id` for `unit` if it is set; never blocks.
+    pub fn try_wait(&self, unit: UnitKind, id: u32) -> Result<bool, FlagError> {
+        self.check(unit, id)?;
+        let base = id as usize * self.sub_blocks;
+        let mut s = self.lock();
+        Ok(match unit {
+            UnitKind::Cube => {
+                let slots = &mut s.to_cube[base..base + self.sub_blocks];
+                let ready = slots.iter().all(|&c| c > 0);
+                if ready {
+                    slots.iter_mut().for_each(|c| *c -= 1);
+                }
+                ready
+            }
+            UnitKind::Vector(v) => {
+                let c = &mut s.to_vector[base + v as usize];
+                let ready = *c > 0;
+                if ready {
+                    *c -= 1;
+                }
+                ready
+            }
+        })
+    }
+
     /// `unit` waits on flag `id` for at most `timeout`, giving up with
     /// [`FlagError::Aborted`] once `abort` is non-zero.
     pub fn wait(

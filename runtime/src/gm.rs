@@ -12,6 +12,33 @@ use crate::aligned::AlignedBytes;
 use crate::dtype::{DType, Element};
 use crate::error::RuntimeError;
 
+/// How the runtime's operations access GM: **the one switch point** between
+/// plain and atomic GM accesses (read by `ops::Env::resolve`, nowhere else).
+///
+/// - [`GmAccess::Atomic`]: every runtime GM access is an atomic element
+///   operation (atomic add a CAS loop), so even units that really overlap
+///   are kernel races, not Rust undefined behaviour. For kernels whose
+///   schedule is not known to be ordered (hand-written Rust kernels, tests,
+///   race checking).
+/// - [`GmAccess::Ordered`]: plain SIMD loads, stores and adds. Sound when
+///   every two GM accesses of different units that touch the same element
+///   (one of them a write) are ordered by a flag `set` → `wait` pair (the
+///   flags' lock gives that edge a happens-before) or by program order within
+///   one unit. The compiler's split pass produces exactly such schedules:
+///   each GM workspace value crosses units only through a store, a `set_flag`
+///   and a matching `wait_flag` before the load; parallel work items touch
+///   disjoint slices of the outputs; and an `atomic_add` into GM is ordered
+///   against every other access to that region by the flags around it, so
+///   its read-modify-write cannot interleave with another unit's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GmAccess {
+    /// Atomic element operations (the default).
+    #[default]
+    Atomic,
+    /// Plain accesses, for schedules whose GM accesses are ordered by flags.
+    Ordered,
+}
+
 /// Index of a GM buffer in a [`Gm`] (and in `KernelCtx::gm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GmId(pub u32);
@@ -176,6 +203,16 @@ impl Gm {
         let (ptr, len) = (b.data.as_ptr(), b.len);
         // SAFETY: as in `slice`; &mut self makes the access exclusive.
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr as *mut T, len) })
+    }
+
+    /// Sets every byte of buffer `id` to zero (no allocation).
+    pub fn zero(&mut self, id: GmId) -> Result<(), RuntimeError> {
+        let b = self.buffer(id)?;
+        let (ptr, bytes) = (b.data.as_ptr(), b.len * b.dtype.size_bytes());
+        // SAFETY: the allocation holds len * elem_bytes bytes; &mut self
+        // makes the access exclusive; zero bytes are a valid value of every dtype.
+        unsafe { std::ptr::write_bytes(ptr, 0, bytes) };
+        Ok(())
     }
 
     /// Element `i` of buffer `id`.

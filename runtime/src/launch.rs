@@ -210,6 +210,7 @@ pub fn launch(
         (0..cores)
             .map(|_| CoreFlags::new(core_cfg.flag_ids, sbs))
             .collect(),
+        cfg.host_cpus,
     );
     let epoch = Instant::now();
     let outcomes: Vec<UnitOutcome> = std::thread::scope(|scope| {
@@ -375,6 +376,7 @@ impl UnitJob<'_> {
             epoch: self.epoch,
             runtime_ns: Cell::new(0),
             scratch: RefCell::new(None),
+            gm_access: self.cfg.gm_access,
         };
         ctx.rt = &rt as *const UnitRt<'_> as *const std::ffi::c_void;
         let sub_block = match self.unit {
@@ -383,6 +385,9 @@ impl UnitJob<'_> {
         };
         let cores = self.cfg.cores as u64;
         let mut item = u64::from(self.core);
+        let is_cube = self.unit == UnitKind::Cube;
+        // A host CPU for this unit while it runs (given up in flag waits).
+        self.shared.cpus.acquire(is_cube, &self.shared.abort);
         while item < self.work_items {
             if self.shared.aborted() || matches!(self.entry, Entry::Idle) {
                 break;
@@ -450,6 +455,7 @@ impl UnitJob<'_> {
                 None => break,
             };
         }
+        self.shared.cpus.release();
         stats.pipes = rt.stats.take();
         let events = rt.trace.map(RefCell::into_inner).unwrap_or_default();
         drop(cube);

@@ -10,10 +10,12 @@
 pub mod aligned;
 pub mod arena;
 pub mod config;
+mod cpus;
 pub mod dtype;
 pub mod error;
 pub mod gm;
 pub mod matmul;
+pub mod peak;
 pub mod units;
 
 pub use config::{CoreConfig, LaunchConfig};

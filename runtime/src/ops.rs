@@ -90,7 +90,9 @@ impl StoreMode {
 struct Side {
     base: *mut u8,
     cap: u64,
-    shared: bool,
+    /// Accessed with atomic element operations (GM under
+    /// [`crate::gm::GmAccess::Atomic`]); plain accesses otherwise.
+    atomic: bool,
     offset: usize,
     stride: usize,
     dtype: DType,
@@ -181,7 +183,8 @@ impl<'a> Env<'a> {
             return Ok(Side {
                 base: d.base,
                 cap: d.len,
-                shared: true,
+                // The switch point between plain and atomic GM accesses.
+                atomic: self.rt.gm_access == crate::gm::GmAccess::Atomic,
                 offset: t.offset,
                 stride: t.stride,
                 dtype: t.dtype,
@@ -192,7 +195,7 @@ impl<'a> Env<'a> {
         Ok(Side {
             base,
             cap: bytes / t.dtype.size_bytes() as u64,
-            shared: false,
+            atomic: false,
             offset: t.offset,
             stride: t.stride,
             dtype: t.dtype,
@@ -264,7 +267,7 @@ impl<'a> Env<'a> {
         }
         let (ds, de) = self.bounds(&d, dst, rows, cols, "copy destination")?;
         let (ss, se) = self.bounds(&s, src, rows, cols, "copy source")?;
-        if !d.shared && src.buffer == dst.buffer {
+        if !d.atomic && d.base == s.base {
             let esz = |x: u64, s: &Side| x * s.dtype.size_bytes() as u64;
             if esz(ds, &d) < esz(se, &s) && esz(ss, &s) < esz(de, &d) {
                 return Err(RuntimeError::BadArgument(format!(
@@ -274,8 +277,9 @@ impl<'a> Env<'a> {
             }
         }
         // SAFETY: both regions were bounds-checked against their buffers;
-        // local buffers belong to this thread; GM is accessed atomically;
-        // local source and destination do not overlap (checked above).
+        // local buffers belong to this thread; GM is accessed atomically or,
+        // under GmAccess::Ordered, by a schedule that orders conflicting
+        // accesses; plain source and destination do not overlap (checked above).
         unsafe { copy_dispatch(&s, &d, rows, cols, mode) };
         let bytes = (rows * cols * s.dtype.size_bytes()) as u64;
         self.rt.record(
@@ -410,12 +414,23 @@ impl<'a> Env<'a> {
     }
 
     /// Waits on cross-core flag `id`; `block` names the iteration in errors.
+    /// A wait that blocks gives this unit's host CPU up meanwhile
+    /// ([`crate::cpus`]) and takes one back before it returns.
     pub fn wait_flag(&self, id: u32, block: u64) -> Result<(), RuntimeError> {
         let t0 = self.rt.now_ns();
-        let r = self
-            .rt
-            .flags
-            .wait(self.unit(), id, self.rt.timeout, &self.rt.shared.abort);
+        let rt = self.rt;
+        let r = match rt.flags.try_wait(self.unit(), id) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                rt.shared.cpus.release();
+                let r = rt.flags.wait(self.unit(), id, rt.timeout, &rt.shared.abort);
+                rt.shared
+                    .cpus
+                    .acquire(self.unit() == UnitKind::Cube, &rt.shared.abort);
+                r
+            }
+            Err(e) => Err(e),
+        };
         self.rt.record(
             Pipe::FlagWait,
             || format!("wait_flag {id} (block {block})"),
@@ -466,7 +481,21 @@ impl<'a> Env<'a> {
             // SAFETY: r < rows elements at n.offset were bounds-checked.
             let np = unsafe { (n.base as *const i32).add(n.offset + r) };
             // SAFETY: as above; GM is read atomically, local memory is ours.
-            let nr = unsafe { if n.shared { i32::load_shared(np) } else { *np } };
+            let nr = unsafe { if n.atomic { i32::load_shared(np) } else { *np } };
+            if !d.atomic {
+                // SAFETY: row r of the bounds-checked f32 region; plain GM
+                // access under GmAccess::Ordered (see crate::gm::GmAccess).
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        (d.base as *mut f32).add(d.offset + r * d.stride),
+                        cols,
+                    )
+                };
+                for x in row {
+                    *x = exp2_scale_bits(*x, nr);
+                }
+                continue;
+            }
             for c in 0..cols {
                 // SAFETY: (r, c) is inside the bounds-checked f32 GM region;
                 // the atomic CAS loop keeps concurrent GM access defined.
@@ -522,8 +551,9 @@ unsafe fn copy_to<S: Element>(s: &Side, d: &Side, rows: usize, cols: usize, mode
 
 /// # Safety
 /// Both regions must be in bounds of their buffers, `s.dtype == S::DTYPE`,
-/// `d.dtype == D::DTYPE`; local regions must be exclusively this thread's
-/// and not overlap each other; shared (GM) memory is only accessed atomically.
+/// `d.dtype == D::DTYPE`; plain (non-atomic) regions must not be accessed by
+/// another thread during the call and must not overlap each other; atomic
+/// sides are only accessed atomically.
 unsafe fn copy_rows<S: Element, D: Element>(
     s: &Side,
     d: &Side,
@@ -531,6 +561,11 @@ unsafe fn copy_rows<S: Element, D: Element>(
     cols: usize,
     mode: StoreMode,
 ) {
+    if !s.atomic && !d.atomic {
+        // SAFETY: forwarded.
+        unsafe { copy_rows_plain::<S, D>(s, d, rows, cols, mode) };
+        return;
+    }
     for r in 0..rows {
         // SAFETY: row r of both regions is in bounds (caller).
         let (sp, dp) = unsafe {
@@ -539,7 +574,7 @@ unsafe fn copy_rows<S: Element, D: Element>(
                 (d.base as *mut D).add(d.offset + r * d.stride),
             )
         };
-        if !s.shared && !d.shared && S::DTYPE == D::DTYPE {
+        if !s.atomic && !d.atomic && S::DTYPE == D::DTYPE {
             // SAFETY: same type, in bounds, non-overlapping local regions.
             unsafe { std::ptr::copy_nonoverlapping(sp as *const D, dp, cols) };
             continue;
@@ -547,7 +582,7 @@ unsafe fn copy_rows<S: Element, D: Element>(
         for c in 0..cols {
             // SAFETY: element c of row r is in bounds; GM accesses are atomic.
             unsafe {
-                let v: S = if s.shared {
+                let v: S = if s.atomic {
                     S::load_shared(sp.add(c))
                 } else {
                     *sp.add(c)
@@ -555,8 +590,54 @@ unsafe fn copy_rows<S: Element, D: Element>(
                 let v: D = convert(v);
                 match mode {
                     StoreMode::AtomicAdd => D::atomic_add_shared(dp.add(c), v),
-                    StoreMode::Overwrite if d.shared => D::store_shared(dp.add(c), v),
+                    StoreMode::Overwrite if d.atomic => D::store_shared(dp.add(c), v),
                     StoreMode::Overwrite => *dp.add(c) = v,
+                }
+            }
+        }
+    }
+}
+
+/// Plain copy: `memcpy` for the same dtype, a converting loop otherwise, and
+/// for [`StoreMode::AtomicAdd`] a plain read-add-write loop (f32 adds in f32,
+/// the same operation the atomic path performs, element by element).
+///
+/// # Safety
+/// As [`copy_rows`], with both sides plain.
+unsafe fn copy_rows_plain<S: Element, D: Element>(
+    s: &Side,
+    d: &Side,
+    rows: usize,
+    cols: usize,
+    mode: StoreMode,
+) {
+    for r in 0..rows {
+        // SAFETY: row r of both regions is in bounds and not shared during
+        // the call (caller); the regions do not overlap.
+        let (src, dst) = unsafe {
+            (
+                std::slice::from_raw_parts((s.base as *const S).add(s.offset + r * s.stride), cols),
+                std::slice::from_raw_parts_mut(
+                    (d.base as *mut D).add(d.offset + r * d.stride),
+                    cols,
+                ),
+            )
+        };
+        match mode {
+            StoreMode::Overwrite if S::DTYPE == D::DTYPE => {
+                // SAFETY: same type (checked), same length, no overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.as_ptr() as *const D, dst.as_mut_ptr(), cols)
+                };
+            }
+            StoreMode::Overwrite => {
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = convert(v);
+                }
+            }
+            StoreMode::AtomicAdd => {
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = o.plain_add(convert(v));
                 }
             }
         }

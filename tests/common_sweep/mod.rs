@@ -60,16 +60,17 @@ pub fn check(kernel: &str, n: usize, seed: u64, defines: &[(&str, &str)]) -> Res
     };
     let s = run_source(&src, &req, &mut |_| {})
         .map_err(|e| format!("{kernel} N={n} seed={seed}: {e}"))?;
-    if s.comparisons.is_empty() {
+    if s.checks.is_empty() {
         return Err(format!("{kernel}: nothing was checked"));
     }
     let bad: Vec<String> = s
-        .comparisons
+        .checks
         .iter()
-        .filter(|c| !c.passed)
-        .map(|c| {
+        .flat_map(|k| k.comparisons.iter().map(move |c| (k.oracle, c)))
+        .filter(|(_, c)| !c.passed)
+        .map(|(o, c)| {
             format!(
-                "{kernel} N={n} seed={seed} {defines:?}: `{}` {} of {} elements outside the tolerance (max abs err {:.3e})",
+                "{kernel} N={n} seed={seed} {defines:?}: against {o:?}, `{}` {} of {} elements outside the tolerance (max abs err {:.3e})",
                 c.name, c.mismatches, c.elements, c.max_abs_err
             )
         })

@@ -1,6 +1,6 @@
 //! Compile-time constant evaluation over the AST: literals, names (looked up
 //! by the caller: consts and bound dims), `+ - * / %`, unary `-`, `inf` and
-//! `sqrt`. Integer arithmetic is checked (overflow and division by zero are
+//! `sqrt`, `min` and `max`. Integer arithmetic is checked (overflow and division by zero are
 //! E0012); an int meeting a float becomes a float. Anything else (a loop
 //! variable, a tensor read, `exp`) is not constant (E0010).
 
@@ -34,6 +34,29 @@ pub fn eval(e: &Expr, lookup: &Lookup<'_>) -> Result<ConstValue, Diagnostic> {
                 Diagnostic::new(Code::WrongArity, e.span, "`sqrt` takes 1 argument")
                     .label(format!("{} arguments given", args.len())),
             ),
+        },
+        ExprKind::Call(f, args) if f.name == "min" || f.name == "max" => match args.as_slice() {
+            [a, b] => {
+                let (x, y) = (eval(a, lookup)?, eval(b, lookup)?);
+                let lt = x.as_f64() < y.as_f64();
+                let pick_x = if f.name == "min" { lt } else { !lt };
+                Ok(match (x, y) {
+                    (Int(_), Int(_)) => {
+                        if pick_x {
+                            x
+                        } else {
+                            y
+                        }
+                    }
+                    _ => Float(if pick_x { x.as_f64() } else { y.as_f64() }),
+                })
+            }
+            _ => Err(Diagnostic::new(
+                Code::WrongArity,
+                e.span,
+                format!("`{}` takes 2 arguments", f.name),
+            )
+            .label(format!("{} arguments given", args.len()))),
         },
         _ => Err(not_constant(e.span)),
     }
@@ -88,8 +111,9 @@ fn overflow(span: Span) -> Diagnostic {
 
 /// "not a compile-time constant" at `span`.
 pub fn not_constant(span: Span) -> Diagnostic {
-    Diagnostic::new(Code::NotConstant, span, "expected a compile-time constant")
-        .label("only literals, consts, bound dims, arithmetic and `sqrt` are allowed here")
+    Diagnostic::new(Code::NotConstant, span, "expected a compile-time constant").label(
+        "only literals, consts, bound dims, arithmetic, `sqrt`, `min` and `max` are allowed here",
+    )
 }
 
 #[cfg(test)]
@@ -137,6 +161,10 @@ mod tests {
         assert_eq!(ev("exp(1.0)"), Err(Code::NotConstant));
         assert_eq!(ev("A < 2"), Err(Code::NotConstant));
         assert_eq!(ev("sqrt(1.0, 2.0)"), Err(Code::WrongArity));
+        assert_eq!(ev("min(256 / A, 7)"), Ok(ConstValue::Int(7)));
+        assert_eq!(ev("max(1, 256 / (A * 128))"), Ok(ConstValue::Int(1)));
+        assert_eq!(ev("min(1.5, 2)"), Ok(ConstValue::Float(1.5)));
+        assert_eq!(ev("max(1, 2, 3)"), Err(Code::WrongArity));
         assert_eq!(ev("B"), Err(Code::UnknownName));
     }
 }

@@ -94,11 +94,97 @@ impl Checker<'_> {
         if !self.tile_known(&shape, span) {
             return V::Err;
         }
+        if !self.page_index_fits(&p.shape, &index, items) {
+            return V::Err;
+        }
         let ty = Type {
             dtype: p.dtype,
             shape,
         };
         V::Strong(self.push(ExprKind::Load { param: pid, index }, ty, span))
+    }
+
+    /// A paged-cache read `kv[table[.., j / D]]`: the first index picks a
+    /// page of `P = dims[1]` tokens through another tensor, and token `j`
+    /// lives on page `j / D`. Reports E0036 where the arithmetic provably
+    /// contradicts the page dim: `D != P` (token `j` is on page `j / P`),
+    /// or, when the whole page is read, a `for` step `S != P` over `j`
+    /// (blocks of `S` tokens over pages of `P`).
+    fn page_index_fits(
+        &mut self,
+        dims: &[Dim],
+        index: &[IndexItem],
+        items: &[ast::IndexItem],
+    ) -> bool {
+        let (Some(IndexItem::Point(first)), Some(Dim::Const(page))) = (index.first(), dims.get(1))
+        else {
+            return true;
+        };
+        let page = *page as i64;
+        let mut id = *first;
+        // Follow `let`s to the indirect load.
+        for _ in 0..POLY_DEPTH {
+            match &self.exprs[id.0 as usize].kind {
+                ExprKind::Local(l) if self.locals[l.0 as usize].kind == LocalKind::Let => {
+                    match self.let_value.get(l) {
+                        Some(v) => id = *v,
+                        None => return true,
+                    }
+                }
+                _ => break,
+            }
+        }
+        let ExprKind::Load { index: inner, .. } = &self.exprs[id.0 as usize].kind else {
+            return true;
+        };
+        let Some(IndexItem::Point(last)) = inner.last() else {
+            return true;
+        };
+        let ExprKind::Binary {
+            op: super::hir::BinOp::Div,
+            lhs,
+            rhs,
+        } = self.exprs[last.0 as usize].kind
+        else {
+            return true;
+        };
+        let Some(d) = self.poly(rhs, 0).and_then(|p| p.as_constant()) else {
+            return true;
+        };
+        let span = self.exprs[last.0 as usize].span;
+        if d != page {
+            self.error(
+                Diagnostic::new(
+                    Code::PageIndex,
+                    span,
+                    format!("page index divides by {d}, but the cache's pages hold {page} tokens"),
+                )
+                .label(format!("token `j` is on page `j / {page}`"))
+                .note("write the page size once, as the cache's dim (`kv: bf16[NB, PAGE, D]`), and divide by it"),
+            );
+            return false;
+        }
+        let whole_page = items.len() < 2 || matches!(items[1], ast::IndexItem::Full(_));
+        let step = match self.exprs[lhs.0 as usize].kind {
+            ExprKind::Local(l) => self.var_step.get(&l).copied(),
+            _ => None,
+        };
+        if let Some(s) = step
+            && whole_page
+            && s != page
+        {
+            self.error(
+                Diagnostic::new(
+                    Code::PageIndex,
+                    span,
+                    format!("the loop steps by {s} tokens, but each block reads a whole page of {page}"),
+                )
+                .label(format!("blocks of {s} tokens over pages of {page}"))
+                .note("step the loop by the page size, or slice the page (`kv[table[b, j / P], j % P..j % P + S]`)"),
+            );
+            return false;
+        }
+        true
     }
 
     /// Reports E0028 if `shape` holds an open dim.

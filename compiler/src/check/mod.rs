@@ -93,6 +93,8 @@ pub(crate) struct Checker<'d> {
     let_value: HashMap<hir::LocalId, hir::ExprId>,
     /// Least value of each loop / parallel variable, when known.
     var_min: HashMap<hir::LocalId, i64>,
+    /// The step of each `for` variable (the paged-cache check).
+    var_step: HashMap<hir::LocalId, i64>,
     exprs: Vec<hir::Expr>,
     /// Innermost last: (name, local) bindings of each open block.
     scopes: Vec<Vec<(String, hir::LocalId)>>,
@@ -115,6 +117,7 @@ impl<'d> Checker<'d> {
             locals: Vec::new(),
             local_err: Vec::new(),
             var_min: HashMap::new(),
+            var_step: HashMap::new(),
             let_value: HashMap::new(),
             exprs: Vec::new(),
             scopes: Vec::new(),

@@ -196,8 +196,9 @@ impl Checker<'_> {
                     Some(Type::scalar(hir::DType::I32)),
                     LocalKind::LoopVar,
                 );
-                if let Some((lo, _, _)) = bounds {
+                if let Some((lo, _, step)) = bounds {
                     self.note_min(var, lo);
+                    self.var_step.insert(var, step);
                 }
                 let body = self.block(body);
                 self.scopes.pop();

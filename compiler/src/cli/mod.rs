@@ -5,11 +5,13 @@
 //! (diagnostics on stderr) or a file cannot be read; 2 usage errors
 //! (unknown flag, malformed `-D`), as clap reports them.
 
+mod bench;
 mod check;
 mod compile;
 mod numerics;
 mod progress;
 mod run;
+mod simulate;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -36,6 +38,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Errors of FlashAttention and every AMLA rescale variant against float64.
     Numerics(numerics::NumericsArgs),
+    /// Predict time, FLOPS utilisation and the bound pipe on a target (cost model).
+    Simulate(simulate::SimulateArgs),
+    /// Compile latency, kernel time, GFLOP/s and FLOPS utilisation against the machine's peak.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs `amlac` with `args` (the first is the program name) and returns the
@@ -58,6 +64,8 @@ where
         Command::Compile(a) => compile::run(&a),
         Command::Run(a) => run::run(&a),
         Command::Numerics(a) => numerics::run(&a),
+        Command::Simulate(a) => simulate::run(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 

@@ -1,7 +1,9 @@
 //! `amlac run FILE [-D NAME=VALUE]… [--check] [--json]`: compile, JIT, run
 //! on the emulated AI core with seeded random inputs (or `--input
 //! NAME=FILE.npy`), optionally write the outputs (`--output-dir`) and
-//! compare them with the float64 reference (`--check`).
+//! check them (`--check`) against the float64 interpreter of the kernel and,
+//! when the file names one in a `// @reference:` line, the attention
+//! reference too.
 //!
 //! Exit codes: 0 the run succeeded (and, with `--check`, passed); 1 the
 //! kernel did not compile or run, or the check failed; 2 usage errors.
@@ -15,9 +17,10 @@ use super::progress::Progress;
 use crate::check::Defines;
 use crate::diag::SourceFile;
 use crate::driver::CompileOptions;
+use crate::run::compare::describe;
 use crate::run::exec::RunConfig;
 use crate::run::inputs::InputOptions;
-use crate::run::session::{RunFailure, RunRequest, RunSummary, run_source};
+use crate::run::session::{Oracle, RunFailure, RunRequest, RunSummary, run_source};
 use crate::run::{HostTensor, npy};
 use crate::target::Target;
 
@@ -29,7 +32,8 @@ pub struct RunArgs {
     /// Bind a dim or const (`-D N=1000`), or set a compiler option (`-D PRELOAD=2`).
     #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = super::parse_define)]
     pub defines: Vec<(String, String)>,
-    /// Compare the outputs with the float64 reference; exit 1 if they differ.
+    /// Check the outputs against the float64 interpreter of the kernel (and its
+    /// `@reference`, if it names one); exit 1 if they differ.
     #[arg(long)]
     pub check: bool,
     /// Print the result as one JSON object on stdout.
@@ -209,11 +213,15 @@ fn human(s: &RunSummary, req: &RunRequest) -> String {
         "cube FLOPs {}",
         stats.total.get(amla_runtime::Pipe::Cube).flops
     );
-    if let Some(kind) = s.reference {
-        let _ = writeln!(o, "check against the float64 reference `{}`:", kind.name());
-        for c in &s.comparisons {
-            let _ = writeln!(
-                o,
+    for check in &s.checks {
+        let what = match check.oracle {
+            Oracle::Interpreter => "the float64 interpreter of the kernel".to_string(),
+            Oracle::Reference(k) => format!("the float64 reference `{}`", k.name()),
+        };
+        let verdict = if check.passed() { "passed" } else { "FAILED" };
+        let _ = writeln!(o, "check against {what}: {verdict}");
+        for c in &check.comparisons {
+            let mut line = format!(
                 "  {:<4} max abs err {:.3e}  max rel err {:.3e}  tolerance {:.1e} + {:.1e}·|ref|  {}",
                 c.name,
                 c.max_abs_err,
@@ -223,14 +231,13 @@ fn human(s: &RunSummary, req: &RunRequest) -> String {
                 if c.passed {
                     "ok".to_string()
                 } else {
-                    format!(
-                        "FAILED ({} of {} elements, first at {})",
-                        c.mismatches,
-                        c.elements,
-                        c.first_mismatch.unwrap_or(0)
-                    )
+                    format!("FAILED ({})", describe(c))
                 }
             );
+            if c.passed && c.nan_in_both > 0 {
+                line += &format!(" ({} NaN in both)", c.nan_in_both);
+            }
+            let _ = writeln!(o, "{line}");
         }
     }
     o
@@ -252,9 +259,21 @@ fn json(s: &RunSummary, req: &RunRequest) -> String {
             "jit": s.timings.jit.as_secs_f64() * 1e3,
             "launch": s.timings.launch.as_secs_f64() * 1e3,
             "reference": s.timings.reference.as_secs_f64() * 1e3,
+            "interpreter": s.timings.interpreter.as_secs_f64() * 1e3,
         },
         "reference": s.reference.map(|k| k.name()),
-        "checks": s.comparisons,
+        "checks": s.checks.iter().map(|c| serde_json::json!({
+            "oracle": match c.oracle {
+                Oracle::Interpreter => "interpreter",
+                Oracle::Reference(_) => "reference",
+            },
+            "kind": match c.oracle {
+                Oracle::Interpreter => None,
+                Oracle::Reference(k) => Some(k.name()),
+            },
+            "passed": c.passed(),
+            "comparisons": c.comparisons,
+        })).collect::<Vec<_>>(),
         "passed": s.passed(),
     })
     .to_string()

@@ -656,11 +656,28 @@ pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value,
 /// Applies [`exp2_scale_i32x4`] in place to `len` (i64) f32 values at `p`
 /// with one exponent `n` (i32 scalar, any value; clamped to `[-512, 512]`
 /// like the runtime): 4 lanes at a time, then one at a time.
+///
+/// `n == 0` (the running max did not move: most rows of most blocks) changes
+/// nothing but subnormals, which it flushes to ±0: such a row is first only
+/// read, and rewritten (by the same code as any other `n`) only if it holds
+/// a subnormal or has a tail of fewer than 4 values. Bit for bit the same
+/// result, without the store traffic.
 pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, n: cl::Value) {
     let lo = b.ins().iconst(types::I32, -512);
     let hi = b.ins().iconst(types::I32, 512);
     let n = b.ins().smax(n, lo);
     let n = b.ins().smin(n, hi);
+    let scan = b.create_block();
+    let full = b.create_block();
+    let done = b.create_block();
+    let is0 = b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+    b.ins().brif(is0, scan, &[], full, &[]);
+    b.switch_to_block(scan);
+    b.seal_block(scan);
+    let rewrite = emit_has_subnormal_or_tail(b, p, len);
+    b.ins().brif(rewrite, full, &[], done, &[]);
+    b.switch_to_block(full);
+    b.seal_block(full);
     let ns = b.ins().splat(types::I32X4, n);
     let n4 = b.ins().sshr_imm_u(len, 2);
     let zero = b.ins().iconst(types::I64, 0);
@@ -681,4 +698,50 @@ pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value
         let y = b.ins().extractlane(r, 0);
         b.ins().store(mf(), y, a, 0);
     });
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+    b.seal_block(done);
+}
+
+/// Non-zero (i8) when the `len` f32 values at `p` hold a subnormal, or when
+/// `len` is not a multiple of 4 (the tail is not scanned).
+fn emit_has_subnormal_or_tail(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value) -> cl::Value {
+    let n4 = b.ins().sshr_imm_u(len, 2);
+    let header = b.create_block();
+    let body = b.create_block();
+    let exit = b.create_block();
+    b.append_block_param(header, types::I64);
+    b.append_block_param(header, types::I32X4);
+    b.append_block_param(exit, types::I32X4);
+    let zero = b.ins().iconst(types::I64, 0);
+    let none = isplat(b, 0);
+    b.ins().jump(header, &[zero.into(), none.into()]);
+    b.switch_to_block(header);
+    let i = b.block_params(header)[0];
+    let acc = b.block_params(header)[1];
+    let c = b.ins().icmp(IntCC::SignedLessThan, i, n4);
+    b.ins().brif(c, body, &[], exit, &[acc.into()]);
+    b.switch_to_block(body);
+    b.seal_block(body);
+    let o = b.ins().ishl_imm_u(i, 4);
+    let a = b.ins().iadd(p, o);
+    let v = b.ins().load(types::I32X4, mf(), a, 0);
+    // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
+    let abs_m = isplat(b, 0x7FFF_FFFF);
+    let abs = b.ins().band(v, abs_m);
+    let one = isplat(b, 1);
+    let t = b.ins().isub(abs, one);
+    let lim = isplat(b, 0x007F_FFFF);
+    let m = b.ins().icmp(IntCC::UnsignedLessThan, t, lim);
+    let acc2 = b.ins().bor(acc, m);
+    let i2 = b.ins().iadd_imm_s(i, 1);
+    b.ins().jump(header, &[i2.into(), acc2.into()]);
+    b.seal_block(header);
+    b.switch_to_block(exit);
+    b.seal_block(exit);
+    let acc = b.block_params(exit)[0];
+    let any = b.ins().vany_true(acc);
+    let tail = b.ins().band_imm_u(len, 3);
+    let tail = b.ins().icmp_imm_s(IntCC::NotEqual, tail, 0);
+    b.ins().bor(any, tail)
 }

@@ -151,3 +151,31 @@ fn transcendental_special_values() {
         .apply(&[-149.0, -150.5, -127.0]);
     assert_eq!(e2, vec![f32::from_bits(1), 0.0, 2f32.powi(-127)]);
 }
+
+/// `n == 0` rows are only scanned unless they hold a subnormal (or a tail):
+/// the result must still be `exp2_scale_bits` bit for bit, wherever the
+/// subnormal sits.
+#[test]
+fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
+    use amla_runtime::rescale::exp2_scale_bits;
+    let jit = super::rescale::JitRescale::new().unwrap();
+    let normal = [1.5f32, -2.0, 0.0, -0.0, f32::INFINITY, 3.0e-38, -7.25, 1e30];
+    for len in [4usize, 8, 7, 13, 64] {
+        for pos in std::iter::once(None).chain((0..len).map(Some)) {
+            let mut data: Vec<u32> = (0..len).map(|i| normal[i % 8].to_bits()).collect();
+            if let Some(p) = pos {
+                data[p] = if p % 2 == 0 { 0x0000_0001 } else { 0x807F_FFFF };
+            }
+            let want: Vec<u32> = data
+                .iter()
+                .map(|&b| exp2_scale_bits(f32::from_bits(b), 0).to_bits())
+                .collect();
+            jit.apply(&mut data, 0);
+            assert_eq!(data, want, "len {len}, subnormal at {pos:?}");
+        }
+    }
+    // A non-zero exponent still scales.
+    let mut d = vec![1.0f32.to_bits(); 8];
+    jit.apply(&mut d, -1);
+    assert!(d.iter().all(|&b| f32::from_bits(b) == 0.5));
+}

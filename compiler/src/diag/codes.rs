@@ -80,11 +80,13 @@ pub enum Code {
     TileDoesNotFit,
     /// E0035: the passes cannot schedule the kernel as written.
     Unschedulable,
+    /// E0036: a paged-cache read whose page index contradicts the page dim.
+    PageIndex,
 }
 
 impl Code {
     /// Every code, in numeric order.
-    pub const ALL: [Code; 35] = [
+    pub const ALL: [Code; 36] = [
         Code::Syntax,
         Code::TooDeep,
         Code::IntTooLarge,
@@ -120,6 +122,7 @@ impl Code {
         Code::BadParamDim,
         Code::TileDoesNotFit,
         Code::Unschedulable,
+        Code::PageIndex,
     ];
 
     /// The stable number: `E0001` is 1.
@@ -169,6 +172,7 @@ impl Code {
             Code::BadParamDim => "invalid parameter dim",
             Code::TileDoesNotFit => "tile does not fit its buffer",
             Code::Unschedulable => "kernel cannot be scheduled",
+            Code::PageIndex => "page index contradicts the cache's page size",
         }
     }
 }

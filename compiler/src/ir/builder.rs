@@ -63,8 +63,10 @@ impl<'k> Builder<'k> {
         Ok(self.place(kind, types))
     }
 
-    /// Appends `kind` with explicit result types (no typing check).
-    pub fn place(&mut self, kind: InstKind, types: Vec<Type>) -> Inst {
+    /// Appends `kind` with explicit result types (no typing check; the
+    /// callers, [`Builder::ins`] and [`Builder::ins_like`], have checked
+    /// them).
+    pub(super) fn place(&mut self, kind: InstKind, types: Vec<Type>) -> Inst {
         let inst = self.kernel.make_inst(kind, types);
         if self.span.is_some() {
             self.kernel.spans.set(inst, self.span);

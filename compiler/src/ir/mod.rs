@@ -234,7 +234,7 @@ impl Kernel {
 
     /// Creates an instruction (not yet placed in a block) with results of
     /// the given types.
-    pub fn make_inst(&mut self, kind: InstKind, result_types: Vec<Type>) -> Inst {
+    pub(in crate::ir) fn make_inst(&mut self, kind: InstKind, result_types: Vec<Type>) -> Inst {
         let inst = self.insts.push(InstData {
             kind,
             results: Vec::new(),

@@ -58,11 +58,11 @@ pub struct VerifyConfig {
 }
 
 impl Default for VerifyConfig {
-    /// Unlimited buffers, 16 flag ids.
+    /// Unlimited buffers, the default target's flag count.
     fn default() -> Self {
         VerifyConfig {
             capacity: None,
-            flag_ids: 16,
+            flag_ids: Target::ascend910b().flags.cross_core_ids,
         }
     }
 }

@@ -33,6 +33,8 @@ pub mod mul_to_add;
 pub mod plan_memory;
 pub mod preload;
 pub mod split;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod tile;
 
 use std::cell::{Cell, RefCell};

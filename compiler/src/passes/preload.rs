@@ -82,6 +82,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::ir::edit::{Unmapped, ValueMap};
 use crate::ir::{
     BinaryOp, Block, Builder, DType, Dim, Index, Inst, InstKind, Kernel, Role, Tensor, Type, Unit,
     Value,
@@ -633,7 +634,7 @@ fn pipeline(
     // (the prologue's block; never used when the loop runs no block).
     let mut dmap = HashMap::from([(iv, lo)]);
     let tmp = k.blocks.push(Default::default());
-    clone_insts(k, &dummy, tmp, &mut dmap);
+    clone_insts(k, &dummy, tmp, &mut dmap)?;
     let moved = std::mem::take(&mut k.blocks[tmp].insts);
     let after_dummy = pos + moved.len();
     k.blocks[pb].insts.splice(pos..pos, moved);
@@ -673,8 +674,8 @@ fn pipeline(
     let mut map = dmap;
     map.insert(iv, k.blocks[pro].params[0]);
     let a_rest: Vec<Inst> = a.iter().copied().filter(|i| !dummy.contains(i)).collect();
-    clone_insts(k, &a_rest, pro, &mut map);
-    append(k, pro, InstKind::Yield(vec![]), vec![]);
+    clone_insts(k, &a_rest, pro, &mut map)?;
+    append(k, pro, InstKind::Yield(vec![]))?;
     // Steady: A(j + d*s), then B(j) on the tiles of the previous A.
     let sparams = k.blocks[steady].params.clone();
     let ja = {
@@ -682,7 +683,7 @@ fn pipeline(
         bin(&mut b, BinaryOp::Add, sparams[0], ds)?
     };
     let mut amap = HashMap::from([(iv, ja)]);
-    clone_insts(k, &a, steady, &mut amap);
+    clone_insts(k, &a, steady, &mut amap)?;
     let next: Vec<Value> = carried_tiles.iter().map(|v| amap[v]).collect();
     second_stage(
         k,
@@ -694,7 +695,7 @@ fn pipeline(
         &b,
         y,
         next,
-    );
+    )?;
     // Epilogue: B(j), the carried tiles passed through.
     let eparams = k.blocks[epi].params.clone();
     let same = eparams[1 + ncarry..].to_vec();
@@ -708,7 +709,7 @@ fn pipeline(
         &b,
         y,
         same,
-    );
+    )?;
     for (old, new) in old_results.into_iter().zip(epi_results) {
         k.replace_uses_in(cube, old, new);
     }
@@ -730,7 +731,7 @@ fn second_stage(
     b: &[Inst],
     y: Inst,
     tiles_out: Vec<Value>,
-) {
+) -> Result<(), String> {
     let mut map: HashMap<Value, Value> = params
         .iter()
         .copied()
@@ -739,17 +740,18 @@ fn second_stage(
     for (n, &t) in tiles.iter().enumerate() {
         map.insert(t, new_params[params.len() + n]);
     }
-    clone_insts(k, recompute, dst, &mut map);
-    clone_insts(k, b, dst, &mut map);
+    clone_insts(k, recompute, dst, &mut map)?;
+    clone_insts(k, b, dst, &mut map)?;
     let InstKind::Yield(ys) = k.kind(y).clone() else {
-        return;
+        return Err(format!("preload: internal: {y} is not a `yield`"));
     };
     let mut out: Vec<Value> = ys
         .iter()
         .map(|v| map.get(v).copied().unwrap_or(*v))
         .collect();
     out.extend(tiles_out);
-    append(k, dst, InstKind::Yield(out), vec![]);
+    append(k, dst, InstKind::Yield(out))?;
+    Ok(())
 }
 
 fn iconst(b: &mut Builder<'_>, c: i64) -> Result<Value, String> {
@@ -765,46 +767,25 @@ fn bin(b: &mut Builder<'_>, op: BinaryOp, x: Value, y: Value) -> Result<Value, S
         .map_err(|e| format!("preload: {e}"))
 }
 
-fn append(k: &mut Kernel, b: Block, kind: InstKind, tys: Vec<Type>) -> Inst {
-    let i = k.make_inst(kind, tys);
-    k.blocks[b].insts.push(i);
-    i
+/// Appends `kind` to `b` through the typing [`Builder`].
+fn append(k: &mut Kernel, b: Block, kind: InstKind) -> Result<Inst, String> {
+    Builder::at_end(k, b)
+        .ins(kind)
+        .map_err(|e| format!("preload: internal: {}", e.0))
 }
 
 /// Deep-copies `insts` (with their loop bodies) to the end of `dst`,
 /// renaming operands through `map` (values not in it are kept) and adding
 /// the new results to it.
-fn clone_insts(k: &mut Kernel, insts: &[Inst], dst: Block, map: &mut HashMap<Value, Value>) {
-    for &i in insts {
-        let mut kind = k.kind(i).clone();
-        kind.map_operands(|v| map.get(&v).copied().unwrap_or(v));
-        let body = kind.body();
-        if let Some(ob) = body {
-            let nb = k.blocks.push(Default::default());
-            for p in k.blocks[ob].params.clone() {
-                let np = k.add_block_param(nb, k.ty(p).clone(), k.values[p].name.clone());
-                map.insert(p, np);
-            }
-            match &mut kind {
-                InstKind::For { body, .. } | InstKind::Parallel { body, .. } => *body = nb,
-                _ => {}
-            }
-            let inner = k.blocks[ob].insts.clone();
-            clone_insts(k, &inner, nb, map);
-        }
-        let results = k.insts[i].results.clone();
-        let tys = results.iter().map(|&r| k.ty(r).clone()).collect();
-        let ni = append(k, dst, kind, tys);
-        let span = *k.spans.get(i);
-        if span.is_some() {
-            k.spans.set(ni, span);
-        }
-        for (n, &r) in results.iter().enumerate() {
-            let nr = k.insts[ni].results[n];
-            k.values[nr].name = k.values[r].name.clone();
-            map.insert(r, nr);
-        }
-    }
+fn clone_insts(
+    k: &mut Kernel,
+    insts: &[Inst],
+    dst: Block,
+    map: &mut ValueMap,
+) -> Result<(), String> {
+    Builder::at_end(k, dst)
+        .clone_insts(insts, map, Unmapped::Keep)
+        .map_err(|e| format!("preload: internal: {e}"))
 }
 
 /// `walk` starting at one instruction (itself, then its body).
@@ -824,8 +805,8 @@ impl WalkOne for Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passes::split::testkit::*;
-    use crate::passes::split::{self, dump};
+    use crate::passes::split;
+    use crate::passes::testkit::*;
 
     fn dims(k: &Kernel, n: i64) -> Vec<(crate::ir::DimId, i64)> {
         k.dims
@@ -919,7 +900,6 @@ mod tests {
     fn steady_state_issues_the_next_qk_before_waiting() {
         let k = split_and_preload(true, 1);
         let d = dump(&k);
-        check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
         crate::ir::verify::verify(&k)
             .map_err(|e| format!("{e}\n{d}"))
             .unwrap();
@@ -988,7 +968,6 @@ mod tests {
             for depth in [1u32, 2, 3] {
                 let k = split_and_preload_with(amla, depth, reuse);
                 let d = dump(&k);
-                check_ssa(&k).map_err(|e| format!("{e}\n{d}")).unwrap();
                 crate::ir::verify::verify(&k)
                     .map_err(|e| format!("{e}\n{d}"))
                     .unwrap();

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use amla_runtime::config::{CoreConfig, LaunchConfig};
-use amla_runtime::gm::{Gm, GmId};
+use amla_runtime::gm::{Gm, GmAccess, GmId};
 use amla_runtime::launch::{LaunchReport, launch};
 use half::{bf16, f16};
 
@@ -31,6 +31,14 @@ pub struct RunConfig {
     /// Fill local buffers with NaN before the launch, so a kernel that reads
     /// memory it never wrote shows it in its outputs.
     pub poison_local: bool,
+    /// How the runtime accesses GM. Default [`GmAccess::Ordered`]: plain
+    /// accesses, sound because the split pass orders every cross-unit GM
+    /// access with flags (the argument is at `amla_runtime::gm::GmAccess`);
+    /// [`GmAccess::Atomic`] for runs that must not rely on it.
+    pub gm_access: GmAccess,
+    /// Unit threads that may run at once (`LaunchConfig::host_cpus`;
+    /// default the host's CPUs, `None` no limit).
+    pub host_cpus: Option<usize>,
 }
 
 impl Default for RunConfig {
@@ -40,6 +48,8 @@ impl Default for RunConfig {
             wait_timeout: Duration::from_secs(10),
             trace: false,
             poison_local: false,
+            gm_access: GmAccess::Ordered,
+            host_cpus: LaunchConfig::default().host_cpus,
         }
     }
 }
@@ -84,15 +94,7 @@ impl Executable {
     pub fn new(c: &Compilation, target: &Target) -> Result<Executable, RunError> {
         let jit = codegen::compile(&c.ir, &CodegenOptions::default())
             .map_err(|e| RunError::Codegen(e.to_string()))?;
-        let b = &target.buffers;
-        let core = CoreConfig {
-            l1: b.l1 as usize,
-            l0a: b.l0a as usize,
-            l0b: b.l0b as usize,
-            l0c: b.l0c as usize,
-            ub: b.ub as usize,
-            flag_ids: target.flags.cross_core_ids,
-        };
+        let core = target.core_config();
         Ok(Executable {
             ir: c.ir.clone(),
             jit,
@@ -155,9 +157,19 @@ impl Executable {
 
     /// Runs the kernel on `inputs` (one per kernel input, matched by name).
     pub fn run(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<RunOutput, RunError> {
+        let mut p = self.prepare(inputs, cfg)?;
+        let report = self.launch(&mut p)?;
+        let outputs = p.outputs()?;
+        Ok(RunOutput { outputs, report })
+    }
+
+    /// Lays out GM for `inputs` (inputs copied in, outputs and workspaces
+    /// zeroed) and the launch settings, for one or more [`Executable::launch`]es.
+    pub fn prepare(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<Prepared, RunError> {
         let shapes = self.shapes()?;
         let mut gm = Gm::new();
         let mut outs: Vec<(String, GmId, DType, Vec<usize>)> = Vec::new();
+        let mut zeroed = Vec::new();
         for (t, shape) in self.ir.tensors.values().zip(&shapes) {
             let n: usize = shape.iter().product();
             let rt_dtype = runtime_dtype(t.dtype).ok_or_else(|| {
@@ -191,6 +203,7 @@ impl Executable {
                 }
                 Role::Output | Role::Workspace => {
                     let id = gm.add_zeroed(&t.name, rt_dtype, n).map_err(launch_err)?;
+                    zeroed.push(id);
                     if t.role == Role::Output {
                         outs.push((t.name.clone(), id, t.dtype, shape.clone()));
                     }
@@ -206,23 +219,68 @@ impl Executable {
             poison_local: cfg.poison_local,
             ..LaunchConfig::default()
         }
+        .with_gm_access(cfg.gm_access)
+        .with_host_cpus(cfg.host_cpus)
         .with_cores(cfg.cores.max(1))
         .with_wait_timeout(cfg.wait_timeout)
         .with_trace(cfg.trace)
         .with_dims(dims)
         .with_vector_sub_blocks(self.jit.sub_blocks() as usize);
+        Ok(Prepared {
+            gm,
+            outs,
+            zeroed,
+            work_items,
+            launch_cfg,
+            fresh: true,
+        })
+    }
+
+    /// Launches the kernel on a prepared GM. Outputs and workspaces are
+    /// zeroed again before every launch but the first, so every launch
+    /// computes the same outputs from the same inputs.
+    pub fn launch(&self, p: &mut Prepared) -> Result<LaunchReport, RunError> {
+        if !p.fresh {
+            for &id in &p.zeroed {
+                p.gm.zero(id).map_err(|e| RunError::Inputs(e.to_string()))?;
+            }
+        }
+        p.fresh = false;
         let kernel = self.jit.runtime_kernel();
-        let report =
-            launch(&kernel, &mut gm, work_items, &self.core, &launch_cfg).map_err(|e| {
-                RunError::Launch {
-                    kernel: self.ir.name.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+        launch(&kernel, &mut p.gm, p.work_items, &self.core, &p.launch_cfg).map_err(|e| {
+            RunError::Launch {
+                kernel: self.ir.name.clone(),
+                message: e.to_string(),
+            }
+        })
+    }
+}
+
+/// GM and launch settings of a kernel, ready for repeated launches
+/// ([`Executable::prepare`], [`Executable::launch`]).
+pub struct Prepared {
+    gm: Gm,
+    outs: Vec<(String, GmId, DType, Vec<usize>)>,
+    zeroed: Vec<GmId>,
+    work_items: u64,
+    launch_cfg: LaunchConfig,
+    fresh: bool,
+}
+
+impl Prepared {
+    /// Work items of the launch.
+    pub fn work_items(&self) -> u64 {
+        self.work_items
+    }
+
+    /// The outputs of the last launch, in signature order.
+    pub fn outputs(&self) -> Result<Vec<HostTensor>, RunError> {
+        let gm = &self.gm;
         let read_err = |e: amla_runtime::error::RuntimeError| RunError::Inputs(e.to_string());
-        let outputs = outs
-            .into_iter()
+        self.outs
+            .iter()
             .map(|(name, id, dtype, shape)| {
+                let id = *id;
                 let data = match dtype {
                     DType::F32 => HostData::F32(gm.slice::<f32>(id).map_err(read_err)?.to_vec()),
                     DType::Bf16 => HostData::Bf16(gm.slice::<bf16>(id).map_err(read_err)?.to_vec()),
@@ -232,10 +290,13 @@ impl Executable {
                         return Err(RunError::Inputs(format!("output `{name}` is bool")));
                     }
                 };
-                Ok(HostTensor { name, shape, data })
+                Ok(HostTensor {
+                    name: name.clone(),
+                    shape: shape.clone(),
+                    data,
+                })
             })
-            .collect::<Result<Vec<_>, RunError>>()?;
-        Ok(RunOutput { outputs, report })
+            .collect()
     }
 }
 

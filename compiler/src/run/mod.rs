@@ -1,6 +1,7 @@
 //! Running kernels from the host: inputs, the float64 reference a run is
 //! checked against, and the comparison.
 
+pub mod bench;
 pub mod compare;
 pub mod exec;
 pub mod inputs;

@@ -2,14 +2,16 @@
 //! library function tests can call.
 //!
 //! Compile → JIT → inputs (seeded random, or given) → launch → read outputs
-//! → (optionally) compare with the float64 reference the kernel names in
-//! its `// @reference:` line.
+//! → (optionally) check them: always against the float64 interpreter of the
+//! kernel ([`crate::interp`]), and also against the attention reference the
+//! kernel names in a `// @reference:` line, when it has one. Each oracle is
+//! a [`Check`] with its own verdict.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::compare::{Comparison, Tolerance, compare};
+use super::compare::{Comparison, NanRule, Tolerance, compare, compare_with};
 use super::exec::{Executable, RunConfig, RunOutput};
 use super::inputs::{InputOptions, generate};
 use super::reference_kind::{ReferenceKind, expected};
@@ -28,8 +30,59 @@ pub struct RunRequest {
     pub given: Vec<HostTensor>,
     /// Launch settings.
     pub run: RunConfig,
-    /// Compare with the float64 reference.
+    /// Check the outputs against the float64 oracles.
     pub check: bool,
+}
+
+/// An oracle a run is checked against.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Oracle {
+    /// The float64 interpreter of the kernel's checked HIR.
+    Interpreter,
+    /// The attention reference named by the kernel's `// @reference:` line.
+    Reference(ReferenceKind),
+}
+
+impl Oracle {
+    /// `interpreter` or `reference mla`.
+    pub fn label(self) -> String {
+        match self {
+            Oracle::Interpreter => "interpreter".into(),
+            Oracle::Reference(k) => format!("reference {}", k.name()),
+        }
+    }
+}
+
+/// The outputs compared with one oracle.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// Which oracle.
+    pub oracle: Oracle,
+    /// One comparison per output the oracle computes.
+    pub comparisons: Vec<Comparison>,
+}
+
+impl Check {
+    /// Every comparison passed.
+    pub fn passed(&self) -> bool {
+        self.comparisons.iter().all(|c| c.passed)
+    }
+}
+
+/// The tolerance of an output of `dtype` against the interpreter (why:
+/// the module doc of `run/compare.rs`).
+pub fn interpreter_tolerance(dtype: crate::ir::DType) -> Tolerance {
+    match dtype {
+        crate::ir::DType::I32 => Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+        },
+        crate::ir::DType::F32 => Tolerance::for_dtype(dtype),
+        _ => Tolerance {
+            atol: 2f64.powi(-7),
+            rtol: 2f64.powi(-7),
+        },
+    }
 }
 
 /// Where the time of a run went.
@@ -41,8 +94,10 @@ pub struct Timings {
     pub jit: Duration,
     /// The launch (all work items).
     pub launch: Duration,
-    /// The float64 reference.
+    /// The float64 attention reference.
     pub reference: Duration,
+    /// The float64 interpreter.
+    pub interpreter: Duration,
 }
 
 /// What a run produced.
@@ -56,18 +111,23 @@ pub struct RunSummary {
     pub inputs: Vec<HostTensor>,
     /// The launch's outputs and statistics.
     pub output: RunOutput,
-    /// The reference used, when checked.
+    /// The `@reference` kind of the kernel, when checked and it names one.
     pub reference: Option<ReferenceKind>,
-    /// One comparison per output, when checked.
-    pub comparisons: Vec<Comparison>,
+    /// One check per oracle (the interpreter first), when checked.
+    pub checks: Vec<Check>,
     /// Where the time went.
     pub timings: Timings,
 }
 
 impl RunSummary {
-    /// True when every comparison passed (vacuously without `--check`).
+    /// True when every check passed (vacuously without `--check`).
     pub fn passed(&self) -> bool {
-        self.comparisons.iter().all(|c| c.passed)
+        self.checks.iter().all(Check::passed)
+    }
+
+    /// The check against `oracle`, if it ran.
+    pub fn check(&self, oracle: Oracle) -> Option<&Check> {
+        self.checks.iter().find(|c| c.oracle == oracle)
     }
 }
 
@@ -103,13 +163,7 @@ pub fn run_source(
     timings.compile = t.elapsed();
     // Resolve the reference before running, so a bad directive fails fast.
     let reference = if req.check {
-        let kind = ReferenceKind::from_source(&src.text).map_err(RunFailure::Run)?.ok_or_else(|| {
-            RunFailure::Run(format!(
-                "--check needs a `// @reference: KIND` line in {} naming the float64 reference (see docs/LANGUAGE.md)",
-                src.name
-            ))
-        })?;
-        Some(kind)
+        ReferenceKind::from_source(&src.text).map_err(RunFailure::Run)?
     } else {
         None
     };
@@ -155,8 +209,36 @@ pub fn run_source(
     let t = Instant::now();
     let output = exe.run(&inputs, &req.run).map_err(err)?;
     timings.launch = t.elapsed();
-    let mut comparisons = Vec::new();
+    let mut checks = Vec::new();
+    if req.check {
+        stage("interpreting the kernel in float64");
+        let t = Instant::now();
+        let values: Vec<i64> = dims.iter().map(|d| d.1).collect();
+        let want =
+            crate::interp::interpret(&c.hir, &values, &inputs, &crate::interp::Options::default())
+                .map_err(|e| RunFailure::Run(e.to_string()))?;
+        timings.interpreter = t.elapsed();
+        let comparisons = output
+            .outputs
+            .iter()
+            .zip(&want)
+            .map(|(o, w)| {
+                compare_with(
+                    &o.name,
+                    &o.data.to_f64(),
+                    &w.data,
+                    interpreter_tolerance(o.data.dtype()),
+                    NanRule::MatchesNan,
+                )
+            })
+            .collect();
+        checks.push(Check {
+            oracle: Oracle::Interpreter,
+            comparisons,
+        });
+    }
     if let Some(kind) = reference {
+        let mut comparisons = Vec::new();
         stage("computing the float64 reference");
         let t = Instant::now();
         let scale = c
@@ -187,6 +269,10 @@ pub fn run_source(
                 Tolerance::for_dtype(o.data.dtype()),
             ));
         }
+        checks.push(Check {
+            oracle: Oracle::Reference(kind),
+            comparisons,
+        });
     }
     Ok(RunSummary {
         kernel: c.ir.name.clone(),
@@ -194,7 +280,7 @@ pub fn run_source(
         inputs,
         output,
         reference,
-        comparisons,
+        checks,
         timings,
     })
 }

@@ -1,9 +1,14 @@
 //! The blocking driver shared by the packed matmul paths.
 //!
 //! Invariants:
-//! - Operands are packed per K block: A into `[m_block][k_step][MR]`, B into
-//!   `[n_block][k_step][NR]`, zero-padded past M, N and K, so a micro-kernel
-//!   always runs a full `MR × NR` tile over `pc` k-steps.
+//! - Operands are packed per K block: B into `[n_block][k_step][NR]`, A into
+//!   `[m_block][k_step][MR]` — or, where the path can read A in place (bf16
+//!   pairs with even K and `lda`, M a multiple of MR), not packed at all: the
+//!   micro-kernel broadcasts A straight from its rows, as a BLAS reading a
+//!   small A in place would. Padding past K is zero; padding rows and
+//!   columns past M and N hold whatever the scratch held before: they only
+//!   reach C rows and columns of edge tiles that are never copied back.
+//!   So a micro-kernel always runs a full `MR × NR` tile over `pc` k-steps.
 //! - Full tiles are computed in place in C; edge tiles go through an
 //!   `MR × NR` scratch tile and only the valid part is copied back, so C is
 //!   never written outside `[0, m) × [0, n)`.
@@ -12,15 +17,36 @@
 
 use super::{AccumMode, Gemm};
 
-/// A register-blocked micro-kernel: `C[MR×NR] (+)= Apanel · Bpanel` over `pc`
-/// packed k-steps.
+/// A register-blocked micro-kernel: `C[MR×NR] (+)= A · Bpanel` over `pc`
+/// k-steps. A's element for row `r`, step `p` is at `a + r·ars + p·aps`
+/// (packed: `ars = 1, aps = MR`; in place: `ars` = the row stride, `aps = 1`),
+/// read unaligned.
 ///
 /// # Safety
-/// `a` must be valid for `pc * MR` reads, `b` for `pc * NR` reads, `c` for
-/// reads and writes of `MR` rows of `NR` f32 at row stride `ldc`, and the CPU
-/// must support the kernel's target features.
-pub(crate) type MicroKernel<P> =
-    unsafe fn(pc: usize, a: *const P, b: *const P, c: *mut f32, ldc: usize, load_c: bool);
+/// `a` must be valid for reads at every `r·ars + p·aps` (`r < MR`, `p < pc`),
+/// `b` for `pc * NR` reads, `c` for reads and writes of `MR` rows of `NR`
+/// f32 at row stride `ldc`, and the CPU must support the kernel's target
+/// features.
+pub(crate) type MicroKernel<P> = unsafe fn(
+    pc: usize,
+    a: *const P,
+    ars: usize,
+    aps: usize,
+    b: *const P,
+    c: *mut f32,
+    ldc: usize,
+    load_c: bool,
+);
+
+/// A read in place: element (row `r`, step `p`) at `base + r·row_stride + p`.
+#[derive(Clone, Copy)]
+pub(crate) struct InPlaceA<P> {
+    pub base: *const P,
+    pub row_stride: usize,
+}
+
+/// The largest `MR × NR` of any path.
+const MAX_TILE: usize = 256;
 
 /// Geometry of a packed path.
 pub(crate) struct Geometry {
@@ -37,15 +63,20 @@ pub(crate) struct Geometry {
 /// Runs the blocked matmul. `pack_a(buf, s0, pc)` and `pack_b(buf, s0, pc)`
 /// fill `buf` (already sized) with k-steps `s0..s0+pc`.
 ///
+/// With `in_place_a`, A is not packed: `g.m` must be a multiple of `geo.mr`
+/// and the base valid for `g.m` rows of `geo.steps` elements at its stride.
+///
 /// # Safety
 /// `uk` must satisfy [`MicroKernel`]'s contract for panels of `geo.mr` /
 /// `geo.nr`, and `c` must hold the `g.m × g.n` tile at stride `g.ldc`
 /// (checked by the caller through `Gemm::check`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn drive<P: Copy + Default>(
     g: &Gemm,
     c: &mut [f32],
     geo: &Geometry,
     scratch: &mut (Vec<P>, Vec<P>),
+    in_place_a: Option<InPlaceA<P>>,
     pack_a: impl Fn(&mut [P], usize, usize),
     pack_b: impl Fn(&mut [P], usize, usize),
     uk: MicroKernel<P>,
@@ -53,18 +84,26 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
     let (mr, nr) = (geo.mr, geo.nr);
     let mblocks = g.m.div_ceil(mr);
     let nblocks = g.n.div_ceil(nr);
-    let mut tile = vec![0f32; mr * nr];
+    // Edge tiles go through this scratch tile (no allocation per call).
+    let mut tile_buf = [0f32; MAX_TILE];
+    assert!(mr * nr <= MAX_TILE, "micro-tile {mr}x{nr} exceeds MAX_TILE");
+    let tile = &mut tile_buf[..mr * nr];
     let mut s0 = 0;
     while s0 < geo.steps {
         let pc = geo.kc.min(geo.steps - s0);
         let load_c = s0 > 0 || g.mode == AccumMode::Accumulate;
         let (abuf, bbuf) = (&mut scratch.0, &mut scratch.1);
-        abuf.clear();
-        abuf.resize(mblocks * pc * mr, P::default());
-        bbuf.clear();
-        bbuf.resize(nblocks * pc * nr, P::default());
-        pack_a(abuf, s0, pc);
-        pack_b(bbuf, s0, pc);
+        let grow = |buf: &mut Vec<P>, need: usize| {
+            if buf.len() < need {
+                buf.resize(need, P::default());
+            }
+        };
+        if in_place_a.is_none() {
+            grow(abuf, mblocks * pc * mr);
+            pack_a(&mut abuf[..mblocks * pc * mr], s0, pc);
+        }
+        grow(bbuf, nblocks * pc * nr);
+        pack_b(&mut bbuf[..nblocks * pc * nr], s0, pc);
         for nb in 0..nblocks {
             let j0 = nb * nr;
             let cols = nr.min(g.n - j0);
@@ -72,13 +111,21 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
             for mb in 0..mblocks {
                 let i0 = mb * mr;
                 let rows = mr.min(g.m - i0);
-                let ap = abuf[mb * pc * mr..].as_ptr();
+                let (ap, ars, aps) = match in_place_a {
+                    // SAFETY: row i0, step s0 of the in-place A (caller).
+                    Some(a) => (
+                        unsafe { a.base.add(i0 * a.row_stride + s0) },
+                        a.row_stride,
+                        1,
+                    ),
+                    None => (abuf[mb * pc * mr..].as_ptr(), 1, mr),
+                };
                 if rows == mr && cols == nr {
                     let cp = c[i0 * g.ldc + j0..].as_mut_ptr();
                     // SAFETY: the panels hold pc*mr / pc*nr elements; the tile
                     // [i0, i0+mr) × [j0, j0+nr) is inside C (i0+mr <= m,
                     // j0+nr <= n, c.len() >= (m-1)*ldc + n); features: caller.
-                    unsafe { uk(pc, ap, bp, cp, g.ldc, load_c) };
+                    unsafe { uk(pc, ap, ars, aps, bp, cp, g.ldc, load_c) };
                 } else {
                     if load_c {
                         for r in 0..rows {
@@ -87,7 +134,7 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
                         }
                     }
                     // SAFETY: as above, with the mr × nr scratch tile (stride nr).
-                    unsafe { uk(pc, ap, bp, tile.as_mut_ptr(), nr, load_c) };
+                    unsafe { uk(pc, ap, ars, aps, bp, tile.as_mut_ptr(), nr, load_c) };
                     for r in 0..rows {
                         let dst = &mut c[(i0 + r) * g.ldc + j0..][..cols];
                         dst.copy_from_slice(&tile[r * nr..r * nr + cols]);

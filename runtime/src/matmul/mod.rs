@@ -351,15 +351,25 @@ unsafe fn run_pairs(g: &Gemm, a: &[bf16], b: &[bf16], c: &mut [f32], uk: driver:
         steps: g.k.div_ceil(2),
         kc: pairs::KC,
     };
+    // A is read in place (no packing) when its rows are whole pairs and M
+    // fills whole micro-tiles.
+    let in_place_a =
+        (g.k.is_multiple_of(2) && g.lda.is_multiple_of(2) && g.m.is_multiple_of(pairs::MR))
+            .then_some(driver::InPlaceA {
+                base: a.as_ptr() as *const u32,
+                row_stride: g.lda / 2,
+            });
     PAIR_SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        // SAFETY: caller's contract (uk callable, C checked by Gemm::check).
+        // SAFETY: caller's contract (uk callable, C checked by Gemm::check);
+        // the in-place A holds m rows of k/2 pairs at stride lda/2 u32.
         unsafe {
             driver::drive(
                 g,
                 c,
                 &geo,
                 &mut s,
+                in_place_a,
                 |buf, s0, pc| pairs::pack_a(g, a, buf, s0, pc),
                 |buf, s0, pc| pairs::pack_b(g, b, buf, s0, pc),
                 uk,
@@ -394,6 +404,7 @@ unsafe fn run_panels<T: CubeInput>(
                 c,
                 &geo,
                 &mut s,
+                None,
                 |buf, s0, pc| panels::pack_a(g, a, buf, s0, pc),
                 |buf, s0, pc| panels::pack_b(g, b, buf, s0, pc),
                 uk,

@@ -69,6 +69,18 @@ pub(crate) fn pack_b(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usize, pc: usize
                     }
                 }
             }
+            BLayout::NK if cfg!(target_endian = "little") && g.k.is_multiple_of(2) => {
+                // Whole pairs: a row of B is a row of little-endian u32 pairs.
+                for jj in 0..cols {
+                    let row = &b[(j0 + jj) * g.ldb + 2 * s0..][..2 * pc];
+                    let p32 = row.as_ptr() as *const u32;
+                    for p in 0..pc {
+                        // SAFETY: pair p is elements 2p, 2p+1 of `row` (in
+                        // bounds); unaligned read; little-endian puts 2p low.
+                        block[p * NR + jj] = unsafe { p32.add(p).read_unaligned() };
+                    }
+                }
+            }
             BLayout::NK => {
                 for jj in 0..cols {
                     let j = j0 + jj;
@@ -98,21 +110,19 @@ fn daz(x: f32) -> f32 {
 ///
 /// # Safety
 /// As [`super::driver::MicroKernel`] with `MR`/`NR` of this module.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn emulated_kernel(
     pc: usize,
     a: *const u32,
+    ars: usize,
+    aps: usize,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
     load_c: bool,
 ) {
-    // SAFETY: caller's contract: a holds pc*MR, b pc*NR elements.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, pc * MR),
-            std::slice::from_raw_parts(b, pc * NR),
-        )
-    };
+    // SAFETY: caller's contract: b holds pc*NR elements.
+    let b = unsafe { std::slice::from_raw_parts(b, pc * NR) };
     let half = |w: u32, shift: u32| daz(bf16::from_bits((w >> shift) as u16).to_f32());
     for r in 0..MR {
         let mut acc = [0f32; NR];
@@ -123,7 +133,8 @@ pub(crate) unsafe fn emulated_kernel(
             }
         }
         for p in 0..pc {
-            let aw = a[p * MR + r];
+            // SAFETY: caller's contract: A's (r, p) element is readable.
+            let aw = unsafe { a.add(r * ars + p * aps).read_unaligned() };
             let (alo, ahi) = (half(aw, 0), half(aw, 16));
             for (j, v) in acc.iter_mut().enumerate() {
                 let bw = b[p * NR + j];

@@ -59,21 +59,19 @@ pub(crate) fn pack_b<T: CubeInput>(g: &Gemm, b: &[T], buf: &mut [f32], s0: usize
 ///
 /// # Safety
 /// As [`super::driver::MicroKernel`] with `MR`/`NR` of this module.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn portable_kernel(
     pc: usize,
     a: *const f32,
+    ars: usize,
+    aps: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
     load_c: bool,
 ) {
     // SAFETY: caller's contract.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, pc * MR),
-            std::slice::from_raw_parts(b, pc * NR),
-        )
-    };
+    let b = unsafe { std::slice::from_raw_parts(b, pc * NR) };
     let mut acc = [[0f32; NR]; MR];
     if load_c {
         for (r, row) in acc.iter_mut().enumerate() {
@@ -86,7 +84,8 @@ pub(crate) unsafe fn portable_kernel(
     for p in 0..pc {
         let bs = &b[p * NR..p * NR + NR];
         for (r, row) in acc.iter_mut().enumerate() {
-            let av = a[p * MR + r];
+            // SAFETY: caller's contract: A's (r, p) element is readable.
+            let av = unsafe { a.add(r * ars + p * aps).read_unaligned() };
             for (v, &bv) in row.iter_mut().zip(bs) {
                 *v += av * bv;
             }

@@ -16,9 +16,12 @@ use super::{pairs, panels};
 /// As `driver::MicroKernel` for `pairs::MR`/`pairs::NR`, and the CPU must
 /// support `avx512f` and `avx512bf16`.
 #[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn avx512bf16_kernel(
     pc: usize,
     a: *const u32,
+    ars: usize,
+    aps: usize,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
@@ -46,8 +49,8 @@ pub(crate) unsafe fn avx512bf16_kernel(
             )
         };
         for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: a holds pc*MR u32 (caller).
-            let w = unsafe { *a.add(p * MR + r) };
+            // SAFETY: A's (r, p) element is readable (caller); unaligned.
+            let w = unsafe { a.add(r * ars + p * aps).read_unaligned() };
             // SAFETY: same-size plain-data transmute (16 × i32 → 32 × bf16).
             let av =
                 unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(w as i32)) };
@@ -71,9 +74,12 @@ pub(crate) unsafe fn avx512bf16_kernel(
 /// As `driver::MicroKernel` for `panels::MR`/`panels::NR`, and the CPU must
 /// support `avx2` and `fma`.
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn avx2_kernel(
     pc: usize,
     a: *const f32,
+    ars: usize,
+    aps: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -100,8 +106,8 @@ pub(crate) unsafe fn avx2_kernel(
             )
         };
         for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: a holds pc*MR f32 (caller).
-            let av = unsafe { _mm256_broadcast_ss(&*a.add(p * MR + r)) };
+            // SAFETY: A's (r, p) element is readable (caller); unaligned.
+            let av = unsafe { _mm256_set1_ps(a.add(r * ars + p * aps).read_unaligned()) };
             row[0] = _mm256_fmadd_ps(av, b0, row[0]);
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
         }

@@ -1,0 +1,229 @@
+use super::*;
+use crate::diag::SourceFile;
+use crate::driver::{self, CompileOptions};
+
+const MLA: &str = include_str!("../../../dsl-examples/mla_decode.amla");
+
+fn compile(defines: &[(&str, &str)], disabled: &[&str], t: &Target) -> Kernel {
+    let mut o = CompileOptions::new().unwrap();
+    o.target = t.clone();
+    o.defines = defines
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    o.pipeline.disabled = disabled.iter().map(|s| s.to_string()).collect();
+    driver::compile(&SourceFile::new("mla.amla", MLA), &o)
+        .unwrap()
+        .ir
+}
+
+fn busy(r: &Report, side: Side, pipe: Pipe) -> f64 {
+    r.pipes
+        .iter()
+        .find(|p| p.side == side && p.pipe == pipe)
+        .map_or(0.0, |p| p.busy_ns)
+}
+
+#[test]
+fn cube_time_is_the_matmul_cycles_at_the_targets_rate() {
+    let t = Target::ascend910b();
+    let k = compile(&[("B", "2"), ("N", "512")], &[], &t);
+    let r = simulate(&k, &t, &SimConfig::default()).unwrap();
+    // One block per core; N / 128 = 4 KV blocks, each QK (128×128×576) and
+    // P·V (128×512×128), fractal-aligned, at 4096 MAC per cycle.
+    let macs = 4.0 * (128.0 * 128.0 * 576.0 + 128.0 * 512.0 * 128.0);
+    let want = macs / t.cube.macs_per_cycle.bf16 / t.chip.clock_ghz;
+    let got = busy(&r, Side::Aic, Pipe::Cube);
+    assert!(
+        (got - want).abs() < 1e-6 * want,
+        "cube busy {got} ns, want {want}"
+    );
+    assert_eq!((r.items, r.cores, r.core_items), (2, 2, 1));
+    assert!(
+        (r.flops - 2.0 * 2.0 * macs).abs() < 1.0,
+        "flops {}",
+        r.flops
+    );
+    // Twice the MAC rate halves the Cube's busy time.
+    let mut fast = t.clone();
+    fast.cube.macs_per_cycle.bf16 *= 2.0;
+    let r2 = simulate(&k, &fast, &SimConfig::default()).unwrap();
+    let got2 = busy(&r2, Side::Aic, Pipe::Cube);
+    assert!((got2 * 2.0 - got).abs() < 1e-6 * got, "{got2} vs {got}");
+    assert!(r.time_ns >= got, "the kernel cannot end before its matmuls");
+}
+
+#[test]
+fn the_two_vector_units_split_the_rows() {
+    let t = Target::ascend910b();
+    let k = compile(&[("B", "1"), ("N", "256")], &[], &t);
+    let two = simulate(&k, &t, &SimConfig::default()).unwrap();
+    let mut one_t = t.clone();
+    one_t.chip.vector_per_core = 1;
+    let one = simulate(&k, &one_t, &SimConfig::default()).unwrap();
+    let (v2, v1) = (
+        busy(&two, Side::Aiv, Pipe::Vector),
+        busy(&one, Side::Aiv, Pipe::Vector),
+    );
+    // Half the rows per unit: about half the Vector time (issue costs and
+    // per-row vectors round up, so not exactly).
+    assert!(v2 < 0.6 * v1 && v2 > 0.4 * v1, "{v2} vs {v1}");
+    assert_eq!((two.vector_units, one.vector_units), (2, 1));
+    assert!(two.notes.iter().any(|n| n.contains("splits the rows")));
+}
+
+#[test]
+fn preload_overlaps_cube_and_vector_and_both_rewrites_raise_fu() {
+    let t = Target::ascend910b();
+    let cfg = SimConfig {
+        trace_items: 1,
+        ..SimConfig::default()
+    };
+    let sim = |d: &[(&str, &str)], off: &[&str]| {
+        let mut defs = vec![("B", "24"), ("N", "2048")];
+        defs.extend_from_slice(d);
+        simulate(&compile(&defs, off, &t), &t, &cfg).unwrap()
+    };
+    let plain = sim(&[("PRELOAD", "0")], &["mul-to-add"]);
+    let both = sim(&[], &[]);
+    let o_plain = output::cube_vector_overlap_ns(&plain.events);
+    let o_both = output::cube_vector_overlap_ns(&both.events);
+    assert!(
+        o_both > 2.0 * o_plain.max(1.0),
+        "overlap {o_both} ns with preload, {o_plain} ns without"
+    );
+    assert!(both.fu > plain.fu * 1.3, "FU {} vs {}", both.fu, plain.fu);
+    assert!(both.time_ns < plain.time_ns);
+}
+
+fn op(parts: Vec<(Pipe, f64)>, deps: Vec<u32>, gm: bool, flag: FlagAct) -> Op {
+    Op {
+        parts,
+        deps,
+        gm,
+        flag,
+        item: 0,
+        label: String::new(),
+    }
+}
+
+fn flat(cube: Vec<Op>, vector: Vec<Op>) -> Flat {
+    Flat {
+        cube: UnitProgram {
+            ops: cube,
+            ..UnitProgram::default()
+        },
+        vector: UnitProgram {
+            ops: vector,
+            ..UnitProgram::default()
+        },
+        items: 1,
+        cores: 1,
+        core_items: 1,
+        vector_units: 1,
+        notes: vec![],
+    }
+}
+
+#[test]
+fn a_wait_holds_gm_work_until_the_set_plus_latency_and_local_work_goes_on() {
+    let t = Target::ascend910b();
+    let lat = t.flags.latency_cycles / t.chip.clock_ghz;
+    let f = flat(
+        vec![
+            op(vec![(Pipe::Fixp, 100.0)], vec![], true, FlagAct::None),
+            op(vec![], vec![], false, FlagAct::Set(0)),
+        ],
+        vec![
+            op(vec![], vec![], false, FlagAct::Wait(0)),
+            op(vec![(Pipe::Mte2, 10.0)], vec![], true, FlagAct::None),
+            op(vec![(Pipe::Vector, 30.0)], vec![], false, FlagAct::None),
+        ],
+    );
+    let s = schedule(&f, &t, &SimConfig::default()).unwrap();
+    // The GM read starts at 100 + latency; the local Vector op at 0.
+    assert!(
+        (s.end_ns - (100.0 + lat + 10.0)).abs() < 1e-9,
+        "{}",
+        s.end_ns
+    );
+    assert!((s.busy_aiv[Pipe::Vector.index()] - 30.0).abs() < 1e-9);
+    // Pipes of one unit in order, but concurrent with each other; serial on
+    // a target whose pipes are not concurrent.
+    let g = flat(
+        vec![
+            op(vec![(Pipe::Mte2, 50.0)], vec![], true, FlagAct::None),
+            op(vec![(Pipe::Cube, 40.0)], vec![], false, FlagAct::None),
+            op(vec![(Pipe::Cube, 40.0)], vec![0], false, FlagAct::None),
+        ],
+        vec![],
+    );
+    assert!((schedule(&g, &t, &SimConfig::default()).unwrap().end_ns - 90.0).abs() < 1e-9);
+    let mut serial = t.clone();
+    serial.model.pipes_concurrent = false;
+    let e = schedule(&g, &serial, &SimConfig::default()).unwrap().end_ns;
+    assert!((e - 130.0).abs() < 1e-9, "{e}");
+}
+
+#[test]
+fn a_wait_nobody_sets_is_a_deadlock_error() {
+    let t = Target::ascend910b();
+    let f = flat(
+        vec![op(vec![], vec![], false, FlagAct::Wait(1))],
+        vec![op(vec![], vec![], false, FlagAct::Wait(2))],
+    );
+    let e = schedule(&f, &t, &SimConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("deadlock") && e.contains("AIC") && e.contains("AIV"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unsplit_kernel_is_refused() {
+    let t = Target::ascend910b();
+    let all = ["mul-to-add", "split", "preload", "tile", "plan-memory"];
+    let k = compile(&[("B", "1"), ("N", "128")], &all, &t);
+    let e = simulate(&k, &t, &SimConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cube") && e.contains("pipeline"), "{e}");
+}
+
+#[test]
+fn cli_writes_json_svg_and_trace() {
+    let dir = std::env::temp_dir().join(format!("amla-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("t.svg");
+    let trace = dir.join("t.json");
+    let code = crate::cli::run([
+        "amlac",
+        "simulate",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dsl-examples/mla_decode.amla"
+        ),
+        "-D",
+        "N=512",
+        "-D",
+        "B=48",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let s = std::fs::read_to_string(&svg).unwrap();
+    for lane in ["CUBE", "MTE2", "FIXP", "VECTOR", "overlap", "block 1"] {
+        assert!(s.contains(lane), "svg lacks {lane}");
+    }
+    let tr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let evs = tr["traceEvents"].as_array().unwrap();
+    assert!(evs.iter().any(|e| e["args"]["name"] == "FIXP"));
+    assert!(evs.iter().filter(|e| e["ph"] == "X").count() > 20);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,117 @@
+//! Chip facts live in `targets/*.toml` only: no non-test Rust source states a
+//! buffer capacity, the flag count or the alignment of any target file.
+//!
+//! The check reads every `.rs` file under `compiler/src`, `runtime/src` and
+//! `src` up to its first `#[cfg(test)]` line (test modules may use any
+//! numbers) and looks, on every line, for
+//! - a capacity of `[buffers]` as a decimal number (`196608`) or as
+//!   `KiB * 1024` / `KiB << 10`;
+//! - the flag count as a number on a line that speaks of flags;
+//! - the alignment as a number on a line that speaks of alignment.
+
+use std::path::{Path, PathBuf};
+
+use amla::compiler::target::Target;
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs")
+            && p.file_name().is_some_and(|n| n != "tests.rs")
+        {
+            out.push(p);
+        }
+    }
+}
+
+fn tokens(line: &str) -> Vec<String> {
+    line.to_lowercase()
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every `(file:line, text)` of non-test code that states a fact of `t`.
+fn statements(root: &Path, t: &Target) -> Vec<String> {
+    let b = &t.buffers;
+    let mut caps: Vec<String> = Vec::new();
+    for v in [b.l1, b.l0a, b.l0b, b.l0c, b.ub] {
+        caps.push(v.to_string());
+    }
+    let kib: Vec<u64> = [b.l1, b.l0a, b.l0b, b.l0c, b.ub]
+        .iter()
+        .filter(|v| *v % 1024 == 0)
+        .map(|v| v / 1024)
+        .collect();
+    let flags = t.flags.cross_core_ids.to_string();
+    let align = t.align.bytes.to_string();
+    let mut files = Vec::new();
+    for d in ["compiler/src", "runtime/src", "src"] {
+        rust_files(&root.join(d), &mut files);
+    }
+    let mut hits = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim() == "#[cfg(test)]" {
+                break;
+            }
+            let toks = tokens(line);
+            let compact: String = line.split_whitespace().collect();
+            let has = |x: &str| toks.iter().any(|t| t == x);
+            let stated = caps.iter().any(|c| has(c))
+                || kib.iter().any(|k| {
+                    compact.contains(&format!("{k}*1024")) || compact.contains(&format!("{k}<<10"))
+                })
+                || (toks.iter().any(|t| t.contains("flag")) && has(&flags))
+                || (toks.iter().any(|t| t.starts_with("align")) && has(&align));
+            if stated {
+                hits.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn no_source_file_states_a_chip_fact() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in Target::BUILTIN {
+        let t = Target::builtin(name).unwrap();
+        let hits = statements(root, &t);
+        assert!(
+            hits.is_empty(),
+            "chip facts of target `{name}` stated outside targets/:\n{}",
+            hits.join("\n")
+        );
+    }
+}
+
+#[test]
+fn the_check_finds_a_stated_fact() {
+    // The scan sees what it must refuse: a temporary tree with one file
+    // stating the 910B UB size, one the flag count, one the alignment.
+    let t = Target::ascend910b();
+    let dir = std::env::temp_dir().join(format!("amla-chip-facts-{}", std::process::id()));
+    let src = dir.join("runtime/src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(dir.join("compiler/src")).unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        src.join("a.rs"),
+        format!(
+            "pub const UB: usize = {} * 1024;\npub const MAX_FLAGS: u32 = {};\nlet align = {};\n#[cfg(test)]\nconst X: u64 = {};\n",
+            t.buffers.ub / 1024,
+            t.flags.cross_core_ids,
+            t.align.bytes,
+            t.buffers.l1
+        ),
+    )
+    .unwrap();
+    let hits = statements(&dir, &t);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(hits.len(), 3, "{hits:#?}");
+}
