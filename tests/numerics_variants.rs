@@ -56,11 +56,13 @@ fn run(name: &str, defines: &[(&str, &str)], given: Vec<HostTensor>) -> RunSumma
     }
 }
 
-const VARIANTS: [[(&str, &str); 2]; 4] = [
+const VARIANTS: [[(&str, &str); 2]; 6] = [
     [("RESCALE", "ceil"), ("COMPENSATE", "0")],
     [("RESCALE", "ceil"), ("COMPENSATE", "1")],
     [("RESCALE", "nearest"), ("COMPENSATE", "0")],
     [("RESCALE", "nearest"), ("COMPENSATE", "1")],
+    [("RESCALE", "cann"), ("COMPENSATE", "0")],
+    [("RESCALE", "cann"), ("COMPENSATE", "1")],
 ];
 
 #[test]
@@ -166,13 +168,22 @@ fn the_variants_emit_what_they_say() {
         }
         amla::compiler::ir::print(&driver::compile(&src, &o).unwrap().ir)
     };
-    let ceil = ir(&[]);
-    assert!(ceil.contains("ceil ") && !ceil.contains("round "), "{ceil}");
     assert_eq!(
-        ceil,
-        ir(&VARIANTS[1]),
-        "ceil with compensation is the default"
+        ir(&[]),
+        ir(&[("RESCALE", "cann"), ("COMPENSATE", "1")]),
+        "cann with compensation is the default"
     );
+    let ceil = ir(&VARIANTS[1]);
+    assert!(ceil.contains("ceil ") && !ceil.contains("round "), "{ceil}");
+    let cann = ir(&[("RESCALE", "cann"), ("COMPENSATE", "0")]);
+    // The fractional step: an f32 exponent `%x`, clamped at -30.
+    assert!(cann.contains("%eps") && cann.contains("%cof"), "{cann}");
+    assert!(
+        cann.lines()
+            .any(|l| l.contains("atomic_exp_add") && l.contains("%x")),
+        "{cann}"
+    );
+    assert!(cann.contains("-30"), "{cann}");
     assert!(ceil.contains("%lc"), "{ceil}");
     let plain = ir(&VARIANTS[0]);
     assert!(!plain.contains("%lc") && plain.contains("ceil "), "{plain}");
@@ -214,7 +225,7 @@ fn the_fidelity_report_measures_every_variant() {
                 .unwrap_or_else(|e| panic!("{}: {e}", c.variant))
         })
         .collect();
-    assert_eq!(errs.len(), 5);
+    assert_eq!(errs.len(), 7);
     for e in &errs {
         assert_eq!(e.nans, 0);
         assert!(e.cos_diff < 5e-5 && e.lse_max_rel < 1e-5, "{e:?}");
@@ -222,7 +233,20 @@ fn the_fidelity_report_measures_every_variant() {
     // Compensation removes ceil's scale error when one key dominates.
     assert!(errs[2].max_abs < errs[1].max_abs, "{errs:?}");
     let t = table(&rows);
-    assert!(t.contains("ceil+comp") && t.contains("nearest+comp"), "{t}");
+    assert!(t.contains("ceil+comp") && t.contains("cann+comp"), "{t}");
+    assert!(t.contains("fails") && t.contains("check"), "{t}");
+    // A grid of N and H values gives one row per point; bad lists exit 2.
+    let mut req = req.clone();
+    req.variants = vec![Variant::all()[0], Variant::all()[6]];
+    req.grid = vec![
+        vec![("N".into(), "2".into())],
+        vec![("N".into(), "129".into())],
+    ];
+    let rows = measure(&source("mla_decode.amla"), &req, &mut |_| {}).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].dims.iter().find(|d| d.0 == "N").unwrap().1, 129);
+    assert_eq!(cli_code(&["--variant", "floor"]), 2);
+    assert_eq!(cli_code(&["-D", "N=4", "--n", "2,3"]), 2);
     // Usage errors exit 2, not a panic.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
     let p = path.to_str().unwrap();
@@ -230,4 +254,11 @@ fn the_fidelity_report_measures_every_variant() {
         |args: &[&str]| amla::compiler::cli::run(["amlac", "numerics"].iter().chain(args).copied());
     assert_eq!(cli(&[p, "--only", "uniform"]), 2);
     assert_eq!(cli(&[p, "-D", "RESCALE=ceil"]), 2);
+}
+
+fn cli_code(args: &[&str]) -> u8 {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let mut all = vec!["amlac", "numerics", path.to_str().unwrap()];
+    all.extend(args);
+    amla::compiler::cli::run(all)
 }

@@ -149,8 +149,8 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-        npy::write(&dir.join("out.npy"), &out)?;
-        npy::write(&dir.join("lse.npy"), &lse)?;
+        npy::write(&dir.join("out.npy"), &out, npy::Bf16Npy::default())?;
+        npy::write(&dir.join("lse.npy"), &lse, npy::Bf16Npy::default())?;
     }
     if !args.check {
         return Ok(true);

@@ -44,17 +44,34 @@
 //! and the final max is converted back to natural-log units
 //! (`%m = mul %M, broadcast 0.6931471805599453`) for `lse`.
 //!
-//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest`,
-//! `-D COMPENSATE=0|1`; `docs/NUMERICS.md` measures them):
+//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest|cann`,
+//! `-D COMPENSATE=0|1`; `docs/NUMERICS.md` measures them and explains the
+//! default, `cann` with compensation):
 //!
-//! - `ceil` (above): `P` in `(0, 1]`.
+//! - `ceil` (above): `P` in `(0, 1]`; its largest `P` is rounded to bf16,
+//!   the main source of error on few keys.
 //! - `nearest` (Huawei's): the carried max is the real base-2 max `m`,
 //!   `M = round(m)`, `P = exp2(s2 - m)`, the Cube multiplies
 //!   `bf16(P · f32(bf16(c)))` with `c = exp2(m - round(m))` in
 //!   `[2^-1/2, 2^1/2]`; `n = round(m_old) - round(m_new)`; `l` keeps
 //!   FlashAttention's real factor `exp2(m_old - m_new)`; the final
 //!   normalisation divides by `l · bf16(c_last)`.
-//! - compensation (both, the default): a carried
+//! - `cann` (CANN's released kernel, the default): `nearest`'s split,
+//!   steps clamped at -30, and the per-block rounding of `c` corrected in
+//!   the accumulator: `atomic_exp_add` with the **f32** step
+//!   `x = n + eps`, `eps = 1.5 · (cof_prev / cof - 1) + 1e-6`,
+//!   `cof = c / bf16(c)` carried (the fractional exponent add, which adds
+//!   `round(x · 2^23)` to the bits; not an exact multiply):
+//!
+//! ```text
+//! %cof = div %c, %cb                        // %cb = f32(bf16(%c))
+//! %eps = select %first, 0, 1.5 * (%cof.1 / %cof - 1) + 1e-6
+//! %x   = add %nf, %eps                      // %nf clamped at -30
+//! atomic_exp_add acc_ws[%b, .., ..], %x     // f32 step
+//! ```
+//!
+//!   with compensation `lc` is rescaled by `2^n · cof_prev / cof` exactly.
+//! - compensation (every variant, on by default): a carried
 //!   `%lc = 2^n · lc + rowsum(cast (cast %p_cube bf16) f32)` sums exactly
 //!   the values the Cube multiplies; the kernel's `div %acc, broadcast %l`
 //!   becomes `div %acc, broadcast %lc` (`l` still gives `lse`).
@@ -80,8 +97,7 @@ const LN_2: f64 = std::f64::consts::LN_2;
 #[serde(rename_all = "snake_case")]
 pub enum RescaleVariant {
     /// `M = ceil(max)`: `P = 2^(s2 - M)` lies in `(0, 1]` and needs no
-    /// correction (the default).
-    #[default]
+    /// correction.
     Ceil,
     /// Huawei's: `M = round(max)`; the Vector keeps the real max `m`,
     /// computes `P = 2^(s2 - m)` in `(0, 1]` and the leftover
@@ -89,13 +105,14 @@ pub enum RescaleVariant {
     /// `P · bf16(c)`; the accumulator is divided by `bf16(c)` of the last
     /// block at the end.
     Nearest,
-    /// CANN's released kernel: `nearest`'s split, each exponent step
+    /// CANN's released kernel (the default): `nearest`'s split, each exponent step
     /// clamped at -30, and the rounding of `c` corrected in the
     /// accumulator by a fractional exponent add of
     /// `eps = 1.5 · (cof_prev / cof - 1) + 1e-6` (`cof = c / bf16(c)`);
     /// normalised by `l · bf16(c_last)`. With `COMPENSATE=1` the
     /// normaliser is instead `lc`, rescaled every block by the same factor
     /// `2^n · cof_prev / cof` in f32.
+    #[default]
     Cann,
 }
 
@@ -134,7 +151,7 @@ pub struct MulToAddOptions {
 }
 
 impl Default for MulToAddOptions {
-    /// The pipeline's default: ceil, with compensation.
+    /// The pipeline's default: cann, with compensation.
     fn default() -> Self {
         MulToAddOptions::from_pass_options(&super::PassOptions::default())
     }

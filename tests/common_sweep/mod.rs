@@ -1,0 +1,83 @@
+//! The `--check` sweep of the MLA examples over the KV length `N` and the
+//! input seed, shared by `tests/check_sweep.rs` (a sample, in the default
+//! suite) and `examples/check_sweep.rs` (every `N` in 1..=300 at seeds
+//! 0-3, the command in README's "Heavier runs").
+
+use std::path::Path;
+
+use amla::compiler::diag::SourceFile;
+use amla::compiler::driver::CompileOptions;
+use amla::compiler::run::exec::RunConfig;
+use amla::compiler::run::inputs::InputOptions;
+use amla::compiler::run::session::{RunRequest, run_source};
+use amla::compiler::run::{HostData, HostTensor};
+
+/// The three kernels of the sweep.
+pub const KERNELS: [&str; 3] = [
+    "mla_decode.amla",
+    "mla_decode_mtp.amla",
+    "mla_decode_paged.amla",
+];
+
+/// Reads an example.
+pub fn source(name: &str) -> SourceFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("dsl-examples")
+        .join(name);
+    SourceFile::new(name, std::fs::read_to_string(path).unwrap())
+}
+
+/// Runs `kernel` with `--check` at KV length `n` and `seed`, with the
+/// default pipeline and `defines` (e.g. `H=16`); `Err` names what failed.
+/// The paged kernel gets `n` tokens in every sequence (`cache_seqlens`),
+/// the others `-D N=n`.
+pub fn check(kernel: &str, n: usize, seed: u64, defines: &[(&str, &str)]) -> Result<(), String> {
+    let src = source(kernel);
+    let mut compile = CompileOptions::new().map_err(|e| e.to_string())?;
+    for (k, v) in defines {
+        compile.defines.insert(*k, *v);
+    }
+    let mut given = Vec::new();
+    if kernel.contains("paged") {
+        let b: usize = defines
+            .iter()
+            .find(|(k, _)| *k == "B")
+            .map_or(4, |(_, v)| v.parse().unwrap());
+        given.push(HostTensor {
+            name: "cache_seqlens".into(),
+            shape: vec![b],
+            data: HostData::I32(vec![n as i32; b]),
+        });
+    } else {
+        compile.defines.insert("N", n.to_string());
+    }
+    let req = RunRequest {
+        compile,
+        inputs: InputOptions { seed, scale: 1.0 },
+        given,
+        run: RunConfig::default(),
+        check: true,
+    };
+    let s = run_source(&src, &req, &mut |_| {})
+        .map_err(|e| format!("{kernel} N={n} seed={seed}: {e}"))?;
+    if s.checks.is_empty() {
+        return Err(format!("{kernel}: nothing was checked"));
+    }
+    let bad: Vec<String> = s
+        .checks
+        .iter()
+        .flat_map(|k| k.comparisons.iter().map(move |c| (k.oracle, c)))
+        .filter(|(_, c)| !c.passed)
+        .map(|(o, c)| {
+            format!(
+                "{kernel} N={n} seed={seed} {defines:?}: against {o:?}, `{}` {} of {} elements outside the tolerance (max abs err {:.3e})",
+                c.name, c.mismatches, c.elements, c.max_abs_err
+            )
+        })
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("\n"))
+    }
+}
