@@ -47,7 +47,7 @@ fn main() {
                 }
             }
         }
-        if (seed - first + 1) % 500 == 0 {
+        if (seed - first + 1).is_multiple_of(500) {
             eprintln!(
                 "{} cases, {:.0} s: {passed} passed, {rejected} rejected, {refused} refused, {findings} findings",
                 seed - first + 1,

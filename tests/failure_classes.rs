@@ -25,10 +25,10 @@ fn example(name: &str) -> SourceFile {
 
 fn kernel_file(name: &str) -> SourceFile {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/kernels")
+        .join("tests/failure_kernels")
         .join(name);
     let text = std::fs::read_to_string(&path).expect("kernel");
-    SourceFile::new(format!("tests/kernels/{name}"), text)
+    SourceFile::new(format!("tests/failure_kernels/{name}"), text)
 }
 
 fn options(defines: &[(&str, &str)]) -> CompileOptions {

@@ -17,9 +17,9 @@
 //! microseconds instead of after the whole pipeline.
 //!
 //! Example: with `dim H = 4096`, `let qt = q[b];` makes `%qt: bf16[4096,
-//! 576]`, a matmul operand of 4718592 bytes, and L1 holds 524288: the check
-//! reports `tile %qt: bf16[4096, 576] needs 4718592 bytes but l1 holds
-//! 524288` at `q[b]`.
+//! 576]`, a matmul operand of 4096 · 576 · 2 bytes, more than the target's
+//! L1: the check reports `tile %qt: bf16[4096, 576] needs … bytes but l1
+//! holds …` at `q[b]`.
 
 use crate::ir::{InstKind, Kernel, Space, Type, Value};
 use crate::passes::PassError;
