@@ -391,7 +391,7 @@ fn amlac_flash_mla_reads_npy_explains_and_checks() {
     let mut args = vec!["amlac".to_string(), "flash-mla".into()];
     for t in [&q, &kv, &g[0], &g[1]] {
         let p = dir.join(format!("{}.npy", t.name));
-        npy::write(&p, t).expect("write");
+        npy::write(&p, t, npy::Bf16Npy::default()).expect("write");
         args.push("--input".into());
         let name = if t.name == "kv" {
             "k_cache"
