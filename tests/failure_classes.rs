@@ -218,7 +218,11 @@ fn an_index_divided_by_a_zero_read_at_run_time_is_a_named_error() {
             shape: vec![4],
             data: amla::compiler::run::HostData::I32(vec![1, 1, 0, 1]),
         }],
-        run: RunConfig::default(),
+        // Only the divisor is given; `q` is seeded.
+        run: RunConfig {
+            fill_missing: true,
+            ..RunConfig::default()
+        },
         check: false,
     };
     let e = run_source(&src, &req, &mut |_| {}).expect_err("a zero divisor ran");

@@ -145,9 +145,37 @@ fn a_hand_edited_ir_is_caught_by_the_interpreter() {
     assert!(run_edited(f, "%p = exp2 ", "%p = exp2 "));
     // exp2 → exp of the scores in log2 units (mul-to-add's form).
     assert!(!run_edited(f, "%p = exp2 ", "%p = exp "));
-    // s - m swapped into m - s.
-    assert!(!run_edited(f, "%36 = sub %s2, %35 ", "%36 = sub %35, %s2 "));
-    // The KV mask `key < N` turned into `key <= N`: one extra key per row,
-    // past the end of the cache (its score reads as 0).
-    assert!(!run_edited(f, "%22 = lt %19, %21 ", "%22 = le %19, %21 "));
+    // s - m swapped into m - s, and the KV mask `key < N` turned into
+    // `key <= N` (one extra key per row, past the end of the cache). The
+    // value numbers depend on the passes, so the lines are found in the IR.
+    let text = {
+        let src = source(&Path::new(env!("CARGO_MANIFEST_DIR")).join(f));
+        let opts = CompileOptions::new().expect("target");
+        ir::print::print(&compile(&src, &opts).expect("compile").ir)
+    };
+    let (sub_from, sub_to) = edit_of(&text, " = sub %s2, ", |lhs, ops| {
+        format!("{lhs} = sub {}, {} ", ops[1], ops[0])
+    });
+    assert!(!run_edited(f, &sub_from, &sub_to));
+    let (lt_from, lt_to) = edit_of(&text, " = lt ", |lhs, ops| {
+        format!("{lhs} = le {}, {} ", ops[0], ops[1])
+    });
+    assert!(!run_edited(f, &lt_from, &lt_to));
+}
+
+/// The first instruction of `text` containing `marker` (`%v = op %a, %b`),
+/// as the text to replace (`%v = op %a, %b `) and its replacement made by
+/// `edit` from the result name and the two operands.
+fn edit_of(text: &str, marker: &str, edit: impl Fn(&str, [&str; 2]) -> String) -> (String, String) {
+    let line = text
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no `{marker}` in the IR:\n{text}"));
+    let line = line.trim_start();
+    let (lhs, rhs) = line.split_once(" = ").expect("an instruction");
+    let mut words = rhs.split_whitespace();
+    let op = words.next().expect("an opcode");
+    let a = words.next().expect("an operand").trim_end_matches(',');
+    let b = words.next().expect("an operand");
+    (format!("{lhs} = {op} {a}, {b} "), edit(lhs, [a, b]))
 }

@@ -55,7 +55,11 @@ pub fn check(kernel: &str, n: usize, seed: u64, defines: &[(&str, &str)]) -> Res
         compile,
         inputs: InputOptions { seed, scale: 1.0 },
         given,
-        run: RunConfig::default(),
+        // The paged kernel is given only its lengths; the rest is seeded.
+        run: RunConfig {
+            fill_missing: true,
+            ..RunConfig::default()
+        },
         check: true,
     };
     let s = run_source(&src, &req, &mut |_| {})
