@@ -624,21 +624,22 @@ pub fn emit_frac_delta(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
     b.ins().fcvt_to_sint_sat(types::I32, y)
 }
 
-/// Applies [`exp2_frac_i32x4`] in place to `len` (i64) f32 values at `p`
-/// with one bit delta `delta` (i32 scalar from [`emit_frac_delta`]).
-pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, delta: cl::Value) {
-    let lo = b.ins().iconst(types::I32, -(255i64 << 23));
-    let hi = b.ins().iconst(types::I32, 1i64 << 23);
-    let d = b.ins().smax(delta, lo);
-    let d = b.ins().smin(d, hi);
-    let ds = b.ins().splat(types::I32X4, d);
+/// Rewrites `len` (i64) 32-bit values at `p` in place with the lane-wise
+/// `op`: 4 lanes at a time, then the tail one value at a time (splatted, lane
+/// 0 kept).
+fn emit_row_map_i32x4(
+    b: &mut FunctionBuilder,
+    p: cl::Value,
+    len: cl::Value,
+    op: &mut dyn FnMut(&mut FunctionBuilder, cl::Value) -> cl::Value,
+) {
     let n4 = b.ins().sshr_imm_u(len, 2);
     let zero = b.ins().iconst(types::I64, 0);
     range_loop(b, zero, n4, &mut |b, i| {
         let o = b.ins().ishl_imm_u(i, 4);
         let a = b.ins().iadd(p, o);
         let v = b.ins().load(types::I32X4, mf(), a, 0);
-        let r = exp2_frac_i32x4(b, v, ds);
+        let r = op(b, v);
         b.ins().store(mf(), r, a, 0);
     });
     let start = b.ins().ishl_imm_u(n4, 2);
@@ -647,10 +648,21 @@ pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value,
         let a = b.ins().iadd(p, o);
         let x = b.ins().load(types::I32, mf(), a, 0);
         let v = b.ins().splat(types::I32X4, x);
-        let r = exp2_frac_i32x4(b, v, ds);
+        let r = op(b, v);
         let y = b.ins().extractlane(r, 0);
         b.ins().store(mf(), y, a, 0);
     });
+}
+
+/// Applies [`exp2_frac_i32x4`] in place to `len` (i64) f32 values at `p`
+/// with one bit delta `delta` (i32 scalar from [`emit_frac_delta`]).
+pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, delta: cl::Value) {
+    let lo = b.ins().iconst(types::I32, -(255i64 << 23));
+    let hi = b.ins().iconst(types::I32, 1i64 << 23);
+    let d = b.ins().smax(delta, lo);
+    let d = b.ins().smin(d, hi);
+    let ds = b.ins().splat(types::I32X4, d);
+    emit_row_map_i32x4(b, p, len, &mut |b, v| exp2_frac_i32x4(b, v, ds));
 }
 
 /// Applies [`exp2_scale_i32x4`] in place to `len` (i64) f32 values at `p`
@@ -679,25 +691,7 @@ pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value
     b.switch_to_block(full);
     b.seal_block(full);
     let ns = b.ins().splat(types::I32X4, n);
-    let n4 = b.ins().sshr_imm_u(len, 2);
-    let zero = b.ins().iconst(types::I64, 0);
-    range_loop(b, zero, n4, &mut |b, i| {
-        let o = b.ins().ishl_imm_u(i, 4);
-        let a = b.ins().iadd(p, o);
-        let v = b.ins().load(types::I32X4, mf(), a, 0);
-        let r = exp2_scale_i32x4(b, v, ns);
-        b.ins().store(mf(), r, a, 0);
-    });
-    let start = b.ins().ishl_imm_u(n4, 2);
-    range_loop(b, start, len, &mut |b, j| {
-        let o = b.ins().ishl_imm_u(j, 2);
-        let a = b.ins().iadd(p, o);
-        let x = b.ins().load(types::I32, mf(), a, 0);
-        let v = b.ins().splat(types::I32X4, x);
-        let r = exp2_scale_i32x4(b, v, ns);
-        let y = b.ins().extractlane(r, 0);
-        b.ins().store(mf(), y, a, 0);
-    });
+    emit_row_map_i32x4(b, p, len, &mut |b, v| exp2_scale_i32x4(b, v, ns));
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);
