@@ -12,7 +12,6 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::check::Defines;
-use crate::diag::SourceFile;
 use crate::driver::CompileOptions;
 use crate::run::bench::{BenchFailure, BenchReport, BenchRequest, UnitFigures, bench_source};
 use crate::target::Target;
@@ -69,14 +68,13 @@ pub struct BenchArgs {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: &BenchArgs) -> u8 {
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
+    let src = match super::read_source(&args.file) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", args.file.display());
+            eprintln!("error: {e}");
             return 1;
         }
     };
-    let src = SourceFile::new(args.file.display().to_string(), text);
     let req = match request(args) {
         Ok(r) => r,
         Err(e) => {

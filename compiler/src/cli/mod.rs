@@ -97,3 +97,13 @@ pub(crate) fn print_stdout(text: &str) -> bool {
 pub(crate) fn parse_define(s: &str) -> Result<(String, String), String> {
     crate::check::Defines::parse_arg(s)
 }
+
+/// Reads the `.amla` file a subcommand was given, named by its path as typed.
+fn read_source(path: &std::path::Path) -> Result<crate::diag::SourceFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    Ok(crate::diag::SourceFile::new(
+        path.display().to_string(),
+        text,
+    ))
+}

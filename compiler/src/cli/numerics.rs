@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::check::Defines;
-use crate::diag::SourceFile;
 use crate::driver::CompileOptions;
 use crate::numerics::fidelity::{Distribution, Request, Variant, measure, table};
 use crate::run::exec::RunConfig;
@@ -65,14 +64,13 @@ pub struct NumericsArgs {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: &NumericsArgs) -> u8 {
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
+    let src = match super::read_source(&args.file) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", args.file.display());
+            eprintln!("error: {e}");
             return 1;
         }
     };
-    let src = SourceFile::new(args.file.display().to_string(), text);
     let mut distributions = Vec::new();
     for name in &args.only {
         match Distribution::parse(name) {

@@ -105,14 +105,13 @@ impl From<Bf16NpyArg> for npy::Bf16Npy {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: &RunArgs) -> u8 {
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
+    let src = match super::read_source(&args.file) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot read `{}`: {e}", args.file.display());
+            eprintln!("error: {e}");
             return 1;
         }
     };
-    let src = SourceFile::new(args.file.display().to_string(), text);
     let req = match request(args) {
         Ok(r) => r,
         Err(e) => {

@@ -83,11 +83,7 @@ pub fn run(args: &SimulateArgs) -> u8 {
 
 fn read_source(args: &SimulateArgs) -> Result<SourceFile, String> {
     match &args.file {
-        Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
-            Ok(SourceFile::new(f.display().to_string(), text))
-        }
+        Some(f) => super::read_source(f),
         None => Ok(SourceFile::new(
             "dsl-examples/mla_decode.amla".to_string(),
             MLA_DECODE.to_string(),
