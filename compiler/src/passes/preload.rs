@@ -1,4 +1,4 @@
-//! `preload`: the AMLA Preload Pipeline (DESIGN.md §5), a software pipeline
+//! `preload`: the AMLA Preload Pipeline, a software pipeline
 //! of the Cube program with depth `d`.
 //!
 //! After `split`, the Cube's block loop is two stages separated by a wait:

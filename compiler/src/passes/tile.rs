@@ -1,4 +1,4 @@
-//! `tile`: hierarchical tiling of the Cube's matmuls (DESIGN.md §6).
+//! `tile`: hierarchical tiling of the Cube's matmuls.
 //!
 //! **Pass order.** `tile` runs *before* `plan-memory`
 //! (`mul-to-add → split → preload → tile → plan-memory`): it works on

@@ -1,4 +1,4 @@
-//! `split`: the Cube/Vector split (DESIGN.md §1).
+//! `split`: the Cube/Vector split.
 //!
 //! Input: the single `any` function lowering produces (scalars, then one
 //! `parallel` over the grid). Output: `funcs = [cube, vector]` (the Vector
