@@ -104,7 +104,7 @@ pub enum RuntimeError {
     BadArgument(String),
     /// A flag wait was not satisfied in time.
     #[error(
-        "kernel `{kernel}`: {unit} of core {core} timed out after {timeout:?} waiting on flag {flag} (block {block})"
+        "kernel `{kernel}`: {unit} of core {core} timed out after {timeout:?} waiting on flag {flag} (block {block}); meanwhile {peers}"
     )]
     FlagTimeout {
         /// Kernel name.
@@ -119,6 +119,29 @@ pub enum RuntimeError {
         block: u64,
         /// The timeout in force.
         timeout: Duration,
+        /// What every other unit of the core was doing ("cube is running;
+        /// vector1 waits on flag 2 (block 0)").
+        peers: String,
+    },
+    /// A flag wait that can never be satisfied (the watchdog of
+    /// [`crate::flags`]): the unit that must set it has finished, or every
+    /// unit of the core is blocked.
+    #[error(
+        "kernel `{kernel}`: {unit} of core {core} waits on flag {flag} (block {block}) that will never be set: {reason}"
+    )]
+    FlagNeverSet {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The waiting unit.
+        unit: UnitKind,
+        /// Flag id.
+        flag: u32,
+        /// The caller-supplied block / iteration number.
+        block: u64,
+        /// Why, and what every other unit of the core is doing.
+        reason: String,
     },
     /// A wait or call ended because another unit failed first.
     #[error("kernel `{kernel}`: {unit} of core {core} aborted because another unit failed")]
@@ -175,7 +198,7 @@ impl RuntimeError {
     pub fn status(&self) -> i32 {
         use RuntimeError::*;
         match self {
-            FlagTimeout { .. } => status::TIMEOUT,
+            FlagTimeout { .. } | FlagNeverSet { .. } => status::TIMEOUT,
             Aborted { .. } => status::ABORTED,
             OutOfBounds { .. } | UnknownGmBuffer { .. } => status::OUT_OF_BOUNDS,
             BadArgument(_) | DTypeMismatch { .. } | InvalidConfig(_) => status::BAD_ARGUMENT,
@@ -217,13 +240,15 @@ mod tests {
             flag: 5,
             block: 42,
             timeout: Duration::from_millis(50),
+            peers: "cube is running".into(),
         };
         let s = t.to_string();
         assert!(
             s.contains("mla")
                 && s.contains("vector1")
                 && s.contains("flag 5")
-                && s.contains("block 42"),
+                && s.contains("block 42")
+                && s.contains("cube is running"),
             "{s}"
         );
         assert_eq!(t.status(), status::TIMEOUT);

@@ -455,6 +455,8 @@ impl UnitJob<'_> {
                 None => break,
             };
         }
+        // The watchdog: a partner's wait only this unit could satisfy fails now.
+        rt.flags.finish(self.unit);
         self.shared.cpus.release();
         stats.pipes = rt.stats.take();
         let events = rt.trace.map(RefCell::into_inner).unwrap_or_default();

@@ -383,13 +383,22 @@ impl<'a> Env<'a> {
     fn flag_error(&self, e: FlagError, id: u32, block: u64) -> RuntimeError {
         let rt = self.rt;
         match e {
-            FlagError::Timeout => RuntimeError::FlagTimeout {
+            FlagError::Timeout(peers) => RuntimeError::FlagTimeout {
                 kernel: rt.kernel.to_string(),
                 core: rt.core,
                 unit: rt.unit,
                 flag: id,
                 block,
                 timeout: rt.timeout,
+                peers,
+            },
+            FlagError::NeverSet(reason) => RuntimeError::FlagNeverSet {
+                kernel: rt.kernel.to_string(),
+                core: rt.core,
+                unit: rt.unit,
+                flag: id,
+                block,
+                reason,
             },
             FlagError::Aborted => RuntimeError::Aborted {
                 kernel: rt.kernel.to_string(),
@@ -426,7 +435,9 @@ impl<'a> Env<'a> {
             Ok(true) => Ok(()),
             Ok(false) => {
                 rt.shared.cpus.release();
-                let r = rt.flags.wait(self.unit(), id, rt.timeout, &rt.shared.abort);
+                let r = rt
+                    .flags
+                    .wait(self.unit(), id, block, rt.timeout, &rt.shared.abort);
                 rt.shared
                     .cpus
                     .acquire(self.unit() == UnitKind::Cube, &rt.shared.abort);
