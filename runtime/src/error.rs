@@ -31,6 +31,8 @@ pub mod status {
     pub const OUT_OF_MEMORY: i32 = 6;
     /// Anything else (panic caught, thread spawn failure, …).
     pub const INTERNAL: i32 = 7;
+    /// The race checker found two unordered conflicting GM accesses.
+    pub const RACE: i32 = 8;
 }
 
 /// Everything that can go wrong in the runtime.
@@ -143,6 +145,45 @@ pub enum RuntimeError {
         /// Why, and what every other unit of the core is doing.
         reason: String,
     },
+    /// Two units accessed the same GM elements, one of them writing, with no
+    /// flag `set` → `wait` chain ordering them ([`crate::race`]).
+    #[error(
+        "data race on elements {start}..{end} of {buffer}: {first}, then {second}, not ordered by a flag; {flags}"
+    )]
+    Race {
+        /// The GM buffer (index and name).
+        buffer: String,
+        /// First conflicting element.
+        start: u64,
+        /// One past the last conflicting element of the run.
+        end: u64,
+        /// The earlier access.
+        first: Box<crate::race::RaceAccess>,
+        /// The access that found the conflict.
+        second: Box<crate::race::RaceAccess>,
+        /// The flag state: what the second unit had seen of the first, and
+        /// the core's pending flag counters.
+        flags: String,
+    },
+    /// An access the checked mode (`--checked`) stopped: an index outside
+    /// the tensor, tile or buffer it addresses.
+    #[error(
+        "kernel `{kernel}`: checked access failed on {unit} of core {core}: index {index} is outside 0..{bound} in `{op}`"
+    )]
+    CheckedAccess {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The unit.
+        unit: UnitKind,
+        /// The op's IR text (with its value id).
+        op: String,
+        /// The offending index (element or byte, as the op addresses).
+        index: i64,
+        /// The bound it must stay below.
+        bound: i64,
+    },
     /// A wait or call ended because another unit failed first.
     #[error("kernel `{kernel}`: {unit} of core {core} aborted because another unit failed")]
     Aborted {
@@ -200,7 +241,10 @@ impl RuntimeError {
         match self {
             FlagTimeout { .. } | FlagNeverSet { .. } => status::TIMEOUT,
             Aborted { .. } => status::ABORTED,
-            OutOfBounds { .. } | UnknownGmBuffer { .. } => status::OUT_OF_BOUNDS,
+            OutOfBounds { .. } | UnknownGmBuffer { .. } | CheckedAccess { .. } => {
+                status::OUT_OF_BOUNDS
+            }
+            Race { .. } => status::RACE,
             BadArgument(_) | DTypeMismatch { .. } | InvalidConfig(_) => status::BAD_ARGUMENT,
             NotOwned { .. } => status::NOT_OWNED,
             OutOfLocalMemory { .. } | AllocFailed { .. } => status::OUT_OF_MEMORY,

@@ -25,6 +25,7 @@ use crate::dtype::{DType, Element, conversion_supported, convert};
 use crate::error::RuntimeError;
 use crate::flags::FlagError;
 use crate::matmul::{self, Gemm, MatmulPath};
+use crate::race::{AccessKind, Region};
 use crate::rescale::exp2_scale_bits;
 use crate::units::{Buffer, Pipe, UnitKind};
 
@@ -233,6 +234,54 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// Tells the race checker (if the launch runs one) about an access to a
+    /// GM side; other sides are private to the unit.
+    fn race_note(
+        &self,
+        s: &Side,
+        t: &Tile,
+        rows: usize,
+        cols: usize,
+        kind: AccessKind,
+        what: &str,
+    ) -> Result<(), RuntimeError> {
+        if s.buffer != Buffer::Gm {
+            return Ok(());
+        }
+        self.note_gm(
+            &Region {
+                gm: t.gm_index,
+                offset: s.offset as u64,
+                stride: s.stride as u64,
+                rows: rows as u64,
+                cols: cols as u64,
+            },
+            kind,
+            what,
+        )
+    }
+
+    /// Records a GM access of this unit with the race checker, if the launch
+    /// runs one (JIT code's own GM accesses come here through
+    /// `amla_rt_note_gm`); the op is the registered site, else `what`.
+    pub fn note_gm(&self, r: &Region, kind: AccessKind, what: &str) -> Result<(), RuntimeError> {
+        let Some(race) = &self.rt.shared.race else {
+            return Ok(());
+        };
+        let rt = self.rt;
+        let pending = || {
+            let p = rt.flags.pending(rt.core);
+            if p.is_empty() {
+                return "none".to_string();
+            }
+            p.iter()
+                .map(|f| format!("flag {} ×{} for {}", f.flag, f.count, f.waiter))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        race.access(rt.core, rt.unit, r, kind, rt.site_or(what), &pending)
+    }
+
     /// Copies `rows × cols` elements from `src` to `dst`, converting dtypes
     /// (float ↔ float, round to nearest even) and storing or atomically adding.
     pub fn copy(
@@ -279,6 +328,12 @@ impl<'a> Env<'a> {
                 )));
             }
         }
+        self.race_note(&s, src, rows, cols, AccessKind::Read, "copy source")?;
+        let dkind = match mode {
+            StoreMode::AtomicAdd => AccessKind::Update,
+            StoreMode::Overwrite => AccessKind::Write,
+        };
+        self.race_note(&d, dst, rows, cols, dkind, "copy destination")?;
         // SAFETY: both regions were bounds-checked against their buffers;
         // local buffers belong to this thread; GM is accessed atomically or,
         // under GmAccess::Ordered, by a schedule that orders conflicting
@@ -416,6 +471,9 @@ impl<'a> Env<'a> {
     /// Sets cross-core flag `id` (see [`crate::flags`] for pair semantics).
     pub fn set_flag(&self, id: u32) -> Result<(), RuntimeError> {
         let t0 = self.rt.now_ns();
+        if let Some(race) = &self.rt.shared.race {
+            race.before_set(self.rt.core, self.unit(), id);
+        }
         self.rt
             .flags
             .set(self.unit(), id)
@@ -445,6 +503,11 @@ impl<'a> Env<'a> {
             }
             Err(e) => Err(e),
         };
+        if r.is_ok()
+            && let Some(race) = &rt.shared.race
+        {
+            race.after_wait(rt.core, self.unit(), id);
+        }
         self.rt.record(
             Pipe::FlagWait,
             || format!("wait_flag {id} (block {block})"),
@@ -491,6 +554,8 @@ impl<'a> Env<'a> {
             ..*n_tile
         })?;
         self.bounds(&n, n_tile, 1, rows, "exp2_scale_gm exponents")?;
+        self.race_note(&n, n_tile, 1, rows, AccessKind::Read, "exp2_scale_gm")?;
+        self.race_note(&d, dst, rows, cols, AccessKind::Update, "exp2_scale_gm")?;
         for r in 0..rows {
             // SAFETY: r < rows elements at n.offset were bounds-checked.
             let np = unsafe { (n.base as *const i32).add(n.offset + r) };
