@@ -146,6 +146,20 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// `what`, with the op and unit when checked code registered the op.
+    fn what_site(&self, what: &str) -> String {
+        let rt = self.rt;
+        match rt.site.get() {
+            (0, _) => what.to_string(),
+            _ => format!(
+                "{what} in `{}` on {} of core {}",
+                rt.site_or(""),
+                rt.unit,
+                rt.core
+            ),
+        }
+    }
+
     /// Base pointer and byte size of a local buffer of this unit.
     pub fn local_base(&self, buffer: Buffer) -> Result<(*mut u8, u64), RuntimeError> {
         let c = self.ctx;
@@ -225,7 +239,7 @@ impl<'a> Env<'a> {
         match end {
             Some(end) if end <= s.cap => Ok((start, end)),
             _ => Err(RuntimeError::OutOfBounds {
-                what: what.to_string(),
+                what: self.what_site(what),
                 buffer: self.buffer_name(s, t),
                 start,
                 end: end.unwrap_or(u64::MAX),
@@ -264,11 +278,38 @@ impl<'a> Env<'a> {
     /// Records a GM access of this unit with the race checker, if the launch
     /// runs one (JIT code's own GM accesses come here through
     /// `amla_rt_note_gm`); the op is the registered site, else `what`.
+    ///
+    /// Also checks that the region lies inside the GM buffer, so a JIT GM
+    /// access of checked code is verified by the runtime like its copies.
     pub fn note_gm(&self, r: &Region, kind: AccessKind, what: &str) -> Result<(), RuntimeError> {
-        let Some(race) = &self.rt.shared.race else {
+        let rt = self.rt;
+        let idx = u64::from(r.gm);
+        if idx >= self.ctx.gm_count || self.ctx.gm.is_null() {
+            return Err(RuntimeError::UnknownGmBuffer {
+                index: idx,
+                count: self.ctx.gm_count,
+            });
+        }
+        // SAFETY: gm points to gm_count descriptors (launcher), idx < gm_count.
+        let len = unsafe { (*self.ctx.gm.add(idx as usize)).len };
+        if r.rows > 0 && r.cols > 0 {
+            let end = (r.rows - 1)
+                .checked_mul(r.stride)
+                .and_then(|x| x.checked_add(r.offset))
+                .and_then(|x| x.checked_add(r.cols));
+            if end.is_none_or(|e| e > len) {
+                return Err(RuntimeError::OutOfBounds {
+                    what: format!("{} on {} of core {}", rt.site_or(what), rt.unit, rt.core),
+                    buffer: format!("gm buffer {idx} `{}`", self.gm_name(idx as usize)),
+                    start: r.offset,
+                    end: end.unwrap_or(u64::MAX),
+                    capacity: len,
+                });
+            }
+        }
+        let Some(race) = &rt.shared.race else {
             return Ok(());
         };
-        let rt = self.rt;
         let pending = || {
             let p = rt.flags.pending(rt.core);
             if p.is_empty() {

@@ -74,6 +74,14 @@ pub struct RunArgs {
     /// Seconds a unit may wait for a flag before the run fails.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// Checked mode: bounds-check every index and buffer access of the
+    /// kernel (JIT and runtime); a violation names the op, unit and index.
+    #[arg(long)]
+    pub checked: bool,
+    /// Race checker: fail on any two GM accesses of different units, one a
+    /// write, that no flag orders (slow: use small dims).
+    #[arg(long)]
+    pub race_check: bool,
     /// Write a Chrome/Perfetto trace of the units to FILE.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
@@ -208,6 +216,8 @@ fn request(args: &RunArgs) -> Result<RunRequest, String> {
         wait_timeout: Duration::from_secs_f64(args.timeout),
         trace: args.trace.is_some(),
         fill_missing: args.fill_missing,
+        checked: args.checked,
+        race_check: args.race_check,
         ..RunConfig::default()
     };
     if let Some(c) = args.cores {

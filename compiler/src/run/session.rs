@@ -169,8 +169,8 @@ pub fn run_source(
     let reference = if req.check { kind } else { None };
     stage("JIT-compiling");
     let t = Instant::now();
-    let exe =
-        Executable::new(&c, &req.compile.target).map_err(|e| RunFailure::Run(e.to_string()))?;
+    let exe = Executable::for_run(&c, &req.compile.target, &req.run)
+        .map_err(|e| RunFailure::Run(e.to_string()))?;
     timings.jit = t.elapsed();
     let err = |e: super::exec::RunError| RunFailure::Run(e.to_string());
     let dims: Vec<(String, i64)> = exe
