@@ -249,7 +249,8 @@ impl<'a> Env<'a> {
     }
 
     /// Tells the race checker (if the launch runs one) about an access to a
-    /// GM side; other sides are private to the unit.
+    /// GM side (already bounds-checked); other sides are private to the
+    /// unit. Without the race checker: one branch.
     fn race_note(
         &self,
         s: &Side,
@@ -259,20 +260,41 @@ impl<'a> Env<'a> {
         kind: AccessKind,
         what: &str,
     ) -> Result<(), RuntimeError> {
+        let Some(race) = &self.rt.shared.race else {
+            return Ok(());
+        };
         if s.buffer != Buffer::Gm {
             return Ok(());
         }
-        self.note_gm(
-            &Region {
-                gm: t.gm_index,
-                offset: s.offset as u64,
-                stride: s.stride as u64,
-                rows: rows as u64,
-                cols: cols as u64,
-            },
-            kind,
-            what,
-        )
+        let r = Region {
+            gm: t.gm_index,
+            offset: s.offset as u64,
+            stride: s.stride as u64,
+            rows: rows as u64,
+            cols: cols as u64,
+        };
+        self.race_access(race, &r, kind, what)
+    }
+
+    fn race_access(
+        &self,
+        race: &crate::race::RaceState,
+        r: &Region,
+        kind: AccessKind,
+        what: &str,
+    ) -> Result<(), RuntimeError> {
+        let rt = self.rt;
+        let pending = || {
+            let p = rt.flags.pending(rt.core);
+            if p.is_empty() {
+                return "none".to_string();
+            }
+            p.iter()
+                .map(|f| format!("flag {} ×{} for {}", f.flag, f.count, f.waiter))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        race.access(rt.core, rt.unit, r, kind, rt.site_or(what), &pending)
     }
 
     /// Records a GM access of this unit with the race checker, if the launch
@@ -307,20 +329,10 @@ impl<'a> Env<'a> {
                 });
             }
         }
-        let Some(race) = &rt.shared.race else {
-            return Ok(());
-        };
-        let pending = || {
-            let p = rt.flags.pending(rt.core);
-            if p.is_empty() {
-                return "none".to_string();
-            }
-            p.iter()
-                .map(|f| format!("flag {} ×{} for {}", f.flag, f.count, f.waiter))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        race.access(rt.core, rt.unit, r, kind, rt.site_or(what), &pending)
+        match &rt.shared.race {
+            Some(race) => self.race_access(race, r, kind, what),
+            None => Ok(()),
+        }
     }
 
     /// Copies `rows × cols` elements from `src` to `dst`, converting dtypes
