@@ -290,3 +290,53 @@ fn a_wait_on_a_flag_nobody_sets_is_reported_by_the_watchdog_at_once() {
         assert!(e.contains(needle), "`{needle}` missing from: {e}");
     }
 }
+
+#[test]
+fn the_launch_s_own_memory_counts_against_the_budget_by_part() {
+    // mla_decode at H = 128 keeps its f32[128, 512] accumulator in the
+    // Vector units' host scratch (it does not fit UB): a budget that holds
+    // the tensors but not the scratch is refused before anything is
+    // allocated, naming the part and its bytes.
+    let c = compile(
+        &source("mla_decode.amla"),
+        &options(&[("B", "2"), ("N", "256")]),
+    )
+    .unwrap();
+    let base = config(false, false);
+    let exe = Executable::for_run(&c, &target(), &base).unwrap();
+    let parts = exe.launch_memory(&base);
+    let scratch = parts
+        .iter()
+        .find(|p| p.0.starts_with("unit scratch"))
+        .expect("a scratch part");
+    assert!(scratch.1 >= 2 * 128 * 512 * 4, "{parts:?}");
+    let tensors: u128 = exe
+        .tensor_specs()
+        .unwrap()
+        .iter()
+        .map(|s| s.elems() * (u128::from(s.dtype.bytes()) + 8))
+        .sum();
+    let cfg = RunConfig {
+        memory_limit: Some((tensors + scratch.1 / 2) as u64),
+        ..base.clone()
+    };
+    let e = exe.run(&inputs(&exe), &cfg).unwrap_err().to_string();
+    for needle in [
+        "the launch at these dims needs",
+        "unit scratch for tiles placed in gm",
+        &format!("{} bytes", scratch.1),
+        "use fewer --cores",
+    ] {
+        assert!(e.contains(needle), "`{needle}` missing from: {e}");
+    }
+    // The race checker's shadow is a part of its own.
+    let rc = config(false, true);
+    let exe = Executable::for_run(&c, &target(), &rc).unwrap();
+    let cfg = RunConfig {
+        memory_limit: Some((tensors * 2) as u64),
+        ..rc
+    };
+    let e = exe.run(&inputs(&exe), &cfg).unwrap_err().to_string();
+    assert!(e.contains("race checker shadow ("), "{e}");
+    assert!(e.contains("the launch at these dims needs"), "{e}");
+}

@@ -107,6 +107,8 @@ pub(crate) struct FnCx<'a, 'f> {
     names: Option<crate::ir::print::Names>,
     /// `cube` or `vector`, for op texts.
     unit_name: &'static str,
+    /// Bytes of this unit's scratch (its `gm`-placed tiles).
+    pub scratch_bytes: u64,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -118,6 +120,14 @@ pub(crate) struct GmTensor {
     pub strides: Vec<cl::Value>,
 }
 
+/// What translating a function produced besides the code.
+pub(crate) struct Translated {
+    /// Op texts instrumented code points at.
+    pub sites: Vec<Box<str>>,
+    /// Bytes of scratch one unit running the function allocates.
+    pub scratch_bytes: u64,
+}
+
 /// Translates `f` into `func` (whose signature is already set).
 pub(crate) fn translate(
     k: &Kernel,
@@ -127,7 +137,7 @@ pub(crate) fn translate(
     instrument: super::Instrument,
     func: &mut cl::Function,
     fctx: &mut FunctionBuilderContext,
-) -> Result<Vec<Box<str>>> {
+) -> Result<Translated> {
     let fe = module.isa().frontend_config();
     let mut b = FunctionBuilder::new(func, fctx);
     let mut syms = HashMap::new();
@@ -165,6 +175,7 @@ pub(crate) fn translate(
         sizes: HashMap::new(),
         names: instrument.any().then(|| crate::ir::print::Names::new(k)),
         unit_name: f.unit.name(),
+        scratch_bytes: 0,
     };
     cx.prologue(f)?;
     cx.emit_block(f.body)?;
@@ -176,8 +187,12 @@ pub(crate) fn translate(
     cx.b.ins().return_(&[st]);
     cx.b.seal_all_blocks();
     let sites = std::mem::take(&mut cx.sites);
+    let scratch_bytes = cx.scratch_bytes;
     cx.b.finalize(fe);
-    Ok(sites)
+    Ok(Translated {
+        sites,
+        scratch_bytes,
+    })
 }
 
 impl FnCx<'_, '_> {
@@ -387,6 +402,7 @@ impl FnCx<'_, '_> {
                 scratch += tt.bytes().div_ceil(64) * 64;
             }
         }
+        self.scratch_bytes = scratch;
         if scratch > 0 {
             let slot = self.b.create_sized_stack_slot(cl::StackSlotData::new(
                 cl::StackSlotKind::ExplicitSlot,

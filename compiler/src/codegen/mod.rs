@@ -169,6 +169,8 @@ pub struct CompiledKernel {
     module: Option<JITModule>,
     /// Op texts instrumented code registers with the runtime by address.
     _sites: Vec<Box<str>>,
+    /// Scratch bytes per Cube and per Vector unit (`gm`-placed tiles).
+    scratch: [u64; 2],
     name: String,
     cube: Option<EntryFn>,
     vector: Option<EntryFn>,
@@ -212,6 +214,12 @@ impl CompiledKernel {
     /// `self` lives.
     pub fn vector_entry(&self) -> Option<EntryFn> {
         self.vector
+    }
+    /// Host scratch bytes one unit allocates for the tiles `plan-memory` left
+    /// in `gm` (`(cube, each vector unit)`), so a launch can be refused
+    /// before it allocates.
+    pub fn scratch_bytes(&self) -> (u64, u64) {
+        (self.scratch[0], self.scratch[1])
     }
     /// Vector sub-blocks per core the `vector` function expects (1 without one).
     pub fn sub_blocks(&self) -> u32 {
@@ -375,6 +383,8 @@ struct Defined {
     asm: Option<String>,
     /// The op texts instrumented code points at (kept alive with the code).
     sites: Vec<Box<str>>,
+    /// Scratch bytes one unit running this function allocates.
+    scratch_bytes: u64,
 }
 
 fn define_all(
@@ -417,7 +427,7 @@ fn define_all(
         let mut ctx = Context::new();
         ctx.func.signature = sig;
         ctx.func.name = UserFuncName::user(0, n as u32);
-        let sites = func::translate(
+        let t = func::translate(
             k,
             f,
             module,
@@ -444,7 +454,8 @@ fn define_all(
             id,
             clif,
             asm,
-            sites,
+            sites: t.sites,
+            scratch_bytes: t.scratch_bytes,
         });
     }
     Ok(out)
@@ -475,6 +486,7 @@ pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
     let mut ck = CompiledKernel {
         module: None,
         _sites: Vec::new(),
+        scratch: [0; 2],
         name: k.name.clone(),
         cube: None,
         vector: None,
@@ -483,6 +495,7 @@ pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
     };
     for d in defs {
         ck._sites.extend(d.sites);
+        ck.scratch[usize::from(d.unit != Unit::Cube)] = d.scratch_bytes;
         let p = module.get_finalized_function(d.id);
         // SAFETY: the function was defined with `abi::entry_signature`,
         // which is `EntryFn`'s C ABI on this host.

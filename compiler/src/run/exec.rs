@@ -184,6 +184,39 @@ impl Executable {
         })
     }
 
+    /// Host memory a launch with `cfg` allocates besides the tensors, by
+    /// part: the units' scratch (tiles `plan-memory` left in `gm`), their
+    /// local arenas, and the race checker's shadow when `cfg` runs it.
+    pub fn launch_memory(&self, cfg: &RunConfig) -> Vec<(String, u128)> {
+        let cores = cfg.cores.max(1) as u128;
+        let sb = u128::from(self.jit.sub_blocks().max(1));
+        let (cs, vs) = self.jit.scratch_bytes();
+        let c = &self.core;
+        let arena = (c.l1 + c.l0a + c.l0b + c.l0c) as u128 + sb * c.ub as u128;
+        let mut parts = vec![
+            (
+                format!(
+                    "unit scratch for tiles placed in gm ({cs} bytes per Cube, {vs} per Vector \
+                     unit, {cores} cores)"
+                ),
+                cores * (u128::from(cs) + sb * u128::from(vs)),
+            ),
+            ("local buffers of the units".to_string(), cores * arena),
+        ];
+        if cfg.race_check {
+            let elems: u128 = self
+                .tensor_specs()
+                .map(|v| v.iter().map(TensorSpec::elems).sum())
+                .unwrap_or(0);
+            let units = cores * (1 + sb);
+            parts.push((
+                format!("race checker shadow ({units} units)"),
+                elems.saturating_mul(12 + 8 * units),
+            ));
+        }
+        parts
+    }
+
     /// The final IR.
     pub fn ir(&self) -> &Kernel {
         &self.ir
@@ -286,7 +319,8 @@ impl Executable {
         }
         let specs = self.tensor_specs()?;
         let budget = cfg.memory_limit.unwrap_or_else(validate::host_memory);
-        validate::check_memory(&specs, false, budget).map_err(RunError::Inputs)?;
+        validate::check_memory_with(&specs, false, budget, &self.launch_memory(cfg))
+            .map_err(RunError::Inputs)?;
         let no_defines = crate::check::Defines::new();
         validate::check_given(&specs, inputs, false, &no_defines, &self.ir.name)
             .map_err(RunError::Inputs)?;

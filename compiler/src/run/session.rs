@@ -184,7 +184,8 @@ pub fn run_source(
     let mut tensors = exe.tensor_specs().map_err(err)?;
     validate::label_from_source(&mut tensors, src);
     let budget = req.run.memory_limit.unwrap_or_else(validate::host_memory);
-    validate::check_memory(&tensors, req.check, budget).map_err(RunFailure::Run)?;
+    validate::check_memory_with(&tensors, req.check, budget, &exe.launch_memory(&req.run))
+        .map_err(RunFailure::Run)?;
     validate::check_given(
         &tensors,
         &req.given,
