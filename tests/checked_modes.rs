@@ -340,3 +340,16 @@ fn the_launch_s_own_memory_counts_against_the_budget_by_part() {
     assert!(e.contains("race checker shadow ("), "{e}");
     assert!(e.contains("the launch at these dims needs"), "{e}");
 }
+
+#[test]
+fn amlac_run_checked_and_race_check_pass_on_mla_decode() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let f = file.to_str().unwrap();
+    let run = |args: &[&str]| amla::compiler::cli::run(["amlac", "run"].iter().chain(args));
+    let small = ["-D", "B=2", "-D", "H=16", "-D", "N=300"];
+    for mode in ["--checked", "--race-check"] {
+        let mut args = vec![f, "--check", mode];
+        args.extend(small);
+        assert_eq!(run(&args), 0, "amlac run {mode} --check");
+    }
+}

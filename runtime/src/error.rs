@@ -297,4 +297,74 @@ mod tests {
         );
         assert_eq!(t.status(), status::TIMEOUT);
     }
+
+    #[test]
+    fn watchdog_checked_and_race_errors_name_the_parts() {
+        let n = RuntimeError::FlagNeverSet {
+            kernel: "mla".into(),
+            core: 1,
+            unit: UnitKind::Cube,
+            flag: 3,
+            block: 7,
+            reason: "vector0, which must set it, has finished".into(),
+        };
+        let s = n.to_string();
+        for part in [
+            "mla",
+            "cube of core 1",
+            "flag 3",
+            "block 7",
+            "vector0, which",
+        ] {
+            assert!(s.contains(part), "{part}: {s}");
+        }
+        assert_eq!(n.status(), status::TIMEOUT);
+        let c = RuntimeError::CheckedAccess {
+            kernel: "mla".into(),
+            core: 0,
+            unit: UnitKind::Vector(1),
+            op: "vector: %x = extract %t[%i] : f32".into(),
+            index: -1,
+            bound: 16,
+        };
+        let s = c.to_string();
+        for part in [
+            "vector1 of core 0",
+            "index -1 is outside 0..16",
+            "%x = extract",
+        ] {
+            assert!(s.contains(part), "{part}: {s}");
+        }
+        assert_eq!(c.status(), status::OUT_OF_BOUNDS);
+        let side = |unit, op: &str, kind| crate::race::RaceAccess {
+            core: 0,
+            unit,
+            op: op.into(),
+            kind,
+            epoch: 2,
+        };
+        let r = RuntimeError::Race {
+            buffer: "gm buffer 4 `ws`".into(),
+            start: 8,
+            end: 16,
+            first: Box::new(side(UnitKind::Cube, "cube: store ws[..]", "write")),
+            second: Box::new(side(
+                UnitKind::Vector(0),
+                "vector: %l = load ws[..]",
+                "read",
+            )),
+            flags: "pending: none".into(),
+        };
+        let s = r.to_string();
+        for part in [
+            "8..16",
+            "`ws`",
+            "write by cube",
+            "read by vector0",
+            "pending: none",
+        ] {
+            assert!(s.contains(part), "{part}: {s}");
+        }
+        assert_eq!(r.status(), status::RACE);
+    }
 }

@@ -278,6 +278,15 @@ fn human(s: &RunSummary, req: &RunRequest) -> String {
         "cube FLOPs {}",
         stats.total.get(amla_runtime::Pipe::Cube).flops
     );
+    if req.run.checked {
+        let _ = writeln!(o, "checked: every index and buffer access stayed in bounds");
+    }
+    if req.run.race_check {
+        let _ = writeln!(
+            o,
+            "race check: every cross-unit GM access pair with a write was ordered by a flag"
+        );
+    }
     for check in &s.checks {
         let what = match check.oracle {
             Oracle::Interpreter => "the float64 interpreter of the kernel".to_string(),
