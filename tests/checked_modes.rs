@@ -106,26 +106,26 @@ fn line<'t>(text: &'t str, marker: &str) -> &'t str {
 
 #[test]
 fn an_index_pushed_out_of_bounds_is_stopped_by_the_checked_mode() {
-    // `kv[%b, %j+:128, ..]` → `kv[%b, %N+:128, ..]`: the window starts at
-    // N, past the cache. The IR defines such a window as all zeros, so the
-    // default run reads nothing wrong in its own terms and succeeds; the
-    // checked run names the op, the unit and the index.
+    // `kv[%b, %j+:128, ..]` → `kv[%B, %j+:128, ..]`: the batch index is B,
+    // one past the cache. The IR reads such a point as zeros, so the
+    // default run succeeds (with a wrong output); the checked run names
+    // the op, the unit and the index.
     let c = edited("mla_decode.amla", &MLA, &|t| {
         let l = line(t, "= load kv[%b, %j+:128, ..]");
-        let n = line(t, "= iconst 256 : i32")
+        let b = line(t, "= iconst 2 : i32")
             .split(" = ")
             .next()
             .unwrap()
             .trim()
             .to_string();
-        t.replacen(l, &l.replace("%j+:128", &format!("{n}+:128")), 1)
+        t.replacen(l, &l.replace("kv[%b,", &format!("kv[{b},")), 1)
     });
-    run(&c, None, &config(false, false)).expect("the default run clamps the window");
+    run(&c, None, &config(false, false)).expect("the default run reads zeros");
     let e = run(&c, None, &config(true, false)).unwrap_err().to_string();
     for needle in [
         "checked access failed on cube of core",
-        "index 256 is outside 0..256",
-        "cube: %k = load kv[%b, ",
+        "index 2 is outside 0..2",
+        "cube: %k = load kv[%",
     ] {
         assert!(e.contains(needle), "`{needle}` missing from: {e}");
     }

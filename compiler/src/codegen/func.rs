@@ -10,11 +10,11 @@
 //! scalar loads and stores, `atomic_exp_add`) report their element region
 //! with `amla_rt_note_gm`, which the runtime bounds-checks (and the race
 //! checker records). With `bounds` on, the code also checks:
-//! - every GM index: a point in `0..dim`, a window's start in `0..dim`
-//!   (a window that starts inside and runs past the end is the IR's
-//!   partial tile, clamped as usual) — this covers indices read from GM,
-//!   such as block-table page ids;
-//! - every tile index of `extract` (scalar or window) in `0..extent`;
+//! - every point index of a GM access in `0..dim` — this covers indices
+//!   read from GM, such as block-table page ids (a window `start+:len` is
+//!   clamped to the dim as the IR defines: it may run past the end, or start
+//!   there, as the last block of a causal loop does, and reads zeros);
+//! - every point index of an `extract` (scalar or tile) in `0..extent`;
 //! - every JIT access to a local tile: placement end against the buffer's
 //!   size from `KernelCtx`.
 //!

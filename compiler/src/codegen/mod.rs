@@ -103,7 +103,7 @@ pub struct CodegenOptions {
 /// inside their buffer and, under the race checker, records them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Instrument {
-    /// `--checked`: bounds-check every index (GM tensor indices, tile
+    /// `--checked`: bounds-check every point index (GM tensor indices, tile
     /// indices, block-table values used as indices) and every local tile
     /// access against its buffer; a violation ends the launch with
     /// `RuntimeError::CheckedAccess` naming the op, unit and index.
