@@ -32,6 +32,10 @@
 //! units, the element range, and the flag state (the epochs and the flag
 //! counters still pending on the core).
 //!
+//! Only GM is tracked: no local buffer is shared between units (the Cube
+//! owns L1/L0A/L0B/L0C, each Vector unit its UB, and every runtime call
+//! checks ownership), so local accesses cannot race.
+//!
 //! Reports depend only on the flags' happens-before, not on how the host
 //! happened to interleave the threads; a race whose accesses the host
 //! ordered by luck is still reported. The cost: one lock per access and

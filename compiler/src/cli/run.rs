@@ -71,7 +71,9 @@ pub struct RunArgs {
     /// Emulated AI cores (default: the machine's CPUs).
     #[arg(long)]
     pub cores: Option<usize>,
-    /// Seconds a unit may wait for a flag before the run fails.
+    /// Seconds a unit may wait for a flag before the run fails (a wait no
+    /// unit can satisfy, its setter finished or every unit blocked, fails at
+    /// once).
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
     /// Checked mode: bounds-check every index and buffer access of the
