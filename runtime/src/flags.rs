@@ -18,7 +18,7 @@
 //! - The mutex gives set → wait a happens-before edge, so GM writes made
 //!   before a set are visible after the matching wait.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,9 @@ pub struct CoreFlags {
     sub_blocks: usize,
     state: Mutex<State>,
     cv: Condvar,
+    /// Successful sets so far: the cooperative scheduler's progress measure
+    /// (a round of its units in which this does not move cannot unblock anyone).
+    sets: AtomicU64,
 }
 
 impl CoreFlags {
@@ -81,7 +84,25 @@ impl CoreFlags {
                 to_cube: vec![0; n],
             }),
             cv: Condvar::new(),
+            sets: AtomicU64::new(0),
         }
+    }
+
+    /// Flag IDs and Vector units of this core's flags.
+    pub fn shape(&self) -> (u32, usize) {
+        (self.ids, self.sub_blocks)
+    }
+
+    /// Clears every counter (for a reused core; no allocation).
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.to_vector.iter_mut().for_each(|c| *c = 0);
+        s.to_cube.iter_mut().for_each(|c| *c = 0);
+    }
+
+    /// Successful sets so far.
+    pub fn set_count(&self) -> u64 {
+        self.sets.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,6 +140,7 @@ impl CoreFlags {
             }
         }
         drop(s);
+        self.sets.fetch_add(1, Ordering::Relaxed);
         self.cv.notify_all();
         Ok(())
     }

@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Atomic GM accesses everywhere instead of plain ones (slow; for comparison).
     #[arg(long)]
     pub atomic_gm: bool,
+    /// How units map onto host threads: `auto` (cooperative when cores >=
+    /// host CPUs), `cooperative` (a core's units as coroutines on one
+    /// persistent thread), `threads` (one thread per unit).
+    #[arg(long, value_name = "SCHEDULE", default_value = "auto")]
+    pub schedule: String,
     /// Force a matmul path (`avx512bf16`, `avx2fma`, `scalar`) instead of
     /// the fastest this CPU has; the peak is then that path's.
     #[arg(long, value_name = "PATH")]
@@ -123,6 +128,16 @@ fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
     if args.atomic_gm {
         req.run.gm_access = amla_runtime::gm::GmAccess::Atomic;
     }
+    req.run.schedule = match args.schedule.as_str() {
+        "auto" => amla_runtime::Schedule::Auto,
+        "cooperative" => amla_runtime::Schedule::Cooperative,
+        "threads" => amla_runtime::Schedule::Threads,
+        other => {
+            return Err(format!(
+                "--schedule {other}: expected auto, cooperative or threads"
+            ));
+        }
+    };
     if let Some(name) = &args.matmul_path {
         use amla_runtime::matmul::{MatmulPath, force_path};
         let path = MatmulPath::ALL

@@ -515,9 +515,10 @@ pub fn bench_source(
         let p = probe(req.peak_sample).map_or(first.flops_per_s, |p| p.flops_per_s);
         let a0 = allocations();
         let t = Instant::now();
-        let report = exe.launch(&mut prepared).map_err(run_err)?;
+        let launched = exe.launch_in_place(&mut prepared).map_err(run_err)?;
         let dt = t.elapsed().as_secs_f64();
         let a1 = allocations();
+        let report = launched.clone();
         times.push(dt);
         peaks.push(p);
         // The second count includes its own probe allocation.
