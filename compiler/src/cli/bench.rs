@@ -241,6 +241,13 @@ fn human(r: &BenchReport) -> String {
         r.peak.path, r.peak.instruction, r.peak.threads, r.peak.gflops, r.peak.gflops_one_thread
     );
     let _ = writeln!(o, "fu {:.3}", r.fu);
+    if let (Some(k), Some(fc), Some(pc)) = (&r.kernel_cpu, r.fu_cpu, r.peak_cpu_gflops) {
+        let _ = writeln!(
+            o,
+            "CPU time: median {:.3} ms a launch; fu_cpu {fc:.3} (against {pc:.1} GFLOP per CPU-second on one thread)",
+            k.median_ms
+        );
+    }
     let _ = writeln!(o, "units (median launch):");
     units(&mut o, "cube", &r.cube);
     units(&mut o, "vector", &r.vector);
