@@ -116,6 +116,10 @@ pub struct LaunchConfig {
     pub host_cpus: Option<usize>,
     /// How the units of a core share host threads ([`Schedule`]).
     pub schedule: Schedule,
+    /// Run the race checker ([`crate::race`]): every GM access is recorded
+    /// and the first two conflicting accesses of different units that no
+    /// flag orders fail the launch. Slow; off by default.
+    pub race_check: bool,
 }
 
 /// How a launch maps its emulated units onto host threads.
@@ -148,6 +152,12 @@ impl Schedule {
 }
 
 impl LaunchConfig {
+    /// Turns the race checker on or off.
+    pub fn with_race_check(mut self, on: bool) -> Self {
+        self.race_check = on;
+        self
+    }
+
     /// Sets how GM is accessed.
     pub fn with_gm_access(mut self, a: crate::gm::GmAccess) -> Self {
         self.gm_access = a;
@@ -231,6 +241,7 @@ impl Default for LaunchConfig {
             gm_access: crate::gm::GmAccess::Atomic,
             host_cpus: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
             schedule: Schedule::Auto,
+            race_check: false,
         }
     }
 }

@@ -162,6 +162,8 @@ pub(crate) struct LaunchShared {
     pub flags: Vec<CoreFlags>,
     /// Host CPUs as permits ([`crate::cpus`]).
     pub cpus: crate::cpus::CpuPermits,
+    /// The race checker, when the launch runs one.
+    pub race: Option<crate::race::RaceState>,
 }
 
 impl LaunchShared {
@@ -171,7 +173,14 @@ impl LaunchShared {
             error: Mutex::new(None),
             flags,
             cpus: crate::cpus::CpuPermits::new(host_cpus),
+            race: None,
         }
+    }
+
+    /// Adds the race checker of the launch.
+    pub fn with_race(mut self, race: Option<crate::race::RaceState>) -> Self {
+        self.race = race;
+        self
     }
 
     pub fn aborted(&self) -> bool {
@@ -229,40 +238,52 @@ pub(crate) struct UnitRt<'a> {
     pub coop: Option<&'a corosensei::Yielder<(), ()>>,
     /// Plain or atomic GM accesses (the launch's `LaunchConfig::gm_access`).
     pub gm_access: crate::gm::GmAccess,
+    /// The op being run, as JIT code registered it with `amla_rt_site`
+    /// (pointer and length of UTF-8 text that outlives the launch; `(0, 0)`
+    /// when none), for checked-mode and race reports.
+    pub site: Cell<(usize, usize)>,
 }
 
 impl UnitRt<'_> {
-    /// Waits until flag `id` is set for this unit (after a `try_wait` found
-    /// it unset). On a thread of its own the unit gives its host CPU up
-    /// meanwhile ([`crate::cpus`]) and takes one back before it returns;
-    /// under the cooperative schedule it suspends its coroutine, and the
-    /// core's scheduler resumes it to look again after another unit ran.
-    /// Either way the wait fails with a timeout after `self.timeout` and
-    /// returns at once when the launch aborts.
-    pub fn block_on_flag(&self, id: u32) -> Result<(), crate::flags::FlagError> {
-        use crate::flags::FlagError;
+    /// Waits until flag `id` (at `block`, for the reports) is set for this
+    /// unit (after a `try_wait` found it unset). On a thread of its own the
+    /// unit gives its host CPU up meanwhile ([`crate::cpus`]) and takes one
+    /// back before it returns; under the cooperative schedule it suspends its
+    /// coroutine, and the core's scheduler resumes it to look again after
+    /// another unit ran. Either way the flags' watchdog fails a wait nobody
+    /// can satisfy at once, a wait fails with a timeout after `self.timeout`,
+    /// and returns at once when the launch aborts.
+    pub fn block_on_flag(&self, id: u32, block: u64) -> Result<(), crate::flags::FlagError> {
         let Some(y) = self.coop else {
             self.shared.cpus.release();
             let r = self
                 .flags
-                .wait(self.unit, id, self.timeout, &self.shared.abort);
+                .wait(self.unit, id, block, self.timeout, &self.shared.abort);
             self.shared
                 .cpus
                 .acquire(self.unit == UnitKind::Cube, &self.shared.abort);
             return r;
         };
         let deadline = Instant::now().checked_add(self.timeout);
-        loop {
-            if self.shared.aborted() {
-                return Err(FlagError::Aborted);
-            }
-            if self.flags.try_wait(self.unit, id)? {
-                return Ok(());
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(FlagError::Timeout);
-            }
+        while !self
+            .flags
+            .wait_step(self.unit, id, block, deadline, &self.shared.abort)?
+        {
             y.suspend(());
+        }
+        Ok(())
+    }
+
+    /// The op JIT code registered last, or `fallback`.
+    pub fn site_or<'s>(&'s self, fallback: &'s str) -> &'s str {
+        let (p, n) = self.site.get();
+        if p == 0 {
+            return fallback;
+        }
+        // SAFETY: `amla_rt_site`'s contract: `p` points to `n` bytes of UTF-8
+        // that live for the whole launch (the compiled kernel owns them).
+        unsafe {
+            std::str::from_utf8(std::slice::from_raw_parts(p as *const u8, n)).unwrap_or(fallback)
         }
     }
 

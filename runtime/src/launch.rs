@@ -226,12 +226,17 @@ pub(crate) fn launch_threads(
     let sbs = cfg.vector_sub_blocks;
     let descs: Vec<GmDesc> = gm.descs();
     let names: Vec<String> = gm.names();
+    let race = match cfg.race_check {
+        true => Some(crate::race::RaceState::new(cores, sbs, &descs, &names)?),
+        false => None,
+    };
     let shared = LaunchShared::new(
         (0..cores)
             .map(|_| CoreFlags::new(core_cfg.flag_ids, sbs))
             .collect(),
         cfg.host_cpus,
-    );
+    )
+    .with_race(race);
     let epoch = Instant::now();
     let outcomes: Vec<UnitOutcome> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -387,6 +392,7 @@ impl UnitJob<'_> {
             scratch,
             coop,
             gm_access: self.cfg.gm_access,
+            site: Cell::new((0, 0)),
         }
     }
 
@@ -510,6 +516,8 @@ impl UnitJob<'_> {
                 None => break,
             };
         }
+        // The watchdog: a partner's wait only this unit could satisfy fails now.
+        rt.flags.finish(self.unit);
     }
 }
 

@@ -125,7 +125,16 @@ impl Launcher {
             self.names.clear();
             self.names.extend(gm.name_iter().map(str::to_string));
         }
-        let shared = LaunchShared::new(Vec::new(), None);
+        let race = match cfg.race_check {
+            true => Some(crate::race::RaceState::new(
+                cfg.cores,
+                cfg.vector_sub_blocks,
+                &self.descs,
+                &self.names,
+            )?),
+            false => None,
+        };
+        let shared = LaunchShared::new(Vec::new(), None).with_race(race);
         let epoch = Instant::now();
         let job = CoopJob {
             kernel,
