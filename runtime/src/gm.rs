@@ -275,6 +275,16 @@ impl Gm {
     pub fn names(&self) -> Vec<String> {
         self.buffers.iter().map(|b| b.name.clone()).collect()
     }
+
+    /// [`Gm::descs`] without the vector.
+    pub fn desc_iter(&self) -> impl Iterator<Item = GmDesc> + '_ {
+        self.buffers.iter().map(GmBuffer::desc)
+    }
+
+    /// [`Gm::names`] without the copies.
+    pub fn name_iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.buffers.iter().map(|b| b.name.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Atomic GM accesses everywhere instead of plain ones (slow; for comparison).
     #[arg(long)]
     pub atomic_gm: bool,
+    /// How units map onto host threads: `auto` (cooperative when cores >=
+    /// host CPUs), `cooperative` (a core's units as coroutines on one
+    /// persistent thread), `threads` (one thread per unit).
+    #[arg(long, value_name = "SCHEDULE", default_value = "auto")]
+    pub schedule: String,
     /// Force a matmul path (`avx512bf16`, `avx2fma`, `scalar`) instead of
     /// the fastest this CPU has; the peak is then that path's.
     #[arg(long, value_name = "PATH")]
@@ -123,6 +128,16 @@ fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
     if args.atomic_gm {
         req.run.gm_access = amla_runtime::gm::GmAccess::Atomic;
     }
+    req.run.schedule = match args.schedule.as_str() {
+        "auto" => amla_runtime::Schedule::Auto,
+        "cooperative" => amla_runtime::Schedule::Cooperative,
+        "threads" => amla_runtime::Schedule::Threads,
+        other => {
+            return Err(format!(
+                "--schedule {other}: expected auto, cooperative or threads"
+            ));
+        }
+    };
     if let Some(name) = &args.matmul_path {
         use amla_runtime::matmul::{MatmulPath, force_path};
         let path = MatmulPath::ALL
@@ -226,6 +241,13 @@ fn human(r: &BenchReport) -> String {
         r.peak.path, r.peak.instruction, r.peak.threads, r.peak.gflops, r.peak.gflops_one_thread
     );
     let _ = writeln!(o, "fu {:.3}", r.fu);
+    if let (Some(k), Some(fc), Some(pc)) = (&r.kernel_cpu, r.fu_cpu, r.peak_cpu_gflops) {
+        let _ = writeln!(
+            o,
+            "CPU time: median {:.3} ms a launch; fu_cpu {fc:.3} (against {pc:.1} GFLOP per CPU-second on one thread)",
+            k.median_ms
+        );
+    }
     let _ = writeln!(o, "units (median launch):");
     units(&mut o, "cube", &r.cube);
     units(&mut o, "vector", &r.vector);
