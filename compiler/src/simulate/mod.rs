@@ -183,6 +183,13 @@ pub struct SimConfig {
     pub gm_scalar: i64,
     /// Keep op events (for `--trace`/`--svg`) of this many first grid items.
     pub trace_items: u32,
+    /// Read every GM→L1 load as if `plan-memory` had given it two L1 slots
+    /// in turn (double buffering): the load of block j+1 waits for the
+    /// readers of block j−1 only. Applied only when L1 has room for a second
+    /// copy of the largest loaded tile next to everything placed there
+    /// (else the report says it was not). A what-if of the model, not of
+    /// the compiled program.
+    pub double_buffer_l1: bool,
 }
 
 impl Default for SimConfig {
@@ -190,6 +197,7 @@ impl Default for SimConfig {
         SimConfig {
             gm_scalar: 0,
             trace_items: 2,
+            double_buffer_l1: false,
         }
     }
 }

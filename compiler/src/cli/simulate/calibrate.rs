@@ -2,8 +2,9 @@
 //!
 //! `--probe-host` measures this machine running the emulated core and prints
 //! a `host` target file (`targets/host.toml` is one such output). It runs MLA
-//! decode at three probe shapes (B = 1; N = 2048, H = 128; N = 2048, H = 32;
-//! N = 512, H = 128) with one emulated core (`--cores 1`: one Cube thread and
+//! decode at three probe shapes (B = 1; (N, H) = (2048, 128), (4096, 32),
+//! (4096, 128): launches as long as the calibration's, since on a loaded
+//! machine the cost of a flag hand-off grows with the launch's length) with one emulated core (`--cores 1`: one Cube thread and
 //! one Vector thread), one warm-up and [`LAUNCHES`] traced launches each, and
 //! takes every number of the file from those launches (medians over
 //! launches):
@@ -45,8 +46,8 @@ use amla_runtime::units::UnitKind;
 /// The probe shapes of `--probe-host` (none is a calibration shape).
 const PROBES: [[(&str, &str); 3]; 3] = [
     [("B", "1"), ("N", "2048"), ("H", "128")],
-    [("B", "1"), ("N", "2048"), ("H", "32")],
-    [("B", "1"), ("N", "512"), ("H", "128")],
+    [("B", "1"), ("N", "4096"), ("H", "32")],
+    [("B", "1"), ("N", "4096"), ("H", "128")],
 ];
 
 /// Timed launches per shape (probe and calibration).
@@ -280,7 +281,7 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
 # (`amlac simulate --calibrate`). Written by `amlac simulate --probe-host`
 # (the module doc of compiler/src/cli/simulate/calibrate.rs says how each
 # figure is measured): MLA decode at B = 1 and (N, H) = (2048, 128),
-# (2048, 32), (512, 128), {LAUNCHES} warm traced launches each with `--cores 1`,
+# (4096, 32), (4096, 128), {LAUNCHES} warm traced launches each with `--cores 1`,
 # medians over launches; load average {load} when measured.
 # A cycle is 1 ns (clock_ghz = 1). Buffers, alignment and flag count are the
 # emulated core's (the 910B's), so the host compiles the same IR.
