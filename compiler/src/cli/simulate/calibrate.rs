@@ -292,9 +292,9 @@ description = \"this machine running the emulated AI core with --cores 1 (1 Cube
 ai_cores = 1                  # amlac run --cores 1
 vector_per_core = 1           # the runtime runs one Vector thread for a 1-sub-block Vector function
 clock_ghz = 1.0               # 1 cycle = 1 ns
-hbm_gbps = 1000000.0          # no separate limit: the measured move rates include host memory
+hbm_gbps = {hbm:.1}          # no separate limit: the measured move rates include host memory
 l2_bytes = {l2}
-l2_gbps = 1000000.0           # as hbm_gbps
+l2_gbps = {l2bw:.1}           # as hbm_gbps
 
 [buffers]                     # the emulated core's (ascend910b.toml)
 l1 = {l1}
@@ -336,6 +336,8 @@ add_bytes_per_cycle = {atomic:.4}  # not a separate limit: atomic adds are insid
 pipes_concurrent = false      # each emulated unit is one thread: its ops run one after another
 launch_cycles = {launch:.0}        # measured: launch wall time minus the longest unit's entry time",
         l2 = base.chip.l2_bytes,
+        hbm = base.chip.hbm_gbps,
+        l2bw = base.chip.l2_gbps,
         l1 = b.l1,
         l0a = b.l0a,
         l0b = b.l0b,
