@@ -42,7 +42,14 @@
 //!    its unit (local work goes on), and a set fires once every earlier GM
 //!    access of its unit has ended. With `model.pipes_concurrent = false`
 //!    (the host target) every op of a unit runs on one queue, as on the
-//!    emulator's one thread per unit.
+//!    emulator's one thread per unit: a wait then blocks every later op of
+//!    the unit, a set comes after every earlier one and holds the unit for
+//!    `flags.set_cycles`; `model.launch_cycles` is added to the end.
+//!
+//! **What-if.** [`SimConfig::double_buffer_l1`] (`--double-buffer-l1`)
+//!    gives each GM→L1 load two slots in turn where L1 has room, and a
+//!    reload of a range still in the other slot costs nothing: what the
+//!    program would do if `plan-memory` double-buffered the KV block.
 //!
 //! **Vector sub-blocks.** A target with `vector_per_core = V` runs `V`
 //!    Vector units per core. When the compiled Vector function runs fewer
