@@ -40,7 +40,8 @@
 //!   with the guards of `amla_runtime::rescale::exp2_scale_bits`, applied to
 //!   GM in place by JIT code ([`simd_math::emit_exp2_scale_row`]).
 //! - GM reads past a tensor's end read 0 (the copied extent is clamped and the
-//!   rest of the tile zero-filled); writes past it are dropped.
+//!   rest of the tile zero-filled); writes past it are dropped. A scalar
+//!   `extract` from a tile with an index out of range reads 0 too.
 //! - Tiles `plan-memory` left in `gm` (too big for UB) live in the unit's
 //!   private host scratch (`amla_rt_scratch`, one 64-byte aligned slot per
 //!   such value, allocated once per launch); Vector ops read and write them
