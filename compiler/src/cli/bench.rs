@@ -3,6 +3,12 @@
 //! per-unit figures and memory, all measured in this one process (see
 //! [`crate::run::bench`] for the method).
 //!
+//! `amlac bench --flash-mla -D B=… -D N=… [-D H=…] [-D PAGE=…] [-D SPLITS=…]`
+//! benchmarks the FlashMLA-shaped plan instead ([`bench_flash_mla`]): the
+//! split-KV scheduler's plan (printed), then the whole plan (split kernel and
+//! LSE combine, or the paged kernel alone) per launch, with the MLA FLOP
+//! formula.
+//!
 //! Exit codes: 0 measured; 1 the kernel did not compile or run; 2 usage errors.
 
 use std::fmt::Write as _;
@@ -19,8 +25,18 @@ use crate::target::Target;
 /// Arguments of `amlac bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The `.amla` file.
-    pub file: PathBuf,
+    /// The `.amla` file (not with `--flash-mla`).
+    #[arg(required_unless_present = "flash_mla", conflicts_with = "flash_mla")]
+    pub file: Option<PathBuf>,
+    /// Benchmark the FlashMLA-shaped plan (split-KV kernel + combine, or the
+    /// paged kernel) for `-D B`, `-D N` (`-D H`, `-D PAGE`, `-D SPLITS`).
+    #[arg(long)]
+    pub flash_mla: bool,
+    /// With `--flash-mla`: also time the dense `mla_decode.amla` at this
+    /// shape (`B=16,N=4096`), one launch before each plan launch, and print
+    /// the ratio of the two GFLOP/s medians.
+    #[arg(long, value_name = "B=..,N=..", requires = "flash_mla")]
+    pub against: Option<String>,
     /// Bind a dim or const (`-D N=4096`), or set a compiler option (`-D PRELOAD=2`).
     #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = super::parse_define)]
     pub defines: Vec<(String, String)>,
@@ -73,7 +89,10 @@ pub struct BenchArgs {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: &BenchArgs) -> u8 {
-    let src = match super::read_source(&args.file) {
+    let Some(file) = &args.file else {
+        return super::bench_flash_mla::run(args);
+    };
+    let src = match super::read_source(file) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -109,7 +128,7 @@ pub fn run(args: &BenchArgs) -> u8 {
     if super::print_stdout(&text) { 0 } else { 1 }
 }
 
-fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
+pub(super) fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
     let mut compile = CompileOptions::new()?;
     compile.target =
         Target::load(&args.target).map_err(|e| format!("target `{}`: {e}", args.target))?;
