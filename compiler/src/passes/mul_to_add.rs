@@ -435,6 +435,34 @@ fn match_rescale(k: &Kernel, f: Inst, ia: usize) -> Result<Match, String> {
         }
     });
     let p = p.ok_or("no `p = exp(s - m_new)` in the loop")?;
+    // The rewrite changes p's values (base 2, another max, and for
+    // `nearest` and `cann` a factor the Cube multiplies in), keeping only
+    // the ratio `acc / l`: p may feed only the P·V matmul (through a 16-bit
+    // cast) and the running sum `l = l * alpha + rowsum(p)`.
+    let l_add = find_l(k, body, alpha, &[ia, im]).map(|il| k.def_inst(ys[il]));
+    for u in users(k, body, p) {
+        let r = k.insts[u].results.first().copied();
+        let ok = match &k.insts[u].kind {
+            InstKind::Cast(_, DType::Bf16 | DType::F16) => r.is_some_and(|c| {
+                users(k, body, c).iter().all(|&w| {
+                    matches!(&k.insts[w].kind, InstKind::Matmul { a, acc: None, .. } if Some(*a) == r)
+                        && k.insts[w].results.first() == Some(&pv)
+                })
+            }),
+            InstKind::Reduce(ReduceOp::Sum, _) => r.is_some_and(|s| {
+                users(k, body, s)
+                    .iter()
+                    .all(|&w| l_add.is_some_and(|a| a == Some(w)))
+            }),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "`p` has a use the rewrite cannot keep (`{}`; only `bf16(p) @ v` and `l = l * alpha + rowsum(p)`)",
+                k.insts[u].kind.opcode()
+            ));
+        }
+    }
     // m_new may feed only: the rescale factor, p's broadcast, the yield.
     for u in users(k, body, m_new) {
         let ok = match &k.insts[u].kind {
@@ -590,6 +618,18 @@ fn rewrite(
         .map_err(e)
     };
     let bin = |b: &mut crate::ir::Builder, op, x, y| b.value(InstKind::Binary(op, x, y)).map_err(e);
+    // The factor of every other carried value (`l`): `2^(m_old - m_new)`
+    // unguarded, as the kernel's `exp(m_old - m_new)` is: 0 on the first
+    // block (whatever `l` starts at), NaN where the kernel's is NaN (a row
+    // with no finite score yet). Only the accumulator, known to be 0
+    // then, takes the guarded step.
+    let exact_alpha = |b: &mut crate::ir::Builder, m_old, m_new| -> Result<Value, String> {
+        let dm = b
+            .value(InstKind::Binary(BinaryOp::Sub, m_old, m_new))
+            .map_err(e)?;
+        b.named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
+            .map_err(e)
+    };
     let log2e = fc(&mut b, LOG2_E, &s_shape)?;
     let s2 = b
         .named(InstKind::Binary(BinaryOp::Mul, m.s, log2e), "s2")
@@ -628,11 +668,7 @@ fn rewrite(
         let ro = b.value(InstKind::Unary(int_op, m_old)).map_err(e)?;
         let rn = b.value(InstKind::Unary(int_op, big_m)).map_err(e)?;
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
-        let dm = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
-        let dm = b.value(InstKind::Select(first, zero, dm)).map_err(e)?;
-        let alpha_l = b
-            .named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
-            .map_err(e)?;
+        let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
         let (c, cb) = leftover(&mut b, m_safe, int_op)?;
         if cann {
             let q = b
@@ -652,7 +688,8 @@ fn rewrite(
         (step, Some(alpha_l), p_mm)
     } else {
         let step = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
-        (step, None, p2)
+        let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
+        (step, Some(alpha_l), p2)
     };
     let nf0 = b.value(InstKind::Select(first, zero, step)).map_err(e)?;
     let floor = fc(&mut b, if cann { -30.0 } else { -255.0 }, &rows)?;
@@ -733,9 +770,12 @@ fn rewrite(
         notes.push("compensation skipped: `p` is not cast to bf16/f16 for the Cube".into());
     }
     let lc = if compensate && !casts.is_empty() {
-        let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
-        let mut b = crate::ir::Builder::at(k, outer, fpos);
-        let lc0 = fc(&mut b, 0.0, &rows)?;
+        // `lc` starts where `l` does: a loop that runs no block leaves the
+        // kernel's `acc / l` at `0 / l`.
+        let InstKind::For { init, .. } = &k.insts[m.for_inst].kind else {
+            return Err("not a loop".into());
+        };
+        let lc0 = init[il.ok_or("no l")?];
         let (lc_param, lc_out) = add_carried(k, m.for_inst, lc0, "lc")?;
         let cast = *casts.first().ok_or("no cast of p")?;
         let pb = k.insts[cast].results[0];
@@ -745,12 +785,14 @@ fn rewrite(
         let pr = b.value(InstKind::Cast(pb, DType::F32)).map_err(e)?;
         let rs = b.value(InstKind::Reduce(ReduceOp::Sum, pr)).map_err(e)?;
         let sc = bin(&mut b, BinaryOp::Mul, lc_param, alpha2)?;
-        // CANN: the accumulator's fractional correction, exactly, in f32
-        // (on the first block lc is 0 and the ratio 0).
+        // CANN: the accumulator's fractional correction, exactly, in f32.
         let sc = match cof_ratio {
             Some(r) => bin(&mut b, BinaryOp::Mul, sc, r)?,
             None => sc,
         };
+        // The first block drops lc's start, as `exp(-inf - m_new) = 0`
+        // drops l's.
+        let sc = b.value(InstKind::Select(first, zero, sc)).map_err(e)?;
         let lc_new = b
             .named(InstKind::Binary(BinaryOp::Add, sc, rs), "lc")
             .map_err(e)?;
