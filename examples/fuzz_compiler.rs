@@ -11,6 +11,8 @@
 //!   --print         print the program of FIRST_SEED and exit
 //!   --explain       judge FIRST_SEED under each configuration of the full
 //!                   matrix in turn, in this process, and print each verdict
+//!   --file PATH     with --explain: judge the kernel in PATH instead (a
+//!                   finding's source, minimised by hand)
 //! ```
 //!
 //! Runs CASES (default 1000) programs from FIRST_SEED (default 0):
@@ -42,6 +44,7 @@ struct Args {
     worker: bool,
     print: bool,
     explain: bool,
+    file: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         worker: false,
         print: false,
         explain: false,
+        file: None,
     };
     let mut positional = 0;
     let mut it = std::env::args().skip(1);
@@ -82,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--worker" => a.worker = true,
             "--print" => a.print = true,
             "--explain" => a.explain = true,
+            "--file" => a.file = Some(it.next().ok_or("--file takes a path")?.into()),
             s if !s.starts_with('-') && positional < 2 => {
                 let v: u64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
                 if positional == 0 {
@@ -139,7 +144,15 @@ fn main() {
         return;
     }
     if a.explain {
-        let p = program(a.first, &examples, a.features);
+        let p = match &a.file {
+            Some(f) => amla::compiler::fuzz::Program {
+                source: std::fs::read_to_string(f)
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display())),
+                defines: Vec::new(),
+                rounds_inside: false,
+            },
+            None => program(a.first, &examples, a.features),
+        };
         for cfg in Config::all() {
             println!("{cfg}: {:?}", run_caught(&p, &[cfg], a.first));
         }

@@ -2,11 +2,13 @@
 //! and mutated examples (`amla::compiler::fuzz`), each rejected by the
 //! checker with a diagnostic or compiled, JIT-run and matched against the
 //! float64 interpreter, never a panic, internal error, codegen or launch
-//! error, or hang. The configurations rotate over every preload depth,
-//! `mul-to-add` on and off, 1 and 3 cores.
+//! error, or hang. One configuration per case, rotating over the 20 of
+//! the full matrix (`fuzz::Config::all`: every preload depth with every
+//! optional pass on and without each in turn, 1 and 3 cores). The driver
+//! that runs cases in worker processes is tested on a hang and an abort.
 //!
 //! The heavy run (docs/TESTING.md records its counts):
-//! `cargo run --release --example fuzz_compiler -- 10000`.
+//! `cargo run --release --example fuzz_compiler -- 10000 0`.
 
 use std::time::Duration;
 

@@ -82,3 +82,18 @@ fn a_p_scaled_before_its_cast_is_left_as_flash_attention() {
 fn a_row_that_sees_no_key_is_nan_as_written() {
     assert!(runs_right_everywhere("fuzz_row_without_key.amla"));
 }
+
+#[test]
+fn a_bf16_cast_of_an_f32_input_rounds_as_the_jit_does() {
+    use amla::compiler::fuzz::{Config, Program, Verdict, run_case};
+    let src = kernel_file("fuzz_bf16_of_f32.amla");
+    let p = Program {
+        source: src.text.clone(),
+        defines: Vec::new(),
+        rounds_inside: false,
+    };
+    // The fuzzer's inputs of seed 1084 hold an f32 that `half` rounded the
+    // wrong way.
+    let v = run_case(&p, &Config::all()[..2], 1084);
+    assert_eq!(v, Verdict::Passed);
+}

@@ -21,8 +21,10 @@
 //! %acc'  = add (mul %acc, broadcast %alpha), %pv   // %pv = matmul …; yielded
 //! ```
 //!
-//! with `m` starting at `-inf`, `acc` at `0`, `m_new` used only there, and
-//! `acc` used only by the multiply. Every check that fails is reported by
+//! with `m` starting at `-inf`, `acc` at `0`, `m_new` used only there,
+//! `acc` used only by the multiply, and `p` only by the P·V matmul (through
+//! a 16-bit cast) and by `l = l * alpha + rowsum(p)` (the rewrite keeps
+//! only the ratio `acc / l`, not `p` itself). Every check that fails is reported by
 //! `--explain` for each carried accumulator-shaped tile, so a near miss
 //! says why it did not match.
 //!
@@ -81,7 +83,12 @@
 //! `-inf` keeps `M_new = -inf` and `s2 - M_new` would be NaN; and clamping
 //! `n` at -255 is exact because every finite f32 times `2^-255` flushes to
 //! zero. The exponent add itself keeps ±0 and flushes underflow (see
-//! `amla_runtime::rescale`).
+//! `amla_runtime::rescale`). Only the accumulator takes the guarded step:
+//! `l` is rescaled by `2^(m_old - m_new)` unguarded, as the kernel's
+//! `exp(m_old - m_new)` is (0 on the first block whatever `l` starts at,
+//! NaN where the kernel's is NaN), and `lc` starts where `l` does (a loop
+//! that runs no block leaves `acc / l` at `0 / l`) and drops its start on
+//! the first block.
 
 use crate::ir::{
     BinaryOp, Block, CmpOp, DType, Dim, Index, Inst, InstKind, Kernel, ReduceOp, Role, TensorData,
