@@ -97,3 +97,8 @@ fn a_bf16_cast_of_an_f32_input_rounds_as_the_jit_does() {
     let v = run_case(&p, &Config::all()[..2], 1084);
     assert_eq!(v, Verdict::Passed);
 }
+
+#[test]
+fn a_row_whose_first_block_is_masked_is_nan_as_written() {
+    assert!(runs_right_everywhere("fuzz_first_block_masked.amla"));
+}

@@ -33,8 +33,7 @@
 //! ```text
 //! %s2    = mul %s, broadcast 1.4426950408889634     // s · log2 e
 //! %M_new = max %M, ceil (rowmax %s2)
-//! %Ms    = select (eq %M_new, -inf), 0, %M_new      // all-masked rows
-//! %p     = exp2 (sub %s2, broadcast %Ms)            // in [0, 1]
+//! %p     = exp2 (sub %s2, broadcast %M_new)         // in [0, 1]
 //! %nf    = max (select (eq %M, -inf), 0, %M - %M_new), -255
 //! %n     = cast %nf i32
 //! %alpha = exp2 %nf                                 // l still rescales by it
@@ -80,7 +79,9 @@
 //!
 //! Why the guards: on the first block `M = -inf` and `n` would be `-inf`
 //! (`acc` is still 0, so `n = 0` is right); a row whose scores are all
-//! `-inf` keeps `M_new = -inf` and `s2 - M_new` would be NaN; and clamping
+//! `-inf` keeps `M_new = -inf`, and its `P` is NaN, as the kernel's
+//! `exp(s - m_new)` is there (the leftover `c` of `nearest` and `cann` takes
+//! `M_new` guarded to 0, so that only `P` carries the NaN); and clamping
 //! `n` at -255 is exact because every finite f32 times `2^-255` flushes to
 //! zero. The exponent add itself keeps ±0 and flushes underflow (see
 //! `amla_runtime::rescale`). Only the accumulator takes the guarded step:
@@ -659,9 +660,11 @@ fn rewrite(
     let zero = fc(&mut b, 0.0, &rows)?;
     let empty = b.value(InstKind::Cmp(CmpOp::Eq, big_m, ninf)).map_err(e)?;
     let m_safe = b.value(InstKind::Select(empty, zero, big_m)).map_err(e)?;
+    // p keeps the kernel's NaN for a row with no finite score yet
+    // (`exp(-inf - -inf)`); only the leftover `c` takes the guarded max.
     let mb = b
         .value(InstKind::Broadcast {
-            src: m_safe,
+            src: big_m,
             shape: s_shape.clone(),
         })
         .map_err(e)?;
