@@ -30,6 +30,9 @@ use crate::error::RuntimeError;
 ///   disjoint slices of the outputs; and an `atomic_add` into GM is ordered
 ///   against every other access to that region by the flags around it, so
 ///   its read-modify-write cannot interleave with another unit's.
+///   The race checker ([`crate::race`], `amlac run --race-check`) checks
+///   this claim on a launch: it fails on any cross-unit conflicting pair of
+///   GM accesses that no flag chain orders.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GmAccess {
     /// Atomic element operations (the default).
