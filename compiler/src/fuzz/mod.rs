@@ -3,13 +3,18 @@
 //! diagnostic or compiled, JIT-run and matched against the float64
 //! interpreter ([`crate::interp`]).
 //!
-//! [`generate`] draws a kernel from a seed: a grid over `G` work items
-//! starting at 0 or 1, a KV-style loop over `K` in blocks of `BK` (bound
-//! static or read from an `i32` tensor), a matmul of 16-bit casts of slices
-//! of `x` and `y`, carried `var`s of shape `[R, C]` and `[R]`, optionally a
-//! nested loop and a store inside the loop, and random expression trees over
-//! every element-wise built-in, masks (`where`, `row_index`, `col_index`),
-//! row reductions and their broadcasts, transposes (square tiles), 16-bit
+//! [`generate`] draws a kernel from a seed: a grid of one or two axes
+//! (`parallel i in LO..G, h in LO2..H2`), each starting at 0 or 1; a
+//! KV-style loop over `K` in blocks of `BK` (bound static or read from an
+//! `i32` tensor); scores that are a matmul of 16-bit casts of slices of `x`
+//! and `y`, a slice of a computed (scaled) matmul of a wider `y`, or a
+//! thrice-transposed operand; carried `var`s of every shape (`[R, C]`,
+//! `[R]`, a scalar, an `i32[R]` counter); optionally a nested loop and a
+//! store inside the loop; and random expression trees over every built-in
+//! (element-wise functions, `max`/`min`, `where`, `row_index`/`col_index`,
+//! `reshape`, the four conversions), every comparison and logical operator,
+//! `%` and `/`, row reductions and their broadcasts, slices of computed
+//! tiles, transposes (square tiles, or after a reshape), 16-bit
 //! round trips. Dims are drawn from 1, odd, prime, below and above a block;
 //! input and output dtypes from bf16, f16 and f32. [`mutate_example`] takes
 //! an example kernel, swaps one operator or function for another
