@@ -79,10 +79,15 @@ fn header(path: &Path, text: &str) -> Header {
 
 /// Runs one filetest; returns the text to snapshot.
 fn run(path: &Path) -> String {
-    let what = path.display();
     let text = std::fs::read_to_string(path).unwrap();
     let h = header(path, &text);
-    let mut k = parse(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
+    run_text(&path.display(), &text, h)
+}
+
+/// Runs the IR `text` through the pass of `h`; returns the printed result
+/// (or the pass's error).
+fn run_text(what: &dyn std::fmt::Display, text: &str, h: Header) -> String {
+    let mut k = parse(text).unwrap_or_else(|e| panic!("{what}: {e}"));
     let vcfg = VerifyConfig::for_target(&h.target);
     verify_with(&k, &vcfg).unwrap_or_else(|e| panic!("{what}: the input does not verify:\n{e}"));
     let pass = registry(&h.pass).unwrap_or_else(|| panic!("{what}: no pass `{}`", h.pass));
@@ -122,4 +127,53 @@ fn filetests() {
         s.bind(|| insta::assert_snapshot!(name, out));
     });
     assert!(count >= 5, "found only {count} filetests");
+}
+
+/// The `# Example` of a pass's module doc: the first `text` block after a
+/// line starting `Before` and the first after a line starting `After`,
+/// without the `//! ` prefixes.
+fn doc_example(doc: &str) -> Option<(String, String)> {
+    let lines: Vec<&str> = doc
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let start = lines.iter().position(|l| *l == "# Example")?;
+    let block = |from: usize, label: &str| -> Option<(String, usize)> {
+        let at = from + lines[from..].iter().position(|l| l.starts_with(label))?;
+        let open = at + lines[at..].iter().position(|l| *l == "```text")?;
+        let close = open + lines[open..].iter().position(|l| *l == "```")?;
+        let body: String = lines[open + 1..close]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Some((body, close))
+    };
+    let (before, end) = block(start, "Before")?;
+    let (after, _) = block(end, "After")?;
+    Some((before, after))
+}
+
+#[test]
+fn every_pass_doc_example_is_real_ir_and_what_the_pass_prints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("compiler/src/passes");
+    for (pass, file) in [
+        ("split", "split/mod.rs"),
+        ("tile", "tile.rs"),
+        ("plan-memory", "plan_memory/mod.rs"),
+    ] {
+        let doc = std::fs::read_to_string(root.join(file)).unwrap();
+        let (before, after) = doc_example(&doc)
+            .unwrap_or_else(|| panic!("{file}: no `# Example` with a Before and an After block"));
+        let h = Header {
+            pass: pass.to_string(),
+            options: PassOptions::default(),
+            target: Target::ascend910b(),
+        };
+        let got = run_text(&format!("{file} (doc example)"), &before, h);
+        assert_eq!(
+            got, after,
+            "{file}: the doc's After block is not what `{pass}` prints"
+        );
+    }
 }

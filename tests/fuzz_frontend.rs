@@ -5,7 +5,8 @@
 //!
 //! The default case count keeps a debug `cargo test` at a few seconds; the
 //! heavy run is
-//! `PROPTEST_CASES=100000 cargo test --release --test fuzz_frontend`.
+//! `PROPTEST_CASES=250000 cargo test --release --test fuzz_frontend`
+//! (4 properties: 1,000,000 inputs; `docs/TESTING.md` records its runs).
 
 use std::sync::mpsc;
 use std::time::Duration;

@@ -17,6 +17,7 @@ pub mod lower;
 pub mod numerics;
 pub mod passes;
 pub mod reference;
+pub mod round16;
 pub mod run;
 pub mod simulate;
 pub mod syntax;

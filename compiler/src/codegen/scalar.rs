@@ -83,8 +83,8 @@ impl FnCx<'_, '_> {
             InstKind::IConst(c) => self.i32c(*c as i32 as i64),
             InstKind::FConst(x, d) => {
                 let f = match d {
-                    DType::Bf16 => half::bf16::from_f64(*x).to_f32(),
-                    DType::F16 => half::f16::from_f64(*x).to_f32(),
+                    DType::Bf16 => crate::round16::bf16_from_f64(*x).to_f32(),
+                    DType::F16 => crate::round16::f16_from_f64(*x).to_f32(),
                     _ => *x as f32,
                 };
                 self.b.ins().f32const(f)

@@ -60,8 +60,6 @@
 
 use std::rc::Rc;
 
-use half::{bf16, f16};
-
 use crate::check::hir::{
     self, BinOp, CmpOp, DType, Dim, ExprId, ExprKind, IndexItem, Kernel, MathFn, Role, Stmt,
     UnaryOp,
@@ -123,8 +121,8 @@ type Val = Rc<Tile>;
 /// Rounds `x` to what a value of `dtype` can hold (see the module doc).
 pub fn round_to(dtype: DType, x: f64) -> f64 {
     match dtype {
-        DType::Bf16 => bf16::from_f64(x).to_f64(),
-        DType::F16 => f16::from_f64(x).to_f64(),
+        DType::Bf16 => crate::round16::bf16_from_f64(x).to_f64(),
+        DType::F16 => crate::round16::f16_from_f64(x).to_f64(),
         DType::F32 => {
             if x.abs() > f32::MAX as f64 {
                 x as f32 as f64

@@ -92,7 +92,7 @@ fn loops_vars_matmul_and_data_dependent_bounds() {
         shape: shape.to_vec(),
         data: HostData::Bf16(
             (0..shape.iter().product())
-                .map(|i| bf16::from_f64(f(i)))
+                .map(|i| half::bf16::from_f64(f(i)))
                 .collect(),
         ),
     };

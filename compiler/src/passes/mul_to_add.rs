@@ -21,8 +21,10 @@
 //! %acc'  = add (mul %acc, broadcast %alpha), %pv   // %pv = matmul …; yielded
 //! ```
 //!
-//! with `m` starting at `-inf`, `acc` at `0`, `m_new` used only there, and
-//! `acc` used only by the multiply. Every check that fails is reported by
+//! with `m` starting at `-inf`, `acc` at `0`, `m_new` used only there,
+//! `acc` used only by the multiply, and `p` only by the P·V matmul (through
+//! a 16-bit cast) and by `l = l * alpha + rowsum(p)` (the rewrite keeps
+//! only the ratio `acc / l`, not `p` itself). Every check that fails is reported by
 //! `--explain` for each carried accumulator-shaped tile, so a near miss
 //! says why it did not match.
 //!
@@ -31,8 +33,7 @@
 //! ```text
 //! %s2    = mul %s, broadcast 1.4426950408889634     // s · log2 e
 //! %M_new = max %M, ceil (rowmax %s2)
-//! %Ms    = select (eq %M_new, -inf), 0, %M_new      // all-masked rows
-//! %p     = exp2 (sub %s2, broadcast %Ms)            // in [0, 1]
+//! %p     = exp2 (sub %s2, broadcast %M_new)         // in [0, 1]
 //! %nf    = max (select (eq %M, -inf), 0, %M - %M_new), -255
 //! %n     = cast %nf i32
 //! %alpha = exp2 %nf                                 // l still rescales by it
@@ -78,10 +79,17 @@
 //!
 //! Why the guards: on the first block `M = -inf` and `n` would be `-inf`
 //! (`acc` is still 0, so `n = 0` is right); a row whose scores are all
-//! `-inf` keeps `M_new = -inf` and `s2 - M_new` would be NaN; and clamping
+//! `-inf` keeps `M_new = -inf`, and its `P` is NaN, as the kernel's
+//! `exp(s - m_new)` is there (the leftover `c` of `nearest` and `cann` takes
+//! `M_new` guarded to 0, so that only `P` carries the NaN); and clamping
 //! `n` at -255 is exact because every finite f32 times `2^-255` flushes to
 //! zero. The exponent add itself keeps ±0 and flushes underflow (see
-//! `amla_runtime::rescale`).
+//! `amla_runtime::rescale`). Only the accumulator takes the guarded step:
+//! `l` is rescaled by `2^(m_old - m_new)` unguarded, as the kernel's
+//! `exp(m_old - m_new)` is (0 on the first block whatever `l` starts at,
+//! NaN where the kernel's is NaN), and `lc` starts where `l` does (a loop
+//! that runs no block leaves `acc / l` at `0 / l`) and drops its start on
+//! the first block.
 
 use crate::ir::{
     BinaryOp, Block, CmpOp, DType, Dim, Index, Inst, InstKind, Kernel, ReduceOp, Role, TensorData,
@@ -435,6 +443,34 @@ fn match_rescale(k: &Kernel, f: Inst, ia: usize) -> Result<Match, String> {
         }
     });
     let p = p.ok_or("no `p = exp(s - m_new)` in the loop")?;
+    // The rewrite changes p's values (base 2, another max, and for
+    // `nearest` and `cann` a factor the Cube multiplies in), keeping only
+    // the ratio `acc / l`: p may feed only the P·V matmul (through a 16-bit
+    // cast) and the running sum `l = l * alpha + rowsum(p)`.
+    let l_add = find_l(k, body, alpha, &[ia, im]).map(|il| k.def_inst(ys[il]));
+    for u in users(k, body, p) {
+        let r = k.insts[u].results.first().copied();
+        let ok = match &k.insts[u].kind {
+            InstKind::Cast(_, DType::Bf16 | DType::F16) => r.is_some_and(|c| {
+                users(k, body, c).iter().all(|&w| {
+                    matches!(&k.insts[w].kind, InstKind::Matmul { a, acc: None, .. } if Some(*a) == r)
+                        && k.insts[w].results.first() == Some(&pv)
+                })
+            }),
+            InstKind::Reduce(ReduceOp::Sum, _) => r.is_some_and(|s| {
+                users(k, body, s)
+                    .iter()
+                    .all(|&w| l_add.is_some_and(|a| a == Some(w)))
+            }),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "`p` has a use the rewrite cannot keep (`{}`; only `bf16(p) @ v` and `l = l * alpha + rowsum(p)`)",
+                k.insts[u].kind.opcode()
+            ));
+        }
+    }
     // m_new may feed only: the rescale factor, p's broadcast, the yield.
     for u in users(k, body, m_new) {
         let ok = match &k.insts[u].kind {
@@ -590,6 +626,18 @@ fn rewrite(
         .map_err(e)
     };
     let bin = |b: &mut crate::ir::Builder, op, x, y| b.value(InstKind::Binary(op, x, y)).map_err(e);
+    // The factor of every other carried value (`l`): `2^(m_old - m_new)`
+    // unguarded, as the kernel's `exp(m_old - m_new)` is: 0 on the first
+    // block (whatever `l` starts at), NaN where the kernel's is NaN (a row
+    // with no finite score yet). Only the accumulator, known to be 0
+    // then, takes the guarded step.
+    let exact_alpha = |b: &mut crate::ir::Builder, m_old, m_new| -> Result<Value, String> {
+        let dm = b
+            .value(InstKind::Binary(BinaryOp::Sub, m_old, m_new))
+            .map_err(e)?;
+        b.named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
+            .map_err(e)
+    };
     let log2e = fc(&mut b, LOG2_E, &s_shape)?;
     let s2 = b
         .named(InstKind::Binary(BinaryOp::Mul, m.s, log2e), "s2")
@@ -612,9 +660,11 @@ fn rewrite(
     let zero = fc(&mut b, 0.0, &rows)?;
     let empty = b.value(InstKind::Cmp(CmpOp::Eq, big_m, ninf)).map_err(e)?;
     let m_safe = b.value(InstKind::Select(empty, zero, big_m)).map_err(e)?;
+    // p keeps the kernel's NaN for a row with no finite score yet
+    // (`exp(-inf - -inf)`); only the leftover `c` takes the guarded max.
     let mb = b
         .value(InstKind::Broadcast {
-            src: m_safe,
+            src: big_m,
             shape: s_shape.clone(),
         })
         .map_err(e)?;
@@ -628,11 +678,7 @@ fn rewrite(
         let ro = b.value(InstKind::Unary(int_op, m_old)).map_err(e)?;
         let rn = b.value(InstKind::Unary(int_op, big_m)).map_err(e)?;
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
-        let dm = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
-        let dm = b.value(InstKind::Select(first, zero, dm)).map_err(e)?;
-        let alpha_l = b
-            .named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
-            .map_err(e)?;
+        let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
         let (c, cb) = leftover(&mut b, m_safe, int_op)?;
         if cann {
             let q = b
@@ -652,7 +698,8 @@ fn rewrite(
         (step, Some(alpha_l), p_mm)
     } else {
         let step = bin(&mut b, BinaryOp::Sub, m_old, big_m)?;
-        (step, None, p2)
+        let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
+        (step, Some(alpha_l), p2)
     };
     let nf0 = b.value(InstKind::Select(first, zero, step)).map_err(e)?;
     let floor = fc(&mut b, if cann { -30.0 } else { -255.0 }, &rows)?;
@@ -733,9 +780,12 @@ fn rewrite(
         notes.push("compensation skipped: `p` is not cast to bf16/f16 for the Cube".into());
     }
     let lc = if compensate && !casts.is_empty() {
-        let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
-        let mut b = crate::ir::Builder::at(k, outer, fpos);
-        let lc0 = fc(&mut b, 0.0, &rows)?;
+        // `lc` starts where `l` does: a loop that runs no block leaves the
+        // kernel's `acc / l` at `0 / l`.
+        let InstKind::For { init, .. } = &k.insts[m.for_inst].kind else {
+            return Err("not a loop".into());
+        };
+        let lc0 = init[il.ok_or("no l")?];
         let (lc_param, lc_out) = add_carried(k, m.for_inst, lc0, "lc")?;
         let cast = *casts.first().ok_or("no cast of p")?;
         let pb = k.insts[cast].results[0];
@@ -745,12 +795,14 @@ fn rewrite(
         let pr = b.value(InstKind::Cast(pb, DType::F32)).map_err(e)?;
         let rs = b.value(InstKind::Reduce(ReduceOp::Sum, pr)).map_err(e)?;
         let sc = bin(&mut b, BinaryOp::Mul, lc_param, alpha2)?;
-        // CANN: the accumulator's fractional correction, exactly, in f32
-        // (on the first block lc is 0 and the ratio 0).
+        // CANN: the accumulator's fractional correction, exactly, in f32.
         let sc = match cof_ratio {
             Some(r) => bin(&mut b, BinaryOp::Mul, sc, r)?,
             None => sc,
         };
+        // The first block drops lc's start, as `exp(-inf - m_new) = 0`
+        // drops l's.
+        let sc = b.value(InstKind::Select(first, zero, sc)).map_err(e)?;
         let lc_new = b
             .named(InstKind::Binary(BinaryOp::Add, sc, rs), "lc")
             .map_err(e)?;

@@ -53,32 +53,76 @@
 //! Before (`[128, 64] × [64, 512]`, c-chunks must be ≤ 64 KiB):
 //!
 //! ```text
-//! %p = load ws_p[.., ..] : bf16[128, 64]
-//! %v = load kv[%b, .., ..] : bf16[64, 512]
-//! %pv = matmul %p, %v kn : f32[128, 512]
-//! atomic_add ws_o[%b, .., ..], %pv
+//! kernel tiny
+//! dim B
+//! input kv: bf16[B, 64, 512]
+//! workspace ws_p: bf16[128, 64]
+//! workspace ws_o: f32[B, 128, 512]
+//!
+//! func cube {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!     %p = load ws_p[.., ..] : bf16[128, 64]
+//!     %v = load kv[%b, .., ..] : bf16[64, 512]
+//!     %pv = matmul %p, %v kn : f32[128, 512]
+//!     atomic_add ws_o[%b, .., ..], %pv
+//!   }
+//! }
+//!
+//! func vector {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!   }
+//! }
 //! ```
 //!
 //! After (4 N chunks of 128; `%p` fits whole):
 //!
 //! ```text
-//! %p_l0a = copy %p to l0a : bf16[128, 64] l0a
-//! %c0 = iconst 0 : i32
-//! %v_n0 = extract %v[.., %c0+:128] : bf16[64, 128]
-//! %v_n0_l0b = copy %v_n0 to l0b : bf16[64, 128] l0b
-//! %c128 = iconst 128 : i32
-//! %v_n1 = extract %v[.., %c128+:128] : bf16[64, 128]
-//! %v_n1_l0b = copy %v_n1 to l0b : bf16[64, 128] l0b
-//! %pv_n0 = matmul %p_l0a, %v_n0_l0b kn : f32[128, 128]
-//! %c256 = iconst 256 : i32
-//! %v_n2 = extract %v[.., %c256+:128] : bf16[64, 128]
-//! %v_n2_l0b = copy %v_n2 to l0b : bf16[64, 128] l0b
-//! %pv_n1 = matmul %p_l0a, %v_n1_l0b kn : f32[128, 128]
-//! atomic_add ws_o[%b, .., %c0+:128], %pv_n0
-//! …
-//! %pv_n3 = matmul %p_l0a, %v_n3_l0b kn : f32[128, 128]
-//! atomic_add ws_o[%b, .., %c256+:128], %pv_n2
-//! atomic_add ws_o[%b, .., %c384+:128], %pv_n3
+//! kernel tiny
+//! dim B
+//! input kv: bf16[B, 64, 512]
+//! workspace ws_p: bf16[128, 64]
+//! workspace ws_o: f32[B, 128, 512]
+//!
+//! func cube {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!     %p = load ws_p[.., ..] : bf16[128, 64]
+//!     %v = load kv[%b, .., ..] : bf16[64, 512]
+//!     %p_l0a = copy %p to l0a : bf16[128, 64] l0a
+//!     %c0.1 = iconst 0 : i32
+//!     %v_n0 = extract %v[.., %c0.1+:128] : bf16[64, 128]
+//!     %v_n0_l0b = copy %v_n0 to l0b : bf16[64, 128] l0b
+//!     %c128 = iconst 128 : i32
+//!     %v_n1 = extract %v[.., %c128+:128] : bf16[64, 128]
+//!     %v_n1_l0b = copy %v_n1 to l0b : bf16[64, 128] l0b
+//!     %pv_n0 = matmul %p_l0a, %v_n0_l0b kn : f32[128, 128]
+//!     %c256 = iconst 256 : i32
+//!     %v_n2 = extract %v[.., %c256+:128] : bf16[64, 128]
+//!     %v_n2_l0b = copy %v_n2 to l0b : bf16[64, 128] l0b
+//!     %pv_n1 = matmul %p_l0a, %v_n1_l0b kn : f32[128, 128]
+//!     atomic_add ws_o[%b, .., %c0.1+:128], %pv_n0
+//!     %c384 = iconst 384 : i32
+//!     %v_n3 = extract %v[.., %c384+:128] : bf16[64, 128]
+//!     %v_n3_l0b = copy %v_n3 to l0b : bf16[64, 128] l0b
+//!     %pv_n2 = matmul %p_l0a, %v_n2_l0b kn : f32[128, 128]
+//!     atomic_add ws_o[%b, .., %c128+:128], %pv_n1
+//!     %pv_n3 = matmul %p_l0a, %v_n3_l0b kn : f32[128, 128]
+//!     atomic_add ws_o[%b, .., %c256+:128], %pv_n2
+//!     atomic_add ws_o[%b, .., %c384+:128], %pv_n3
+//!   }
+//! }
+//!
+//! func vector {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!   }
+//! }
 //! ```
 
 use std::collections::HashMap;

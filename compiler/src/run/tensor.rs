@@ -44,8 +44,18 @@ impl HostData {
     pub fn from_f64(dtype: DType, values: &[f64]) -> Option<HostData> {
         Some(match dtype {
             DType::F32 => HostData::F32(values.iter().map(|&x| x as f32).collect()),
-            DType::Bf16 => HostData::Bf16(values.iter().map(|&x| bf16::from_f64(x)).collect()),
-            DType::F16 => HostData::F16(values.iter().map(|&x| f16::from_f64(x)).collect()),
+            DType::Bf16 => HostData::Bf16(
+                values
+                    .iter()
+                    .map(|&x| crate::round16::bf16_from_f64(x))
+                    .collect(),
+            ),
+            DType::F16 => HostData::F16(
+                values
+                    .iter()
+                    .map(|&x| crate::round16::f16_from_f64(x))
+                    .collect(),
+            ),
             DType::I32 => HostData::I32(values.iter().map(|&x| x as i32).collect()),
             DType::Bool => return None,
         })
@@ -232,7 +242,9 @@ impl FileData {
             }
             (DType::Bf16, f) => match f.floats() {
                 Some(vals) => Ok(HostData::Bf16(
-                    vals.into_iter().map(bf16::from_f64).collect(),
+                    vals.into_iter()
+                        .map(crate::round16::bf16_from_f64)
+                        .collect(),
                 )),
                 None => Err(format!(
                     "{what} holds {from} integers, input `{name}` is bf16 and needs floats"

@@ -72,7 +72,15 @@
 //! Before (after `split` and `tile`, nothing placed):
 //!
 //! ```text
+//! kernel tiny
+//! dim B
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, 128, 64]
+//! workspace ws_s: f32[B, 128, 128]
+//!
 //! func cube {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
 //!   parallel %b in %c0..%B {
 //!     %q = load q[%b, .., ..] : bf16[128, 64]
 //!     %k = load kv[%b, .., ..] : bf16[128, 64]
@@ -82,12 +90,27 @@
 //!     store ws_s[%b, .., ..], %s
 //!   }
 //! }
+//!
+//! func vector {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
+//!   }
+//! }
 //! ```
 //!
 //! After:
 //!
 //! ```text
+//! kernel tiny
+//! dim B
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, 128, 64]
+//! workspace ws_s: f32[B, 128, 128]
+//!
 //! func cube {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
 //!   parallel %b in %c0..%B {
 //!     %q = load q[%b, .., ..] : bf16[128, 64] l1@0x0
 //!     %k = load kv[%b, .., ..] : bf16[128, 64] l1@0x4000
@@ -95,6 +118,13 @@
 //!     %k_l0b = copy %k to l0b : bf16[128, 64] l0b@0x0
 //!     %s = matmul %q_l0a, %k_l0b nk : f32[128, 128] l0c@0x0
 //!     store ws_s[%b, .., ..], %s
+//!   }
+//! }
+//!
+//! func vector {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   parallel %b in %c0..%B {
 //!   }
 //! }
 //! ```
