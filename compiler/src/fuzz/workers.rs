@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! @@fuzz 42 passed
-//! @@fuzz 43 refused tile v12: f32[4096, 64] needs 1048576 bytes but UB holds 196608
+//! @@fuzz 43 refused tile v12: f32[4096, 64] needs 1048576 bytes but UB holds less
 //! @@fuzz 44 finding mismatch -D PRELOAD=1 --cores 3: output `o`: element 3: …
 //! ```
 //!
