@@ -147,7 +147,7 @@ impl Default for PassOptions {
         PassOptions {
             preload_depth: 1,
             rescale: mul_to_add::RescaleVariant::default(),
-            // Measured best (docs/NUMERICS.md): cann with compensation.
+            // Measured best (docs/NUMERICS.md): anchored with compensation.
             compensate: true,
         }
     }
