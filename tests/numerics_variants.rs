@@ -172,8 +172,8 @@ fn the_variants_emit_what_they_say() {
     };
     assert_eq!(
         ir(&[]),
-        ir(&[("RESCALE", "anchored"), ("COMPENSATE", "1")]),
-        "anchored with compensation is the default"
+        ir(&[("RESCALE", "anchored"), ("COMPENSATE", "0")]),
+        "anchored without compensation is the default"
     );
     let ceil = ir(&VARIANTS[1]);
     assert!(ceil.contains("ceil ") && !ceil.contains("round "), "{ceil}");

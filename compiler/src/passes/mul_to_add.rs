@@ -45,7 +45,7 @@
 //!
 //! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest|cann|anchored`,
 //! `-D COMPENSATE=0|1`; `docs/NUMERICS.md` measures them and explains the
-//! default, `anchored` with compensation):
+//! default, `anchored` without compensation):
 //!
 //! - `ceil` (above): `P` in `(0, 1]`; its largest `P` is rounded to bf16,
 //!   the main source of error on few keys.
@@ -82,7 +82,7 @@
 //! %nf  = round (%m.1 - %mu) - round (%m_new - %mu)
 //! ```
 //!
-//! - compensation (every variant, on by default): a carried
+//! - compensation (every variant, `-D COMPENSATE=1`; off by default): a carried
 //!   `%lc = 2^n · lc + rowsum(cast (cast %p_cube bf16) f32)` sums exactly
 //!   the values the Cube multiplies; the kernel's `div %acc, broadcast %l`
 //!   becomes `div %acc, broadcast %lc` (`l` still gives `lse`).
@@ -175,7 +175,7 @@ pub struct MulToAddOptions {
 }
 
 impl Default for MulToAddOptions {
-    /// The pipeline's default: anchored, with compensation.
+    /// The pipeline's default: anchored, without compensation.
     fn default() -> Self {
         MulToAddOptions::from_pass_options(&super::PassOptions::default())
     }
@@ -1070,7 +1070,7 @@ mod tests {
         // variants are checked by `every_variant_rewrites_and_verifies`.
         let opts = MulToAddOptions {
             variant: RescaleVariant::Ceil,
-            ..MulToAddOptions::default()
+            compensation: true,
         };
         let r = run(&mut k, &opts).unwrap();
         assert_eq!(r.rewritten, 1, "{:?}", r.notes);
@@ -1097,7 +1097,7 @@ mod tests {
             .filter(|t| t.role == Role::Workspace)
             .count();
         assert_eq!(ws, 1);
-        // The loop now carries m and the compensated lc (the default); the
+        // The loop now carries m and the compensated lc; the
         // plain l it replaces is dead and `dce::remove_dead` drops its slot.
         assert_eq!(carried(&k), vec![2]);
     }
