@@ -232,7 +232,14 @@ fn kernel(layout: BLayout) -> Kernel {
 
 fn run(layout: BLayout) {
     let k = kernel(layout);
-    let ck = compile(&k, &CodegenOptions { verify: true }).unwrap();
+    let ck = compile(
+        &k,
+        &CodegenOptions {
+            verify: true,
+            ..CodegenOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(ck.sub_blocks(), 2);
     let batch = 5usize;
     let items = ck.work_items(&[batch as i64]).unwrap();

@@ -32,8 +32,25 @@ fn examples_compile_to_native_code() {
             }
         };
         let k = c.ir;
-        if let Err(e) = compile(&k, &CodegenOptions { verify: true }) {
+        if let Err(e) = compile(
+            &k,
+            &CodegenOptions {
+                verify: true,
+                ..CodegenOptions::default()
+            },
+        ) {
             failures.push(format!("{}: {e}", path.display()));
+        }
+        // The checked and race-checked code passes Cranelift's verifier too.
+        let checked = CodegenOptions {
+            verify: true,
+            instrument: amla::compiler::codegen::Instrument {
+                bounds: true,
+                gm_accesses: true,
+            },
+        };
+        if let Err(e) = compile(&k, &checked) {
+            failures.push(format!("{} (checked): {e}", path.display()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

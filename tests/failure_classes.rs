@@ -47,6 +47,8 @@ fn run(src: &SourceFile, defines: &[(&str, &str)]) -> Result<RunSummary, String>
         run: RunConfig {
             cores: 2,
             wait_timeout: Duration::from_secs(20),
+            // Checked code: no failure-class kernel may index outside a buffer.
+            checked: true,
             ..RunConfig::default()
         },
         check: true,

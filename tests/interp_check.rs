@@ -39,6 +39,8 @@ fn request(cores: usize) -> RunRequest {
         run: RunConfig {
             cores,
             wait_timeout: Duration::from_secs(20),
+            // Checked code: no index of these kernels leaves its buffer.
+            checked: true,
             ..RunConfig::default()
         },
         check: true,

@@ -43,6 +43,9 @@ fn request(defines: &[(&str, &str)], given: Vec<HostTensor>) -> RunRequest {
         run: RunConfig {
             cores: 2,
             wait_timeout: Duration::from_secs(20),
+            // Every launch here runs checked: no input may make the kernel
+            // index outside a buffer.
+            checked: true,
             ..RunConfig::default()
         },
         check: true,

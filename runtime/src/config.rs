@@ -114,9 +114,19 @@ pub struct LaunchConfig {
     /// never has more runnable threads than CPUs and a Vector unit never
     /// preempts a Cube.
     pub host_cpus: Option<usize>,
+    /// Run the race checker ([`crate::race`]): every GM access is recorded
+    /// and the first two conflicting accesses of different units that no
+    /// flag orders fail the launch. Slow; off by default.
+    pub race_check: bool,
 }
 
 impl LaunchConfig {
+    /// Turns the race checker on or off.
+    pub fn with_race_check(mut self, on: bool) -> Self {
+        self.race_check = on;
+        self
+    }
+
     /// Sets how GM is accessed.
     pub fn with_gm_access(mut self, a: crate::gm::GmAccess) -> Self {
         self.gm_access = a;
@@ -193,6 +203,7 @@ impl Default for LaunchConfig {
             dims: Vec::new(),
             gm_access: crate::gm::GmAccess::Atomic,
             host_cpus: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            race_check: false,
         }
     }
 }

@@ -162,6 +162,8 @@ pub(crate) struct LaunchShared {
     pub flags: Vec<CoreFlags>,
     /// Host CPUs as permits ([`crate::cpus`]).
     pub cpus: crate::cpus::CpuPermits,
+    /// The race checker, when the launch runs one.
+    pub race: Option<crate::race::RaceState>,
 }
 
 impl LaunchShared {
@@ -171,7 +173,14 @@ impl LaunchShared {
             error: Mutex::new(None),
             flags,
             cpus: crate::cpus::CpuPermits::new(host_cpus),
+            race: None,
         }
+    }
+
+    /// Adds the race checker of the launch.
+    pub fn with_race(mut self, race: Option<crate::race::RaceState>) -> Self {
+        self.race = race;
+        self
     }
 
     pub fn aborted(&self) -> bool {
@@ -225,9 +234,26 @@ pub(crate) struct UnitRt<'a> {
     pub scratch: RefCell<Option<crate::aligned::AlignedBytes>>,
     /// Plain or atomic GM accesses (the launch's `LaunchConfig::gm_access`).
     pub gm_access: crate::gm::GmAccess,
+    /// The op being run, as JIT code registered it with `amla_rt_site`
+    /// (pointer and length of UTF-8 text that outlives the launch; `(0, 0)`
+    /// when none), for checked-mode and race reports.
+    pub site: Cell<(usize, usize)>,
 }
 
 impl UnitRt<'_> {
+    /// The op JIT code registered last, or `fallback`.
+    pub fn site_or<'s>(&'s self, fallback: &'s str) -> &'s str {
+        let (p, n) = self.site.get();
+        if p == 0 {
+            return fallback;
+        }
+        // SAFETY: `amla_rt_site`'s contract: `p` points to `n` bytes of UTF-8
+        // that live for the whole launch (the compiled kernel owns them).
+        unsafe {
+            std::str::from_utf8(std::slice::from_raw_parts(p as *const u8, n)).unwrap_or(fallback)
+        }
+    }
+
     /// Nanoseconds since the launch started.
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64

@@ -31,6 +31,8 @@ pub mod status {
     pub const OUT_OF_MEMORY: i32 = 6;
     /// Anything else (panic caught, thread spawn failure, …).
     pub const INTERNAL: i32 = 7;
+    /// The race checker found two unordered conflicting GM accesses.
+    pub const RACE: i32 = 8;
 }
 
 /// Everything that can go wrong in the runtime.
@@ -104,7 +106,7 @@ pub enum RuntimeError {
     BadArgument(String),
     /// A flag wait was not satisfied in time.
     #[error(
-        "kernel `{kernel}`: {unit} of core {core} timed out after {timeout:?} waiting on flag {flag} (block {block})"
+        "kernel `{kernel}`: {unit} of core {core} timed out after {timeout:?} waiting on flag {flag} (block {block}); meanwhile {peers}"
     )]
     FlagTimeout {
         /// Kernel name.
@@ -119,6 +121,68 @@ pub enum RuntimeError {
         block: u64,
         /// The timeout in force.
         timeout: Duration,
+        /// What every other unit of the core was doing ("cube is running;
+        /// vector1 waits on flag 2 (block 0)").
+        peers: String,
+    },
+    /// A flag wait that can never be satisfied (the watchdog of
+    /// [`crate::flags`]): the unit that must set it has finished, or every
+    /// unit of the core is blocked.
+    #[error(
+        "kernel `{kernel}`: {unit} of core {core} waits on flag {flag} (block {block}) that will never be set: {reason}"
+    )]
+    FlagNeverSet {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The waiting unit.
+        unit: UnitKind,
+        /// Flag id.
+        flag: u32,
+        /// The caller-supplied block / iteration number.
+        block: u64,
+        /// Why, and what every other unit of the core is doing.
+        reason: String,
+    },
+    /// Two units accessed the same GM elements, one of them writing, with no
+    /// flag `set` → `wait` chain ordering them ([`crate::race`]).
+    #[error(
+        "data race on elements {start}..{end} of {buffer}: {first}, then {second}, not ordered by a flag; {flags}"
+    )]
+    Race {
+        /// The GM buffer (index and name).
+        buffer: String,
+        /// First conflicting element.
+        start: u64,
+        /// One past the last conflicting element of the run.
+        end: u64,
+        /// The earlier access.
+        first: Box<crate::race::RaceAccess>,
+        /// The access that found the conflict.
+        second: Box<crate::race::RaceAccess>,
+        /// The flag state: what the second unit had seen of the first, and
+        /// the core's pending flag counters.
+        flags: String,
+    },
+    /// An access the checked mode (`--checked`) stopped: an index outside
+    /// the tensor, tile or buffer it addresses.
+    #[error(
+        "kernel `{kernel}`: checked access failed on {unit} of core {core}: index {index} is outside 0..{bound} in `{op}`"
+    )]
+    CheckedAccess {
+        /// Kernel name.
+        kernel: String,
+        /// Core index.
+        core: u32,
+        /// The unit.
+        unit: UnitKind,
+        /// The op's IR text (with its value id).
+        op: String,
+        /// The offending index (element or byte, as the op addresses).
+        index: i64,
+        /// The bound it must stay below.
+        bound: i64,
     },
     /// A wait or call ended because another unit failed first.
     #[error("kernel `{kernel}`: {unit} of core {core} aborted because another unit failed")]
@@ -175,9 +239,12 @@ impl RuntimeError {
     pub fn status(&self) -> i32 {
         use RuntimeError::*;
         match self {
-            FlagTimeout { .. } => status::TIMEOUT,
+            FlagTimeout { .. } | FlagNeverSet { .. } => status::TIMEOUT,
             Aborted { .. } => status::ABORTED,
-            OutOfBounds { .. } | UnknownGmBuffer { .. } => status::OUT_OF_BOUNDS,
+            OutOfBounds { .. } | UnknownGmBuffer { .. } | CheckedAccess { .. } => {
+                status::OUT_OF_BOUNDS
+            }
+            Race { .. } => status::RACE,
             BadArgument(_) | DTypeMismatch { .. } | InvalidConfig(_) => status::BAD_ARGUMENT,
             NotOwned { .. } => status::NOT_OWNED,
             OutOfLocalMemory { .. } | AllocFailed { .. } => status::OUT_OF_MEMORY,
@@ -217,15 +284,87 @@ mod tests {
             flag: 5,
             block: 42,
             timeout: Duration::from_millis(50),
+            peers: "cube is running".into(),
         };
         let s = t.to_string();
         assert!(
             s.contains("mla")
                 && s.contains("vector1")
                 && s.contains("flag 5")
-                && s.contains("block 42"),
+                && s.contains("block 42")
+                && s.contains("cube is running"),
             "{s}"
         );
         assert_eq!(t.status(), status::TIMEOUT);
+    }
+
+    #[test]
+    fn watchdog_checked_and_race_errors_name_the_parts() {
+        let n = RuntimeError::FlagNeverSet {
+            kernel: "mla".into(),
+            core: 1,
+            unit: UnitKind::Cube,
+            flag: 3,
+            block: 7,
+            reason: "vector0, which must set it, has finished".into(),
+        };
+        let s = n.to_string();
+        for part in [
+            "mla",
+            "cube of core 1",
+            "flag 3",
+            "block 7",
+            "vector0, which",
+        ] {
+            assert!(s.contains(part), "{part}: {s}");
+        }
+        assert_eq!(n.status(), status::TIMEOUT);
+        let c = RuntimeError::CheckedAccess {
+            kernel: "mla".into(),
+            core: 0,
+            unit: UnitKind::Vector(1),
+            op: "vector: %x = extract %t[%i] : f32".into(),
+            index: -1,
+            bound: 16,
+        };
+        let s = c.to_string();
+        for part in [
+            "vector1 of core 0",
+            "index -1 is outside 0..16",
+            "%x = extract",
+        ] {
+            assert!(s.contains(part), "{part}: {s}");
+        }
+        assert_eq!(c.status(), status::OUT_OF_BOUNDS);
+        let side = |unit, op: &str, kind| crate::race::RaceAccess {
+            core: 0,
+            unit,
+            op: op.into(),
+            kind,
+            epoch: 2,
+        };
+        let r = RuntimeError::Race {
+            buffer: "gm buffer 4 `ws`".into(),
+            start: 8,
+            end: 16,
+            first: Box::new(side(UnitKind::Cube, "cube: store ws[..]", "write")),
+            second: Box::new(side(
+                UnitKind::Vector(0),
+                "vector: %l = load ws[..]",
+                "read",
+            )),
+            flags: "pending: none".into(),
+        };
+        let s = r.to_string();
+        for part in [
+            "8..16",
+            "`ws`",
+            "write by cube",
+            "read by vector0",
+            "pending: none",
+        ] {
+            assert!(s.contains(part), "{part}: {s}");
+        }
+        assert_eq!(r.status(), status::RACE);
     }
 }

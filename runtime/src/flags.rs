@@ -17,6 +17,22 @@
 //! - Counters never wrap: a set that would overflow is an error.
 //! - The mutex gives set → wait a happens-before edge, so GM writes made
 //!   before a set are visible after the matching wait.
+//!
+//! # Watchdog
+//!
+//! The flags also know what each unit of the core is doing ([`UnitState`]:
+//! running, blocked in a wait on flag `f` at block `b`, or finished its work
+//! items). A wait that cannot be satisfied fails at once instead of timing
+//! out, with [`FlagError::NeverSet`]:
+//! - the unit that would have to set the flag has finished (a Vector wait
+//!   needs the Cube; a Cube wait needs every Vector unit whose counter is 0);
+//! - every other unit of the core is finished or itself blocked on a flag
+//!   that is not set (a deadlock: nobody is left to set anything).
+//!
+//! Both are decided under the state lock, so a set that races with the
+//! check is seen. Only a partner that keeps running without ever setting
+//! the flag is left to the timeout, whose error says what each other unit of
+//! the core was doing ([`FlagError::Timeout`]).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -25,10 +41,14 @@ use std::time::{Duration, Instant};
 use crate::units::UnitKind;
 
 /// Why a flag operation failed (the caller adds kernel/core/block context).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlagError {
-    /// The wait was not satisfied within the timeout.
-    Timeout,
+    /// The wait was not satisfied within the timeout; what every other unit
+    /// of the core was doing then.
+    Timeout(String),
+    /// The wait can never be satisfied (see the module's watchdog section):
+    /// why, and what every other unit of the core is doing.
+    NeverSet(String),
     /// The launch-wide abort flag was raised.
     Aborted,
     /// The flag id is not below the configured number of IDs.
@@ -52,12 +72,68 @@ pub struct PendingFlag {
     pub count: u32,
 }
 
+/// What a unit of a core is doing, as the watchdog sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitState {
+    /// Running (between waits, or not started yet).
+    Running,
+    /// Blocked in a wait on `flag` at block (iteration) `block`.
+    Waiting {
+        /// Flag id.
+        flag: u32,
+        /// The block number the wait was given.
+        block: u64,
+    },
+    /// Done with all its work items (or stopped by an error).
+    Finished,
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnitState::Running => f.write_str("is running"),
+            UnitState::Waiting { flag, block } => {
+                write!(f, "waits on flag {flag} (block {block})")
+            }
+            UnitState::Finished => f.write_str("has finished its work items"),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
     /// `[id * sub_blocks + v]`: sets from the Cube not yet consumed by Vector `v`.
     to_vector: Vec<u32>,
     /// `[id * sub_blocks + v]`: sets from Vector `v` not yet consumed by the Cube.
     to_cube: Vec<u32>,
+    /// `[unit.code()]`: what each unit is doing.
+    units: Vec<UnitState>,
+}
+
+impl State {
+    /// Whether `unit`'s wait on the flag at `base` would be released now.
+    fn ready(&self, unit: UnitKind, base: usize, sub_blocks: usize) -> bool {
+        match unit {
+            UnitKind::Cube => self.to_cube[base..base + sub_blocks].iter().all(|&c| c > 0),
+            UnitKind::Vector(v) => self.to_vector[base + v as usize] > 0,
+        }
+    }
+
+    /// "cube is running; vector1 waits on flag 3 (block 2)": every unit but `me`.
+    fn peers(&self, me: UnitKind) -> String {
+        let v: Vec<String> = self
+            .units
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| c as u32 != me.code())
+            .map(|(c, st)| format!("{} {st}", UnitKind::from_code(c as u32)))
+            .collect();
+        if v.is_empty() {
+            "no other unit".into()
+        } else {
+            v.join("; ")
+        }
+    }
 }
 
 /// The flags of one emulated core.
@@ -79,6 +155,7 @@ impl CoreFlags {
             state: Mutex::new(State {
                 to_vector: vec![0; n],
                 to_cube: vec![0; n],
+                units: vec![UnitState::Running; 1 + sub_blocks],
             }),
             cv: Condvar::new(),
         }
@@ -148,12 +225,15 @@ impl CoreFlags {
         })
     }
 
-    /// `unit` waits on flag `id` for at most `timeout`, giving up with
-    /// [`FlagError::Aborted`] once `abort` is non-zero.
+    /// `unit` waits on flag `id` (at block `block`, for the reports) for at
+    /// most `timeout`, giving up with [`FlagError::Aborted`] once `abort` is
+    /// non-zero and with [`FlagError::NeverSet`] as soon as the watchdog
+    /// sees that no unit can set it.
     pub fn wait(
         &self,
         unit: UnitKind,
         id: u32,
+        block: u64,
         timeout: Duration,
         abort: &AtomicU32,
     ) -> Result<(), FlagError> {
@@ -161,38 +241,82 @@ impl CoreFlags {
         let base = id as usize * self.sub_blocks;
         let deadline = Instant::now().checked_add(timeout);
         let mut s = self.lock();
-        loop {
+        let me = unit.code() as usize;
+        s.units[me] = UnitState::Waiting { flag: id, block };
+        let r = loop {
             if abort.load(Ordering::Acquire) != 0 {
-                return Err(FlagError::Aborted);
+                break Err(FlagError::Aborted);
             }
-            let ready = match unit {
-                UnitKind::Cube => s.to_cube[base..base + self.sub_blocks]
-                    .iter()
-                    .all(|&c| c > 0),
-                UnitKind::Vector(v) => s.to_vector[base + v as usize] > 0,
-            };
-            if ready {
+            if s.ready(unit, base, self.sub_blocks) {
                 match unit {
                     UnitKind::Cube => s.to_cube[base..base + self.sub_blocks]
                         .iter_mut()
                         .for_each(|c| *c -= 1),
                     UnitKind::Vector(v) => s.to_vector[base + v as usize] -= 1,
                 }
-                return Ok(());
+                break Ok(());
+            }
+            if let Some(why) = self.never_set(&s, unit, base) {
+                break Err(FlagError::NeverSet(format!("{why}; {}", s.peers(unit))));
             }
             let left = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => Duration::from_secs(3600),
             };
             if left.is_zero() {
-                return Err(FlagError::Timeout);
+                break Err(FlagError::Timeout(s.peers(unit)));
             }
             s = self
                 .cv
                 .wait_timeout(s, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        };
+        s.units[me] = UnitState::Running;
+        r
+    }
+
+    /// Why `unit`'s unsatisfied wait on the flag at `base` can never be
+    /// released, if it cannot: a unit that must set it has finished, or no
+    /// unit of the core is left running (all others finished or blocked on
+    /// flags that are not set).
+    fn never_set(&self, s: &State, unit: UnitKind, base: usize) -> Option<String> {
+        let setters: Vec<UnitKind> = match unit {
+            UnitKind::Cube => (0..self.sub_blocks)
+                .filter(|&v| s.to_cube[base + v] == 0)
+                .map(|v| UnitKind::Vector(v as u32))
+                .collect(),
+            UnitKind::Vector(_) => vec![UnitKind::Cube],
+        };
+        if let Some(f) = setters
+            .iter()
+            .find(|u| s.units[u.code() as usize] == UnitState::Finished)
+        {
+            return Some(format!("{f}, which must set it, has finished"));
         }
+        let stuck = s.units.iter().enumerate().all(|(c, st)| {
+            let u = UnitKind::from_code(c as u32);
+            u == unit
+                || match *st {
+                    UnitState::Running => false,
+                    UnitState::Finished => true,
+                    UnitState::Waiting { flag, .. } => {
+                        !s.ready(u, flag as usize * self.sub_blocks, self.sub_blocks)
+                    }
+                }
+        });
+        stuck.then(|| "deadlock: no unit of the core is left to set it".to_string())
+    }
+
+    /// Marks `unit` as done with its work items and wakes every waiter, so a
+    /// wait only `unit` could satisfy fails at once.
+    pub fn finish(&self, unit: UnitKind) {
+        let mut s = self.lock();
+        if let Some(st) = s.units.get_mut(unit.code() as usize) {
+            *st = UnitState::Finished;
+        }
+        drop(s);
+        self.cv.notify_all();
     }
 
     /// Wakes every waiter so it re-checks the abort flag.
@@ -242,13 +366,13 @@ mod tests {
         let f = CoreFlags::new(16, 2);
         let ab = AtomicU32::new(0);
         f.set(UnitKind::Cube, 3).unwrap();
-        f.wait(UnitKind::Vector(0), 3, T, &ab).unwrap();
-        f.wait(UnitKind::Vector(1), 3, T, &ab).unwrap();
+        f.wait(UnitKind::Vector(0), 3, 0, T, &ab).unwrap();
+        f.wait(UnitKind::Vector(1), 3, 0, T, &ab).unwrap();
         // Consumed: a second wait times out.
-        assert_eq!(
-            f.wait(UnitKind::Vector(0), 3, Duration::from_millis(5), &ab),
-            Err(FlagError::Timeout)
-        );
+        assert!(matches!(
+            f.wait(UnitKind::Vector(0), 3, 0, Duration::from_millis(5), &ab),
+            Err(FlagError::Timeout(_))
+        ));
         assert!(f.pending(0).is_empty());
     }
 
@@ -258,12 +382,15 @@ mod tests {
         let ab = AtomicU32::new(0);
         f.set(UnitKind::Vector(0), 1).unwrap();
         f.set(UnitKind::Vector(0), 1).unwrap();
+        // The timeout says what the other units are doing.
         assert_eq!(
-            f.wait(UnitKind::Cube, 1, Duration::from_millis(5), &ab),
-            Err(FlagError::Timeout)
+            f.wait(UnitKind::Cube, 1, 0, Duration::from_millis(5), &ab),
+            Err(FlagError::Timeout(
+                "vector0 is running; vector1 is running".into()
+            ))
         );
         f.set(UnitKind::Vector(1), 1).unwrap();
-        f.wait(UnitKind::Cube, 1, T, &ab).unwrap();
+        f.wait(UnitKind::Cube, 1, 0, T, &ab).unwrap();
         // One Vector-0 set remains.
         let p = f.pending(2);
         assert_eq!(
@@ -285,12 +412,12 @@ mod tests {
             f.set(UnitKind::Cube, 0).unwrap();
         }
         for _ in 0..3 {
-            f.wait(UnitKind::Vector(0), 0, T, &ab).unwrap();
+            f.wait(UnitKind::Vector(0), 0, 0, T, &ab).unwrap();
         }
-        assert_eq!(
-            f.wait(UnitKind::Vector(0), 0, Duration::ZERO, &ab),
-            Err(FlagError::Timeout)
-        );
+        assert!(matches!(
+            f.wait(UnitKind::Vector(0), 0, 0, Duration::ZERO, &ab),
+            Err(FlagError::Timeout(_))
+        ));
         assert_eq!(f.set(UnitKind::Cube, 4), Err(FlagError::BadId));
         assert_eq!(f.set(UnitKind::Vector(1), 0), Err(FlagError::BadUnit));
     }
@@ -300,19 +427,82 @@ mod tests {
         let f = Arc::new(CoreFlags::new(16, 2));
         let ab = Arc::new(AtomicU32::new(0));
         let (f2, ab2) = (f.clone(), ab.clone());
-        let h = std::thread::spawn(move || f2.wait(UnitKind::Vector(1), 7, T, &ab2));
+        let h = std::thread::spawn(move || f2.wait(UnitKind::Vector(1), 7, 0, T, &ab2));
         std::thread::sleep(Duration::from_millis(20));
         f.set(UnitKind::Cube, 7).unwrap();
         assert_eq!(h.join().unwrap(), Ok(()));
 
         let (f2, ab2) = (f.clone(), ab.clone());
         let start = Instant::now();
-        let h =
-            std::thread::spawn(move || f2.wait(UnitKind::Cube, 2, Duration::from_secs(30), &ab2));
+        let h = std::thread::spawn(move || {
+            f2.wait(UnitKind::Cube, 2, 0, Duration::from_secs(30), &ab2)
+        });
         std::thread::sleep(Duration::from_millis(20));
         ab.store(1, Ordering::Release);
         f.wake_all();
         assert_eq!(h.join().unwrap(), Err(FlagError::Aborted));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_finished_setter_fails_the_wait_at_once() {
+        let f = CoreFlags::new(8, 2);
+        let ab = AtomicU32::new(0);
+        f.finish(UnitKind::Cube);
+        let start = Instant::now();
+        let e = f
+            .wait(UnitKind::Vector(1), 4, 9, Duration::from_secs(30), &ab)
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            e,
+            FlagError::NeverSet(
+                "cube, which must set it, has finished; cube has finished its work items; \
+                 vector0 is running"
+                    .into()
+            )
+        );
+        // A Cube wait needs only the Vector units that have not set yet.
+        let g = CoreFlags::new(8, 2);
+        g.set(UnitKind::Vector(0), 2).unwrap();
+        g.finish(UnitKind::Vector(0));
+        let h = std::sync::Arc::new(g);
+        let (h2, ab2) = (h.clone(), std::sync::Arc::new(AtomicU32::new(0)));
+        let t = std::thread::spawn(move || {
+            h2.wait(UnitKind::Cube, 2, 5, Duration::from_secs(30), &ab2)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        h.finish(UnitKind::Vector(1));
+        match t.join().unwrap() {
+            Err(FlagError::NeverSet(m)) => assert!(m.starts_with("vector1, which"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn two_units_waiting_on_each_other_is_a_deadlock() {
+        let f = Arc::new(CoreFlags::new(8, 1));
+        let (f2, ab) = (f.clone(), Arc::new(AtomicU32::new(0)));
+        let ab2 = ab.clone();
+        let start = Instant::now();
+        let t = std::thread::spawn(move || {
+            f2.wait(UnitKind::Vector(0), 1, 7, Duration::from_secs(30), &ab2)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let e = f
+            .wait(UnitKind::Cube, 2, 3, Duration::from_secs(30), &ab)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            FlagError::NeverSet(
+                "deadlock: no unit of the core is left to set it; vector0 waits on flag 1 (block 7)"
+                    .into()
+            )
+        );
+        // The other waiter is released by the abort the launcher raises.
+        ab.store(1, Ordering::Release);
+        f.wake_all();
+        assert_eq!(t.join().unwrap(), Err(FlagError::Aborted));
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

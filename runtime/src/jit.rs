@@ -451,6 +451,86 @@ pub unsafe extern "C" fn amla_rt_convert(
     }
 }
 
+/// Checked and race-checked code: registers the op about to run (`len`
+/// bytes of UTF-8 IR text at `text`) for the reports of
+/// [`amla_rt_check_fail`] and the race checker. `text` 0 clears it.
+///
+/// # Safety
+/// See the module contract; the text must stay valid and unchanged for the
+/// rest of the launch (the compiled kernel owns it).
+pub unsafe extern "C" fn amla_rt_site(ctx: *const KernelCtx, text: u64, len: u64) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            env.rt
+                .site
+                .set((size(text, "site")?, size(len, "site length")?));
+            Ok(())
+        })
+    }
+}
+
+/// Checked code: an index failed its bounds check (`index` outside
+/// `0..bound`) in the op last registered with [`amla_rt_site`]. Records
+/// [`RuntimeError::CheckedAccess`] and returns its status, always non-zero.
+///
+/// # Safety
+/// See the module contract.
+pub unsafe extern "C" fn amla_rt_check_fail(ctx: *const KernelCtx, index: u64, bound: u64) -> i32 {
+    // SAFETY: module contract.
+    let st = unsafe {
+        run(ctx, |env| {
+            Err(RuntimeError::CheckedAccess {
+                kernel: env.rt.kernel.to_string(),
+                core: env.rt.core,
+                unit: env.rt.unit,
+                op: env.rt.site_or("?").to_string(),
+                index: index as i64,
+                bound: bound as i64,
+            })
+        })
+    };
+    if st == status::OK {
+        status::OUT_OF_BOUNDS
+    } else {
+        st
+    }
+}
+
+/// Race-checked code: JIT code accessed `rows × cols` elements of GM buffer
+/// `gm_index` itself (row `r` at `off + r · stride`); `kind` 0 read, 1
+/// write, 2 read-modify-write. Recorded with the race checker when the
+/// launch runs one (else nothing).
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_note_gm(
+    ctx: *const KernelCtx,
+    gm_index: u32,
+    off: u64,
+    stride: u64,
+    rows: u64,
+    cols: u64,
+    kind: u32,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let kind = crate::race::AccessKind::from_code(kind)
+                .ok_or_else(|| RuntimeError::BadArgument(format!("note_gm: access kind {kind}")))?;
+            let r = crate::race::Region {
+                gm: gm_index,
+                offset: off,
+                stride,
+                rows,
+                cols,
+            };
+            env.note_gm(&r, kind, "JIT GM access")
+        })
+    }
+}
+
 /// Scalar `x · 2^n` by exponent addition ([`exp2_scale_bits`]); no context.
 pub extern "C" fn amla_rt_exp2_scale_f32(x: f32, n: i32) -> f32 {
     exp2_scale_bits(x, n)
@@ -478,6 +558,9 @@ pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
         ("amla_rt_exp2_scale_gm", amla_rt_exp2_scale_gm as *const u8),
         ("amla_rt_scratch", amla_rt_scratch as *const u8),
         ("amla_rt_convert", amla_rt_convert as *const u8),
+        ("amla_rt_site", amla_rt_site as *const u8),
+        ("amla_rt_check_fail", amla_rt_check_fail as *const u8),
+        ("amla_rt_note_gm", amla_rt_note_gm as *const u8),
         (
             "amla_rt_exp2_scale_f32",
             amla_rt_exp2_scale_f32 as *const u8,

@@ -206,12 +206,17 @@ pub fn launch(
     let sbs = cfg.vector_sub_blocks;
     let descs: Vec<GmDesc> = gm.descs();
     let names: Vec<String> = gm.names();
+    let race = match cfg.race_check {
+        true => Some(crate::race::RaceState::new(cores, sbs, &descs, &names)?),
+        false => None,
+    };
     let shared = LaunchShared::new(
         (0..cores)
             .map(|_| CoreFlags::new(core_cfg.flag_ids, sbs))
             .collect(),
         cfg.host_cpus,
-    );
+    )
+    .with_race(race);
     let epoch = Instant::now();
     let outcomes: Vec<UnitOutcome> = std::thread::scope(|scope| {
         let mut handles = Vec::new();
@@ -377,6 +382,7 @@ impl UnitJob<'_> {
             runtime_ns: Cell::new(0),
             scratch: RefCell::new(None),
             gm_access: self.cfg.gm_access,
+            site: Cell::new((0, 0)),
         };
         ctx.rt = &rt as *const UnitRt<'_> as *const std::ffi::c_void;
         let sub_block = match self.unit {
@@ -455,6 +461,8 @@ impl UnitJob<'_> {
                 None => break,
             };
         }
+        // The watchdog: a partner's wait only this unit could satisfy fails now.
+        rt.flags.finish(self.unit);
         self.shared.cpus.release();
         stats.pipes = rt.stats.take();
         let events = rt.trace.map(RefCell::into_inner).unwrap_or_default();

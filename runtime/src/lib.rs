@@ -28,6 +28,7 @@ pub mod flags;
 pub mod jit;
 pub mod launch;
 pub mod ops;
+pub mod race;
 pub mod rescale;
 pub mod stats;
 pub mod trace;

@@ -25,6 +25,7 @@ use crate::dtype::{DType, Element, conversion_supported, convert};
 use crate::error::RuntimeError;
 use crate::flags::FlagError;
 use crate::matmul::{self, Gemm, MatmulPath};
+use crate::race::{AccessKind, Region};
 use crate::rescale::exp2_scale_bits;
 use crate::units::{Buffer, Pipe, UnitKind};
 
@@ -145,6 +146,20 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// `what`, with the op and unit when checked code registered the op.
+    fn what_site(&self, what: &str) -> String {
+        let rt = self.rt;
+        match rt.site.get() {
+            (0, _) => what.to_string(),
+            _ => format!(
+                "{what} in `{}` on {} of core {}",
+                rt.site_or(""),
+                rt.unit,
+                rt.core
+            ),
+        }
+    }
+
     /// Base pointer and byte size of a local buffer of this unit.
     pub fn local_base(&self, buffer: Buffer) -> Result<(*mut u8, u64), RuntimeError> {
         let c = self.ctx;
@@ -224,12 +239,99 @@ impl<'a> Env<'a> {
         match end {
             Some(end) if end <= s.cap => Ok((start, end)),
             _ => Err(RuntimeError::OutOfBounds {
-                what: what.to_string(),
+                what: self.what_site(what),
                 buffer: self.buffer_name(s, t),
                 start,
                 end: end.unwrap_or(u64::MAX),
                 capacity: s.cap,
             }),
+        }
+    }
+
+    /// Tells the race checker (if the launch runs one) about an access to a
+    /// GM side (already bounds-checked); other sides are private to the
+    /// unit. Without the race checker: one branch.
+    fn race_note(
+        &self,
+        s: &Side,
+        t: &Tile,
+        rows: usize,
+        cols: usize,
+        kind: AccessKind,
+        what: &str,
+    ) -> Result<(), RuntimeError> {
+        let Some(race) = &self.rt.shared.race else {
+            return Ok(());
+        };
+        if s.buffer != Buffer::Gm {
+            return Ok(());
+        }
+        let r = Region {
+            gm: t.gm_index,
+            offset: s.offset as u64,
+            stride: s.stride as u64,
+            rows: rows as u64,
+            cols: cols as u64,
+        };
+        self.race_access(race, &r, kind, what)
+    }
+
+    fn race_access(
+        &self,
+        race: &crate::race::RaceState,
+        r: &Region,
+        kind: AccessKind,
+        what: &str,
+    ) -> Result<(), RuntimeError> {
+        let rt = self.rt;
+        let pending = || {
+            let p = rt.flags.pending(rt.core);
+            if p.is_empty() {
+                return "none".to_string();
+            }
+            p.iter()
+                .map(|f| format!("flag {} ×{} for {}", f.flag, f.count, f.waiter))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        race.access(rt.core, rt.unit, r, kind, rt.site_or(what), &pending)
+    }
+
+    /// Records a GM access of this unit with the race checker, if the launch
+    /// runs one (JIT code's own GM accesses come here through
+    /// `amla_rt_note_gm`); the op is the registered site, else `what`.
+    ///
+    /// Also checks that the region lies inside the GM buffer, so a JIT GM
+    /// access of checked code is verified by the runtime like its copies.
+    pub fn note_gm(&self, r: &Region, kind: AccessKind, what: &str) -> Result<(), RuntimeError> {
+        let rt = self.rt;
+        let idx = u64::from(r.gm);
+        if idx >= self.ctx.gm_count || self.ctx.gm.is_null() {
+            return Err(RuntimeError::UnknownGmBuffer {
+                index: idx,
+                count: self.ctx.gm_count,
+            });
+        }
+        // SAFETY: gm points to gm_count descriptors (launcher), idx < gm_count.
+        let len = unsafe { (*self.ctx.gm.add(idx as usize)).len };
+        if r.rows > 0 && r.cols > 0 {
+            let end = (r.rows - 1)
+                .checked_mul(r.stride)
+                .and_then(|x| x.checked_add(r.offset))
+                .and_then(|x| x.checked_add(r.cols));
+            if end.is_none_or(|e| e > len) {
+                return Err(RuntimeError::OutOfBounds {
+                    what: format!("{} on {} of core {}", rt.site_or(what), rt.unit, rt.core),
+                    buffer: format!("gm buffer {idx} `{}`", self.gm_name(idx as usize)),
+                    start: r.offset,
+                    end: end.unwrap_or(u64::MAX),
+                    capacity: len,
+                });
+            }
+        }
+        match &rt.shared.race {
+            Some(race) => self.race_access(race, r, kind, what),
+            None => Ok(()),
         }
     }
 
@@ -279,6 +381,12 @@ impl<'a> Env<'a> {
                 )));
             }
         }
+        self.race_note(&s, src, rows, cols, AccessKind::Read, "copy source")?;
+        let dkind = match mode {
+            StoreMode::AtomicAdd => AccessKind::Update,
+            StoreMode::Overwrite => AccessKind::Write,
+        };
+        self.race_note(&d, dst, rows, cols, dkind, "copy destination")?;
         // SAFETY: both regions were bounds-checked against their buffers;
         // local buffers belong to this thread; GM is accessed atomically or,
         // under GmAccess::Ordered, by a schedule that orders conflicting
@@ -383,13 +491,22 @@ impl<'a> Env<'a> {
     fn flag_error(&self, e: FlagError, id: u32, block: u64) -> RuntimeError {
         let rt = self.rt;
         match e {
-            FlagError::Timeout => RuntimeError::FlagTimeout {
+            FlagError::Timeout(peers) => RuntimeError::FlagTimeout {
                 kernel: rt.kernel.to_string(),
                 core: rt.core,
                 unit: rt.unit,
                 flag: id,
                 block,
                 timeout: rt.timeout,
+                peers,
+            },
+            FlagError::NeverSet(reason) => RuntimeError::FlagNeverSet {
+                kernel: rt.kernel.to_string(),
+                core: rt.core,
+                unit: rt.unit,
+                flag: id,
+                block,
+                reason,
             },
             FlagError::Aborted => RuntimeError::Aborted {
                 kernel: rt.kernel.to_string(),
@@ -407,6 +524,9 @@ impl<'a> Env<'a> {
     /// Sets cross-core flag `id` (see [`crate::flags`] for pair semantics).
     pub fn set_flag(&self, id: u32) -> Result<(), RuntimeError> {
         let t0 = self.rt.now_ns();
+        if let Some(race) = &self.rt.shared.race {
+            race.before_set(self.rt.core, self.unit(), id);
+        }
         self.rt
             .flags
             .set(self.unit(), id)
@@ -426,7 +546,9 @@ impl<'a> Env<'a> {
             Ok(true) => Ok(()),
             Ok(false) => {
                 rt.shared.cpus.release();
-                let r = rt.flags.wait(self.unit(), id, rt.timeout, &rt.shared.abort);
+                let r = rt
+                    .flags
+                    .wait(self.unit(), id, block, rt.timeout, &rt.shared.abort);
                 rt.shared
                     .cpus
                     .acquire(self.unit() == UnitKind::Cube, &rt.shared.abort);
@@ -434,6 +556,11 @@ impl<'a> Env<'a> {
             }
             Err(e) => Err(e),
         };
+        if r.is_ok()
+            && let Some(race) = &rt.shared.race
+        {
+            race.after_wait(rt.core, self.unit(), id);
+        }
         self.rt.record(
             Pipe::FlagWait,
             || format!("wait_flag {id} (block {block})"),
@@ -480,6 +607,8 @@ impl<'a> Env<'a> {
             ..*n_tile
         })?;
         self.bounds(&n, n_tile, 1, rows, "exp2_scale_gm exponents")?;
+        self.race_note(&n, n_tile, 1, rows, AccessKind::Read, "exp2_scale_gm")?;
+        self.race_note(&d, dst, rows, cols, AccessKind::Update, "exp2_scale_gm")?;
         for r in 0..rows {
             // SAFETY: r < rows elements at n.offset were bounds-checked.
             let np = unsafe { (n.base as *const i32).add(n.offset + r) };

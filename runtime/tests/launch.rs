@@ -236,7 +236,11 @@ fn trace_is_chrome_json() {
 #[test]
 fn never_satisfied_vector_wait_times_out() {
     let mut gm = Gm::new();
-    let cube = |_: &mut Unit<'_>, _: u64| Ok(());
+    // The Cube keeps running (it never sets the flag): only the timeout ends it.
+    let cube = |_: &mut Unit<'_>, _: u64| {
+        std::thread::sleep(Duration::from_millis(400));
+        Ok(())
+    };
     let vector = |u: &mut Unit<'_>, item: u64| u.wait_flag(5, item * 10 + 3);
     let k = Kernel {
         name: "stuck",
@@ -249,7 +253,9 @@ fn never_satisfied_vector_wait_times_out() {
         &mut gm,
         1,
         &CoreConfig::default(),
-        &cfg(1).with_wait_timeout(Duration::from_millis(50)),
+        &cfg(1)
+            .with_wait_timeout(Duration::from_millis(50))
+            .with_vector_sub_blocks(1),
     )
     .unwrap_err();
     assert!(
@@ -264,20 +270,66 @@ fn never_satisfied_vector_wait_times_out() {
             unit,
             flag,
             block,
+            peers,
             ..
         } => {
             assert_eq!(kernel, "stuck");
             assert_eq!(core, 0);
-            assert!(matches!(unit, UnitKind::Vector(_)));
+            assert_eq!(unit, UnitKind::Vector(0));
             assert_eq!(flag, 5);
             assert_eq!(block, 3);
+            assert_eq!(peers, "cube is running");
         }
         other => panic!("expected a timeout, got {other}"),
     }
 }
 
 #[test]
-fn cube_wait_needs_both_vectors_or_times_out() {
+fn a_wait_on_a_finished_partner_fails_at_once() {
+    let mut gm = Gm::new();
+    let cube = |_: &mut Unit<'_>, _: u64| Ok(());
+    let vector = |u: &mut Unit<'_>, item: u64| u.wait_flag(5, item * 10 + 3);
+    let k = Kernel {
+        name: "stuck",
+        cube: Entry::Rust(&cube),
+        vector: Entry::Rust(&vector),
+    };
+    let start = Instant::now();
+    // A timeout far longer than the test: the watchdog must not need it.
+    let e = launch(
+        &k,
+        &mut gm,
+        1,
+        &CoreConfig::default(),
+        &cfg(1).with_wait_timeout(Duration::from_secs(60)),
+    )
+    .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    match &e {
+        RuntimeError::FlagNeverSet {
+            kernel,
+            core: 0,
+            unit: UnitKind::Vector(_),
+            flag: 5,
+            block: 3,
+            reason,
+        } => {
+            assert_eq!(kernel, "stuck");
+            assert!(
+                reason.contains("cube, which must set it, has finished"),
+                "{e}"
+            );
+        }
+        other => panic!("expected FlagNeverSet, got {other}"),
+    }
+}
+
+#[test]
+fn cube_wait_needs_both_vectors_or_fails() {
     let mut gm = Gm::new();
     let cube = |u: &mut Unit<'_>, item: u64| u.wait_flag(2, item);
     // Only vector 0 sets: the Cube's wait must not be released.
@@ -298,21 +350,19 @@ fn cube_wait_needs_both_vectors_or_times_out() {
         &mut gm,
         1,
         &CoreConfig::default(),
-        &cfg(1).with_wait_timeout(Duration::from_millis(50)),
+        &cfg(1).with_wait_timeout(Duration::from_secs(60)),
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            RuntimeError::FlagTimeout {
-                unit: UnitKind::Cube,
-                flag: 2,
-                block: 0,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    match &e {
+        RuntimeError::FlagNeverSet {
+            unit: UnitKind::Cube,
+            flag: 2,
+            block: 0,
+            reason,
+            ..
+        } => assert!(reason.starts_with("vector1, which must set it"), "{e}"),
+        other => panic!("expected FlagNeverSet, got {other}"),
+    }
     // With a single Vector sub-block, that one set is enough.
     let ok = launch(
         &k,
@@ -323,6 +373,47 @@ fn cube_wait_needs_both_vectors_or_times_out() {
     )
     .unwrap();
     assert!(ok.pending_flags.is_empty());
+}
+
+#[test]
+fn units_waiting_on_each_other_deadlock_is_reported_at_once() {
+    let mut gm = Gm::new();
+    // Each side waits for the other before setting: a deadlock.
+    let cube = |u: &mut Unit<'_>, item: u64| {
+        u.wait_flag(1, item)?;
+        u.set_flag(2)
+    };
+    let vector = |u: &mut Unit<'_>, item: u64| {
+        u.wait_flag(2, item + 100)?;
+        u.set_flag(1)
+    };
+    let k = Kernel {
+        name: "cross",
+        cube: Entry::Rust(&cube),
+        vector: Entry::Rust(&vector),
+    };
+    let start = Instant::now();
+    let e = launch(
+        &k,
+        &mut gm,
+        1,
+        &CoreConfig::default(),
+        &cfg(1).with_wait_timeout(Duration::from_secs(60)),
+    )
+    .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let s = e.to_string();
+    assert!(matches!(e, RuntimeError::FlagNeverSet { .. }), "{s}");
+    assert!(s.contains("deadlock"), "{s}");
+    // The report names what the others wait on.
+    assert!(
+        s.contains("cube waits on flag 1 (block 0)") || s.contains("waits on flag 2 (block 100)"),
+        "{s}"
+    );
 }
 
 #[test]

@@ -71,9 +71,19 @@ pub struct RunArgs {
     /// Emulated AI cores (default: the machine's CPUs).
     #[arg(long)]
     pub cores: Option<usize>,
-    /// Seconds a unit may wait for a flag before the run fails.
+    /// Seconds a unit may wait for a flag before the run fails (a wait no
+    /// unit can satisfy, its setter finished or every unit blocked, fails at
+    /// once).
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// Checked mode: bounds-check every index and buffer access of the
+    /// kernel (JIT and runtime); a violation names the op, unit and index.
+    #[arg(long)]
+    pub checked: bool,
+    /// Race checker: fail on any two GM accesses of different units, one a
+    /// write, that no flag orders (slow: use small dims).
+    #[arg(long)]
+    pub race_check: bool,
     /// Write a Chrome/Perfetto trace of the units to FILE.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
@@ -208,6 +218,8 @@ fn request(args: &RunArgs) -> Result<RunRequest, String> {
         wait_timeout: Duration::from_secs_f64(args.timeout),
         trace: args.trace.is_some(),
         fill_missing: args.fill_missing,
+        checked: args.checked,
+        race_check: args.race_check,
         ..RunConfig::default()
     };
     if let Some(c) = args.cores {
@@ -268,6 +280,15 @@ fn human(s: &RunSummary, req: &RunRequest) -> String {
         "cube FLOPs {}",
         stats.total.get(amla_runtime::Pipe::Cube).flops
     );
+    if req.run.checked {
+        let _ = writeln!(o, "checked: every index and buffer access stayed in bounds");
+    }
+    if req.run.race_check {
+        let _ = writeln!(
+            o,
+            "race check: every cross-unit GM access pair with a write was ordered by a flag"
+        );
+    }
     for check in &s.checks {
         let what = match check.oracle {
             Oracle::Interpreter => "the float64 interpreter of the kernel".to_string(),

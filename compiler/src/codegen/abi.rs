@@ -108,6 +108,17 @@ pub const SYMBOLS: &[(&str, &[u8])] = &[
     ("amla_rt_convert", b"lwlwl"),
 ];
 
+/// The runtime symbols only instrumented code (`CodegenOptions::instrument`)
+/// declares and calls, so the default code's text does not change.
+pub const INSTRUMENT_SYMBOLS: &[(&str, &[u8])] = &[
+    // text pointer, length
+    ("amla_rt_site", b"ll"),
+    // index, bound
+    ("amla_rt_check_fail", b"ll"),
+    // gm_index, off, stride, rows, cols, kind (0 read, 1 write, 2 update)
+    ("amla_rt_note_gm", b"wllllw"),
+];
+
 /// The Cranelift signature of runtime symbol `params` (see [`SYMBOLS`]).
 pub fn symbol_signature(params: &[u8], call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);

@@ -94,20 +94,30 @@ impl FnCx<'_, '_> {
         op: &str,
     ) -> Result<BoxDim> {
         Ok(match ix {
-            Index::Point(v) => BoxDim {
-                start: self.index_start(*v, op)?,
-                len: 1,
-                point: true,
-                dim,
-                stride,
-            },
-            Index::Range { start, len } => BoxDim {
-                start: self.index_start(*start, op)?,
-                len: *len,
-                point: false,
-                dim,
-                stride,
-            },
+            Index::Point(v) => {
+                let start = self.index_start(*v, op)?;
+                self.check_index(start, dim)?;
+                BoxDim {
+                    start,
+                    len: 1,
+                    point: true,
+                    dim,
+                    stride,
+                }
+            }
+            Index::Range { start, len } => {
+                // Not checked: a window is clamped to the dim as the IR
+                // defines, and may even start past the end (the last block
+                // of a causal or sliding-window loop reads zeros, masked).
+                let start = self.index_start(*start, op)?;
+                BoxDim {
+                    start,
+                    len: *len,
+                    point: false,
+                    dim,
+                    stride,
+                }
+            }
             Index::Full => BoxDim {
                 start: self.i64c(0),
                 len: stat.ok_or_else(|| {
@@ -351,7 +361,16 @@ impl FnCx<'_, '_> {
         if !t.dense() {
             return Err(CodegenError::unsupported(op, "a strided view in gm"));
         }
+        let gm_index = self.gm[&tensor].index;
         self.emit_box(dims, zero, fill, None, op, &mut |c, p| {
+            c.note_gm(
+                gm_index,
+                p.big_off,
+                p.big_stride,
+                p.rows,
+                p.cols,
+                if load { 0 } else { 1 },
+            )?;
             c.counted_loop(p.rows, &mut |c, r| {
                 let go = c.b.ins().imul(r, p.big_stride);
                 let go = c.b.ins().iadd(go, p.big_off);
@@ -369,13 +388,13 @@ impl FnCx<'_, '_> {
         })
     }
 
-    /// Element address and in-range flag of a scalar GM access.
+    /// Element address, in-range flag and element offset of a scalar GM access.
     fn scalar_gm_addr(
         &mut self,
         t: crate::ir::Tensor,
         index: &[Index],
         op: &str,
-    ) -> Result<(cl::Value, cl::Value)> {
+    ) -> Result<(cl::Value, cl::Value, cl::Value)> {
         let dims = self.gm_box(t, index, op)?;
         let mut ok = self.b.ins().iconst(types::I8, 1);
         let mut off = self.i64c(0);
@@ -396,7 +415,7 @@ impl FnCx<'_, '_> {
         let esz = self.k.tensors[t].dtype.bytes() as i64;
         let bytes = self.b.ins().imul_imm_s(off, esz);
         let addr = self.b.ins().iadd(self.gm[&t].base, bytes);
-        Ok((addr, ok))
+        Ok((addr, ok, off))
     }
 
     pub(crate) fn emit_scalar_load(&mut self, i: Inst) -> Result<()> {
@@ -405,7 +424,7 @@ impl FnCx<'_, '_> {
         };
         let r = self.k.insts[i].results[0];
         let d = self.k.tensors[*tensor].dtype;
-        let (addr, ok) = self.scalar_gm_addr(*tensor, index, "load")?;
+        let (addr, ok, off) = self.scalar_gm_addr(*tensor, index, "load")?;
         let ty = super::scalar_type(d);
         let then = self.b.create_block();
         let join = self.b.create_block();
@@ -417,6 +436,11 @@ impl FnCx<'_, '_> {
         self.b.ins().brif(ok, then, &[], join, &[z.into()]);
         self.b.switch_to_block(then);
         self.b.seal_block(then);
+        if self.instrument.any() {
+            let one = self.i64c(1);
+            let gi = self.gm[tensor].index;
+            self.note_gm(gi, off, one, one, one, 0)?;
+        }
         let v = match d {
             DType::I32 => self.b.ins().load(types::I32, mf(), addr, 0),
             DType::F32 => self.b.ins().load(types::F32, mf(), addr, 0),
@@ -454,7 +478,8 @@ impl FnCx<'_, '_> {
         };
         let d = self.k.tensors[*tensor].dtype;
         let x = self.scalar(*value, "store")?;
-        let (addr, ok) = self.scalar_gm_addr(*tensor, index, "store")?;
+        let (addr, ok, off) = self.scalar_gm_addr(*tensor, index, "store")?;
+        let gi = self.gm[tensor].index;
         if !matches!(d, DType::F32 | DType::I32 | DType::Bf16) {
             return Err(CodegenError::unsupported(
                 "store",
@@ -462,6 +487,10 @@ impl FnCx<'_, '_> {
             ));
         }
         self.if_then(ok, &mut |s| {
+            if s.instrument.any() {
+                let one = s.i64c(1);
+                s.note_gm(gi, off, one, one, one, 1)?;
+            }
             match d {
                 DType::Bf16 => {
                     let v = s.b.ins().splat(types::F32X4, x);

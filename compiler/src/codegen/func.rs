@@ -1,6 +1,27 @@
 //! One IR function → one Cranelift function: the entry checks, the value
 //! maps, and the helpers the per-concern emitters share (runtime calls with
 //! status checks, counted loops, tile addresses).
+//!
+//! # Checked mode
+//!
+//! With [`super::Instrument`] on, each op that touches memory first
+//! registers its IR text (`cube: %k = load kv[%b, %j+:128, ..] : …`) with
+//! `amla_rt_site`, and JIT code's own GM accesses (scratch-tile copies,
+//! scalar loads and stores, `atomic_exp_add`) report their element region
+//! with `amla_rt_note_gm`, which the runtime bounds-checks (and the race
+//! checker records). With `bounds` on, the code also checks:
+//! - every point index of a GM access in `0..dim` — this covers indices
+//!   read from GM, such as block-table page ids (a window `start+:len` is
+//!   clamped to the dim as the IR defines: it may run past the end, or start
+//!   there, as the last block of a causal loop does, and reads zeros);
+//! - every point index of an `extract` (scalar or tile) in `0..extent`;
+//! - every JIT access to a local tile: placement end against the buffer's
+//!   size from `KernelCtx`.
+//!
+//! A failed check calls `amla_rt_check_fail(index, bound)`, which records
+//! `RuntimeError::CheckedAccess` (op, unit, core, index, bound) and returns
+//! a non-zero status that the code returns at once. Without instrumentation
+//! none of this is emitted: the default code is unchanged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -75,6 +96,19 @@ pub(crate) struct FnCx<'a, 'f> {
     /// Row strides (elements) of rank-2 tiles that are in-place views of
     /// another tile (`extract` results placed inside their source).
     pub views: HashMap<Value, u64>,
+    /// Checked-mode and race-check instrumentation.
+    pub instrument: super::Instrument,
+    /// Op texts registered by instrumented code (their addresses are baked
+    /// into the code; the compiled kernel keeps them alive).
+    pub sites: Vec<Box<str>>,
+    /// Byte sizes of the local buffers, loaded at entry.
+    pub sizes: HashMap<Space, cl::Value>,
+    /// Value names for op texts.
+    names: Option<crate::ir::print::Names>,
+    /// `cube` or `vector`, for op texts.
+    unit_name: &'static str,
+    /// Bytes of this unit's scratch (its `gm`-placed tiles).
+    pub scratch_bytes: u64,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -86,20 +120,29 @@ pub(crate) struct GmTensor {
     pub strides: Vec<cl::Value>,
 }
 
+/// What translating a function produced besides the code.
+pub(crate) struct Translated {
+    /// Op texts instrumented code points at.
+    pub sites: Vec<Box<str>>,
+    /// Bytes of scratch one unit running the function allocates.
+    pub scratch_bytes: u64,
+}
+
 /// Translates `f` into `func` (whose signature is already set).
 pub(crate) fn translate(
     k: &Kernel,
     f: &Func,
     module: &mut JITModule,
     imports: &HashMap<&'static str, FuncId>,
+    instrument: super::Instrument,
     func: &mut cl::Function,
     fctx: &mut FunctionBuilderContext,
-) -> Result<()> {
+) -> Result<Translated> {
     let fe = module.isa().frontend_config();
     let mut b = FunctionBuilder::new(func, fctx);
     let mut syms = HashMap::new();
     // In `abi::SYMBOLS` order, so the CLIF text is deterministic.
-    for (name, _) in abi::SYMBOLS {
+    for (name, _) in abi::SYMBOLS.iter().chain(abi::INSTRUMENT_SYMBOLS) {
         if let Some(id) = imports.get(name) {
             syms.insert(*name, module.declare_func_in_func(*id, b.func));
         }
@@ -127,6 +170,12 @@ pub(crate) fn translate(
         block_no: wi,
         gm_tiles: HashMap::new(),
         views: HashMap::new(),
+        instrument,
+        sites: Vec::new(),
+        sizes: HashMap::new(),
+        names: instrument.any().then(|| crate::ir::print::Names::new(k)),
+        unit_name: f.unit.name(),
+        scratch_bytes: 0,
     };
     cx.prologue(f)?;
     cx.emit_block(f.body)?;
@@ -137,8 +186,13 @@ pub(crate) fn translate(
     let st = cx.b.block_params(ret)[0];
     cx.b.ins().return_(&[st]);
     cx.b.seal_all_blocks();
+    let sites = std::mem::take(&mut cx.sites);
+    let scratch_bytes = cx.scratch_bytes;
     cx.b.finalize(fe);
-    Ok(())
+    Ok(Translated {
+        sites,
+        scratch_bytes,
+    })
 }
 
 impl FnCx<'_, '_> {
@@ -202,6 +256,52 @@ impl FnCx<'_, '_> {
         Ok(())
     }
 
+    /// Checked mode: registers op `i`'s IR text with the runtime
+    /// (`amla_rt_site`), for the reports of checks and the race checker.
+    fn register_site(&mut self, i: Inst, unit: &str) -> Result<()> {
+        let Some(names) = &self.names else {
+            return Ok(());
+        };
+        let text: Box<str> =
+            format!("{unit}: {}", crate::ir::print::print_inst(self.k, names, i)).into();
+        let (p, n) = (text.as_ptr() as i64, text.len() as i64);
+        self.sites.push(text);
+        let (p, n) = (self.i64c(p), self.i64c(n));
+        self.call("amla_rt_site", &[p, n])
+    }
+
+    /// Checked mode (`bounds`): fails the launch with
+    /// `RuntimeError::CheckedAccess` unless `0 <= index < bound` (i64s).
+    pub fn check_index(&mut self, index: cl::Value, bound: cl::Value) -> Result<()> {
+        if !self.instrument.bounds {
+            return Ok(());
+        }
+        let bad = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, index, bound);
+        self.if_then(bad, &mut |c| c.call("amla_rt_check_fail", &[index, bound]))
+    }
+
+    /// Instrumented code: reports a JIT GM access of `rows × cols` elements
+    /// of tensor `index` (row `r` at `off + r · stride`) to the runtime,
+    /// which bounds-checks it and, under the race checker, records it.
+    pub fn note_gm(
+        &mut self,
+        index: u32,
+        off: cl::Value,
+        stride: cl::Value,
+        rows: cl::Value,
+        cols: cl::Value,
+        kind: i64,
+    ) -> Result<()> {
+        if !self.instrument.any() {
+            return Ok(());
+        }
+        let (gi, k) = (self.i32c(index as i64), self.i32c(kind));
+        self.call("amla_rt_note_gm", &[gi, off, stride, rows, cols, k])
+    }
+
     /// Runs `f` only when `cond` (i8) is true.
     pub fn if_then(
         &mut self,
@@ -258,11 +358,21 @@ impl FnCx<'_, '_> {
         }
     }
 
-    /// Address of the first byte of `t`.
+    /// Address of the first byte of `t`. Checked mode: the tile's last
+    /// byte must lie inside its local buffer.
     pub fn tile_ptr(&mut self, t: &TileRef, op: &str) -> Result<cl::Value> {
         let base = *self.bases.get(&t.ty.space).ok_or_else(|| {
             CodegenError::invalid(op, format!("buffer {} not available here", t.ty.space))
         })?;
+        if self.instrument.bounds
+            && let Some(&size) = self.sizes.get(&t.ty.space)
+        {
+            let (rows, cols) = t.ty.rows_cols();
+            let span = rows.saturating_sub(1) * t.stride + cols;
+            let last = t.off + span * t.ty.dtype.bytes() - 1;
+            let last = self.i64c(last as i64);
+            self.check_index(last, size)?;
+        }
         Ok(self.b.ins().iadd_imm_s(base, t.off as i64))
     }
 
@@ -292,6 +402,7 @@ impl FnCx<'_, '_> {
                 scratch += tt.bytes().div_ceil(64) * 64;
             }
         }
+        self.scratch_bytes = scratch;
         if scratch > 0 {
             let slot = self.b.create_sized_stack_slot(cl::StackSlotData::new(
                 cl::StackSlotKind::ExplicitSlot,
@@ -326,6 +437,7 @@ impl FnCx<'_, '_> {
             let st = self.i32c(abi::STATUS_LOCAL_TOO_SMALL as i64);
             self.fail_if(small, st);
             self.bases.insert(space, base);
+            self.sizes.insert(space, size);
         }
         // Dims.
         if k.dims.values().any(|d| d.value.is_none()) {
@@ -431,6 +543,21 @@ impl FnCx<'_, '_> {
         let kind = k.kind(i);
         let res = &k.insts[i].results;
         let result_is_scalar = res.first().is_some_and(|&r| k.ty(r).as_tile().is_none());
+        let touches_memory = !matches!(
+            kind,
+            InstKind::Parallel { .. }
+                | InstKind::For { .. }
+                | InstKind::Yield(_)
+                | InstKind::IConst(_)
+                | InstKind::FConst(..)
+                | InstKind::DimValue(_)
+                | InstKind::SubBlock
+        ) && (!result_is_scalar
+            || matches!(kind, InstKind::Load { .. } | InstKind::Extract { .. }));
+        if touches_memory && self.instrument.any() {
+            let unit = self.unit_name;
+            self.register_site(i, unit)?;
+        }
         match kind {
             InstKind::Parallel { .. } => self.emit_parallel(i),
             InstKind::For { .. } => self.emit_for(i),

@@ -90,6 +90,33 @@ use crate::ir::{DType, Func, InstKind, Kernel, Unit, Value};
 pub struct CodegenOptions {
     /// Run Cranelift's IR verifier on every function (slower; on in tests).
     pub verify: bool,
+    /// Instrumentation of the generated code (none by default, so the
+    /// default code has no check in it).
+    pub instrument: Instrument,
+}
+
+/// What instrumentation JIT code carries (see [`func`]'s checked-mode notes).
+///
+/// Both register each memory op's IR text with the runtime
+/// (`amla_rt_site`) before it runs, so reports name the op, and report JIT
+/// code's own GM accesses (`amla_rt_note_gm`: the runtime verifies they lie
+/// inside their buffer and, under the race checker, records them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Instrument {
+    /// `--checked`: bounds-check every point index (GM tensor indices, tile
+    /// indices, block-table values used as indices) and every local tile
+    /// access against its buffer; a violation ends the launch with
+    /// `RuntimeError::CheckedAccess` naming the op, unit and index.
+    pub bounds: bool,
+    /// `--race-check`: report JIT code's GM accesses to the race checker.
+    pub gm_accesses: bool,
+}
+
+impl Instrument {
+    /// True when any instrumentation is on.
+    pub fn any(self) -> bool {
+        self.bounds || self.gm_accesses
+    }
 }
 
 /// Why a kernel could not be compiled.
@@ -140,6 +167,10 @@ fn cl_err(e: impl std::fmt::Display) -> CodegenError {
 /// A JIT-compiled kernel: keeps the code alive and hands out its entries.
 pub struct CompiledKernel {
     module: Option<JITModule>,
+    /// Op texts instrumented code registers with the runtime by address.
+    _sites: Vec<Box<str>>,
+    /// Scratch bytes per Cube and per Vector unit (`gm`-placed tiles).
+    scratch: [u64; 2],
     name: String,
     cube: Option<EntryFn>,
     vector: Option<EntryFn>,
@@ -183,6 +214,12 @@ impl CompiledKernel {
     /// `self` lives.
     pub fn vector_entry(&self) -> Option<EntryFn> {
         self.vector
+    }
+    /// Host scratch bytes one unit allocates for the tiles `plan-memory` left
+    /// in `gm` (`(cube, each vector unit)`), so a launch can be refused
+    /// before it allocates.
+    pub fn scratch_bytes(&self) -> (u64, u64) {
+        (self.scratch[0], self.scratch[1])
     }
     /// Vector sub-blocks per core the `vector` function expects (1 without one).
     pub fn sub_blocks(&self) -> u32 {
@@ -344,6 +381,10 @@ struct Defined {
     id: FuncId,
     clif: String,
     asm: Option<String>,
+    /// The op texts instrumented code points at (kept alive with the code).
+    sites: Vec<Box<str>>,
+    /// Scratch bytes one unit running this function allocates.
+    scratch_bytes: u64,
 }
 
 fn define_all(
@@ -354,7 +395,12 @@ fn define_all(
 ) -> Result<Vec<Defined>> {
     let call_conv: CallConv = module.isa().default_call_conv();
     let mut imports = HashMap::new();
-    for (name, params) in abi::SYMBOLS {
+    let extra: &[(&str, &[u8])] = if opts.instrument.any() {
+        abi::INSTRUMENT_SYMBOLS
+    } else {
+        &[]
+    };
+    for (name, params) in abi::SYMBOLS.iter().chain(extra) {
         let sig = abi::symbol_signature(params, call_conv);
         let id = module
             .declare_function(name, Linkage::Import, &sig)
@@ -381,7 +427,15 @@ fn define_all(
         let mut ctx = Context::new();
         ctx.func.signature = sig;
         ctx.func.name = UserFuncName::user(0, n as u32);
-        func::translate(k, f, module, &imports, &mut ctx.func, &mut fctx)?;
+        let t = func::translate(
+            k,
+            f,
+            module,
+            &imports,
+            opts.instrument,
+            &mut ctx.func,
+            &mut fctx,
+        )?;
         if opts.verify {
             cranelift_codegen::verify_function(&ctx.func, module.isa())
                 .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
@@ -400,6 +454,8 @@ fn define_all(
             id,
             clif,
             asm,
+            sites: t.sites,
+            scratch_bytes: t.scratch_bytes,
         });
     }
     Ok(out)
@@ -429,13 +485,17 @@ pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
     }
     let mut ck = CompiledKernel {
         module: None,
+        _sites: Vec::new(),
+        scratch: [0; 2],
         name: k.name.clone(),
         cube: None,
         vector: None,
         sub_blocks: 1,
         grid: Grid::default(),
     };
-    for d in &defs {
+    for d in defs {
+        ck._sites.extend(d.sites);
+        ck.scratch[usize::from(d.unit != Unit::Cube)] = d.scratch_bytes;
         let p = module.get_finalized_function(d.id);
         // SAFETY: the function was defined with `abi::entry_signature`,
         // which is `EntryFn`'s C ABI on this host.

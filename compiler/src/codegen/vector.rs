@@ -522,8 +522,10 @@ impl<'a, 'f> FnCx<'a, 'f> {
             self.gm_box(tensor, &index, op)?
         };
         let base = self.gm[&tensor].base;
+        let gm_index = self.gm[&tensor].index;
         let zero = self.i64c(0);
         self.emit_box(&dims, zero, None, None, op, &mut |c, p| {
+            c.note_gm(gm_index, p.big_off, p.big_stride, p.rows, p.cols, 2)?;
             let row0 = c.b.ins().udiv_imm_u(p.tile_off, cols_static as i64);
             c.counted_loop(p.rows, &mut |c, r| {
                 let nv = match (n_ptr, n_scalar) {

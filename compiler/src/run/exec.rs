@@ -15,7 +15,7 @@ use half::{bf16, f16};
 
 use super::tensor::{HostData, HostTensor};
 use super::validate;
-use crate::codegen::{self, CodegenOptions, CompiledKernel};
+use crate::codegen::{self, CodegenOptions, CompiledKernel, Instrument};
 use crate::driver::Compilation;
 use crate::ir::{DType, Dim, Kernel, Role};
 use crate::target::Target;
@@ -46,6 +46,25 @@ pub struct RunConfig {
     /// Unit threads that may run at once (`LaunchConfig::host_cpus`;
     /// default the host's CPUs, `None` no limit).
     pub host_cpus: Option<usize>,
+    /// Checked mode (`--checked`): JIT code bounds-checks every index and
+    /// local tile access, and the runtime every GM access of JIT code; a
+    /// violation fails the launch naming the op, unit and index. Slower.
+    /// Takes effect when the kernel is JIT-compiled ([`Executable::for_run`]).
+    pub checked: bool,
+    /// Race checker (`--race-check`, `amla_runtime::race`): the launch fails
+    /// on the first two GM accesses of different units, one a write, that no
+    /// flag orders. Slow; meant for small dims.
+    pub race_check: bool,
+}
+
+impl RunConfig {
+    /// The JIT instrumentation this run needs.
+    pub fn instrument(&self) -> Instrument {
+        Instrument {
+            bounds: self.checked,
+            gm_accesses: self.race_check,
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -59,6 +78,8 @@ impl Default for RunConfig {
             memory_limit: None,
             gm_access: GmAccess::Ordered,
             host_cpus: LaunchConfig::default().host_cpus,
+            checked: false,
+            race_check: false,
         }
     }
 }
@@ -123,20 +144,77 @@ pub struct Executable {
     ir: Kernel,
     jit: CompiledKernel,
     core: CoreConfig,
+    instrument: Instrument,
 }
 
 impl Executable {
     /// JIT-compiles the final IR of a compilation for `target`.
     pub fn new(c: &Compilation, target: &Target) -> Result<Executable, RunError> {
+        Self::with_instrument(c, target, Instrument::default())
+    }
+
+    /// JIT-compiles for runs with `cfg` (checked or race-checked code when
+    /// `cfg` asks for it).
+    pub fn for_run(
+        c: &Compilation,
+        target: &Target,
+        cfg: &RunConfig,
+    ) -> Result<Executable, RunError> {
+        Self::with_instrument(c, target, cfg.instrument())
+    }
+
+    /// JIT-compiles with the given instrumentation (none: the fast default).
+    pub fn with_instrument(
+        c: &Compilation,
+        target: &Target,
+        instrument: Instrument,
+    ) -> Result<Executable, RunError> {
         crate::passes::codegen_ready(&c.ir).map_err(RunError::Usage)?;
-        let jit = codegen::compile(&c.ir, &CodegenOptions::default())
-            .map_err(|e| RunError::Codegen(e.to_string()))?;
+        let opts = CodegenOptions {
+            instrument,
+            ..CodegenOptions::default()
+        };
+        let jit = codegen::compile(&c.ir, &opts).map_err(|e| RunError::Codegen(e.to_string()))?;
         let core = target.core_config();
         Ok(Executable {
             ir: c.ir.clone(),
             jit,
             core,
+            instrument,
         })
+    }
+
+    /// Host memory a launch with `cfg` allocates besides the tensors, by
+    /// part: the units' scratch (tiles `plan-memory` left in `gm`), their
+    /// local arenas, and the race checker's shadow when `cfg` runs it.
+    pub fn launch_memory(&self, cfg: &RunConfig) -> Vec<(String, u128)> {
+        let cores = cfg.cores.max(1) as u128;
+        let sb = u128::from(self.jit.sub_blocks().max(1));
+        let (cs, vs) = self.jit.scratch_bytes();
+        let c = &self.core;
+        let arena = (c.l1 + c.l0a + c.l0b + c.l0c) as u128 + sb * c.ub as u128;
+        let mut parts = vec![
+            (
+                format!(
+                    "unit scratch for tiles placed in gm ({cs} bytes per Cube, {vs} per Vector \
+                     unit, {cores} cores)"
+                ),
+                cores * (u128::from(cs) + sb * u128::from(vs)),
+            ),
+            ("local buffers of the units".to_string(), cores * arena),
+        ];
+        if cfg.race_check {
+            let elems: u128 = self
+                .tensor_specs()
+                .map(|v| v.iter().map(TensorSpec::elems).sum())
+                .unwrap_or(0);
+            let units = cores * (1 + sb);
+            parts.push((
+                format!("race checker shadow ({units} units)"),
+                elems.saturating_mul(12 + 8 * units),
+            ));
+        }
+        parts
     }
 
     /// The final IR.
@@ -229,9 +307,20 @@ impl Executable {
     /// Lays out GM for `inputs` (inputs copied in, outputs and workspaces
     /// zeroed) and the launch settings, for one or more [`Executable::launch`]es.
     pub fn prepare(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<Prepared, RunError> {
+        let want = cfg.instrument();
+        if (want.bounds && !self.instrument.bounds)
+            || (want.gm_accesses && !self.instrument.gm_accesses)
+        {
+            return Err(RunError::Usage(
+                "a checked or race-checked run needs code compiled for it \
+                 (Executable::for_run with the same RunConfig)"
+                    .into(),
+            ));
+        }
         let specs = self.tensor_specs()?;
         let budget = cfg.memory_limit.unwrap_or_else(validate::host_memory);
-        validate::check_memory(&specs, false, budget).map_err(RunError::Inputs)?;
+        validate::check_memory_with(&specs, false, budget, &self.launch_memory(cfg))
+            .map_err(RunError::Inputs)?;
         let no_defines = crate::check::Defines::new();
         validate::check_given(&specs, inputs, false, &no_defines, &self.ir.name)
             .map_err(RunError::Inputs)?;
@@ -279,6 +368,7 @@ impl Executable {
             ..LaunchConfig::default()
         }
         .with_gm_access(cfg.gm_access)
+        .with_race_check(cfg.race_check)
         .with_host_cpus(cfg.host_cpus)
         .with_cores(cfg.cores.max(1))
         .with_wait_timeout(cfg.wait_timeout)

@@ -169,8 +169,8 @@ pub fn run_source(
     let reference = if req.check { kind } else { None };
     stage("JIT-compiling");
     let t = Instant::now();
-    let exe =
-        Executable::new(&c, &req.compile.target).map_err(|e| RunFailure::Run(e.to_string()))?;
+    let exe = Executable::for_run(&c, &req.compile.target, &req.run)
+        .map_err(|e| RunFailure::Run(e.to_string()))?;
     timings.jit = t.elapsed();
     let err = |e: super::exec::RunError| RunFailure::Run(e.to_string());
     let dims: Vec<(String, i64)> = exe
@@ -184,7 +184,8 @@ pub fn run_source(
     let mut tensors = exe.tensor_specs().map_err(err)?;
     validate::label_from_source(&mut tensors, src);
     let budget = req.run.memory_limit.unwrap_or_else(validate::host_memory);
-    validate::check_memory(&tensors, req.check, budget).map_err(RunFailure::Run)?;
+    validate::check_memory_with(&tensors, req.check, budget, &exe.launch_memory(&req.run))
+        .map_err(RunFailure::Run)?;
     validate::check_given(
         &tensors,
         &req.given,

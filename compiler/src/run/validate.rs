@@ -15,6 +15,7 @@
 //! | [`check_tensor`] | wrong rank, shape, dtype, or an element count that does not match the shape; a shape mismatch on a symbolic dim names the dim and its binding (`-D B=2`) |
 //! | [`check_roles`] | a used `block_table` entry outside `[0, NB)` (negative included), a `cache_seqlens` entry outside `[0, MAXB·PAGE]`, a NaN or inf in the masked tail of a sequence's last page |
 //! | [`check_memory`] | tensors whose bytes overflow or exceed the memory budget: the error names the bytes needed and the largest tensor, before any allocation |
+//! | [`check_memory_with`] | the same with the launch's own memory (unit scratch for tiles placed in `gm`, local arenas, the race checker's shadow), each part named |
 
 use super::exec::TensorSpec;
 use super::reference_kind::ReferenceKind;
@@ -270,6 +271,43 @@ pub fn check_roles(kind: ReferenceKind, inputs: &[HostTensor]) -> Result<(), Str
 /// and outputs once more, and `f64` working copies when `reference` is
 /// set), in `u128` so no product overflows. Returns the bytes needed.
 pub fn check_memory(specs: &[TensorSpec], reference: bool, budget: u64) -> Result<u128, String> {
+    check_memory_with(specs, reference, budget, &[])
+}
+
+/// [`check_memory`] with the launch's own host memory added (`extra`: what
+/// and how many bytes: unit scratch, local arenas, the race checker's
+/// shadow); the error names each part that is not small.
+pub fn check_memory_with(
+    specs: &[TensorSpec],
+    reference: bool,
+    budget: u64,
+    extra: &[(String, u128)],
+) -> Result<u128, String> {
+    // Tensors alone too big: that error, naming the largest tensor.
+    let tensors = check_tensors(specs, reference, budget)?;
+    let launch: u128 = extra.iter().map(|e| e.1).sum();
+    let total = tensors.saturating_add(launch);
+    if total > u128::from(budget) {
+        let parts: Vec<String> = extra
+            .iter()
+            .filter(|e| e.1 > 0)
+            .map(|(what, b)| format!("{what}: {b} bytes"))
+            .collect();
+        return Err(format!(
+            "the launch at these dims needs {total} bytes of host memory, more than the {budget} \
+             bytes available: the tensors {tensors} bytes, {}; make the dims smaller with -D{}",
+            parts.join(", "),
+            if extra.len() > 1 {
+                " or use fewer --cores"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(total)
+}
+
+fn check_tensors(specs: &[TensorSpec], reference: bool, budget: u64) -> Result<u128, String> {
     let mut total: u128 = 0;
     let mut largest: Option<(&TensorSpec, u128)> = None;
     for s in specs {
