@@ -353,3 +353,53 @@ fn amlac_run_checked_and_race_check_pass_on_mla_decode() {
         assert_eq!(run(&args), 0, "amlac run {mode} --check");
     }
 }
+
+#[test]
+fn a_scalar_index_past_a_tile_reads_zero_and_checked_names_it() {
+    // `t[i]` with `i` read from an input: out of range it reads 0, as the
+    // IR and the interpreter define (it used to read memory outside the
+    // tile, a segfault for a large index); `--checked` stops it by name.
+    let src = SourceFile::new(
+        "sx.amla".to_string(),
+        "kernel sx(x: f32[N, 16], idx: i32[N]) -> (out: f32[N]) {
+           dim N = 4;
+           parallel b in 0..N {
+             let t = x[b];
+             let i = idx[b];
+             out[b] = t[i];
+           }
+         }"
+        .to_string(),
+    );
+    let given = vec![
+        HostTensor {
+            name: "x".into(),
+            shape: vec![4, 16],
+            data: HostData::F32((0..64).map(|v| v as f32 + 1.0).collect()),
+        },
+        HostTensor {
+            name: "idx".into(),
+            shape: vec![4],
+            data: HostData::I32(vec![0, 3, 100_000_000, -5]),
+        },
+    ];
+    let mut req = amla::compiler::run::session::RunRequest {
+        compile: options(&[]),
+        inputs: Default::default(),
+        given,
+        run: config(false, false),
+        check: true,
+    };
+    let s = amla::compiler::run::session::run_source(&src, &req, &mut |_| {}).unwrap();
+    assert!(s.passed(), "{:#?}", s.checks);
+    assert_eq!(
+        s.output.outputs[0].data,
+        HostData::F32(vec![1.0, 20.0, 0.0, 0.0])
+    );
+    req.run.checked = true;
+    let e = amla::compiler::run::session::run_source(&src, &req, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("index 100000000 is outside 0..16"), "{e}");
+    assert!(e.contains("vector: %2 = extract %t[%i]"), "{e}");
+}

@@ -417,3 +417,70 @@ fn amlac_flash_mla_reads_npy_explains_and_checks() {
     assert_eq!(amla::compiler::cli::run(bad), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `amlac bench --flash-mla` benchmarks the whole split-KV plan (split
+/// kernel and combine) at a small shape; the library call behind it times
+/// every kernel of the plan in every launch.
+#[test]
+fn bench_flash_mla_times_the_whole_split_plan() {
+    use amla::compiler::flash_mla::{PlanBench, bench_plan};
+    let b = PlanBench {
+        batch: 1,
+        seqlen: 1024,
+        heads: 16,
+        page: 64,
+        num_splits: None,
+        warmup: 0,
+        launches: 2,
+        compile: CompileOptions::new().expect("built-in target"),
+        run: RunConfig {
+            cores: 2,
+            wait_timeout: Duration::from_secs(60),
+            ..RunConfig::default()
+        },
+    };
+    let mut before = 0;
+    let t = bench_plan(&b, &mut || before += 1).expect("bench");
+    // One sequence on the 910B's cores, 1024 tokens: two chunks of 512.
+    assert_eq!(t.splits, 2, "{}", t.why);
+    let names: Vec<&str> = t.kernels.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["mla_decode_split", "mla_combine"]);
+    assert_eq!(t.kernels[0].1, 2, "one work item per chunk");
+    assert_eq!((t.plan_s.len(), before), (2, 2));
+    for (plan, kernels) in t.plan_s.iter().zip(&t.kernel_s) {
+        assert_eq!(kernels.len(), 2);
+        assert!(kernels.iter().all(|&s| s > 0.0));
+        assert!((plan - kernels.iter().sum::<f64>()).abs() < 1e-12);
+    }
+    // One split forced: the paged kernel alone.
+    let one = bench_plan(
+        &PlanBench {
+            num_splits: Some(1),
+            launches: 1,
+            ..b.clone()
+        },
+        &mut || {},
+    )
+    .expect("bench");
+    assert_eq!(one.kernels.len(), 1);
+    assert_eq!(one.kernels[0].0, "mla_decode_paged");
+    // The CLI: the plan against a dense shape; a missing dim is an error.
+    let cli = |extra: &[&str]| {
+        let mut a = vec!["amlac", "bench", "--flash-mla", "--cores", "2"];
+        a.extend([
+            "--launches",
+            "1",
+            "--warmup",
+            "0",
+            "--peak-ms",
+            "1",
+            "--json",
+        ]);
+        a.extend(extra);
+        amla::compiler::cli::run(a)
+    };
+    let ok = ["-D", "B=1", "-D", "N=512", "-D", "H=16", "-D", "PAGE=64"];
+    assert_eq!(cli(&[&ok[..], &["--against", "B=1,N=256"]].concat()), 0);
+    assert_eq!(cli(&["-D", "B=1", "-D", "H=16"]), 1, "N is required");
+    assert_eq!(cli(&[&ok[..], &["--against", "B=1"]].concat()), 1);
+}

@@ -233,6 +233,168 @@ impl FlashMlaPlan {
     pub fn set_run(&mut self, run: RunConfig) {
         self.run = run;
     }
+
+    /// The plan's kernels in launch order, with their example names: the
+    /// paged kernel alone, or the split kernel then the combine.
+    pub fn executables(&self) -> Vec<(&'static str, &Executable)> {
+        match &self.kernels {
+            Kernels::Paged(e) => vec![("mla_decode_paged", e)],
+            Kernels::Split { split, combine } => {
+                vec![("mla_decode_split", split), ("mla_combine", combine)]
+            }
+        }
+    }
+
+    /// The launch settings.
+    pub fn run_config(&self) -> &RunConfig {
+        &self.run
+    }
+}
+
+/// What [`bench_plan`] measures: `batch` sequences of `seqlen` tokens each,
+/// over pages of `page` tokens (block tables in page order).
+#[derive(Clone, Debug)]
+pub struct PlanBench {
+    /// Sequences.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seqlen: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Tokens per page.
+    pub page: usize,
+    /// `Some(n)` forces `n` splits.
+    pub num_splits: Option<usize>,
+    /// Untimed launches of the whole plan first.
+    pub warmup: usize,
+    /// Timed launches of the whole plan.
+    pub launches: usize,
+    /// Compilation options (target, pipeline).
+    pub compile: CompileOptions,
+    /// Launch settings.
+    pub run: RunConfig,
+}
+
+/// The timings of one plan: every launch runs every kernel of the plan.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanTimes {
+    /// The scheduler's split plan.
+    pub splits: usize,
+    /// Pages per chunk.
+    pub chunk_pages: usize,
+    /// Why (the scheduler's text).
+    pub why: String,
+    /// The kernels, in launch order, with their work items.
+    pub kernels: Vec<(String, u64)>,
+    /// Seconds of each timed launch of the whole plan.
+    pub plan_s: Vec<f64>,
+    /// Seconds of each kernel in each timed launch (`[launch][kernel]`).
+    pub kernel_s: Vec<Vec<f64>>,
+}
+
+fn seeded_bf16(n: usize, seed: u64) -> HostData {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    HostData::Bf16(
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                half::bf16::from_f32(((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+            })
+            .collect(),
+    )
+}
+
+/// Benchmarks a plan the way `amlac bench` benchmarks one kernel: plan and
+/// compile once, GM laid out once per kernel (the combine's inputs are the
+/// split kernel's outputs of the first launch, which every later launch
+/// reproduces bit for bit), `warmup` untimed launches, then `launches`
+/// timed launches of every kernel of the plan in order. The host copy of the
+/// partial results from one kernel's GM to the next is not timed: on a chip
+/// both kernels share GM. `before` runs before every timed launch (e.g. a peak sample).
+pub fn bench_plan(b: &PlanBench, before: &mut dyn FnMut()) -> Result<PlanTimes, String> {
+    if b.batch == 0 || b.seqlen == 0 || b.page == 0 || b.launches == 0 {
+        return Err("batch, sequence length, page size and launches must be positive".into());
+    }
+    let max_pages = b.seqlen.div_ceil(b.page);
+    let pool = b.batch * max_pages;
+    let seqlen = i32::try_from(b.seqlen).map_err(|_| format!("N={} is too long", b.seqlen))?;
+    let plan = FlashMlaPlan::new(&PlanRequest {
+        heads: b.heads,
+        page: b.page,
+        pool_pages: pool,
+        max_pages,
+        cache_seqlens: vec![seqlen; b.batch],
+        num_splits: b.num_splits,
+        softmax_scale: None,
+        compile: b.compile.clone(),
+        run: b.run.clone(),
+    })?;
+    let t = |name: &str, shape: Vec<usize>, data: HostData| HostTensor {
+        name: name.into(),
+        shape,
+        data,
+    };
+    let mut inputs = vec![
+        t(
+            "q",
+            vec![b.batch, b.heads, 576],
+            seeded_bf16(b.batch * b.heads * 576, 1),
+        ),
+        t(
+            "kv",
+            vec![pool, b.page, 576],
+            seeded_bf16(pool * b.page * 576, 2),
+        ),
+        t(
+            "block_table",
+            vec![b.batch, max_pages],
+            HostData::I32((0..pool as i32).collect()),
+        ),
+        t(
+            "cache_seqlens",
+            vec![b.batch],
+            HostData::I32(vec![seqlen; b.batch]),
+        ),
+    ];
+    let err = |e: crate::run::exec::RunError| e.to_string();
+    let exes = plan.executables();
+    let mut prepared = Vec::new();
+    let mut kernels = Vec::new();
+    for (name, exe) in &exes {
+        let mut p = exe.prepare(&inputs, &plan.run).map_err(err)?;
+        exe.launch(&mut p).map_err(err)?;
+        kernels.push((name.to_string(), p.work_items()));
+        inputs = p.outputs().map_err(err)?;
+        prepared.push(p);
+    }
+    let mut launch_all = |times: &mut Vec<f64>| -> Result<(), String> {
+        for ((_, exe), p) in exes.iter().zip(prepared.iter_mut()) {
+            let t0 = std::time::Instant::now();
+            exe.launch(p).map_err(err)?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(())
+    };
+    for _ in 0..b.warmup {
+        launch_all(&mut Vec::new())?;
+    }
+    let mut kernel_s = Vec::new();
+    for _ in 0..b.launches {
+        before();
+        let mut v = Vec::new();
+        launch_all(&mut v)?;
+        kernel_s.push(v);
+    }
+    Ok(PlanTimes {
+        splits: plan.metadata.splits,
+        chunk_pages: plan.metadata.chunk_pages,
+        why: plan.metadata.why.clone(),
+        kernels,
+        plan_s: kernel_s.iter().map(|v| v.iter().sum()).collect(),
+        kernel_s,
+    })
 }
 
 fn expect_shape(t: &HostTensor, what: &str, want: &[usize]) -> Result<(), String> {

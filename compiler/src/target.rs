@@ -168,13 +168,17 @@ pub struct Moves {
 }
 
 /// How the cost model schedules the pipes of one core.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
     /// The pipes of one unit run concurrently (true on Ascend). False: every
     /// op of a unit runs in program order on one queue (the host emulation,
     /// where each unit is one thread).
     pub pipes_concurrent: bool,
+    /// Fixed cycles of one launch, outside every unit's program (optional,
+    /// default 0).
+    #[serde(default)]
+    pub launch_cycles: f64,
 }
 
 /// Cross-core synchronisation.
@@ -185,6 +189,10 @@ pub struct Flags {
     pub cross_core_ids: u32,
     /// Cycles from a set on one unit to the wait on the other seeing it.
     pub latency_cycles: f64,
+    /// Cycles a set holds the unit that sets, when its ops run on one queue
+    /// (`model.pipes_concurrent = false`; optional, default 0).
+    #[serde(default)]
+    pub set_cycles: f64,
 }
 
 /// Atomic accumulation into GM.
@@ -324,6 +332,8 @@ impl Target {
             ("moves.mte3_bytes_per_cycle", pos(m.mte3_bytes_per_cycle)),
             ("moves.issue_cycles", nonneg(m.issue_cycles)),
             ("flags.latency_cycles", nonneg(self.flags.latency_cycles)),
+            ("flags.set_cycles", nonneg(self.flags.set_cycles)),
+            ("model.launch_cycles", nonneg(self.model.launch_cycles)),
             (
                 "atomic.add_bytes_per_cycle",
                 pos(self.atomic.add_bytes_per_cycle),

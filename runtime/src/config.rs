@@ -114,10 +114,41 @@ pub struct LaunchConfig {
     /// never has more runnable threads than CPUs and a Vector unit never
     /// preempts a Cube.
     pub host_cpus: Option<usize>,
+    /// How the units of a core share host threads ([`Schedule`]).
+    pub schedule: Schedule,
     /// Run the race checker ([`crate::race`]): every GM access is recorded
     /// and the first two conflicting accesses of different units that no
     /// flag orders fail the launch. Slow; off by default.
     pub race_check: bool,
+}
+
+/// How a launch maps its emulated units onto host threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// [`Schedule::Cooperative`] when there are at least as many cores as
+    /// host CPUs (`host_cpus`; every CPU already has a core to run), else
+    /// [`Schedule::Threads`] (spare CPUs let a core's units overlap).
+    #[default]
+    Auto,
+    /// A core's Cube and Vector units are coroutines on one host thread
+    /// (`min(cores, host_cpus)` persistent workers, [`crate::pool`]): a
+    /// flag wait switches to another unit of the core in user space, no
+    /// thread ever blocks, nothing is allocated per launch after warm-up.
+    Cooperative,
+    /// Every unit is a thread of its own, spawned for the launch; a blocked
+    /// flag wait parks the thread ([`crate::cpus`] bounds how many run).
+    Threads,
+}
+
+impl Schedule {
+    /// `Auto` resolved for `cores` emulated cores under `host_cpus`.
+    pub fn resolve(self, cores: usize, host_cpus: Option<usize>) -> Schedule {
+        match self {
+            Schedule::Auto if host_cpus.is_some_and(|n| cores >= n) => Schedule::Cooperative,
+            Schedule::Auto => Schedule::Threads,
+            s => s,
+        }
+    }
 }
 
 impl LaunchConfig {
@@ -136,6 +167,12 @@ impl LaunchConfig {
     /// Sets the number of unit threads that may run at once.
     pub fn with_host_cpus(mut self, n: Option<usize>) -> Self {
         self.host_cpus = n;
+        self
+    }
+
+    /// Sets how units map onto host threads.
+    pub fn with_schedule(mut self, s: Schedule) -> Self {
+        self.schedule = s;
         self
     }
 
@@ -203,6 +240,7 @@ impl Default for LaunchConfig {
             dims: Vec::new(),
             gm_access: crate::gm::GmAccess::Atomic,
             host_cpus: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            schedule: Schedule::Auto,
             race_check: false,
         }
     }

@@ -230,8 +230,12 @@ pub(crate) struct UnitRt<'a> {
     /// Nanoseconds spent inside runtime calls (to derive Vector busy time).
     pub runtime_ns: Cell<u64>,
     /// Private host scratch of this unit (`amla_rt_scratch`), kept for the
-    /// whole launch.
-    pub scratch: RefCell<Option<crate::aligned::AlignedBytes>>,
+    /// whole launch (and, on a persistent worker, across launches).
+    pub scratch: &'a RefCell<Option<crate::aligned::AlignedBytes>>,
+    /// The cooperative schedule ([`crate::pool`]): a flag wait that would
+    /// block suspends this unit's coroutine instead, so the core's other
+    /// units run on the same thread. `None`: the unit has a thread of its own.
+    pub coop: Option<&'a corosensei::Yielder<(), ()>>,
     /// Plain or atomic GM accesses (the launch's `LaunchConfig::gm_access`).
     pub gm_access: crate::gm::GmAccess,
     /// The op being run, as JIT code registered it with `amla_rt_site`
@@ -241,6 +245,35 @@ pub(crate) struct UnitRt<'a> {
 }
 
 impl UnitRt<'_> {
+    /// Waits until flag `id` (at `block`, for the reports) is set for this
+    /// unit (after a `try_wait` found it unset). On a thread of its own the
+    /// unit gives its host CPU up meanwhile ([`crate::cpus`]) and takes one
+    /// back before it returns; under the cooperative schedule it suspends its
+    /// coroutine, and the core's scheduler resumes it to look again after
+    /// another unit ran. Either way the flags' watchdog fails a wait nobody
+    /// can satisfy at once, a wait fails with a timeout after `self.timeout`,
+    /// and returns at once when the launch aborts.
+    pub fn block_on_flag(&self, id: u32, block: u64) -> Result<(), crate::flags::FlagError> {
+        let Some(y) = self.coop else {
+            self.shared.cpus.release();
+            let r = self
+                .flags
+                .wait(self.unit, id, block, self.timeout, &self.shared.abort);
+            self.shared
+                .cpus
+                .acquire(self.unit == UnitKind::Cube, &self.shared.abort);
+            return r;
+        };
+        let deadline = Instant::now().checked_add(self.timeout);
+        while !self
+            .flags
+            .wait_step(self.unit, id, block, deadline, &self.shared.abort)?
+        {
+            y.suspend(());
+        }
+        Ok(())
+    }
+
     /// The op JIT code registered last, or `fallback`.
     pub fn site_or<'s>(&'s self, fallback: &'s str) -> &'s str {
         let (p, n) = self.site.get();

@@ -34,7 +34,7 @@
 //! the flag is left to the timeout, whose error says what each other unit of
 //! the core was doing ([`FlagError::Timeout`]).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,9 @@ pub struct CoreFlags {
     sub_blocks: usize,
     state: Mutex<State>,
     cv: Condvar,
+    /// Successful sets so far: the cooperative scheduler's progress measure
+    /// (a round of its units in which this does not move cannot unblock anyone).
+    sets: AtomicU64,
 }
 
 impl CoreFlags {
@@ -158,7 +161,26 @@ impl CoreFlags {
                 units: vec![UnitState::Running; 1 + sub_blocks],
             }),
             cv: Condvar::new(),
+            sets: AtomicU64::new(0),
         }
+    }
+
+    /// Flag IDs and Vector units of this core's flags.
+    pub fn shape(&self) -> (u32, usize) {
+        (self.ids, self.sub_blocks)
+    }
+
+    /// Clears every counter (for a reused core; no allocation).
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.to_vector.iter_mut().for_each(|c| *c = 0);
+        s.to_cube.iter_mut().for_each(|c| *c = 0);
+        s.units.iter_mut().for_each(|u| *u = UnitState::Running);
+    }
+
+    /// Successful sets so far.
+    pub fn set_count(&self) -> u64 {
+        self.sets.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -196,6 +218,7 @@ impl CoreFlags {
             }
         }
         drop(s);
+        self.sets.fetch_add(1, Ordering::Relaxed);
         self.cv.notify_all();
         Ok(())
     }
@@ -276,22 +299,60 @@ impl CoreFlags {
         r
     }
 
+    /// One look of a wait that must not block (the cooperative schedule,
+    /// [`crate::pool`]): `Ok(true)` consumed the flag; `Ok(false)` it is not
+    /// set yet and `unit` is recorded as waiting on it (the caller suspends
+    /// and looks again later); errors as [`CoreFlags::wait`], the timeout
+    /// once `deadline` has passed.
+    pub fn wait_step(
+        &self,
+        unit: UnitKind,
+        id: u32,
+        block: u64,
+        deadline: Option<Instant>,
+        abort: &AtomicU32,
+    ) -> Result<bool, FlagError> {
+        self.check(unit, id)?;
+        let base = id as usize * self.sub_blocks;
+        let mut s = self.lock();
+        let me = unit.code() as usize;
+        let r = if abort.load(Ordering::Acquire) != 0 {
+            Err(FlagError::Aborted)
+        } else if s.ready(unit, base, self.sub_blocks) {
+            match unit {
+                UnitKind::Cube => s.to_cube[base..base + self.sub_blocks]
+                    .iter_mut()
+                    .for_each(|c| *c -= 1),
+                UnitKind::Vector(v) => s.to_vector[base + v as usize] -= 1,
+            }
+            Ok(true)
+        } else if let Some(why) = self.never_set(&s, unit, base) {
+            Err(FlagError::NeverSet(format!("{why}; {}", s.peers(unit))))
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            Err(FlagError::Timeout(s.peers(unit)))
+        } else {
+            s.units[me] = UnitState::Waiting { flag: id, block };
+            return Ok(false);
+        };
+        s.units[me] = UnitState::Running;
+        r
+    }
+
     /// Why `unit`'s unsatisfied wait on the flag at `base` can never be
     /// released, if it cannot: a unit that must set it has finished, or no
     /// unit of the core is left running (all others finished or blocked on
     /// flags that are not set).
     fn never_set(&self, s: &State, unit: UnitKind, base: usize) -> Option<String> {
-        let setters: Vec<UnitKind> = match unit {
+        // No allocation here: the cooperative schedule asks on every look.
+        let finished = |u: &UnitKind| s.units[u.code() as usize] == UnitState::Finished;
+        let finished_setter = match unit {
             UnitKind::Cube => (0..self.sub_blocks)
                 .filter(|&v| s.to_cube[base + v] == 0)
                 .map(|v| UnitKind::Vector(v as u32))
-                .collect(),
-            UnitKind::Vector(_) => vec![UnitKind::Cube],
+                .find(finished),
+            UnitKind::Vector(_) => Some(UnitKind::Cube).filter(finished),
         };
-        if let Some(f) = setters
-            .iter()
-            .find(|u| s.units[u.code() as usize] == UnitState::Finished)
-        {
+        if let Some(f) = finished_setter {
             return Some(format!("{f}, which must set it, has finished"));
         }
         let stuck = s.units.iter().enumerate().all(|(c, st)| {

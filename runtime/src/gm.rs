@@ -30,6 +30,9 @@ use crate::error::RuntimeError;
 ///   disjoint slices of the outputs; and an `atomic_add` into GM is ordered
 ///   against every other access to that region by the flags around it, so
 ///   its read-modify-write cannot interleave with another unit's.
+///   The race checker ([`crate::race`], `amlac run --race-check`) checks
+///   this claim on a launch: it fails on any cross-unit conflicting pair of
+///   GM accesses that no flag chain orders.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GmAccess {
     /// Atomic element operations (the default).
@@ -271,6 +274,16 @@ impl Gm {
     /// The names of all buffers, in index order.
     pub fn names(&self) -> Vec<String> {
         self.buffers.iter().map(|b| b.name.clone()).collect()
+    }
+
+    /// [`Gm::descs`] without the vector.
+    pub fn desc_iter(&self) -> impl Iterator<Item = GmDesc> + '_ {
+        self.buffers.iter().map(GmBuffer::desc)
+    }
+
+    /// [`Gm::names`] without the copies.
+    pub fn name_iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.buffers.iter().map(|b| b.name.as_str())
     }
 }
 

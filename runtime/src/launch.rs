@@ -21,7 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
 use crate::arena::{Arena, CubeArenas};
-use crate::config::{CoreConfig, LaunchConfig};
+use crate::config::{CoreConfig, LaunchConfig, Schedule};
 use crate::ctx::{KernelCtx, LaunchShared, UnitRt};
 use crate::dtype::{DType, Element};
 use crate::error::RuntimeError;
@@ -192,7 +192,10 @@ struct UnitOutcome {
     events: Vec<TraceEvent>,
 }
 
-/// Runs `kernel` over `work_items` items. See the module docs.
+/// Runs `kernel` over `work_items` items. See the module docs. Under the
+/// cooperative schedule this is a one-shot [`crate::pool::Launcher`] (its
+/// workers start and stop with the call); keep a `Launcher` to launch
+/// repeatedly without that.
 pub fn launch(
     kernel: &Kernel<'_>,
     gm: &mut Gm,
@@ -202,6 +205,23 @@ pub fn launch(
 ) -> Result<LaunchReport, RuntimeError> {
     core_cfg.validate()?;
     cfg.validate()?;
+    if cfg.schedule.resolve(cfg.cores, cfg.host_cpus) == Schedule::Threads {
+        return launch_threads(kernel, gm, work_items, core_cfg, cfg);
+    }
+    let mut l = crate::pool::Launcher::new();
+    l.launch(kernel, gm, work_items, core_cfg, cfg)?;
+    l.take_report()
+        .ok_or_else(|| RuntimeError::Internal("a launch left no report".into()))
+}
+
+/// The threaded schedule: one thread per unit, spawned for this launch.
+pub(crate) fn launch_threads(
+    kernel: &Kernel<'_>,
+    gm: &mut Gm,
+    work_items: u64,
+    core_cfg: &CoreConfig,
+    cfg: &LaunchConfig,
+) -> Result<LaunchReport, RuntimeError> {
     let cores = cfg.cores;
     let sbs = cfg.vector_sub_blocks;
     let descs: Vec<GmDesc> = gm.descs();
@@ -290,37 +310,43 @@ pub fn launch(
     })
 }
 
-struct UnitJob<'s> {
-    kernel: &'s str,
-    core: u32,
-    unit: UnitKind,
-    entry: Entry<'s>,
-    work_items: u64,
-    core_cfg: &'s CoreConfig,
-    cfg: &'s LaunchConfig,
-    descs: &'s [GmDesc],
-    names: &'s [String],
-    shared: &'s LaunchShared,
-    epoch: Instant,
+pub(crate) struct UnitJob<'s> {
+    pub kernel: &'s str,
+    pub core: u32,
+    pub unit: UnitKind,
+    pub entry: Entry<'s>,
+    pub work_items: u64,
+    pub core_cfg: &'s CoreConfig,
+    pub cfg: &'s LaunchConfig,
+    pub descs: &'s [GmDesc],
+    pub names: &'s [String],
+    pub shared: &'s LaunchShared,
+    pub epoch: Instant,
 }
 
 // SAFETY: GmDesc holds raw pointers into GM, which the launch borrows mutably
-// for its whole duration; every runtime access through them is atomic, so
-// sending the descriptors to unit threads is sound.
+// for its whole duration; every runtime access through them is atomic or
+// ordered by flags (`GmAccess`), so sending the descriptors to unit threads
+// is sound.
 unsafe impl Send for UnitJob<'_> {}
 
 impl UnitJob<'_> {
-    fn run(self) -> UnitOutcome {
-        let mut stats = UnitStats {
+    /// Fresh statistics of this unit.
+    pub(crate) fn stats(&self) -> UnitStats {
+        UnitStats {
             core: self.core,
             unit: self.unit,
             items: 0,
             entry_ns: 0,
             pipes: Default::default(),
-        };
-        let fill = if self.cfg.poison_local { 0xFF } else { 0 };
+        }
+    }
+
+    /// The unit's context with no local buffers (the caller points them at
+    /// its arenas) and a null `rt`.
+    pub(crate) fn ctx(&self) -> KernelCtx {
         let null = std::ptr::null_mut();
-        let mut ctx = KernelCtx {
+        KernelCtx {
             gm: self.descs.as_ptr(),
             gm_count: self.descs.len() as u64,
             l1: null,
@@ -341,7 +367,41 @@ impl UnitJob<'_> {
             rt: std::ptr::null(),
             dims: self.cfg.dims.as_ptr(),
             dim_count: self.cfg.dims.len() as u64,
-        };
+        }
+    }
+
+    /// The runtime-private state of this unit.
+    pub(crate) fn rt<'r>(
+        &'r self,
+        flags: &'r CoreFlags,
+        scratch: &'r RefCell<Option<crate::aligned::AlignedBytes>>,
+        coop: Option<&'r corosensei::Yielder<(), ()>>,
+    ) -> UnitRt<'r> {
+        UnitRt {
+            kernel: self.kernel,
+            core: self.core,
+            unit: self.unit,
+            flags,
+            shared: self.shared,
+            timeout: self.cfg.wait_timeout,
+            gm_names: self.names,
+            stats: RefCell::new(Default::default()),
+            trace: self.cfg.trace.then(|| RefCell::new(Vec::new())),
+            epoch: self.epoch,
+            runtime_ns: Cell::new(0),
+            scratch,
+            coop,
+            gm_access: self.cfg.gm_access,
+            site: Cell::new((0, 0)),
+        }
+    }
+
+    /// Runs on a thread of its own: allocates the unit's arenas, holds a host
+    /// CPU permit while it runs.
+    fn run(self) -> UnitOutcome {
+        let mut stats = self.stats();
+        let fill = if self.cfg.poison_local { 0xFF } else { 0 };
+        let mut ctx = self.ctx();
         // Arenas live on this thread for the whole launch.
         let arenas: Result<(Option<CubeArenas>, Option<Arena>), RuntimeError> = match self.unit {
             UnitKind::Cube => CubeArenas::new(self.core_cfg, fill).map(|a| (Some(a), None)),
@@ -360,40 +420,35 @@ impl UnitJob<'_> {
             }
         };
         if let Some(c) = &cube {
-            (ctx.l1, ctx.l1_bytes) = (c.l1.as_ptr(), c.l1.capacity() as u64);
-            (ctx.l0a, ctx.l0a_bytes) = (c.l0a.as_ptr(), c.l0a.capacity() as u64);
-            (ctx.l0b, ctx.l0b_bytes) = (c.l0b.as_ptr(), c.l0b.capacity() as u64);
-            (ctx.l0c, ctx.l0c_bytes) = (c.l0c.as_ptr(), c.l0c.capacity() as u64);
+            set_cube_buffers(&mut ctx, c);
         }
         if let Some(u) = &ub {
             (ctx.ub, ctx.ub_bytes) = (u.as_ptr(), u.capacity() as u64);
         }
-        let rt = UnitRt {
-            kernel: self.kernel,
-            core: self.core,
-            unit: self.unit,
-            flags: &self.shared.flags[self.core as usize],
-            shared: self.shared,
-            timeout: self.cfg.wait_timeout,
-            gm_names: self.names,
-            stats: RefCell::new(Default::default()),
-            trace: self.cfg.trace.then(|| RefCell::new(Vec::new())),
-            epoch: self.epoch,
-            runtime_ns: Cell::new(0),
-            scratch: RefCell::new(None),
-            gm_access: self.cfg.gm_access,
-            site: Cell::new((0, 0)),
-        };
+        let scratch = RefCell::new(None);
+        let rt = self.rt(&self.shared.flags[self.core as usize], &scratch, None);
         ctx.rt = &rt as *const UnitRt<'_> as *const std::ffi::c_void;
+        let is_cube = self.unit == UnitKind::Cube;
+        // A host CPU for this unit while it runs (given up in flag waits).
+        self.shared.cpus.acquire(is_cube, &self.shared.abort);
+        self.run_items(&ctx, &rt, &mut stats);
+        self.shared.cpus.release();
+        stats.pipes = rt.stats.take();
+        let events = rt.trace.map(RefCell::into_inner).unwrap_or_default();
+        drop(cube);
+        drop(ub);
+        UnitOutcome { stats, events }
+    }
+
+    /// Runs this unit's work items (`core`, `core + cores`, …) on `ctx`.
+    /// Errors are recorded in the launch's shared state.
+    pub(crate) fn run_items(&self, ctx: &KernelCtx, rt: &UnitRt<'_>, stats: &mut UnitStats) {
         let sub_block = match self.unit {
             UnitKind::Cube => 0,
             UnitKind::Vector(n) => n,
         };
         let cores = self.cfg.cores as u64;
         let mut item = u64::from(self.core);
-        let is_cube = self.unit == UnitKind::Cube;
-        // A host CPU for this unit while it runs (given up in flag waits).
-        self.shared.cpus.acquire(is_cube, &self.shared.abort);
         while item < self.work_items {
             if self.shared.aborted() || matches!(self.entry, Entry::Idle) {
                 break;
@@ -401,7 +456,7 @@ impl UnitJob<'_> {
             let t0 = rt.now_ns();
             let rt0 = rt.runtime_ns.get();
             let result = match self.entry {
-                Entry::Extern(f) => match f(&ctx, item, sub_block) {
+                Entry::Extern(f) => match f(ctx, item, sub_block) {
                     0 => Ok(()),
                     code => Err(RuntimeError::KernelStatus {
                         kernel: self.kernel.to_string(),
@@ -413,7 +468,7 @@ impl UnitJob<'_> {
                 },
                 Entry::Rust(f) => {
                     let mut u = Unit {
-                        env: Env { ctx: &ctx, rt: &rt },
+                        env: Env { ctx, rt },
                         work_item: item,
                     };
                     match catch_unwind(AssertUnwindSafe(|| f(&mut u, item))) {
@@ -463,11 +518,13 @@ impl UnitJob<'_> {
         }
         // The watchdog: a partner's wait only this unit could satisfy fails now.
         rt.flags.finish(self.unit);
-        self.shared.cpus.release();
-        stats.pipes = rt.stats.take();
-        let events = rt.trace.map(RefCell::into_inner).unwrap_or_default();
-        drop(cube);
-        drop(ub);
-        UnitOutcome { stats, events }
     }
+}
+
+/// Points `ctx`'s Cube buffers at `c`.
+pub(crate) fn set_cube_buffers(ctx: &mut KernelCtx, c: &CubeArenas) {
+    (ctx.l1, ctx.l1_bytes) = (c.l1.as_ptr(), c.l1.capacity() as u64);
+    (ctx.l0a, ctx.l0a_bytes) = (c.l0a.as_ptr(), c.l0a.capacity() as u64);
+    (ctx.l0b, ctx.l0b_bytes) = (c.l0b.as_ptr(), c.l0b.capacity() as u64);
+    (ctx.l0c, ctx.l0c_bytes) = (c.l0c.as_ptr(), c.l0c.capacity() as u64);
 }

@@ -16,9 +16,10 @@ pub mod error;
 pub mod gm;
 pub mod matmul;
 pub mod peak;
+pub mod pool;
 pub mod units;
 
-pub use config::{CoreConfig, LaunchConfig};
+pub use config::{CoreConfig, LaunchConfig, Schedule};
 pub use dtype::{DType, Element};
 pub use error::{RuntimeError, status};
 pub use gm::{Gm, GmDesc, GmId};
@@ -37,3 +38,4 @@ pub use ctx::KernelCtx;
 pub use launch::{Entry, EntryFn, Kernel, LaunchReport, RustEntry, Unit, launch};
 pub use matmul::{AccumMode, BLayout, Gemm, MatmulPath};
 pub use ops::{StoreMode, Tile};
+pub use pool::Launcher;

@@ -537,23 +537,14 @@ impl<'a> Env<'a> {
     }
 
     /// Waits on cross-core flag `id`; `block` names the iteration in errors.
-    /// A wait that blocks gives this unit's host CPU up meanwhile
-    /// ([`crate::cpus`]) and takes one back before it returns.
+    /// A wait that blocks gives the host CPU to other units meanwhile
+    /// ([`crate::ctx::UnitRt::block_on_flag`]).
     pub fn wait_flag(&self, id: u32, block: u64) -> Result<(), RuntimeError> {
         let t0 = self.rt.now_ns();
         let rt = self.rt;
         let r = match rt.flags.try_wait(self.unit(), id) {
             Ok(true) => Ok(()),
-            Ok(false) => {
-                rt.shared.cpus.release();
-                let r = rt
-                    .flags
-                    .wait(self.unit(), id, block, rt.timeout, &rt.shared.abort);
-                rt.shared
-                    .cpus
-                    .acquire(self.unit() == UnitKind::Cube, &rt.shared.abort);
-                r
-            }
+            Ok(false) => rt.block_on_flag(id, block),
             Err(e) => Err(e),
         };
         if r.is_ok()

@@ -162,6 +162,23 @@ pub fn probe_peak(
     })
 }
 
+/// Runs the probe of `path` on the calling thread for about `sample` of
+/// wall time and returns the FLOPs it executed (`None` when the CPU does not
+/// support the path). Divided by the thread's CPU time over the call, that
+/// is the peak per CPU-second, which a loaded machine does not lower.
+pub fn probe_here(path: MatmulPath, sample: Duration) -> Option<u64> {
+    if !path.is_supported() {
+        return None;
+    }
+    let t = Instant::now();
+    let mut blocks = 0u64;
+    while blocks == 0 || t.elapsed() < sample {
+        std::hint::black_box(run_blocks(path, 4));
+        blocks += 4;
+    }
+    Some(flops_per_block(path) * blocks)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

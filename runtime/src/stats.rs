@@ -96,7 +96,8 @@ pub struct LaunchStats {
 impl LaunchStats {
     /// Builds the totals from per-unit stats.
     pub fn from_units(mut units: Vec<UnitStats>, wall_ns: u64) -> Self {
-        units.sort_by_key(|u| (u.core, u.unit.code()));
+        // Unstable: (core, unit) is unique, and it sorts in place (no buffer).
+        units.sort_unstable_by_key(|u| (u.core, u.unit.code()));
         let mut total = PipeStats::default();
         for u in &units {
             total.merge(&u.pipes);

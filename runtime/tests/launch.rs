@@ -1,7 +1,10 @@
 //! Launcher tests: Rust-closure kernels and JIT-style `extern "C"` kernels
 //! doing Cube → Vector ping-pongs through GM with flags, timeouts, aborts,
-//! atomics, statistics and traces.
+//! atomics, statistics and traces. The tests run under the default
+//! schedule, and the modules `threads` and `cooperative` at the end run the
+//! same tests again under each schedule explicitly.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use amla_runtime::jit::*;
@@ -12,11 +15,55 @@ const M: usize = 2; // rows: one per Vector sub-block
 const K: usize = 40;
 const N: usize = 24;
 
+thread_local! {
+    /// The schedule [`cfg`] asks for (each test runs on a thread of its own).
+    static SCHEDULE: Cell<Schedule> = const { Cell::new(Schedule::Auto) };
+}
+
 fn cfg(cores: usize) -> LaunchConfig {
     LaunchConfig::default()
         .with_cores(cores)
         .with_wait_timeout(Duration::from_secs(20))
+        .with_schedule(SCHEDULE.with(Cell::get))
 }
+
+/// Every listed test again under `Schedule::Threads` and
+/// `Schedule::Cooperative`.
+macro_rules! under_each_schedule {
+    ($($t:ident),* $(,)?) => {
+        mod threads {
+            $(#[test]
+            fn $t() {
+                super::SCHEDULE.with(|s| s.set(amla_runtime::Schedule::Threads));
+                super::$t();
+            })*
+        }
+        mod cooperative {
+            $(#[test]
+            fn $t() {
+                super::SCHEDULE.with(|s| s.set(amla_runtime::Schedule::Cooperative));
+                super::$t();
+            })*
+        }
+    };
+}
+
+under_each_schedule!(
+    ping_pong_several_cores_uneven_items,
+    ping_pong_one_core,
+    ping_pong_more_cores_than_cpus,
+    zero_work_items_is_fine,
+    trace_is_chrome_json,
+    cube_wait_needs_both_vectors_or_fails,
+    a_wait_on_a_finished_partner_fails_at_once,
+    units_waiting_on_each_other_deadlock_is_reported_at_once,
+    an_error_aborts_blocked_waits_promptly,
+    panics_and_bad_accesses_are_errors,
+    atomic_adds_from_many_cores_all_land,
+    pending_flags_are_reported,
+    jit_style_kernel_through_extern_c_symbols,
+    jit_errors_carry_details,
+);
 
 fn val(i: usize, salt: usize) -> bf16 {
     bf16::from_f32(((i * 7 + salt * 13) % 17) as f32 / 8.0 - 1.0)
@@ -255,6 +302,9 @@ fn never_satisfied_vector_wait_times_out() {
         &CoreConfig::default(),
         &cfg(1)
             .with_wait_timeout(Duration::from_millis(50))
+            // Threads: a cooperative core runs the sleeping Cube to its end
+            // first, and the wait then fails at once as never set.
+            .with_schedule(Schedule::Threads)
             .with_vector_sub_blocks(1),
     )
     .unwrap_err();

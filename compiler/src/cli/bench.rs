@@ -3,6 +3,12 @@
 //! per-unit figures and memory, all measured in this one process (see
 //! [`crate::run::bench`] for the method).
 //!
+//! `amlac bench --flash-mla -D B=… -D N=… [-D H=…] [-D PAGE=…] [-D SPLITS=…]`
+//! benchmarks the FlashMLA-shaped plan instead ([`bench_flash_mla`]): the
+//! split-KV scheduler's plan (printed), then the whole plan (split kernel and
+//! LSE combine, or the paged kernel alone) per launch, with the MLA FLOP
+//! formula.
+//!
 //! Exit codes: 0 measured; 1 the kernel did not compile or run; 2 usage errors.
 
 use std::fmt::Write as _;
@@ -19,8 +25,18 @@ use crate::target::Target;
 /// Arguments of `amlac bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The `.amla` file.
-    pub file: PathBuf,
+    /// The `.amla` file (not with `--flash-mla`).
+    #[arg(required_unless_present = "flash_mla", conflicts_with = "flash_mla")]
+    pub file: Option<PathBuf>,
+    /// Benchmark the FlashMLA-shaped plan (split-KV kernel + combine, or the
+    /// paged kernel) for `-D B`, `-D N` (`-D H`, `-D PAGE`, `-D SPLITS`).
+    #[arg(long)]
+    pub flash_mla: bool,
+    /// With `--flash-mla`: also time the dense `mla_decode.amla` at this
+    /// shape (`B=16,N=4096`), one launch before each plan launch, and print
+    /// the ratio of the two GFLOP/s medians.
+    #[arg(long, value_name = "B=..,N=..", requires = "flash_mla")]
+    pub against: Option<String>,
     /// Bind a dim or const (`-D N=4096`), or set a compiler option (`-D PRELOAD=2`).
     #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = super::parse_define)]
     pub defines: Vec<(String, String)>,
@@ -36,6 +52,11 @@ pub struct BenchArgs {
     /// Atomic GM accesses everywhere instead of plain ones (slow; for comparison).
     #[arg(long)]
     pub atomic_gm: bool,
+    /// How units map onto host threads: `auto` (cooperative when cores >=
+    /// host CPUs), `cooperative` (a core's units as coroutines on one
+    /// persistent thread), `threads` (one thread per unit).
+    #[arg(long, value_name = "SCHEDULE", default_value = "auto")]
+    pub schedule: String,
     /// Force a matmul path (`avx512bf16`, `avx2fma`, `scalar`) instead of
     /// the fastest this CPU has; the peak is then that path's.
     #[arg(long, value_name = "PATH")]
@@ -68,7 +89,10 @@ pub struct BenchArgs {
 
 /// Runs the subcommand; returns the exit code.
 pub fn run(args: &BenchArgs) -> u8 {
-    let src = match super::read_source(&args.file) {
+    let Some(file) = &args.file else {
+        return super::bench_flash_mla::run(args);
+    };
+    let src = match super::read_source(file) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -104,7 +128,7 @@ pub fn run(args: &BenchArgs) -> u8 {
     if super::print_stdout(&text) { 0 } else { 1 }
 }
 
-fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
+pub(super) fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
     let mut compile = CompileOptions::new()?;
     compile.target =
         Target::load(&args.target).map_err(|e| format!("target `{}`: {e}", args.target))?;
@@ -123,6 +147,16 @@ fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
     if args.atomic_gm {
         req.run.gm_access = amla_runtime::gm::GmAccess::Atomic;
     }
+    req.run.schedule = match args.schedule.as_str() {
+        "auto" => amla_runtime::Schedule::Auto,
+        "cooperative" => amla_runtime::Schedule::Cooperative,
+        "threads" => amla_runtime::Schedule::Threads,
+        other => {
+            return Err(format!(
+                "--schedule {other}: expected auto, cooperative or threads"
+            ));
+        }
+    };
     if let Some(name) = &args.matmul_path {
         use amla_runtime::matmul::{MatmulPath, force_path};
         let path = MatmulPath::ALL
@@ -226,6 +260,13 @@ fn human(r: &BenchReport) -> String {
         r.peak.path, r.peak.instruction, r.peak.threads, r.peak.gflops, r.peak.gflops_one_thread
     );
     let _ = writeln!(o, "fu {:.3}", r.fu);
+    if let (Some(k), Some(fc), Some(pc)) = (&r.kernel_cpu, r.fu_cpu, r.peak_cpu_gflops) {
+        let _ = writeln!(
+            o,
+            "CPU time: median {:.3} ms a launch; fu_cpu {fc:.3} (against {pc:.1} GFLOP per CPU-second on one thread)",
+            k.median_ms
+        );
+    }
     let _ = writeln!(o, "units (median launch):");
     units(&mut o, "cube", &r.cube);
     units(&mut o, "vector", &r.vector);

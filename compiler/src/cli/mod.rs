@@ -6,6 +6,7 @@
 //! (unknown flag, malformed `-D`), as clap reports them.
 
 mod bench;
+mod bench_flash_mla;
 mod check;
 mod compile;
 mod flash_mla;

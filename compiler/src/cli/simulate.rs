@@ -56,6 +56,10 @@ pub struct SimulateArgs {
     /// (sequence lengths, page numbers).
     #[arg(long, default_value_t = 0)]
     pub gm_scalar: i64,
+    /// What-if: read every GM→L1 load as double-buffered (two L1 slots in
+    /// turn) where L1 has room, although `plan-memory` gave it one.
+    #[arg(long)]
+    pub double_buffer_l1: bool,
     /// Print the paper's ablation table for MLA decode.
     #[arg(long, conflicts_with_all = ["probe_host", "calibrate"])]
     pub ablation: bool,
@@ -114,6 +118,7 @@ fn run_inner(args: &SimulateArgs) -> Result<(), String> {
         } else {
             0
         },
+        double_buffer_l1: args.double_buffer_l1,
     };
     let r = predict(&src, &args.defines, &args.disable_pass, &target, &cfg)?;
     if let Some(p) = &args.trace {

@@ -618,10 +618,14 @@ impl FnCx<'_, '_> {
         }
         let base = self.i64c(s.elem_off(op)? as i64);
         if self.k.ty(r).as_tile().is_none() {
-            // A scalar read from a local tile.
+            // A scalar read from a local tile. An index out of range reads 0,
+            // as the IR defines (never memory outside the tile).
             let d = s.ty.dtype;
             let mut off = base;
+            let mut ok = self.b.ins().iconst(types::I8, 1);
             for bd in &dims {
+                let inside = self.b.ins().icmp(IntCC::UnsignedLessThan, bd.start, bd.dim);
+                ok = self.b.ins().band(ok, inside);
                 let t = self.b.ins().imul(bd.start, bd.stride);
                 off = self.b.ins().iadd(off, t);
             }
@@ -629,10 +633,25 @@ impl FnCx<'_, '_> {
                 .bases
                 .get(&s.ty.space)
                 .ok_or_else(|| CodegenError::invalid(op, "buffer not available"))?;
+            let ty = super::scalar_type(d);
+            let then = self.b.create_block();
+            let join = self.b.create_block();
+            self.b.append_block_param(join, ty);
+            let zero = match ty {
+                types::F32 => self.b.ins().f32const(0.0),
+                t => self.b.ins().iconst(t, 0),
+            };
+            self.b.ins().brif(ok, then, &[], join, &[zero.into()]);
+            self.b.switch_to_block(then);
+            self.b.seal_block(then);
             let bytes = self.b.ins().imul_imm_s(off, d.bytes() as i64);
             let addr = self.b.ins().iadd(sb, bytes);
             let v = simd_math::load_scalar(&mut self.b, addr, d)
                 .ok_or_else(|| CodegenError::unsupported(op, format!("a scalar of {d}")))?;
+            self.b.ins().jump(join, &[v.into()]);
+            self.b.switch_to_block(join);
+            self.b.seal_block(join);
+            let v = self.b.block_params(join)[0];
             self.scalars.insert(r, v);
             return Ok(());
         }

@@ -40,7 +40,8 @@
 //!   with the guards of `amla_runtime::rescale::exp2_scale_bits`, applied to
 //!   GM in place by JIT code ([`simd_math::emit_exp2_scale_row`]).
 //! - GM reads past a tensor's end read 0 (the copied extent is clamped and the
-//!   rest of the tile zero-filled); writes past it are dropped.
+//!   rest of the tile zero-filled); writes past it are dropped. A scalar
+//!   `extract` from a tile with an index out of range reads 0 too.
 //! - Tiles `plan-memory` left in `gm` (too big for UB) live in the unit's
 //!   private host scratch (`amla_rt_scratch`, one 64-byte aligned slot per
 //!   such value, allocated once per launch); Vector ops read and write them
@@ -379,7 +380,9 @@ fn new_module(isa: OwnedTargetIsa) -> JITModule {
 struct Defined {
     unit: Unit,
     id: FuncId,
-    clif: String,
+    /// Its CLIF text ([`Text::Clif`]).
+    clif: Option<String>,
+    /// Its disassembly ([`Text::Asm`]).
     asm: Option<String>,
     /// The op texts instrumented code points at (kept alive with the code).
     sites: Vec<Box<str>>,
@@ -387,11 +390,20 @@ struct Defined {
     scratch_bytes: u64,
 }
 
+/// Which text form of the functions [`define_all`] keeps (printing the CLIF
+/// of a large kernel costs a good part of its JIT time: only when asked).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    None,
+    Clif,
+    Asm,
+}
+
 fn define_all(
     k: &Kernel,
     module: &mut JITModule,
     opts: &CodegenOptions,
-    disasm: bool,
+    text: Text,
 ) -> Result<Vec<Defined>> {
     let call_conv: CallConv = module.isa().default_call_conv();
     let mut imports = HashMap::new();
@@ -440,8 +452,8 @@ fn define_all(
             cranelift_codegen::verify_function(&ctx.func, module.isa())
                 .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
         }
-        let clif = format!("; {name}\n{}", ctx.func.display());
-        ctx.set_disasm(disasm);
+        let clif = (text == Text::Clif).then(|| format!("; {name}\n{}", ctx.func.display()));
+        ctx.set_disasm(text == Text::Asm);
         module
             .define_function(id, &mut ctx)
             .map_err(|e| CodegenError::Cranelift(format!("{name}: {e:?}")))?;
@@ -470,7 +482,7 @@ fn sanitize(s: &str) -> String {
 /// JIT-compiles `k` for the host (host SIMD features, `opt_level=speed`).
 pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
     let mut module = new_module(host_isa()?);
-    let defs = match define_all(k, &mut module, opts, false) {
+    let defs = match define_all(k, &mut module, opts, Text::None) {
         Ok(d) => d,
         Err(e) => {
             // SAFETY: no code of this module was handed out.
@@ -519,17 +531,18 @@ pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
 
 fn emit_text(k: &Kernel, opts: &CodegenOptions, asm: bool) -> Result<String> {
     let mut module = new_module(fixed_isa()?);
-    let r = define_all(k, &mut module, opts, asm);
+    let r = define_all(
+        k,
+        &mut module,
+        opts,
+        if asm { Text::Asm } else { Text::Clif },
+    );
     // SAFETY: nothing was finalized or handed out.
     unsafe { module.free_memory() };
     let defs = r?;
     let mut s = String::new();
     for d in defs {
-        let t = if asm {
-            d.asm.unwrap_or_default()
-        } else {
-            d.clif
-        };
+        let t = if asm { d.asm } else { d.clif }.unwrap_or_default();
         s.push_str(&t);
         if !s.ends_with('\n') {
             s.push('\n');

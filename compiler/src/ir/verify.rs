@@ -135,7 +135,7 @@ pub fn verify_with(k: &Kernel, cfg: &VerifyConfig) -> Result<(), VerifyError> {
     let mut v = Verifier {
         k,
         cfg,
-        names: Names::new(k),
+        names: std::cell::OnceCell::new(),
         errors: Vec::new(),
         defined: HashSet::new(),
         visible: HashSet::new(),
@@ -160,7 +160,8 @@ pub fn verify_with(k: &Kernel, cfg: &VerifyConfig) -> Result<(), VerifyError> {
 struct Verifier<'a> {
     k: &'a Kernel,
     cfg: &'a VerifyConfig,
-    names: Names,
+    /// Value names for messages, built on the first message that needs one.
+    names: std::cell::OnceCell<Names>,
     errors: Vec<VerifyIssue>,
     /// Values defined so far (anywhere).
     defined: HashSet<Value>,
@@ -178,7 +179,7 @@ struct Verifier<'a> {
     /// Flag ids set per unit.
     sets: HashMap<Unit, HashSet<u32>>,
     /// `(unit, id, func label, inst text)` of every wait.
-    waits: Vec<(Unit, u32, String, String)>,
+    waits: Vec<(Unit, u32, String, Inst)>,
 }
 
 fn other(u: Unit) -> Unit {
@@ -190,6 +191,10 @@ fn other(u: Unit) -> Unit {
 }
 
 impl Verifier<'_> {
+    fn names(&self) -> &Names {
+        self.names.get_or_init(|| Names::new(self.k))
+    }
+
     fn kernel_error(&mut self, message: String) {
         self.errors.push(VerifyIssue {
             func: "kernel".into(),
@@ -201,7 +206,7 @@ impl Verifier<'_> {
     fn error(&mut self, inst: Option<Inst>, message: String) {
         self.errors.push(VerifyIssue {
             func: self.func.clone(),
-            inst: inst.map(|i| print_inst(self.k, &self.names, i)),
+            inst: inst.map(|i| print_inst(self.k, self.names(), i)),
             message,
         });
     }
@@ -282,7 +287,7 @@ impl Verifier<'_> {
             if !self.sets.get(&o).is_some_and(|s| s.contains(&id)) {
                 self.errors.push(VerifyIssue {
                     func,
-                    inst: Some(inst),
+                    inst: Some(print_inst(self.k, self.names(), inst)),
                     message: format!("no `set_flag {id}` in the {} func", o.name()),
                 });
             }
@@ -314,13 +319,13 @@ impl Verifier<'_> {
                 at,
                 format!(
                     "{} records its definition as {:?}, not {def:?}",
-                    self.names.value(v),
+                    self.names().value(v),
                     vd.def
                 ),
             );
         }
         if !self.defined.insert(v) {
-            self.error(at, format!("{} is defined twice", self.names.value(v)));
+            self.error(at, format!("{} is defined twice", self.names().value(v)));
         }
         self.placement(at, v);
         if self.visible.insert(v) {
@@ -332,7 +337,6 @@ impl Verifier<'_> {
     fn placement(&mut self, at: Option<Inst>, v: Value) {
         let k = self.k;
         let ty = &k.values[v].ty;
-        let name = self.names.value(v);
         if let Type::Tile(t) = ty {
             let ok = match self.unit {
                 Unit::Any => true,
@@ -345,6 +349,7 @@ impl Verifier<'_> {
                 } else {
                     "ub, gm"
                 };
+                let name = self.names().value(v);
                 self.error(
                     at,
                     format!(
@@ -361,6 +366,7 @@ impl Verifier<'_> {
         let t = match ty {
             Type::Tile(t) if !matches!(t.space, Space::Any | Space::Gm) => t,
             _ => {
+                let name = self.names().value(v);
                 self.error(
                     at,
                     format!("{name} has an offset but is not a tile in a local buffer ({ty})"),
@@ -387,7 +393,8 @@ impl Verifier<'_> {
             self.error(
                 at,
                 format!(
-                    "tile {name} ({bytes} bytes at {off:#x}) does not fit in {} ({cap} bytes)",
+                    "tile {} ({bytes} bytes at {off:#x}) does not fit in {} ({cap} bytes)",
+                    self.names().value(v),
                     t.space
                 ),
             );
@@ -435,7 +442,7 @@ impl Verifier<'_> {
                 } else {
                     "is used before it is defined"
                 };
-                self.error(Some(i), format!("{} {why}", self.names.value(v)));
+                self.error(Some(i), format!("{} {why}", self.names().value(v)));
             }
         }
         ok
@@ -471,7 +478,7 @@ impl Verifier<'_> {
                                     format!(
                                         "yielded value {n} is {}, but the carried {} is {}",
                                         k.ty(y),
-                                        self.names.value(p),
+                                        self.names().value(p),
                                         k.ty(p)
                                     ),
                                 );
@@ -496,8 +503,7 @@ impl Verifier<'_> {
                 } else if matches!(data.kind, InstKind::SetFlag(_)) {
                     self.sets.entry(self.unit).or_default().insert(*id);
                 } else {
-                    let text = print_inst(k, &self.names, i);
-                    self.waits.push((self.unit, *id, self.func.clone(), text));
+                    self.waits.push((self.unit, *id, self.func.clone(), i));
                 }
             }
             InstKind::Matmul { a, b, acc, .. } if self.unit == Unit::Cube && ops_ok => {
@@ -517,7 +523,7 @@ impl Verifier<'_> {
                             Some(i),
                             format!(
                                 "matmul {what} ({}) is in {}, not {space}",
-                                self.names.value(v),
+                                self.names().value(v),
                                 t.space
                             ),
                         );
@@ -617,7 +623,7 @@ impl Verifier<'_> {
                 Some(i),
                 format!(
                     "body parameter {} is {}, expected {want}",
-                    self.names.value(p),
+                    self.names().value(p),
                     d.ty
                 ),
             );
@@ -664,7 +670,7 @@ impl Verifier<'_> {
                     Some(i),
                     format!(
                         "result {} is {}, but the typing rules give {w}",
-                        self.names.value(*r),
+                        self.names().value(*r),
                         rd.ty
                     ),
                 );

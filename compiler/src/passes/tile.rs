@@ -16,7 +16,7 @@
 //! ping-pong buffers: MTE1 fills one while the Cube reads the other; with
 //! [`TileConfig::double_buffer`] off, the whole buffer). Capacities come
 //! from the target file, chunk sizes are multiples of the Cube fractal
-//! (`cube.fractal`, 16×16×16) unless a whole dim fits. In order:
+//! (`cube.fractal` of the target file) unless a whole dim fits. In order:
 //!
 //! 1. `mc`: all of M if a `mc × 16` a-chunk and a `mc × 16` c-chunk fit;
 //! 2. `nc`: the largest that fits L0C's half beside `mc` (and L0B's with a

@@ -186,6 +186,24 @@ fn thread_cpu_seconds() -> Option<f64> {
     }
 }
 
+/// CPU time of the whole process (every thread), seconds (`None` where unknown).
+fn process_cpu_seconds() -> Option<f64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec to a valid pointer.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        (r == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Compile latency.
 #[derive(Clone, Debug, Serialize)]
 pub struct CompileLatency {
@@ -301,6 +319,16 @@ pub struct BenchReport {
     /// FLOPS utilisation: median over launches of (launch GFLOP/s ÷ the
     /// peak sample before it).
     pub fu: f64,
+    /// CPU time the process spent in each timed launch (all its threads;
+    /// `None` where unknown).
+    pub kernel_cpu: Option<Spread>,
+    /// FLOPs per CPU-second of the launches ÷ the probe's FLOPs per
+    /// CPU-second on one thread: the utilisation of the CPU time the kernel
+    /// got. Other load on the machine lowers `fu` but hardly this one; on an
+    /// idle machine where every worker has a CPU of its own, `fu` ≈ this.
+    pub fu_cpu: Option<f64>,
+    /// The probe's FLOPs per CPU-second on one thread, GFLOP/s.
+    pub peak_cpu_gflops: Option<f64>,
     /// Cube units' figures (median launch).
     pub cube: UnitFigures,
     /// Vector units' figures (median launch).
@@ -509,15 +537,30 @@ pub fn bench_source(
     let first = probe(req.peak_sample)
         .ok_or_else(|| BenchFailure::Run("the peak probe did not run".into()))?;
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     let mut peaks = Vec::new();
     let mut reports = Vec::new();
+    // The peak per CPU-second, on this thread.
+    let peak_cpu = {
+        let c0 = thread_cpu_seconds();
+        let f = amla_runtime::peak::probe_here(path, req.peak_sample.max(Duration::from_millis(5)));
+        match (c0, f, thread_cpu_seconds()) {
+            (Some(c0), Some(f), Some(c1)) if c1 > c0 => Some(f as f64 / (c1 - c0)),
+            _ => None,
+        }
+    };
     for _ in 0..req.launches.max(1) {
         let p = probe(req.peak_sample).map_or(first.flops_per_s, |p| p.flops_per_s);
+        let c0 = process_cpu_seconds();
         let a0 = allocations();
         let t = Instant::now();
-        let report = exe.launch(&mut prepared).map_err(run_err)?;
+        let launched = exe.launch_in_place(&mut prepared).map_err(run_err)?;
         let dt = t.elapsed().as_secs_f64();
         let a1 = allocations();
+        if let (Some(c0), Some(c1)) = (c0, process_cpu_seconds()) {
+            cpu_times.push(c1 - c0);
+        }
+        let report = launched.clone();
         times.push(dt);
         peaks.push(p);
         // The second count includes its own probe allocation.
@@ -575,6 +618,11 @@ pub fn bench_source(
             gflops_one_thread: first.flops_per_s_one / 1e9,
         },
         fu: median(&ratios),
+        kernel_cpu: (cpu_times.len() == times.len()).then(|| Spread::of(&cpu_times)),
+        fu_cpu: peak_cpu
+            .filter(|_| cpu_times.len() == times.len())
+            .map(|p| flops / median(&cpu_times) / p),
+        peak_cpu_gflops: peak_cpu.map(|p| p / 1e9),
         cube: unit_figures(stats, true),
         vector: unit_figures(stats, false),
         bytes: MemoryLevels {
@@ -669,6 +717,14 @@ mod tests {
             .map(|p| p[0].as_str().unwrap())
             .collect();
         assert!(passes.contains(&"split"), "{passes:?}");
+        // CPU-time figures (unix).
+        #[cfg(unix)]
+        {
+            assert!(num("/kernel_cpu/median_ms") > 0.0);
+            assert!(num("/peak_cpu_gflops") > 0.0);
+            let fc = num("/fu_cpu");
+            assert!(fc > 0.0 && fc < 10.0, "fu_cpu {fc}");
+        }
         // The fallback path, forced: the peak is that path's.
         use amla_runtime::matmul::force_path;
         if MatmulPath::Avx2Fma.is_supported() {
@@ -706,11 +762,12 @@ mod tests {
                 generate(n, *d, s, None, &InputOptions::default(), i as u64).unwrap()
             })
             .collect();
-        let bits = |gm_access, host_cpus, cores| {
+        let bits_under = |gm_access, host_cpus, cores, schedule| {
             let cfg = RunConfig {
                 gm_access,
                 host_cpus,
                 cores,
+                schedule,
                 ..RunConfig::default()
             };
             let mut p = exe.prepare(&inputs, &cfg).unwrap();
@@ -729,11 +786,24 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
+        use amla_runtime::Schedule;
         use amla_runtime::gm::GmAccess;
+        let bits =
+            |gm_access, host_cpus, cores| bits_under(gm_access, host_cpus, cores, Schedule::Auto);
         let want = bits(GmAccess::Atomic, None, 2);
         assert_eq!(bits(GmAccess::Ordered, Some(1), 2), want);
         assert_eq!(bits(GmAccess::Ordered, Some(2), 1), want);
         assert_eq!(bits(GmAccess::Ordered, None, 3), want);
+        // Both schedules, whatever the core and CPU counts.
+        for (cpus, cores) in [(Some(1), 1), (Some(1), 3), (Some(2), 2), (None, 2)] {
+            for s in [Schedule::Cooperative, Schedule::Threads] {
+                assert_eq!(
+                    bits_under(GmAccess::Ordered, cpus, cores, s),
+                    want,
+                    "{s:?} with {cores} cores on {cpus:?} CPUs"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use amla_runtime::config::{CoreConfig, LaunchConfig};
 use amla_runtime::gm::{Gm, GmAccess, GmId};
-use amla_runtime::launch::{LaunchReport, launch};
+use amla_runtime::launch::LaunchReport;
+use amla_runtime::pool::Launcher;
 use half::{bf16, f16};
 
 use super::tensor::{HostData, HostTensor};
@@ -46,6 +47,8 @@ pub struct RunConfig {
     /// Unit threads that may run at once (`LaunchConfig::host_cpus`;
     /// default the host's CPUs, `None` no limit).
     pub host_cpus: Option<usize>,
+    /// How units map onto host threads (`LaunchConfig::schedule`).
+    pub schedule: amla_runtime::Schedule,
     /// Checked mode (`--checked`): JIT code bounds-checks every index and
     /// local tile access, and the runtime every GM access of JIT code; a
     /// violation fails the launch naming the op, unit and index. Slower.
@@ -78,6 +81,7 @@ impl Default for RunConfig {
             memory_limit: None,
             gm_access: GmAccess::Ordered,
             host_cpus: LaunchConfig::default().host_cpus,
+            schedule: amla_runtime::Schedule::Auto,
             checked: false,
             race_check: false,
         }
@@ -370,6 +374,7 @@ impl Executable {
         .with_gm_access(cfg.gm_access)
         .with_race_check(cfg.race_check)
         .with_host_cpus(cfg.host_cpus)
+        .with_schedule(cfg.schedule)
         .with_cores(cfg.cores.max(1))
         .with_wait_timeout(cfg.wait_timeout)
         .with_trace(cfg.trace)
@@ -382,6 +387,7 @@ impl Executable {
             work_items,
             launch_cfg,
             fresh: true,
+            launcher: Launcher::new(),
         })
     }
 
@@ -389,6 +395,13 @@ impl Executable {
     /// zeroed again before every launch but the first, so every launch
     /// computes the same outputs from the same inputs.
     pub fn launch(&self, p: &mut Prepared) -> Result<LaunchReport, RunError> {
+        self.launch_in_place(p).cloned()
+    }
+
+    /// [`Executable::launch`], leaving the report in `p` (reused by the next
+    /// launch): after the first launch of a `Prepared`, this allocates
+    /// nothing (the cooperative schedule's workers persist in `p`).
+    pub fn launch_in_place<'p>(&self, p: &'p mut Prepared) -> Result<&'p LaunchReport, RunError> {
         if !p.fresh {
             for &id in &p.zeroed {
                 p.gm.zero(id).map_err(|e| RunError::Inputs(e.to_string()))?;
@@ -396,18 +409,27 @@ impl Executable {
         }
         p.fresh = false;
         let kernel = self.jit.runtime_kernel();
-        launch(&kernel, &mut p.gm, p.work_items, &self.core, &p.launch_cfg).map_err(|e| {
-            let mut message = e.to_string();
-            if let amla_runtime::error::RuntimeError::KernelStatus { code, .. } = &e
-                && let Some(m) = crate::codegen::abi::status_meaning(*code)
-            {
-                message = format!("{m} ({message})");
-            }
-            RunError::Launch {
-                kernel: self.ir.name.clone(),
-                message,
-            }
-        })
+        let Prepared {
+            launcher,
+            gm,
+            work_items,
+            launch_cfg,
+            ..
+        } = p;
+        launcher
+            .launch(&kernel, gm, *work_items, &self.core, launch_cfg)
+            .map_err(|e| {
+                let mut message = e.to_string();
+                if let amla_runtime::error::RuntimeError::KernelStatus { code, .. } = &e
+                    && let Some(m) = crate::codegen::abi::status_meaning(*code)
+                {
+                    message = format!("{m} ({message})");
+                }
+                RunError::Launch {
+                    kernel: self.ir.name.clone(),
+                    message,
+                }
+            })
     }
 }
 
@@ -420,6 +442,7 @@ pub struct Prepared {
     work_items: u64,
     launch_cfg: LaunchConfig,
     fresh: bool,
+    launcher: Launcher,
 }
 
 impl Prepared {

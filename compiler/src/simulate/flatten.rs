@@ -64,9 +64,28 @@ pub fn flatten(k: &Kernel, t: &Target, cfg: &SimConfig) -> Result<Flat, SimError
     let items = probe.grid_items(cube.body)?;
     let cores = items.clamp(1, u64::from(t.chip.ai_cores)) as u32;
     let core_items = items.div_ceil(u64::from(cores)) as u32;
+    let double_l1 = cfg.double_buffer_l1 && {
+        let (room, biggest) = l1_room(k, cube.body);
+        let fits = room + biggest <= t.buffers.l1;
+        notes.push(if fits {
+            format!(
+                "what-if: GM->L1 loads double-buffered (L1 holds {room} bytes placed + a second \
+                 {biggest}-byte tile of {} bytes)",
+                t.buffers.l1
+            )
+        } else {
+            format!(
+                "what-if not applied: a second {biggest}-byte L1 tile does not fit next to the \
+                 {room} bytes placed ({} bytes of L1)",
+                t.buffers.l1
+            )
+        });
+        fits
+    };
     let mut out = Vec::new();
     for (side, f, sp) in [(Side::Aic, cube, 1), (Side::Aiv, vector, split)] {
         let mut w = Walker::new(k, t, side, sp, cfg, &dims, cores);
+        w.double_l1 = double_l1;
         w.run_func(f.body, core_items)?;
         if w.gm_scalar_used {
             notes.push(format!(
@@ -93,6 +112,26 @@ pub fn flatten(k: &Kernel, t: &Target, cfg: &SimConfig) -> Result<Flat, SimError
         vector_units,
         notes,
     })
+}
+
+/// L1 bytes `plan-memory` placed (the high-water mark of the Cube
+/// function's L1 tiles) and the largest tile a GM→L1 load writes.
+fn l1_room(k: &Kernel, body: Block) -> (u64, u64) {
+    let (mut room, mut biggest) = (0, 0);
+    k.walk(body, &mut |i| {
+        for &r in &k.insts[i].results {
+            if let Type::Tile(tt) = &k.values[r].ty
+                && tt.space == Space::L1
+                && let Some(off) = *k.offsets.get(r)
+            {
+                room = room.max(off + tt.bytes());
+                if matches!(k.insts[i].kind, InstKind::Load { .. }) {
+                    biggest = biggest.max(tt.bytes());
+                }
+            }
+        }
+    });
+    (room, biggest)
 }
 
 /// Where a GM access is served from.
@@ -149,6 +188,18 @@ struct Walker<'a> {
     flops: f64,
     item: u32,
     gm_scalar_used: bool,
+    /// GM→L1 loads are double-buffered (see [`SimConfig::double_buffer_l1`]).
+    double_l1: bool,
+    /// With `double_l1`: the last two GM→L1 loads at each L1 offset
+    /// (offset, tensor, index, op), the two slots' contents.
+    l1_slots: Vec<(u64, Tensor, Vec<i64>, u32)>,
+    /// The tile each of those loads produced.
+    l1_values: HashMap<u32, Value>,
+    /// With `double_l1`: the slot of each loaded L1 tile, as a virtual
+    /// address range (the second slot lies past every real address).
+    slot_of: HashMap<Value, (u64, u64)>,
+    /// With `double_l1`: loads so far at each L1 offset.
+    loads_at: HashMap<u64, u64>,
 }
 
 impl<'a> Walker<'a> {
@@ -180,6 +231,11 @@ impl<'a> Walker<'a> {
             flops: 0.0,
             item: 0,
             gm_scalar_used: false,
+            double_l1: false,
+            l1_slots: Vec::new(),
+            l1_values: HashMap::new(),
+            slot_of: HashMap::new(),
+            loads_at: HashMap::new(),
         }
     }
 
@@ -308,6 +364,22 @@ impl<'a> Walker<'a> {
             / self.clock()
     }
 
+    /// An index as numbers (`-1` for a full dim), for matching GM ranges.
+    fn index_key(&self, index: &[Index]) -> Vec<i64> {
+        index
+            .iter()
+            .map(|i| match i {
+                Index::Point(v) | Index::Range { start: v, .. } => self.s(*v),
+                Index::Full => -1,
+            })
+            .collect()
+    }
+
+    /// The tile value a double-buffered load op produced.
+    fn producer_value(&self, op: u32) -> Option<&Value> {
+        self.l1_values.get(&op)
+    }
+
     fn mem_of(&mut self, tensor: Tensor, index: &[Index], read: bool) -> Mem {
         if self.k.tensors[tensor].role == Role::Workspace {
             return Mem::L2;
@@ -348,6 +420,9 @@ impl<'a> Walker<'a> {
         let tt = self.tile(r)?;
         if matches!(tt.space, Space::Gm | Space::Any) {
             return None;
+        }
+        if let Some(&(lo, hi)) = self.slot_of.get(&r) {
+            return Some((tt.space, lo, hi));
         }
         let off = (*self.k.offsets.get(r))?;
         Some((tt.space, off, off + tt.bytes()))
@@ -499,6 +574,35 @@ impl<'a> Walker<'a> {
                     return Ok(());
                 }
                 let bytes = self.tbytes(tt);
+                let off = *k.offsets.get(r);
+                if self.double_l1
+                    && tt.space == Space::L1
+                    && let Some(off) = off
+                {
+                    let key = self.index_key(index);
+                    if let Some(&(_, _, _, op)) = self
+                        .l1_slots
+                        .iter()
+                        .find(|(o, t, kk, _)| *o == off && t == tensor && *kk == key)
+                    {
+                        // Still in the other slot: no second load.
+                        self.producer.insert(r, op);
+                        if let Some(&src) = self.producer_value(op) {
+                            self.alias(r, src);
+                        }
+                        return Ok(());
+                    }
+                }
+                if self.double_l1
+                    && tt.space == Space::L1
+                    && let Some(off) = *self.k.offsets.get(r)
+                {
+                    // Two slots in turn: the second lies past every real address.
+                    let n = self.loads_at.entry(off).or_insert(0);
+                    let lo = off + (*n % 2) * (1 << 40);
+                    *n += 1;
+                    self.slot_of.insert(r, (lo, lo + tt.bytes()));
+                }
                 let mem = self.mem_of(*tensor, index, true);
                 let ns = self.move_ns(bytes, Pipe::Mte2, Some(mem), false);
                 let path = format!("gm->{}", tt.space);
@@ -511,7 +615,7 @@ impl<'a> Walker<'a> {
                     },
                     bytes,
                 );
-                self.emit(
+                let id = self.emit(
                     vec![(Pipe::Mte2, ns)],
                     &[],
                     Some(r),
@@ -526,6 +630,23 @@ impl<'a> Walker<'a> {
                         )
                     },
                 )?;
+                if self.double_l1
+                    && tt.space == Space::L1
+                    && let Some(off) = off
+                {
+                    let key = self.index_key(index);
+                    self.l1_slots.push((off, *tensor, key, id));
+                    self.l1_values.insert(id, r);
+                    // The two slots at this offset hold its last two loads.
+                    if let Some(first) = self
+                        .l1_slots
+                        .iter()
+                        .position(|e| e.0 == off)
+                        .filter(|_| self.l1_slots.iter().filter(|e| e.0 == off).count() > 2)
+                    {
+                        self.l1_slots.remove(first);
+                    }
+                }
             }
             InstKind::Store {
                 tensor,

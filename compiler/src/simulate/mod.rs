@@ -42,7 +42,14 @@
 //!    its unit (local work goes on), and a set fires once every earlier GM
 //!    access of its unit has ended. With `model.pipes_concurrent = false`
 //!    (the host target) every op of a unit runs on one queue, as on the
-//!    emulator's one thread per unit.
+//!    emulator's one thread per unit: a wait then blocks every later op of
+//!    the unit, a set comes after every earlier one and holds the unit for
+//!    `flags.set_cycles`; `model.launch_cycles` is added to the end.
+//!
+//! **What-if.** [`SimConfig::double_buffer_l1`] (`--double-buffer-l1`)
+//!    gives each GM→L1 load two slots in turn where L1 has room, and a
+//!    reload of a range still in the other slot costs nothing: what the
+//!    program would do if `plan-memory` double-buffered the KV block.
 //!
 //! **Vector sub-blocks.** A target with `vector_per_core = V` runs `V`
 //!    Vector units per core. When the compiled Vector function runs fewer
@@ -183,6 +190,13 @@ pub struct SimConfig {
     pub gm_scalar: i64,
     /// Keep op events (for `--trace`/`--svg`) of this many first grid items.
     pub trace_items: u32,
+    /// Read every GM→L1 load as if `plan-memory` had given it two L1 slots
+    /// in turn (double buffering): the load of block j+1 waits for the
+    /// readers of block j−1 only. Applied only when L1 has room for a second
+    /// copy of the largest loaded tile next to everything placed there
+    /// (else the report says it was not). A what-if of the model, not of
+    /// the compiled program.
+    pub double_buffer_l1: bool,
 }
 
 impl Default for SimConfig {
@@ -190,6 +204,7 @@ impl Default for SimConfig {
         SimConfig {
             gm_scalar: 0,
             trace_items: 2,
+            double_buffer_l1: false,
         }
     }
 }

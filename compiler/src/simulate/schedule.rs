@@ -52,6 +52,7 @@ pub fn schedule(
 ) -> Result<Schedule, SimError> {
     let concurrent = target.model.pipes_concurrent;
     let latency = target.flags.latency_cycles / target.chip.clock_ghz;
+    let set_ns = target.flags.set_cycles / target.chip.clock_ghz;
     let mut units = [
         UnitState::new(Side::Aic, &flat.cube.ops),
         UnitState::new(Side::Aiv, &flat.vector.ops),
@@ -72,11 +73,21 @@ pub fn schedule(
                         let st = &mut units[u];
                         st.waits.insert(id, k + 1);
                         st.gate = st.gate.max(t + latency);
+                        if !concurrent {
+                            // One thread: the wait blocks everything after it.
+                            st.gate = st.gate.max(st.free[0]);
+                            st.free[0] = st.gate;
+                        }
                         st.gate
                     }
                     FlagAct::Set(id) => {
                         let st = &mut units[u];
-                        let t = st.gm_done.max(st.gate).max(st.last_set);
+                        let mut t = st.gm_done.max(st.gate).max(st.last_set);
+                        if !concurrent {
+                            // One thread: the set comes after every earlier op.
+                            t = t.max(st.free[0]);
+                            st.free[0] = t + set_ns;
+                        }
                         st.last_set = t;
                         st.sets.entry(id).or_default().push(t);
                         t
@@ -158,7 +169,7 @@ pub fn schedule(
     }
     let [a, v] = units;
     Ok(Schedule {
-        end_ns: a.finish.max(v.finish),
+        end_ns: a.finish.max(v.finish) + target.model.launch_cycles / target.chip.clock_ghz,
         busy_aic: a.busy,
         busy_aiv: v.busy,
         events,

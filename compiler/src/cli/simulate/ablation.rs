@@ -5,7 +5,9 @@
 //! (`--disable-pass mul-to-add`), (d) both (the default pipeline), then the
 //! default pipeline with the KV block closest to CANN's released tiling
 //! that the compiler accepts (`-D BN=256`; see `docs/SIMULATION.md` for
-//! what of CANN's tiling cannot be expressed).
+//! what of CANN's tiling cannot be expressed), and (d) read as if the KV
+//! loads into L1 were double-buffered (`--double-buffer-l1`, a what-if of
+//! the model: `plan-memory` gives them one slot).
 
 use std::fmt::Write as _;
 
@@ -24,33 +26,45 @@ struct Variant {
     name: &'static str,
     disabled: &'static [&'static str],
     defines: &'static [(&'static str, &'static str)],
+    double_l1: bool,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant {
         name: "(a) FA",
         disabled: &["mul-to-add"],
         defines: &[("PRELOAD", "0")],
+        double_l1: false,
     },
     Variant {
         name: "(b) +M2A",
         disabled: &[],
         defines: &[("PRELOAD", "0")],
+        double_l1: false,
     },
     Variant {
         name: "(c) +preload",
         disabled: &["mul-to-add"],
         defines: &[],
+        double_l1: false,
     },
     Variant {
         name: "(d) both",
         disabled: &[],
         defines: &[],
+        double_l1: false,
     },
     Variant {
         name: "(d) BN=256",
         disabled: &[],
         defines: &[("BN", "256")],
+        double_l1: false,
+    },
+    Variant {
+        name: "(d) 2xKV",
+        disabled: &[],
+        defines: &[],
+        double_l1: true,
     },
 ];
 
@@ -70,7 +84,7 @@ pub(crate) fn table(
     );
     let _ = writeln!(
         text,
-        "{:>3} {:>6} | {:>8} {:>9} {:>13} {:>9} {:<13} | {:>11} {:<13}",
+        "{:>3} {:>6} | {:>8} {:>9} {:>13} {:>9} {:<13} | {:>11} {:<13} | {:>9} {:<13}",
         "Sq",
         "N",
         "(a) FA",
@@ -79,6 +93,8 @@ pub(crate) fn table(
         "(d) both",
         "[bound (d)]",
         "(d) BN=256",
+        "[bound]",
+        "(d) 2xKV",
         "[bound]"
     );
     let mut rows = Vec::new();
@@ -113,19 +129,29 @@ pub(crate) fn table(
                 );
                 defines.extend(extra.iter().cloned());
                 let disabled: Vec<String> = v.disabled.iter().map(|s| s.to_string()).collect();
+                let cfg = SimConfig {
+                    double_buffer_l1: v.double_l1,
+                    ..cfg.clone()
+                };
                 cells.push(predict(&src, &defines, &disabled, target, &cfg));
             }
             let fu = |r: &Result<Report, String>| match r {
+                Ok(r) if r.notes.iter().any(|n| n.starts_with("what-if not applied")) => {
+                    "n/a".to_string()
+                }
                 Ok(r) => format!("{:.1}%", r.fu * 100.0),
                 Err(_) => "—".to_string(),
             };
             let bound = |r: &Result<Report, String>| match r {
+                Ok(r) if r.notes.iter().any(|n| n.starts_with("what-if not applied")) => {
+                    "[no room in L1]".to_string()
+                }
                 Ok(r) => format!("[{} {}]", r.bound.0.name(), r.bound.1.name()),
                 Err(_) => "[does not fit]".to_string(),
             };
             let _ = writeln!(
                 text,
-                "{:>3} {:>6} | {:>8} {:>9} {:>13} {:>9} {:<13} | {:>11} {:<13}",
+                "{:>3} {:>6} | {:>8} {:>9} {:>13} {:>9} {:<13} | {:>11} {:<13} | {:>9} {:<13}",
                 sq,
                 n,
                 fu(&cells[0]),
@@ -134,7 +160,9 @@ pub(crate) fn table(
                 fu(&cells[3]),
                 bound(&cells[3]),
                 fu(&cells[4]),
-                bound(&cells[4])
+                bound(&cells[4]),
+                fu(&cells[5]),
+                bound(&cells[5])
             );
             let mut row = serde_json::Map::new();
             row.insert("sq".into(), sq.into());
@@ -156,7 +184,8 @@ pub(crate) fn table(
     }
     let _ = writeln!(
         text,
-        "— : the compiler refuses the tiling (the KV block and the query block do not fit L1 together)."
+        "— : the compiler refuses the tiling (the KV block and the query block do not fit L1 together).\n\
+         2xKV: (d) with every GM->L1 load read as double-buffered (a what-if of the model; n/a: L1 has no room for a second KV slot)."
     );
     if json {
         Ok(format!(

@@ -1,38 +1,59 @@
 //! Calibration of the cost model on the host.
 //!
 //! `--probe-host` measures this machine running the emulated core and prints
-//! a `host` target file (`targets/host.toml` is one such output): it runs MLA
-//! decode once at the calibration shape (B = 1, N = 2048, H = 128) with one
-//! emulated core (`amlac run --cores 1`: one Cube thread and one Vector
-//! thread, each on its own CPU of a 2-CPU machine) and divides, per pipe, the
-//! bytes (or FLOPs) the runtime counted by the busy time it measured; the
-//! Vector rate is the measured Vector time over the Vector work the model
-//! counts for the same run; the flag latency is a mutex/condvar ping-pong
-//! between two threads (the runtime's flag mechanism).
+//! a `host` target file (`targets/host.toml` is one such output). It runs MLA
+//! decode at three probe shapes (B = 1; (N, H) = (2048, 128), (4096, 32),
+//! (4096, 128): launches as long as the calibration's, since on a loaded
+//! machine the cost of a flag hand-off grows with the launch's length) with one emulated core (`--cores 1`: one Cube thread and
+//! one Vector thread), one warm-up and [`LAUNCHES`] traced launches each, and
+//! takes every number of the file from those launches (medians over
+//! launches):
+//! - `cube.macs_per_cycle`: the matmuls' FLOPs / 2 over their busy time;
+//! - each move rate: the pipe's bytes over its busy time;
+//! - `moves.issue_cycles`: the Cube thread's own time (its JIT code between
+//!   runtime calls: entry time minus every recorded call) per Cube-side move;
+//! - `vector.issue_cycles` and one `op_cycles` for every class: a least-squares
+//!   fit of the Vector thread's own time to `issue · ops + cycles · repeats`,
+//!   with the ops and repeats the model counts for each probe shape;
+//! - `flags.latency_cycles`: from the trace, the median time from a set on
+//!   one thread to the return of the other thread's wait that was blocked on
+//!   it (the wake-up, including waiting for a CPU), the mean over every such
+//!   pair (costs that add up: the mean, not the median, predicts the sum);
+//! - `flags.set_cycles`: the mean time a set holds the thread that sets (on
+//!   a loaded machine the woken thread can take the setter's CPU);
+//! - `model.launch_cycles`: launch wall time minus the longest unit's entry
+//!   time (waking the unit threads, zeroing outputs and workspaces).
 //!
 //! `--calibrate` then predicts other shapes with that target and compares
-//! with the time `amlac run --cores 1` measures for them (the median of
-//! three launches).
+//! with the median time of [`LAUNCHES`] warm launches (`--cores 1`, after
+//! one warm-up, as `amlac bench` times them), and prints the load average.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
 
 use super::predict;
 use crate::check::Defines;
 use crate::diag::SourceFile;
-use crate::driver::CompileOptions;
-use crate::run::exec::RunConfig;
-use crate::run::inputs::InputOptions;
-use crate::run::session::{RunRequest, RunSummary, run_source};
+use crate::driver::{self, CompileOptions};
+use crate::run::bench::median;
+use crate::run::exec::{Executable, RunConfig};
+use crate::run::inputs::{InputOptions, generate};
 use crate::simulate::{Pipe as SimPipe, SimConfig};
 use crate::target::Target;
 use amla_runtime::Pipe;
+use amla_runtime::launch::LaunchReport;
+use amla_runtime::units::UnitKind;
 
-/// The calibration shape of `--probe-host`.
-const PROBE: [(&str, &str); 3] = [("B", "1"), ("N", "2048"), ("H", "128")];
+/// The probe shapes of `--probe-host` (none is a calibration shape).
+const PROBES: [[(&str, &str); 3]; 3] = [
+    [("B", "1"), ("N", "2048"), ("H", "128")],
+    [("B", "1"), ("N", "4096"), ("H", "32")],
+    [("B", "1"), ("N", "4096"), ("H", "128")],
+];
 
-/// The shapes `--calibrate` reports (none is the probe's).
+/// Timed launches per shape (probe and calibration).
+pub(crate) const LAUNCHES: usize = 7;
+
+/// The shapes `--calibrate` reports (none is a probe's).
 const SHAPES: [[(&str, &str); 3]; 5] = [
     [("B", "1"), ("N", "1024"), ("H", "128")],
     [("B", "1"), ("N", "8192"), ("H", "128")],
@@ -47,113 +68,221 @@ fn defines(d: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn run_once(
+/// Compiles `src` at `d` and times one warm-up and `LAUNCHES` launches on
+/// one emulated core: (wall seconds, report) of each timed launch.
+fn launches(
     src: &SourceFile,
     d: &[(String, String)],
     target: &Target,
-) -> Result<RunSummary, String> {
+    trace: bool,
+) -> Result<Vec<(f64, LaunchReport)>, String> {
     let mut compile = CompileOptions::new()?;
     compile.target = target.clone();
     compile.defines = d.iter().cloned().collect::<Defines>();
-    let req = RunRequest {
-        compile,
-        inputs: InputOptions::default(),
-        given: Vec::new(),
-        run: RunConfig {
-            cores: 1,
-            ..RunConfig::default()
-        },
-        check: false,
+    let c = driver::compile(src, &compile).map_err(|e| format!("{}: {e}", src.name))?;
+    let exe = Executable::new(&c, target).map_err(|e| e.to_string())?;
+    let mut inputs = Vec::new();
+    for (i, (name, dtype, shape)) in exe
+        .input_specs()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .enumerate()
+    {
+        inputs.push(
+            generate(
+                name,
+                *dtype,
+                shape,
+                None,
+                &InputOptions::default(),
+                i as u64,
+            )
+            .ok_or_else(|| format!("cannot make input `{name}`"))?,
+        );
+    }
+    let cfg = RunConfig {
+        cores: 1,
+        trace,
+        ..RunConfig::default()
     };
-    run_source(src, &req, &mut |_| {}).map_err(|e| format!("run failed: {e:?}"))
+    let mut p = exe.prepare(&inputs, &cfg).map_err(|e| e.to_string())?;
+    exe.launch(&mut p).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for _ in 0..LAUNCHES {
+        let t = std::time::Instant::now();
+        let r = exe.launch(&mut p).map_err(|e| e.to_string())?;
+        out.push((t.elapsed().as_secs_f64(), r));
+    }
+    Ok(out)
 }
 
-/// Half a mutex/condvar round trip between two threads, ns (median).
-fn flag_latency_ns() -> f64 {
-    let pair = Arc::new((Mutex::new(0u64), Condvar::new()));
-    let p2 = Arc::clone(&pair);
-    const ROUNDS: u64 = 2000;
-    let h = std::thread::spawn(move || {
-        let (m, c) = &*p2;
-        for i in 0..ROUNDS {
-            let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-            while *g != 2 * i + 1 {
-                g = c.wait(g).unwrap_or_else(|e| e.into_inner());
-            }
-            *g += 1;
-            c.notify_all();
-        }
-    });
-    let (m, c) = &*pair;
-    let t = Instant::now();
-    for i in 0..ROUNDS {
-        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-        *g = 2 * i + 1;
-        c.notify_all();
-        while *g != 2 * i + 2 {
-            g = c.wait(g).unwrap_or_else(|e| e.into_inner());
+/// The load average of the last minute (`/proc/loadavg`), if known.
+pub(crate) fn load_average() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Times from a set on one thread to the return of the matching wait that
+/// blocked on the other (ns), from one launch's trace.
+fn wake_latencies(r: &LaunchReport, out: &mut Vec<f64>) {
+    let Some(trace) = &r.trace else { return };
+    let flag_id = |name: &str| name.split_whitespace().nth(1)?.parse::<u32>().ok();
+    let mut sets: std::collections::HashMap<(bool, u32), Vec<u64>> = Default::default();
+    let mut waits: std::collections::HashMap<(bool, u32), Vec<(u64, u64)>> = Default::default();
+    for e in &trace.events {
+        let cube = e.unit == UnitKind::Cube;
+        let Some(id) = flag_id(&e.name) else { continue };
+        match e.category {
+            "flag_set" => sets.entry((cube, id)).or_default().push(e.start_ns),
+            // The waiter is the other unit than the setter.
+            "flag_wait" => waits
+                .entry((!cube, id))
+                .or_default()
+                .push((e.start_ns, e.end_ns)),
+            _ => {}
         }
     }
-    let ns = t.elapsed().as_nanos() as f64 / (2 * ROUNDS) as f64;
-    let _ = h.join();
-    ns
+    for (key, s) in &sets {
+        let Some(w) = waits.get(key) else { continue };
+        for (set, (w0, w1)) in s.iter().zip(w) {
+            if w0 < set && w1 >= set {
+                out.push((w1 - set) as f64);
+            }
+        }
+    }
+}
+
+/// Busy ns of the model's Vector pipe for `d` on `t`.
+fn vector_work(src: &SourceFile, d: &[(String, String)], t: &Target) -> Result<f64, String> {
+    let cfg = SimConfig {
+        trace_items: 0,
+        ..SimConfig::default()
+    };
+    let r = predict(src, d, &[], t, &cfg)?;
+    Ok(r.pipes
+        .iter()
+        .filter(|p| p.pipe == SimPipe::Vector)
+        .map(|p| p.busy_ns)
+        .sum::<f64>())
+}
+
+/// Least squares of `y ≈ a·x1 + b·x2` with `a, b ≥ 0`.
+fn fit2(rows: &[(f64, f64, f64)]) -> (f64, f64) {
+    let (mut s11, mut s12, mut s22, mut s1y, mut s2y) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(x1, x2, y) in rows {
+        s11 += x1 * x1;
+        s12 += x1 * x2;
+        s22 += x2 * x2;
+        s1y += x1 * y;
+        s2y += x2 * y;
+    }
+    let det = s11 * s22 - s12 * s12;
+    if det.abs() > 1e-12 * s11 * s22 {
+        let a = (s1y * s22 - s2y * s12) / det;
+        let b = (s2y * s11 - s1y * s12) / det;
+        if a >= 0.0 && b >= 0.0 {
+            return (a, b);
+        }
+    }
+    // One coefficient alone (the better of the two).
+    let (a, b) = (s1y / s11.max(1e-30), s2y / s22.max(1e-30));
+    let err = |a: f64, b: f64| {
+        rows.iter()
+            .map(|&(x1, x2, y)| (a * x1 + b * x2 - y).powi(2))
+            .sum::<f64>()
+    };
+    if err(a, 0.0) < err(0.0, b) {
+        (a, 0.0)
+    } else {
+        (0.0, b)
+    }
 }
 
 /// Measures the host; returns the text of a `host` target file.
 pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
     let base = Target::builtin("host").map_err(|e| e.to_string())?;
-    let d = defines(&PROBE);
-    let s = run_once(src, &d, &base)?;
-    let st = &s.output.report.stats.total;
-    let rate = |p: Pipe| {
-        let c = st.get(p);
-        if c.busy_ns == 0 {
-            1.0
-        } else {
-            c.bytes as f64 / c.busy_ns as f64
+    // Per launch of every probe shape: the figures below.
+    let (mut macs, mut issue, mut set, mut launch) = (vec![], vec![], vec![], vec![]);
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut lat = Vec::new();
+    let mut vec_rows = Vec::new();
+    // The model's Vector ops (1 ns each) and repeats (1 ns each).
+    let mut ops_t = base.clone();
+    ops_t.vector.issue_cycles = 1.0;
+    let mut reps_t = base.clone();
+    reps_t.vector.issue_cycles = 0.0;
+    for (t, c) in [(&mut ops_t, 1e-9), (&mut reps_t, 1.0)] {
+        let oc = &mut t.vector.op_cycles;
+        (
+            oc.elementwise,
+            oc.transcendental,
+            oc.divide,
+            oc.reduce,
+            oc.cast,
+        ) = (c, c, c, c, c);
+    }
+    for shape in PROBES {
+        let d = defines(&shape);
+        let runs = launches(src, &d, &base, true)?;
+        let mut own_vec = Vec::new();
+        for (wall, r) in &runs {
+            let st = &r.stats;
+            let t = &st.total;
+            let cube = t.get(Pipe::Cube);
+            macs.push(cube.flops as f64 / 2.0 / cube.busy_ns.max(1) as f64);
+            for (i, p) in [Pipe::Mte2, Pipe::Mte1, Pipe::FixPipe, Pipe::Mte3]
+                .into_iter()
+                .enumerate()
+            {
+                let c = t.get(p);
+                if c.busy_ns > 0 && c.bytes > 0 {
+                    rates[i].push(c.bytes as f64 / c.busy_ns as f64);
+                }
+            }
+            let fs = t.get(Pipe::FlagSet);
+            set.push(fs.busy_ns as f64 / fs.calls.max(1) as f64);
+            let mut longest = 0u64;
+            for u in &st.units {
+                longest = longest.max(u.entry_ns);
+                let calls: u64 = Pipe::ALL.iter().map(|&p| u.pipes.get(p).busy_ns).sum();
+                if u.unit == UnitKind::Cube {
+                    let moves: u64 = [Pipe::Mte1, Pipe::Mte2, Pipe::FixPipe, Pipe::Mte3]
+                        .iter()
+                        .map(|&p| u.pipes.get(p).calls)
+                        .sum();
+                    let own = u.entry_ns.saturating_sub(calls) as f64;
+                    issue.push(own / moves.max(1) as f64);
+                } else {
+                    own_vec.push(u.pipes.get(Pipe::Vector).busy_ns as f64);
+                }
+            }
+            launch.push((wall * 1e9 - longest as f64).max(0.0));
+            wake_latencies(r, &mut lat);
         }
+        vec_rows.push((
+            vector_work(src, &d, &ops_t)?,
+            vector_work(src, &d, &reps_t)?,
+            median(&own_vec),
+        ));
+    }
+    let (vec_issue, vec_cycles) = fit2(&vec_rows);
+    let m = |v: &[f64]| {
+        let x = median(v);
+        if x.is_finite() { x } else { 0.0 }
     };
-    let cube = st.get(Pipe::Cube);
-    let macs = cube.flops as f64 / 2.0 / (cube.busy_ns.max(1) as f64);
-    let (mte1, mte2, mte3, fixp) = (
-        rate(Pipe::Mte1),
-        rate(Pipe::Mte2),
-        rate(Pipe::Mte3),
-        rate(Pipe::FixPipe),
-    );
-    // Vector work the model counts for this run at one cycle per repeat.
-    let mut unit = base.clone();
-    unit.vector.issue_cycles = 0.0;
-    let oc = &mut unit.vector.op_cycles;
-    (
-        oc.elementwise,
-        oc.transcendental,
-        oc.divide,
-        oc.reduce,
-        oc.cast,
-    ) = (1.0, 1.0, 1.0, 1.0, 1.0);
-    let cfg = SimConfig {
-        trace_items: 0,
-        ..SimConfig::default()
-    };
-    let r = predict(src, &d, &[], &unit, &cfg)?;
-    let work = r
-        .pipes
-        .iter()
-        .filter(|p| p.pipe == SimPipe::Vector)
-        .map(|p| p.busy_ns)
-        .sum::<f64>()
-        .max(1.0);
-    let vec_cycles = st.get(Pipe::Vector).busy_ns as f64 / work;
-    let flag = flag_latency_ns();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (mte2, mte1, fixp, mte3) = (m(&rates[0]), m(&rates[1]), m(&rates[2]), m(&rates[3]));
     let b = &base.buffers;
+    let load = load_average().map_or("unknown".into(), |l| format!("{l:.2}"));
     let mut o = String::new();
     let _ = writeln!(
         o,
         "# The host machine as a target of the cost model, for calibration only
-# (`amlac simulate --calibrate`). Written by `amlac simulate --probe-host`:
-# MLA decode at B = 1, N = 2048, H = 128 run once with `--cores 1`, each rate
-# = bytes (FLOPs) the runtime counted on that pipe / the busy time it measured.
+# (`amlac simulate --calibrate`). Written by `amlac simulate --probe-host`
+# (the module doc of compiler/src/cli/simulate/calibrate.rs says how each
+# figure is measured): MLA decode at B = 1 and (N, H) = (2048, 128),
+# (4096, 32), (4096, 128), {LAUNCHES} warm traced launches each with `--cores 1`,
+# medians over launches; load average {load} when measured.
 # A cycle is 1 ns (clock_ghz = 1). Buffers, alignment and flag count are the
 # emulated core's (the 910B's), so the host compiles the same IR.
 name = \"host\"
@@ -163,9 +292,9 @@ description = \"this machine running the emulated AI core with --cores 1 (1 Cube
 ai_cores = 1                  # amlac run --cores 1
 vector_per_core = 1           # the runtime runs one Vector thread for a 1-sub-block Vector function
 clock_ghz = 1.0               # 1 cycle = 1 ns
-hbm_gbps = 1000000.0          # no separate limit: the measured move rates include host memory
+hbm_gbps = {hbm:.1}          # no separate limit: the measured move rates include host memory
 l2_bytes = {l2}
-l2_gbps = 1000000.0           # as hbm_gbps
+l2_gbps = {l2bw:.1}           # as hbm_gbps
 
 [buffers]                     # the emulated core's (ascend910b.toml)
 l1 = {l1}
@@ -179,13 +308,12 @@ bytes = {align}
 
 [cube]
 fractal = [{f0}, {f1}, {f2}]
-macs_per_cycle = {{ bf16 = {macs:.3}, f16 = {macs:.3} }}   # measured: cube FLOPs / 2 / cube busy ns
+macs_per_cycle = {{ bf16 = {macs:.3}, f16 = {macs:.3} }}   # measured: matmul FLOPs / 2 / matmul busy ns
 
 [vector]
 repeat_bytes = {rb}
 repeats_per_cycle = 1
-issue_cycles = 0.0
-# measured: Vector busy ns / the model's Vector repeats of the probe run (one class for all ops)
+issue_cycles = {vi:.1}          # fitted: Vector thread's own ns per op (with op_cycles per repeat)
 op_cycles = {{ elementwise = {vc:.4}, transcendental = {vc:.4}, divide = {vc:.4}, reduce = {vc:.4}, cast = {vc:.4} }}
 
 [moves]                       # measured bytes / busy ns of each pipe
@@ -193,19 +321,23 @@ mte2_bytes_per_cycle = {mte2:.4}
 mte1_bytes_per_cycle = {mte1:.4}
 fixpipe_bytes_per_cycle = {fixp:.4}
 mte3_bytes_per_cycle = {mte3:.4}
-issue_cycles = 0.0
+issue_cycles = {mi:.1}          # measured: the Cube thread's own ns (JIT code between calls) per Cube-side move
 
 [flags]
 cross_core_ids = {ids}
-latency_cycles = {flag:.1}         # measured: half a mutex/condvar round trip between two threads
+latency_cycles = {flag:.1}       # measured: set on one thread -> the blocked wait on the other returns (mean)
+set_cycles = {set:.1}           # measured: mean ns a set holds the setting thread
 
 [atomic]
 dtypes = [\"f32\"]
 add_bytes_per_cycle = {atomic:.4}  # not a separate limit: atomic adds are inside the FixPipe/MTE3 rates
 
 [model]
-pipes_concurrent = false      # each emulated unit is one thread: its ops run one after another",
+pipes_concurrent = false      # each emulated unit is one thread: its ops run one after another
+launch_cycles = {launch:.0}        # measured: launch wall time minus the longest unit's entry time",
         l2 = base.chip.l2_bytes,
+        hbm = base.chip.hbm_gbps,
+        l2bw = base.chip.l2_gbps,
         l1 = b.l1,
         l0a = b.l0a,
         l0b = b.l0b,
@@ -216,14 +348,19 @@ pipes_concurrent = false      # each emulated unit is one thread: its ops run on
         f1 = base.cube.fractal[1],
         f2 = base.cube.fractal[2],
         rb = base.vector.repeat_bytes,
+        vi = vec_issue,
         vc = vec_cycles.max(1e-4),
         mte2 = mte2.max(1e-4),
         mte1 = mte1.max(1e-4),
         fixp = fixp.max(1e-4),
         mte3 = mte3.max(1e-4),
+        mi = m(&issue),
         ids = base.flags.cross_core_ids,
+        flag = mean(&lat),
+        set = mean(&set),
         atomic = fixp.max(mte3).max(1e-4),
-        macs = macs.max(1e-4),
+        macs = m(&macs).max(1e-4),
+        launch = m(&launch),
     );
     Target::parse(&o, "probe output")
         .map_err(|e| format!("the probe wrote an invalid target: {e}"))?;
@@ -239,8 +376,9 @@ pub(crate) fn calibrate(src: &SourceFile, target: &Target, json: bool) -> Result
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "MLA decode on target `{}`: model prediction vs `amlac run --cores 1` (median of 3 launches)",
-        target.name
+        "MLA decode on target `{}`: model prediction vs measured (`--cores 1`, median of {LAUNCHES} warm launches; load average {})",
+        target.name,
+        load_average().map_or("unknown".into(), |l| format!("{l:.2}"))
     );
     let _ = writeln!(
         text,
@@ -252,13 +390,11 @@ pub(crate) fn calibrate(src: &SourceFile, target: &Target, json: bool) -> Result
     for shape in SHAPES {
         let d = defines(&shape);
         let pred = predict(src, &d, &[], target, &cfg)?;
-        let mut times = Vec::new();
-        for _ in 0..3 {
-            let s = run_once(src, &d, target)?;
-            times.push(s.timings.launch.as_secs_f64() * 1e3);
-        }
-        times.sort_by(f64::total_cmp);
-        let meas = times[1];
+        let times: Vec<f64> = launches(src, &d, target, false)?
+            .iter()
+            .map(|(w, _)| w * 1e3)
+            .collect();
+        let meas = median(&times);
         let p = pred.time_ns / 1e6;
         let err = (p - meas) / meas;
         worst = worst.max(err.abs());
@@ -281,7 +417,7 @@ pub(crate) fn calibrate(src: &SourceFile, target: &Target, json: bool) -> Result
     if json {
         Ok(format!(
             "{}\n",
-            serde_json::json!({ "target": target.name, "rows": rows, "max_abs_error": worst })
+            serde_json::json!({ "target": target.name, "rows": rows, "max_abs_error": worst, "load_average": load_average() })
         ))
     } else {
         Ok(text)
