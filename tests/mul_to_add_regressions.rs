@@ -1,6 +1,8 @@
 //! Regression tests of `mul-to-add` on variations of the examples that
 //! `amlac check` accepts: a grid that does not start at 0, and a store of
-//! the output inside the KV loop. Each used to end in an internal error.
+//! the output inside the KV loop (each used to end in an internal error);
+//! and a kernel whose own `exp(-inf - -inf)` is NaN, which the rewrite used
+//! to turn into a finite value.
 
 use std::path::Path;
 
@@ -100,4 +102,79 @@ fn a_store_inside_the_kv_loop_keeps_flash_attention_and_passes_its_check() {
     assert_eq!(s.checks.len(), 2, "the interpreter and the @reference");
     assert!(s.checks.iter().all(|c| c.comparisons.len() == 2));
     assert!(s.passed(), "{:?}", s.checks);
+}
+
+/// `tests/kernels/sliding_window.amla` without its `m_safe` guard: rows
+/// whose first block holds no visible key compute `exp(-inf - -inf) = NaN`
+/// as written, so their `out` and `lse` are NaN in the float64 interpreter
+/// and in FlashAttention. `mul-to-add` must keep that NaN, in every variant.
+#[test]
+fn a_nan_the_kernel_computes_stays_nan_after_mul_to_add() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels/sliding_window.amla");
+    let text = std::fs::read_to_string(path).unwrap();
+    let edited = text
+        .replace("      let m_safe = where(m_new == -inf, 0.0, m_new);\n", "")
+        .replace("m_safe", "m_new");
+    assert!(!edited.contains("m_safe") && edited != text);
+    let src = SourceFile::new("sliding_window_unguarded.amla", edited);
+    let run = |defines: &[(&str, &str)], disable: bool| {
+        let mut compile = options(defines);
+        if disable {
+            compile.pipeline.disabled = vec!["mul-to-add".into()];
+        }
+        let c = match driver::compile(&src, &compile) {
+            Ok(c) => c,
+            Err(e) => panic!("{e:?}"),
+        };
+        let rewrote = c
+            .notes
+            .iter()
+            .any(|n| n.text.contains("rewrote the rescale"));
+        assert_eq!(rewrote, !disable, "{defines:?}: {:?}", c.notes);
+        let req = RunRequest {
+            compile,
+            inputs: InputOptions {
+                seed: 3,
+                scale: 1.0,
+            },
+            given: Vec::new(),
+            run: RunConfig {
+                cores: 2,
+                ..RunConfig::default()
+            },
+            check: true,
+        };
+        match run_source(&src, &req, &mut |_| {}) {
+            Ok(s) => s,
+            Err(e) => panic!("{defines:?}: {e}"),
+        }
+    };
+    let nan_mask = |s: &amla::compiler::run::session::RunSummary| -> Vec<Vec<bool>> {
+        s.output
+            .outputs
+            .iter()
+            .map(|o| o.data.to_f64().iter().map(|x| x.is_nan()).collect())
+            .collect()
+    };
+    let flash = run(&[], true);
+    let want = nan_mask(&flash);
+    // Rows 101-127 and 159-191 of each head see no key of their first KV
+    // block (2 heads × 60 rows): 120 lse values and their `out` rows are NaN.
+    let nan_lse = want[1].iter().filter(|&&x| x).count();
+    assert_eq!(nan_lse, 120, "the unguarded kernel computes NaN");
+    for variant in ["ceil", "nearest", "cann", "anchored"] {
+        for comp in ["0", "1"] {
+            let s = run(&[("RESCALE", variant), ("COMPENSATE", comp)], false);
+            assert!(s.passed(), "{variant} {comp}: {:#?}", s.checks);
+            assert_eq!(nan_mask(&s), want, "{variant} COMPENSATE={comp}");
+            for c in &s.checks[0].comparisons {
+                assert_eq!(
+                    c.nan_in_output + c.nan_in_oracle,
+                    0,
+                    "{variant} {comp}: {c:?}"
+                );
+                assert!(c.nan_in_both > 0, "{variant} {comp}: {c:?}");
+            }
+        }
+    }
 }

@@ -56,13 +56,15 @@ fn run(name: &str, defines: &[(&str, &str)], given: Vec<HostTensor>) -> RunSumma
     }
 }
 
-const VARIANTS: [[(&str, &str); 2]; 6] = [
+const VARIANTS: [[(&str, &str); 2]; 8] = [
     [("RESCALE", "ceil"), ("COMPENSATE", "0")],
     [("RESCALE", "ceil"), ("COMPENSATE", "1")],
     [("RESCALE", "nearest"), ("COMPENSATE", "0")],
     [("RESCALE", "nearest"), ("COMPENSATE", "1")],
     [("RESCALE", "cann"), ("COMPENSATE", "0")],
     [("RESCALE", "cann"), ("COMPENSATE", "1")],
+    [("RESCALE", "anchored"), ("COMPENSATE", "0")],
+    [("RESCALE", "anchored"), ("COMPENSATE", "1")],
 ];
 
 #[test]
@@ -129,7 +131,7 @@ fn bad_option_values_are_clear_errors() {
         (
             "RESCALE",
             "floor",
-            "-D RESCALE=floor: expected one of `ceil`, `nearest`, `cann`",
+            "-D RESCALE=floor: expected one of `ceil`, `nearest`, `cann`, `anchored`",
         ),
         ("COMPENSATE", "yes", "-D COMPENSATE=yes: expected 0 or 1"),
     ] {
@@ -170,8 +172,8 @@ fn the_variants_emit_what_they_say() {
     };
     assert_eq!(
         ir(&[]),
-        ir(&[("RESCALE", "cann"), ("COMPENSATE", "1")]),
-        "cann with compensation is the default"
+        ir(&[("RESCALE", "anchored"), ("COMPENSATE", "0")]),
+        "anchored without compensation is the default"
     );
     let ceil = ir(&VARIANTS[1]);
     assert!(ceil.contains("ceil ") && !ceil.contains("round "), "{ceil}");
@@ -184,6 +186,14 @@ fn the_variants_emit_what_they_say() {
         "{cann}"
     );
     assert!(cann.contains("-30"), "{cann}");
+    // Anchored: cann's form, plus the carried anchor `%mu`, and no 1e-6.
+    let anchored = ir(&[("RESCALE", "anchored"), ("COMPENSATE", "0")]);
+    assert!(
+        anchored.contains("%mu") && anchored.contains("%eps"),
+        "{anchored}"
+    );
+    assert!(!cann.contains("%mu") && cann.contains("1e-6"), "{cann}");
+    assert!(!anchored.contains("1e-6"), "{anchored}");
     assert!(ceil.contains("%lc"), "{ceil}");
     let plain = ir(&VARIANTS[0]);
     assert!(!plain.contains("%lc") && plain.contains("ceil "), "{plain}");
@@ -225,7 +235,7 @@ fn the_fidelity_report_measures_every_variant() {
                 .unwrap_or_else(|e| panic!("{}: {e}", c.variant))
         })
         .collect();
-    assert_eq!(errs.len(), 7);
+    assert_eq!(errs.len(), 9);
     for e in &errs {
         assert_eq!(e.nans, 0);
         assert!(e.cos_diff < 5e-5 && e.lse_max_rel < 1e-5, "{e:?}");

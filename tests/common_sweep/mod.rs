@@ -32,8 +32,23 @@ pub fn source(name: &str) -> SourceFile {
 /// The paged kernel gets `n` tokens in every sequence (`cache_seqlens`),
 /// the others `-D N=n`.
 pub fn check(kernel: &str, n: usize, seed: u64, defines: &[(&str, &str)]) -> Result<(), String> {
+    check_pipeline(kernel, n, seed, defines, false)
+}
+
+/// [`check`], with `mul-to-add` disabled when `flash` (FlashAttention as
+/// the kernel is written: the float multiply of the accumulator).
+pub fn check_pipeline(
+    kernel: &str,
+    n: usize,
+    seed: u64,
+    defines: &[(&str, &str)],
+    flash: bool,
+) -> Result<(), String> {
     let src = source(kernel);
     let mut compile = CompileOptions::new().map_err(|e| e.to_string())?;
+    if flash {
+        compile.pipeline.disabled.push("mul-to-add".into());
+    }
     for (k, v) in defines {
         compile.defines.insert(*k, *v);
     }
@@ -74,7 +89,8 @@ pub fn check(kernel: &str, n: usize, seed: u64, defines: &[(&str, &str)]) -> Res
         .filter(|(_, c)| !c.passed)
         .map(|(o, c)| {
             format!(
-                "{kernel} N={n} seed={seed} {defines:?}: against {o:?}, `{}` {} of {} elements outside the tolerance (max abs err {:.3e})",
+                "{kernel} N={n} seed={seed} {defines:?}{}: against {o:?}, `{}` {} of {} elements outside the tolerance (max abs err {:.3e})",
+                if flash { " (FlashAttention)" } else { "" },
                 c.name, c.mismatches, c.elements, c.max_abs_err
             )
         })

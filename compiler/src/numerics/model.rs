@@ -57,24 +57,32 @@ pub fn run_row(
         lse: 0.0,
     };
     let nearest = variant != RescaleVariant::Ceil;
-    let cann = variant == RescaleVariant::Cann;
+    let anchored = variant == RescaleVariant::Anchored;
+    let cann = variant == RescaleVariant::Cann || anchored;
     let leftover = |x: f32| bf((x - x.round()).exp2());
     let mut cof_prev = 1f32;
+    let mut mu = 0f32; // anchored: the grid's anchor, the first block's max
     for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
         let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
         let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let m_new = m.max(if nearest { r } else { r.ceil() });
-        let ms = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
+        // Unguarded, as the kernel wrote it: NaN while the row has seen no key.
+        let ms = m_new;
         let p: Vec<f32> = s2.iter().map(|x| (x - ms).exp2()).collect();
         let first = m == f32::NEG_INFINITY;
+        if anchored && first {
+            mu = m_new;
+        }
+        // The max relative to the grid's anchor (0 but for anchored).
+        let (mo, mn) = if anchored {
+            (m - mu, m_new - mu)
+        } else {
+            (m, m_new)
+        };
         let (step, alpha_l, c) = if nearest {
-            let step = m.round() - m_new.round();
+            let step = mo.round() - mn.round();
             let alpha = if first { 1.0 } else { (m - m_new).exp2() };
-            (step, alpha, leftover(ms))
+            (step, alpha, leftover(mn))
         } else {
             let step = m - m_new;
             (step, 0.0, 1.0)
@@ -86,12 +94,13 @@ pub fn run_row(
         trace.steps.push(n);
         if cann {
             // x = n + 1.5 · (cof_prev / cof - 1) + 1e-6, cof = c / bf16(c).
-            let cof = (ms - ms.round()).exp2() / c;
+            let cof = (mn - mn.round()).exp2() / c;
             let ratio = cof_prev / cof;
+            let bias = if anchored { 0.0 } else { 1e-6 };
             let eps = if first {
                 0.0
             } else {
-                1.5 * (ratio - 1.0) + 1e-6
+                1.5 * (ratio - 1.0) + bias
             };
             let d = frac_delta(nf + eps);
             for a in &mut acc {
@@ -118,7 +127,13 @@ pub fn run_row(
         lc = lc * alpha2 + pm.iter().sum::<f32>();
         m = m_new;
     }
-    let ms = if m == f32::NEG_INFINITY { 0.0 } else { m };
+    let ms = if m == f32::NEG_INFINITY {
+        0.0
+    } else if anchored {
+        m - mu
+    } else {
+        m
+    };
     let g = if compensation {
         if lc == 0.0 { 0.0 } else { l / lc }
     } else if nearest {
@@ -181,7 +196,10 @@ mod tests {
                 let h = run_row(&scores, &v, 1, 16, RescaleVariant::Cann, comp);
                 assert!(h.max_p <= std::f32::consts::SQRT_2, "cann: {}", h.max_p);
                 assert!(h.steps.iter().all(|s| (-30..=0).contains(s)));
-                for t in [&c, &n, &h] {
+                let a = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, comp);
+                assert!(a.max_p <= std::f32::consts::SQRT_2, "anchored: {}", a.max_p);
+                assert!(a.steps.iter().all(|s| (-30..=0).contains(s)));
+                for t in [&c, &n, &h, &a] {
                     assert!(t.steps.iter().all(|s| (-255..=0).contains(s)));
                     let (want, lse) = exact(&scores, &v, 1);
                     assert!((f64::from(t.out[0]) - want[0]).abs() < 2e-2, "{t:?}");
@@ -199,26 +217,72 @@ mod tests {
     }
 
     #[test]
-    fn masked_and_empty_rows_stay_finite() {
+    fn anchored_multiplies_flash_attentions_p_until_the_max_moves() {
+        let mut seed = 7;
+        for trial in 0..50 {
+            let spread = [0.01f32, 1.0, 10.0][trial % 3];
+            // The largest score first, so the max never moves after block 0.
+            let mut scores: Vec<f32> = (0..40).map(|_| lcg(&mut seed) * spread).collect();
+            scores[0] = 2.0 * spread;
+            let v: Vec<f32> = (0..40).map(|_| lcg(&mut seed)).collect();
+            let a = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, true);
+            // c = 1: the largest P is exactly 1 and every step a whole 0.
+            assert_eq!(a.max_p, 1.0, "{a:?}");
+            assert!(a.steps.iter().all(|&s| s == 0), "{a:?}");
+            // cann's c is 2^frac(m), rounded: its largest operand is not 1.
+            let h = run_row(&scores, &v, 1, 16, RescaleVariant::Cann, true);
+            let m2 = scores[0] * std::f32::consts::LOG2_E;
+            if (m2 - m2.round()).abs() > 0.01 {
+                assert_ne!(h.max_p, 1.0, "{h:?}");
+            }
+        }
+    }
+
+    /// FlashAttention's `l` for one row, as a kernel writes it (no guard):
+    /// `exp(s - m_new)` and `exp(m - m_new)` in f32.
+    fn flash_l(scores: &[f32], block: usize) -> f32 {
+        let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+        for sb in scores.chunks(block) {
+            let m_new = sb.iter().copied().fold(m, f32::max);
+            let p: f32 = sb.iter().map(|s| (s - m_new).exp()).sum();
+            l = l * (m - m_new).exp() + p;
+            m = m_new;
+        }
+        l
+    }
+
+    #[test]
+    fn masked_rows_keep_the_kernels_own_nan_and_empty_rows_stay_finite() {
         let ninf = f32::NEG_INFINITY;
         for variant in RescaleVariant::ALL {
             for comp in [false, true] {
-                // All masked: l = 0, out 0, lse +inf, never NaN.
+                // All masked: the kernel's `exp(-inf - -inf)` makes l NaN,
+                // in FlashAttention as written and in every variant; the
+                // kernel's `where(l > 0.0, …)` guard gives out 0, lse +inf.
                 let t = run_row(&[ninf; 40], &[1.0; 40], 1, 16, variant, comp);
-                assert_eq!((t.l, t.out[0], t.lse), (0.0, 0.0, f32::INFINITY));
+                assert!(flash_l(&[ninf; 40], 16).is_nan());
+                assert!(t.l.is_nan(), "{variant:?}: {t:?}");
+                assert_eq!((t.out[0], t.lse), (0.0, f32::INFINITY));
                 assert!(t.steps.iter().all(|&s| s == 0));
-                // Empty sequence.
+                // Empty sequence: no block, l = 0, no NaN.
                 let t = run_row(&[], &[], 1, 16, variant, comp);
                 assert_eq!((t.l, t.lse), (0.0, f32::INFINITY));
-                // A fully masked first block, then keys.
+                // A fully masked first block, then keys: the NaN of the
+                // first block stays, as in FlashAttention (`NaN · 0 = NaN`).
                 let mut s = vec![ninf; 16];
+                s.extend([3.0f32, 1.0]);
+                assert!(flash_l(&s, 16).is_nan());
+                let t = run_row(&s, &[0.5; 18], 1, 16, variant, comp);
+                assert!(t.l.is_nan(), "{variant:?}: {t:?}");
+                // The same keys with a finite first block: finite and right.
+                let mut s = vec![-50.0f32; 16];
                 s.extend([3.0f32, 1.0]);
                 let t = run_row(&s, &[0.5; 18], 1, 16, variant, comp);
                 assert!(t.l.is_finite() && t.l > 0.0 && !t.out[0].is_nan(), "{t:?}");
                 assert!((t.out[0] - 0.5).abs() < 1e-2, "{t:?}");
                 // Steps below -255 are clamped (exact: every f32 flushes).
                 let t = run_row(&[-400.0, 400.0], &[1.0, 2.0], 1, 1, variant, comp);
-                let floor = if variant == RescaleVariant::Cann {
+                let floor = if matches!(variant, RescaleVariant::Cann | RescaleVariant::Anchored) {
                     -30
                 } else {
                     -255

@@ -135,10 +135,10 @@ pub struct PassOptions {
     /// Preload depth `d`: the Cube issues QK of block `j + d` before PV of
     /// block `j` (0 = the plain schedule).
     pub preload_depth: u32,
-    /// How `mul-to-add` rounds the running max (`-D RESCALE=ceil|nearest`).
+    /// How `mul-to-add` rounds the running max (`-D RESCALE=ceil|nearest|cann|anchored`).
     pub rescale: mul_to_add::RescaleVariant,
     /// `mul-to-add` sums the normalising `l` from the bf16-rounded `P` the
-    /// Cube multiplies (`-D COMPENSATE=1`, the default; `0` turns it off).
+    /// Cube multiplies (`-D COMPENSATE=1`; the default is `0`).
     pub compensate: bool,
 }
 
@@ -147,8 +147,9 @@ impl Default for PassOptions {
         PassOptions {
             preload_depth: 1,
             rescale: mul_to_add::RescaleVariant::default(),
-            // Measured best (docs/NUMERICS.md): cann with compensation.
-            compensate: true,
+            // Measured best (docs/NUMERICS.md): anchored, without
+            // compensation (on a single block it is then FlashAttention).
+            compensate: false,
         }
     }
 }

@@ -45,9 +45,9 @@
 //! and the final max is converted back to natural-log units
 //! (`%m = mul %M, broadcast 0.6931471805599453`) for `lse`.
 //!
-//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest|cann`,
+//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest|cann|anchored`,
 //! `-D COMPENSATE=0|1`; `docs/NUMERICS.md` measures them and explains the
-//! default, `cann` with compensation):
+//! default, `anchored` without compensation):
 //!
 //! - `ceil` (above): `P` in `(0, 1]`; its largest `P` is rounded to bf16,
 //!   the main source of error on few keys.
@@ -57,7 +57,7 @@
 //!   `[2^-1/2, 2^1/2]`; `n = round(m_old) - round(m_new)`; `l` keeps
 //!   FlashAttention's real factor `exp2(m_old - m_new)`; the final
 //!   normalisation divides by `l · bf16(c_last)`.
-//! - `cann` (CANN's released kernel, the default): `nearest`'s split,
+//! - `cann` (CANN's released kernel): `nearest`'s split,
 //!   steps clamped at -30, and the per-block rounding of `c` corrected in
 //!   the accumulator: `atomic_exp_add` with the **f32** step
 //!   `x = n + eps`, `eps = 1.5 · (cof_prev / cof - 1) + 1e-6`,
@@ -72,24 +72,37 @@
 //! ```
 //!
 //!   with compensation `lc` is rescaled by `2^n · cof_prev / cof` exactly.
-//! - compensation (every variant, on by default): a carried
+//! - `anchored` (the default): `cann` with the integer grid anchored at
+//!   the row's first max `mu` instead of at 0, and no `1e-6` bias. The
+//!   integer part is `round(m - mu)`, so on the first block `c = 2^0 = 1`
+//!   and the Cube multiplies FlashAttention's own `bf16(P)`; `c` (and the
+//!   fractional step) appear only once the max has moved by a fraction:
+//!
+//! ```text
+//! %mu  = select %first, %m_new, %mu.1       // carried, from 0
+//! %c   = exp2 ((%m_new - %mu) - round (%m_new - %mu))
+//! %nf  = round (%m.1 - %mu) - round (%m_new - %mu)
+//! ```
+//!
+//! - compensation (every variant, `-D COMPENSATE=1`; off by default): a carried
 //!   `%lc = 2^n · lc + rowsum(cast (cast %p_cube bf16) f32)` sums exactly
 //!   the values the Cube multiplies; the kernel's `div %acc, broadcast %l`
 //!   becomes `div %acc, broadcast %lc` (`l` still gives `lse`).
 //!
 //! Why the guards: on the first block `M = -inf` and `n` would be `-inf`
-//! (`acc` is still 0, so `n = 0` is right); a row whose scores are all
-//! `-inf` keeps `M_new = -inf`, and its `P` is NaN, as the kernel's
-//! `exp(s - m_new)` is there (the leftover `c` of `nearest` and `cann` takes
-//! `M_new` guarded to 0, so that only `P` carries the NaN); and clamping
+//! (`acc` is still 0, so `n = 0` is right); and clamping
 //! `n` at -255 is exact because every finite f32 times `2^-255` flushes to
 //! zero. The exponent add itself keeps ±0 and flushes underflow (see
-//! `amla_runtime::rescale`). Only the accumulator takes the guarded step:
-//! `l` is rescaled by `2^(m_old - m_new)` unguarded, as the kernel's
-//! `exp(m_old - m_new)` is (0 on the first block whatever `l` starts at,
-//! NaN where the kernel's is NaN), and `lc` starts where `l` does (a loop
-//! that runs no block leaves `acc / l` at `0 / l`) and drops its start on
-//! the first block.
+//! `amla_runtime::rescale`). `P` is *not* guarded: a row whose scores are
+//! all `-inf` so far gets `exp2(-inf - -inf) = NaN`, the NaN the kernel's
+//! own `exp(s - m_new)` computes, and it stays in `l`, `lc` and `acc` as in
+//! FlashAttention (the exponent add passes NaN through); a kernel guards
+//! such rows itself (`where(l > 0.0, acc / l, 0.0)` sees the NaN too).
+//! Only the accumulator takes the guarded step: `l` is rescaled by
+//! `2^(m_old - m_new)` unguarded, as the kernel's `exp(m_old - m_new)` is (0
+//! on the first block whatever `l` starts at, NaN where the kernel's is
+//! NaN), and `lc` starts where `l` does (a loop that runs no block leaves
+//! `acc / l` at `0 / l`) and drops its start on the first block.
 
 use crate::ir::{
     BinaryOp, Block, CmpOp, DType, Dim, Index, Inst, InstKind, Kernel, ReduceOp, Role, TensorData,
@@ -113,23 +126,32 @@ pub enum RescaleVariant {
     /// `P · bf16(c)`; the accumulator is divided by `bf16(c)` of the last
     /// block at the end.
     Nearest,
-    /// CANN's released kernel (the default): `nearest`'s split, each exponent step
+    /// CANN's released kernel: `nearest`'s split, each exponent step
     /// clamped at -30, and the rounding of `c` corrected in the
     /// accumulator by a fractional exponent add of
     /// `eps = 1.5 · (cof_prev / cof - 1) + 1e-6` (`cof = c / bf16(c)`);
     /// normalised by `l · bf16(c_last)`. With `COMPENSATE=1` the
     /// normaliser is instead `lc`, rescaled every block by the same factor
     /// `2^n · cof_prev / cof` in f32.
-    #[default]
     Cann,
+    /// `cann` with the integer grid anchored at the row's first max `mu`
+    /// (the max of the first block that has a visible key): `M = mu +
+    /// round(m - mu)`, so `c = 2^(m - M)` is exactly 1, and the Cube's
+    /// operand exactly FlashAttention's `bf16(P)`, until the max moves by a
+    /// fraction; the correction is `eps = 1.5 · (cof_prev / cof - 1)`
+    /// (no bias: a step whose `c` did not change is a whole, exact step).
+    /// The default.
+    #[default]
+    Anchored,
 }
 
 impl RescaleVariant {
     /// Every variant, in documentation order.
-    pub const ALL: [RescaleVariant; 3] = [
+    pub const ALL: [RescaleVariant; 4] = [
         RescaleVariant::Ceil,
         RescaleVariant::Nearest,
         RescaleVariant::Cann,
+        RescaleVariant::Anchored,
     ];
 
     /// The name used in `-D RESCALE=NAME`.
@@ -138,6 +160,7 @@ impl RescaleVariant {
             RescaleVariant::Ceil => "ceil",
             RescaleVariant::Nearest => "nearest",
             RescaleVariant::Cann => "cann",
+            RescaleVariant::Anchored => "anchored",
         }
     }
 
@@ -159,7 +182,7 @@ pub struct MulToAddOptions {
 }
 
 impl Default for MulToAddOptions {
-    /// The pipeline's default: cann, with compensation.
+    /// The pipeline's default: anchored, without compensation.
     fn default() -> Self {
         MulToAddOptions::from_pass_options(&super::PassOptions::default())
     }
@@ -567,7 +590,8 @@ fn rewrite(
     // Every variant but ceil carries the real max and splits it into an
     // integer part (rounded by `int_op`) and a leftover `c`.
     let nearest = opts.variant != RescaleVariant::Ceil;
-    let cann = opts.variant == RescaleVariant::Cann;
+    let anchored = opts.variant == RescaleVariant::Anchored;
+    let cann = opts.variant == RescaleVariant::Cann || anchored;
     let int_op = UnaryOp::Round;
     // The accumulator's workspace: one slot per grid point.
     let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
@@ -608,6 +632,19 @@ fn rewrite(
     } else {
         None
     };
+    // The anchor `mu` of the integer grid (anchored): 0 until the row's
+    // first visible key, then that block's max.
+    let mu = if anchored {
+        let (outer, fpos) = k.position(top, m.for_inst).ok_or("loop not found")?;
+        let shape = k.ty(k.blocks[m.body].params[m.im + 1]).shape().to_vec();
+        let mut b = crate::ir::Builder::at(k, outer, fpos);
+        let z = b.value(InstKind::FConst(0.0, DType::F32)).map_err(e)?;
+        let z = b.value(InstKind::Broadcast { src: z, shape }).map_err(e)?;
+        Some(add_carried(k, m.for_inst, z, "mu")?)
+    } else {
+        None
+    };
+    let mut mu_new = None;
     if opts.compensation && il.is_none() {
         notes.push(
             "compensation skipped: no carried `l = l * alpha + rowsum(p)` to pair `lc` with".into(),
@@ -658,10 +695,12 @@ fn rewrite(
         .map_err(e)?;
     let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
     let zero = fc(&mut b, 0.0, &rows)?;
-    let empty = b.value(InstKind::Cmp(CmpOp::Eq, big_m, ninf)).map_err(e)?;
-    let m_safe = b.value(InstKind::Select(empty, zero, big_m)).map_err(e)?;
-    // p keeps the kernel's NaN for a row with no finite score yet
-    // (`exp(-inf - -inf)`); only the leftover `c` takes the guarded max.
+    // P is taken against the unguarded max, as the kernel wrote it: a row
+    // whose scores are all -inf so far gets `exp2(-inf - -inf) = NaN`, the
+    // NaN of the kernel's own `exp(s - m_new)`, which then stays in `l` and
+    // `acc` as it does in FlashAttention (a compiler must not turn it into
+    // a finite value; the kernel guards such rows itself, e.g. with
+    // `where(l > 0.0, …)`, and that guard still sees the NaN).
     let mb = b
         .value(InstKind::Broadcast {
             src: big_m,
@@ -675,11 +714,24 @@ fn rewrite(
     let (step, alpha_l, p_mm) = if nearest {
         // n = int(m_old) - int(m_new); l keeps FlashAttention's real
         // factor 2^(m_old - m_new); the Cube multiplies P · bf16(c).
-        let ro = b.value(InstKind::Unary(int_op, m_old)).map_err(e)?;
-        let rn = b.value(InstKind::Unary(int_op, big_m)).map_err(e)?;
+        // Anchored: both relative to mu (set on the first block).
+        let (m_o, m_n) = if let Some((mu_param, _)) = mu {
+            let mn = b
+                .named(InstKind::Select(first, big_m, mu_param), "mu")
+                .map_err(e)?;
+            mu_new = Some(mn);
+            (
+                bin(&mut b, BinaryOp::Sub, m_old, mn)?,
+                bin(&mut b, BinaryOp::Sub, big_m, mn)?,
+            )
+        } else {
+            (m_old, big_m)
+        };
+        let ro = b.value(InstKind::Unary(int_op, m_o)).map_err(e)?;
+        let rn = b.value(InstKind::Unary(int_op, m_n)).map_err(e)?;
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
         let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
-        let (c, cb) = leftover(&mut b, m_safe, int_op)?;
+        let (c, cb) = leftover(&mut b, m_n, int_op)?;
         if cann {
             let q = b
                 .named(InstKind::Binary(BinaryOp::Div, c, cb), "cof")
@@ -716,7 +768,9 @@ fn rewrite(
         let r1 = bin(&mut b, BinaryOp::Sub, r, one)?;
         let k15 = fc(&mut b, 1.5, &rows)?;
         let r15 = bin(&mut b, BinaryOp::Mul, r1, k15)?;
-        let tiny = fc(&mut b, 1e-6, &rows)?;
+        // CANN's bias of 1e-6 (not in anchored: there a block whose `c` did
+        // not change gets an exact whole step).
+        let tiny = fc(&mut b, if anchored { 0.0 } else { 1e-6 }, &rows)?;
         let eps = bin(&mut b, BinaryOp::Add, r15, tiny)?;
         let eps = b
             .named(InstKind::Select(first, zero, eps), "eps")
@@ -758,6 +812,11 @@ fn rewrite(
     if let InstKind::Yield(ys) = &mut k.insts[last].kind {
         ys[m.im] = big_m;
         if let (Some(prev), Some(new)) = (cof, cof_new)
+            && let Some(y) = ys.iter_mut().find(|y| **y == prev)
+        {
+            *y = new;
+        }
+        if let (Some((prev, _)), Some(new)) = (mu, mu_new)
             && let Some(y) = ys.iter_mut().find(|y| **y == prev)
         {
             *y = new;
@@ -841,6 +900,13 @@ fn rewrite(
         let zero = fc(&mut b, 0.0, &rows)?;
         let empty = b.value(InstKind::Cmp(CmpOp::Eq, m_out, ninf)).map_err(e)?;
         let ms = b.value(InstKind::Select(empty, zero, m_out)).map_err(e)?;
+        let ms = match mu {
+            Some((_, mu_out)) => {
+                let d = bin(&mut b, BinaryOp::Sub, m_out, mu_out)?;
+                b.value(InstKind::Select(empty, zero, d)).map_err(e)?
+            }
+            None => ms,
+        };
         let (_, cb) = leftover(&mut b, ms, int_op)?;
         let one = fc(&mut b, 1.0, &rows)?;
         let g = bin(&mut b, BinaryOp::Div, one, cb)?;
@@ -1017,15 +1083,21 @@ mod tests {
                 assert_eq!(acc_multiplies(&k), 0, "{opts:?}");
                 // m and l, or m and lc with compensation (the plain l is then
                 // dead and `dce::remove_dead` drops its slot); and cof for cann.
-                let cof = (variant == RescaleVariant::Cann) as usize;
-                assert_eq!(carried(&k), vec![2 + cof], "{opts:?}");
+                // And mu for anchored.
+                let cof = matches!(variant, RescaleVariant::Cann | RescaleVariant::Anchored);
+                let mu = variant == RescaleVariant::Anchored;
+                assert_eq!(
+                    carried(&k),
+                    vec![2 + cof as usize + mu as usize],
+                    "{opts:?}"
+                );
                 let op = |u| count(&k, |_, op| matches!(op, InstKind::Unary(x, _) if *x == u));
                 match variant {
                     RescaleVariant::Ceil => {
                         assert_eq!((op(UnaryOp::Ceil), op(UnaryOp::Round)), (1, 0))
                     }
                     // round(m_old), round(m_new), round in c, round in the final c.
-                    RescaleVariant::Nearest | RescaleVariant::Cann => {
+                    RescaleVariant::Nearest | RescaleVariant::Cann | RescaleVariant::Anchored => {
                         assert_eq!(op(UnaryOp::Ceil), 0);
                         assert!(op(UnaryOp::Round) >= 3, "{opts:?}");
                     }
@@ -1047,7 +1119,7 @@ mod tests {
         // variants are checked by `every_variant_rewrites_and_verifies`.
         let opts = MulToAddOptions {
             variant: RescaleVariant::Ceil,
-            ..MulToAddOptions::default()
+            compensation: true,
         };
         let r = run(&mut k, &opts).unwrap();
         assert_eq!(r.rewritten, 1, "{:?}", r.notes);
@@ -1074,7 +1146,7 @@ mod tests {
             .filter(|t| t.role == Role::Workspace)
             .count();
         assert_eq!(ws, 1);
-        // The loop now carries m and the compensated lc (the default); the
+        // The loop now carries m and the compensated lc; the
         // plain l it replaces is dead and `dce::remove_dead` drops its slot.
         assert_eq!(carried(&k), vec![2]);
     }
