@@ -232,14 +232,7 @@ fn kernel(layout: BLayout) -> Kernel {
 
 fn run(layout: BLayout) {
     let k = kernel(layout);
-    let ck = compile(
-        &k,
-        &CodegenOptions {
-            verify: true,
-            ..CodegenOptions::default()
-        },
-    )
-    .unwrap();
+    let ck = compile(&k, &CodegenOptions::verified()).unwrap();
     assert_eq!(ck.sub_blocks(), 2);
     let batch = 5usize;
     let items = ck.work_items(&[batch as i64]).unwrap();

@@ -32,13 +32,7 @@ fn examples_compile_to_native_code() {
             }
         };
         let k = c.ir;
-        if let Err(e) = compile(
-            &k,
-            &CodegenOptions {
-                verify: true,
-                ..CodegenOptions::default()
-            },
-        ) {
+        if let Err(e) = compile(&k, &CodegenOptions::verified()) {
             failures.push(format!("{}: {e}", path.display()));
         }
         // The checked and race-checked code passes Cranelift's verifier too.

@@ -63,14 +63,7 @@ fn kernel() -> Kernel {
 #[test]
 fn atomic_exp_add_kernel_is_bit_identical_to_the_runtime() {
     let k = kernel();
-    let ck = compile(
-        &k,
-        &CodegenOptions {
-            verify: true,
-            ..CodegenOptions::default()
-        },
-    )
-    .unwrap();
+    let ck = compile(&k, &CodegenOptions::verified()).unwrap();
     let rows = 2 * CHECKED_N.len() + 3; // not a multiple of RB
     let mut rng = Rng(0xDEAD_BEEF_1234_5678);
     let specials = [

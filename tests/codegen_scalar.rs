@@ -93,14 +93,7 @@ fn kernel_with(divide_by_z: bool) -> Kernel {
 #[test]
 fn scalar_integer_semantics() {
     let k = kernel();
-    let ck = compile(
-        &k,
-        &CodegenOptions {
-            verify: true,
-            ..CodegenOptions::default()
-        },
-    )
-    .unwrap();
+    let ck = compile(&k, &CodegenOptions::verified()).unwrap();
     let dims = vec![7, 0, -1, i64::from(i32::MIN)];
     assert_eq!(ck.work_items(&dims).unwrap(), 1);
     let mut gm = Gm::new();
@@ -126,14 +119,7 @@ fn scalar_integer_semantics() {
 #[test]
 fn division_by_a_zero_dim_is_a_named_runtime_error() {
     let k = kernel_with(true);
-    let ck = compile(
-        &k,
-        &CodegenOptions {
-            verify: true,
-            ..CodegenOptions::default()
-        },
-    )
-    .unwrap();
+    let ck = compile(&k, &CodegenOptions::verified()).unwrap();
     let mut gm = Gm::new();
     let out = gm.add_zeroed("out", amla::runtime::DType::I32, 9).unwrap();
     let run = |z: i64, gm: &mut Gm| {

@@ -127,10 +127,7 @@ fn kernel() -> Kernel {
 #[test]
 fn vector_kernel_matches_rust_with_a_partial_last_block() {
     let k = kernel();
-    let opts = CodegenOptions {
-        verify: true,
-        ..CodegenOptions::default()
-    };
+    let opts = CodegenOptions::verified();
     let ck = compile(&k, &opts).unwrap();
     let n = 21usize; // 3 blocks of 8, the last one partial
     let items = ck.work_items(&[n as i64]).unwrap();

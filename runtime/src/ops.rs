@@ -315,10 +315,7 @@ impl<'a> Env<'a> {
         // SAFETY: gm points to gm_count descriptors (launcher), idx < gm_count.
         let len = unsafe { (*self.ctx.gm.add(idx as usize)).len };
         if r.rows > 0 && r.cols > 0 {
-            let end = (r.rows - 1)
-                .checked_mul(r.stride)
-                .and_then(|x| x.checked_add(r.offset))
-                .and_then(|x| x.checked_add(r.cols));
+            let end = r.end();
             if end.is_none_or(|e| e > len) {
                 return Err(RuntimeError::OutOfBounds {
                     what: format!("{} on {} of core {}", rt.site_or(what), rt.unit, rt.core),

@@ -103,6 +103,18 @@ pub struct Region {
     pub cols: u64,
 }
 
+impl Region {
+    /// One past the last element of a non-empty region (`None` on
+    /// overflow); the region lies in a buffer of `len` elements when this is
+    /// at most `len`.
+    pub fn end(&self) -> Option<u64> {
+        (self.rows - 1)
+            .checked_mul(self.stride)
+            .and_then(|x| x.checked_add(self.offset))
+            .and_then(|x| x.checked_add(self.cols))
+    }
+}
+
 /// Shadow bytes a race-checked launch over `descs` with `units` units needs.
 pub fn shadow_bytes(descs: &[GmDesc], units: usize) -> u64 {
     let per = 12 + 8 * units as u64;
@@ -323,10 +335,7 @@ impl RaceState {
                 count: self.gm_len.len() as u64,
             });
         };
-        let end = (r.rows - 1)
-            .checked_mul(r.stride)
-            .and_then(|x| x.checked_add(r.offset))
-            .and_then(|x| x.checked_add(r.cols));
+        let end = r.end();
         if end.is_none_or(|e| e > len) {
             return Err(RuntimeError::OutOfBounds {
                 what: format!("{op} (race checker)"),

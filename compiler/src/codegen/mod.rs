@@ -96,6 +96,17 @@ pub struct CodegenOptions {
     pub instrument: Instrument,
 }
 
+impl CodegenOptions {
+    /// Default code with Cranelift's verifier on every function (what
+    /// tests compile with).
+    pub fn verified() -> Self {
+        Self {
+            verify: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// What instrumentation JIT code carries (see [`func`]'s checked-mode notes).
 ///
 /// Both register each memory op's IR text with the runtime
