@@ -400,6 +400,11 @@ fn a_scalar_index_past_a_tile_reads_zero_and_checked_names_it() {
     let e = amla::compiler::run::session::run_source(&src, &req, &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(e.contains("index 100000000 is outside 0..16"), "{e}");
+    // Rows 2 and 3 both index out of range and may run on different
+    // emulated cores, so either can be the first one reported.
+    assert!(
+        e.contains("index 100000000 is outside 0..16") || e.contains("index -5 is outside 0..16"),
+        "{e}"
+    );
     assert!(e.contains("vector: %2 = extract %t[%i]"), "{e}");
 }
