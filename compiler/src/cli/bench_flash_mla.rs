@@ -217,19 +217,12 @@ impl Dense {
         let c = crate::driver::compile(&src, &compile).map_err(|e| e.to_string())?;
         let exe =
             crate::run::exec::Executable::new(&c, &compile.target).map_err(|e| e.to_string())?;
-        let mut inputs = Vec::new();
-        let opts = crate::run::inputs::InputOptions::default();
-        for (i, (name, dtype, shape)) in exe
-            .input_specs()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .enumerate()
-        {
-            inputs.push(
-                crate::run::inputs::generate(name, *dtype, shape, None, &opts, i as u64)
-                    .ok_or_else(|| format!("cannot make input `{name}`"))?,
-            );
-        }
+        let specs = exe.input_specs().map_err(|e| e.to_string())?;
+        let inputs = crate::run::inputs::generate_all(
+            &specs,
+            &crate::run::inputs::InputOptions::default(),
+            |_| None,
+        )?;
         let mut p = exe.prepare(&inputs, &req.run).map_err(|e| e.to_string())?;
         exe.launch(&mut p).map_err(|e| e.to_string())?;
         Ok(Dense {

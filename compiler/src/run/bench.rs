@@ -34,7 +34,7 @@ use amla_runtime::units::{Pipe, UnitKind};
 use serde::Serialize;
 
 use super::exec::{Executable, RunConfig};
-use super::inputs::{InputOptions, generate};
+use super::inputs::{InputOptions, generate_all};
 use super::reference_kind::ReferenceKind;
 use super::tensor::HostTensor;
 use crate::diag::SourceFile;
@@ -503,14 +503,10 @@ pub fn bench_source(
         seed: req.seed,
         ..InputOptions::default()
     };
-    let mut inputs = Vec::new();
-    for (i, (name, dtype, shape)) in specs.iter().enumerate() {
-        let role = reference.and_then(|k| k.int_role(name, &shape_of));
-        let t = generate(name, *dtype, shape, role, &iopts, i as u64).ok_or_else(|| {
-            BenchFailure::Run(format!("cannot make input `{name}` of dtype {dtype}"))
-        })?;
-        inputs.push(t);
-    }
+    let inputs = generate_all(&specs, &iopts, |name| {
+        reference.and_then(|k| k.int_role(name, &shape_of))
+    })
+    .map_err(BenchFailure::Run)?;
     let dims: Vec<(String, i64)> = exe
         .ir()
         .dims
@@ -755,13 +751,8 @@ mod tests {
         let c = driver::compile(&src, &req.compile).unwrap();
         let exe = Executable::new(&c, &req.compile.target).unwrap();
         let specs = exe.input_specs().unwrap();
-        let inputs: Vec<HostTensor> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, (n, d, s))| {
-                generate(n, *d, s, None, &InputOptions::default(), i as u64).unwrap()
-            })
-            .collect();
+        let inputs: Vec<HostTensor> =
+            generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
         let bits_under = |gm_access, host_cpus, cores, schedule| {
             let cfg = RunConfig {
                 gm_access,

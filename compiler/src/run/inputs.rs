@@ -114,6 +114,23 @@ pub fn generate(
     })
 }
 
+/// Draws every input of a kernel (`specs` as `Executable::input_specs`
+/// gives them), input `i` from stream `i`, an i32 input as `role` says.
+pub fn generate_all(
+    specs: &[(String, DType, Vec<usize>)],
+    opts: &InputOptions,
+    role: impl Fn(&str) -> Option<IntRole>,
+) -> Result<Vec<HostTensor>, String> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, dtype, shape))| {
+            generate(name, *dtype, shape, role(name), opts, i as u64)
+                .ok_or_else(|| format!("cannot make input `{name}` of dtype {dtype}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

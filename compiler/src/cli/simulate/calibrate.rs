@@ -36,7 +36,7 @@ use crate::diag::SourceFile;
 use crate::driver::{self, CompileOptions};
 use crate::run::bench::median;
 use crate::run::exec::{Executable, RunConfig};
-use crate::run::inputs::{InputOptions, generate};
+use crate::run::inputs::{InputOptions, generate_all};
 use crate::simulate::{Pipe as SimPipe, SimConfig};
 use crate::target::Target;
 use amla_runtime::Pipe;
@@ -81,25 +81,8 @@ fn launches(
     compile.defines = d.iter().cloned().collect::<Defines>();
     let c = driver::compile(src, &compile).map_err(|e| format!("{}: {e}", src.name))?;
     let exe = Executable::new(&c, target).map_err(|e| e.to_string())?;
-    let mut inputs = Vec::new();
-    for (i, (name, dtype, shape)) in exe
-        .input_specs()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .enumerate()
-    {
-        inputs.push(
-            generate(
-                name,
-                *dtype,
-                shape,
-                None,
-                &InputOptions::default(),
-                i as u64,
-            )
-            .ok_or_else(|| format!("cannot make input `{name}`"))?,
-        );
-    }
+    let specs = exe.input_specs().map_err(|e| e.to_string())?;
+    let inputs = generate_all(&specs, &InputOptions::default(), |_| None)?;
     let cfg = RunConfig {
         cores: 1,
         trace,
