@@ -341,3 +341,27 @@ fn mul_to_add_on_and_off_agree_within_bf16_rounding() {
         );
     }
 }
+
+/// Every matmul path this CPU supports runs the kernel right, chosen per
+/// launch: the report names the path that ran, and a path the CPU lacks is
+/// refused by name.
+#[test]
+fn every_supported_matmul_path_runs_and_checks() {
+    use amla::runtime::matmul::MatmulPath;
+    let src = source("mla_decode.amla");
+    for path in MatmulPath::ALL {
+        let mut req = request(&[("B", "2"), ("N", "200"), ("H", "16")], 2);
+        req.run.matmul_path = Some(path);
+        let r = run_source(&src, &req, &mut |_| {});
+        if !path.is_supported() {
+            let e = r
+                .expect_err("an unsupported path must be refused")
+                .to_string();
+            assert!(e.contains(path.name()), "{e}");
+            continue;
+        }
+        let s = r.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(s.passed(), "{path}: {:#?}", s.checks);
+        assert_eq!(s.output.report.matmul_path, path);
+    }
+}

@@ -120,6 +120,11 @@ pub struct LaunchConfig {
     /// and the first two conflicting accesses of different units that no
     /// flag orders fail the launch. Slow; off by default.
     pub race_check: bool,
+    /// The Cube's matmul micro-kernel for this launch (`None`: the fastest
+    /// the CPU supports, [`crate::matmul::detected_path`]). Per launch, not
+    /// process-wide: the paths sum in different orders, so a launch's bits
+    /// depend on it. [`LaunchConfig::validate`] refuses a path the CPU lacks.
+    pub matmul_path: Option<crate::matmul::MatmulPath>,
 }
 
 /// How a launch maps its emulated units onto host threads.
@@ -200,13 +205,27 @@ impl LaunchConfig {
         self
     }
 
+    /// Sets the matmul path (`None`: the detected one).
+    pub fn with_matmul_path(mut self, p: Option<crate::matmul::MatmulPath>) -> Self {
+        self.matmul_path = p;
+        self
+    }
+
+    /// The matmul path this launch runs: the configured one, else the
+    /// detected one.
+    pub fn resolved_matmul_path(&self) -> crate::matmul::MatmulPath {
+        self.matmul_path
+            .unwrap_or_else(crate::matmul::detected_path)
+    }
+
     /// Sets the number of Vector units per core.
     pub fn with_vector_sub_blocks(mut self, n: usize) -> Self {
         self.vector_sub_blocks = n;
         self
     }
 
-    /// Checks `cores` in `1..=4096` and `vector_sub_blocks` in `1..=MAX_SUB_BLOCKS`.
+    /// Checks `cores` in `1..=4096`, `vector_sub_blocks` in
+    /// `1..=MAX_SUB_BLOCKS` and that the CPU supports `matmul_path`.
     pub fn validate(&self) -> Result<(), RuntimeError> {
         if self.cores == 0 || self.cores > 4096 {
             return Err(RuntimeError::InvalidConfig(format!(
@@ -223,6 +242,11 @@ impl LaunchConfig {
             return Err(RuntimeError::InvalidConfig(format!(
                 "vector_sub_blocks = {} is outside 1..={MAX_SUB_BLOCKS}",
                 self.vector_sub_blocks
+            )));
+        }
+        if let Some(p) = self.matmul_path.filter(|p| !p.is_supported()) {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "matmul path {p} is not supported by this CPU"
             )));
         }
         Ok(())
@@ -242,6 +266,7 @@ impl Default for LaunchConfig {
             host_cpus: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
             schedule: Schedule::Auto,
             race_check: false,
+            matmul_path: None,
         }
     }
 }

@@ -238,6 +238,8 @@ pub(crate) struct UnitRt<'a> {
     pub coop: Option<&'a corosensei::Yielder<(), ()>>,
     /// Plain or atomic GM accesses (the launch's `LaunchConfig::gm_access`).
     pub gm_access: crate::gm::GmAccess,
+    /// The launch's matmul path (`LaunchConfig::resolved_matmul_path`).
+    pub matmul_path: crate::matmul::MatmulPath,
     /// The op being run, as JIT code registered it with `amla_rt_site`
     /// (pointer and length of UTF-8 text that outlives the launch; `(0, 0)`
     /// when none), for checked-mode and race reports.

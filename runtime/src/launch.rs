@@ -27,7 +27,7 @@ use crate::dtype::{DType, Element};
 use crate::error::RuntimeError;
 use crate::flags::{CoreFlags, PendingFlag};
 use crate::gm::{Gm, GmDesc};
-use crate::matmul::{Gemm, MatmulPath, selected_path};
+use crate::matmul::{Gemm, MatmulPath};
 use crate::ops::{Env, StoreMode, Tile};
 use crate::stats::{LaunchStats, UnitStats};
 use crate::trace::{Trace, TraceEvent};
@@ -306,7 +306,7 @@ pub(crate) fn launch_threads(
         stats: LaunchStats::from_units(units, wall_ns),
         trace: cfg.trace.then(|| Trace::new(events)),
         pending_flags,
-        matmul_path: selected_path(),
+        matmul_path: cfg.resolved_matmul_path(),
     })
 }
 
@@ -392,6 +392,7 @@ impl UnitJob<'_> {
             scratch,
             coop,
             gm_access: self.cfg.gm_access,
+            matmul_path: self.cfg.resolved_matmul_path(),
             site: Cell::new((0, 0)),
         }
     }

@@ -460,20 +460,23 @@ impl<'a> Env<'a> {
         let path = unsafe {
             let c = std::slice::from_raw_parts_mut(c as *mut f32, cl);
             match dtype {
-                DType::Bf16 => matmul::matmul(
+                DType::Bf16 => matmul::matmul_with_path(
+                    self.rt.matmul_path,
                     g,
                     std::slice::from_raw_parts(a as *const bf16, al),
                     std::slice::from_raw_parts(b as *const bf16, bl),
                     c,
                 ),
-                _ => matmul::matmul(
+                _ => matmul::matmul_with_path(
+                    self.rt.matmul_path,
                     g,
                     std::slice::from_raw_parts(a as *const f16, al),
                     std::slice::from_raw_parts(b as *const f16, bl),
                     c,
                 ),
             }
-        }?;
+        }
+        .map(|()| self.rt.matmul_path)?;
         let bytes = ((g.m * g.k + g.k * g.n) * dtype.size_bytes()) as u64;
         self.rt.record(
             Pipe::Cube,

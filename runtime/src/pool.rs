@@ -54,7 +54,6 @@ use crate::error::RuntimeError;
 use crate::flags::{CoreFlags, PendingFlag};
 use crate::gm::{Gm, GmDesc};
 use crate::launch::{Kernel, LaunchReport, UnitJob, launch_threads, set_cube_buffers};
-use crate::matmul::selected_path;
 use crate::stats::{LaunchStats, UnitStats};
 use crate::trace::{Trace, TraceEvent};
 use crate::units::{Buffer, UnitKind};
@@ -156,7 +155,7 @@ impl Launcher {
             stats: LaunchStats::default(),
             trace: None,
             pending_flags: Vec::new(),
-            matmul_path: selected_path(),
+            matmul_path: cfg.resolved_matmul_path(),
         });
         let mut units = std::mem::take(&mut report.stats.units);
         units.clear();
@@ -172,7 +171,7 @@ impl Launcher {
         report.trace = cfg
             .trace
             .then(|| Trace::new(std::mem::take(&mut self.events)));
-        report.matmul_path = selected_path();
+        report.matmul_path = cfg.resolved_matmul_path();
         Ok(self.report.insert(report))
     }
 

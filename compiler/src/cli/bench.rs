@@ -158,14 +158,24 @@ pub(super) fn request(args: &BenchArgs) -> Result<BenchRequest, String> {
         }
     };
     if let Some(name) = &args.matmul_path {
-        use amla_runtime::matmul::{MatmulPath, force_path};
+        use amla_runtime::matmul::MatmulPath;
         let path = MatmulPath::ALL
             .into_iter()
             .find(|p| p.name() == name)
             .ok_or_else(|| {
                 format!("--matmul-path {name}: expected avx512bf16, avx2fma or scalar")
             })?;
-        force_path(Some(path)).map_err(|e| format!("--matmul-path {name}: {e}"))?;
+        if !path.is_supported() {
+            return Err(format!(
+                "--matmul-path {name}: this CPU does not support it (it has: {})",
+                amla_runtime::matmul::available_paths()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        req.run.matmul_path = Some(path);
     }
     if args.launches == 0 {
         return Err("--launches 0: need at least one timed launch".into());

@@ -27,7 +27,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use amla_runtime::matmul::{MatmulPath, selected_path};
+use amla_runtime::matmul::{MatmulPath, detected_path};
 use amla_runtime::peak::probe_peak;
 use amla_runtime::stats::LaunchStats;
 use amla_runtime::units::{Pipe, UnitKind};
@@ -519,7 +519,7 @@ pub fn bench_source(
         ..req.run.clone()
     };
     let mut prepared = exe.prepare(&inputs, &run_cfg).map_err(run_err)?;
-    let path = selected_path();
+    let path = run_cfg.matmul_path.unwrap_or_else(detected_path);
     // 3. Warm-up, then timed launches, each after a peak sample.
     stage("warming up");
     for _ in 0..req.warmup {
@@ -689,7 +689,7 @@ mod tests {
         assert_eq!(num("/kernel_time/n"), 3.0);
         assert_eq!(
             j["peak"]["path"].as_str(),
-            Some(selected_path().name()),
+            Some(detected_path().name()),
             "the peak is of the path the runtime uses"
         );
         assert_eq!(j["matmul_path"], j["peak"]["path"]);
@@ -722,11 +722,10 @@ mod tests {
             assert!(fc > 0.0 && fc < 10.0, "fu_cpu {fc}");
         }
         // The fallback path, forced: the peak is that path's.
-        use amla_runtime::matmul::force_path;
         if MatmulPath::Avx2Fma.is_supported() {
-            force_path(Some(MatmulPath::Avx2Fma)).unwrap();
-            let r = bench_source(&src, &small_request(), &mut |_| {});
-            force_path(None).unwrap();
+            let mut req = small_request();
+            req.run.matmul_path = Some(MatmulPath::Avx2Fma);
+            let r = bench_source(&src, &req, &mut |_| {});
             let r = r.unwrap_or_else(|_| panic!("bench on the forced avx2fma path failed"));
             assert_eq!(r.peak.path, "avx2fma");
             assert_eq!(r.matmul_path, "avx2fma");

@@ -58,6 +58,10 @@ pub struct RunConfig {
     /// on the first two GM accesses of different units, one a write, that no
     /// flag orders. Slow; meant for small dims.
     pub race_check: bool,
+    /// The Cube's matmul micro-kernel (`--matmul-path`; `None`: the fastest
+    /// this CPU has). Chosen per launch, so runs side by side in one process
+    /// never change each other's path (`LaunchConfig::matmul_path`).
+    pub matmul_path: Option<amla_runtime::matmul::MatmulPath>,
 }
 
 impl RunConfig {
@@ -84,6 +88,7 @@ impl Default for RunConfig {
             schedule: amla_runtime::Schedule::Auto,
             checked: false,
             race_check: false,
+            matmul_path: None,
         }
     }
 }
@@ -375,6 +380,7 @@ impl Executable {
         .with_race_check(cfg.race_check)
         .with_host_cpus(cfg.host_cpus)
         .with_schedule(cfg.schedule)
+        .with_matmul_path(cfg.matmul_path)
         .with_cores(cfg.cores.max(1))
         .with_wait_timeout(cfg.wait_timeout)
         .with_trace(cfg.trace)

@@ -4,7 +4,10 @@
 //! ([`BLayout::NK`], what `Q·Kᵀ` uses). All operands are row-major with
 //! explicit leading dimensions (elements between rows).
 //!
-//! Three implementations, chosen at run time ([`selected_path`]):
+//! Three implementations, chosen at run time: the launch's
+//! `LaunchConfig::matmul_path`, else [`detected_path`] (there is no
+//! process-wide override, so concurrent launches never see each other's
+//! choice; the paths sum in different orders and differ in the last bits):
 //! - [`MatmulPath::Avx512Bf16`]: operands packed into K-pairs, an 8×32
 //!   register-blocked kernel of `vdpbf16ps` (products exact, f32 sums; DAZ/FTZ
 //!   as the instruction defines). f16 inputs on this path use the AVX2/FMA
@@ -28,7 +31,6 @@ mod x86;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use half::{bf16, f16};
 
@@ -99,23 +101,6 @@ impl MatmulPath {
             MatmulPath::Scalar => "scalar",
         }
     }
-
-    fn code(self) -> u8 {
-        match self {
-            MatmulPath::Avx512Bf16 => 1,
-            MatmulPath::Avx2Fma => 2,
-            MatmulPath::Scalar => 3,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Self> {
-        match c {
-            1 => Some(MatmulPath::Avx512Bf16),
-            2 => Some(MatmulPath::Avx2Fma),
-            3 => Some(MatmulPath::Scalar),
-            _ => None,
-        }
-    }
 }
 
 impl std::fmt::Display for MatmulPath {
@@ -141,28 +126,6 @@ pub fn detected_path() -> MatmulPath {
             .copied()
             .unwrap_or(MatmulPath::Scalar)
     })
-}
-
-static FORCED: AtomicU8 = AtomicU8::new(0);
-
-/// The path [`matmul`] uses: the forced one if any, else [`detected_path`].
-pub fn selected_path() -> MatmulPath {
-    MatmulPath::from_code(FORCED.load(Ordering::Relaxed)).unwrap_or_else(detected_path)
-}
-
-/// Forces the process-wide path (`None` returns to detection). Fails if the
-/// CPU does not support the path.
-pub fn force_path(path: Option<MatmulPath>) -> Result<(), RuntimeError> {
-    match path {
-        None => FORCED.store(0, Ordering::Relaxed),
-        Some(p) if p.is_supported() => FORCED.store(p.code(), Ordering::Relaxed),
-        Some(p) => {
-            return Err(RuntimeError::BadArgument(format!(
-                "matmul path {p} is not supported by this CPU"
-            )));
-        }
-    }
-    Ok(())
 }
 
 mod sealed {
@@ -266,14 +229,14 @@ impl Gemm {
     }
 }
 
-/// `C (+)= A·B` on the [`selected_path`].
+/// `C (+)= A·B` on the [`detected_path`].
 pub fn matmul<T: CubeInput>(
     g: &Gemm,
     a: &[T],
     b: &[T],
     c: &mut [f32],
 ) -> Result<MatmulPath, RuntimeError> {
-    let path = selected_path();
+    let path = detected_path();
     matmul_with_path(path, g, a, b, c)?;
     Ok(path)
 }

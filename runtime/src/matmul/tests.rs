@@ -249,20 +249,20 @@ fn bad_shapes_are_errors() {
 }
 
 #[test]
-fn path_selection_and_forcing() {
+fn path_detection_and_per_launch_choice() {
+    use crate::config::LaunchConfig;
     assert!(MatmulPath::Scalar.is_supported());
     assert!(detected_path().is_supported());
     assert_eq!(available_paths().first().copied(), Some(detected_path()));
-    // Forcing a supported path succeeds; all paths are correct, so other
-    // tests running concurrently are unaffected beyond speed.
-    force_path(Some(MatmulPath::Scalar)).unwrap();
-    assert_eq!(selected_path(), MatmulPath::Scalar);
-    force_path(None).unwrap();
-    assert_eq!(selected_path(), detected_path());
+    // The path is a launch's choice; nothing process-wide changes.
+    let cfg = LaunchConfig::default();
+    assert_eq!(cfg.resolved_matmul_path(), detected_path());
     for p in MatmulPath::ALL {
-        assert_eq!(force_path(Some(p)).is_ok(), p.is_supported());
-        force_path(None).unwrap();
+        let cfg = LaunchConfig::default().with_matmul_path(Some(p));
+        assert_eq!(cfg.resolved_matmul_path(), p);
+        assert_eq!(cfg.validate().is_ok(), p.is_supported(), "{p}");
     }
+    assert_eq!(detected_path(), available_paths()[0]);
 }
 
 proptest! {
