@@ -374,7 +374,27 @@ mod api {
         }
         let e =
             flash_mla_with_kvcache(&t[0], &t[1], &bt, &t[3], 512, &p, 1, None, false).unwrap_err();
-        assert!(e.contains("page 99"), "{e}");
+        assert!(e.contains("`block_table`: entry [0, 0] = 99"), "{e}");
+        // Entries past a sequence's length are never read: `-1` padding
+        // (vLLM's) is accepted and changes nothing.
+        let (want, _) = call(&p, &t);
+        let mut padded = t[2].clone();
+        if let HostData::I32(v) = &mut padded.data {
+            // Sequence 0 has 5 tokens: one page of 64; its second slot is unused.
+            v[1] = -1;
+        }
+        let (got, _) =
+            flash_mla_with_kvcache(&t[0], &t[1], &padded, &t[3], 512, &p, 1, None, false)
+                .expect("padding past the length");
+        assert_eq!(got, want);
+        // A length beyond the table's capacity is refused by name.
+        let mut long = t[3].clone();
+        if let HostData::I32(v) = &mut long.data {
+            v[0] = 1000;
+        }
+        let e = flash_mla_with_kvcache(&t[0], &t[1], &t[2], &long, 512, &p, 1, None, false)
+            .unwrap_err();
+        assert!(e.contains("`cache_seqlens`: entry [0] = 1000"), "{e}");
     }
 }
 

@@ -1,9 +1,31 @@
 //! A FlashMLA-shaped API: paged MLA decode with split-KV, as one call.
 //!
-//! ```text
-//! let plan = FlashMlaPlan::new(&PlanRequest { .. })?;      // once per shape set
-//! let (out, lse) = flash_mla_with_kvcache(&q, &k_cache, &block_table,
-//!     &cache_seqlens, 512, &plan, plan.metadata.splits, None, false)?;  // every step
+//! ```
+//! use amla_compiler::driver::CompileOptions;
+//! use amla_compiler::flash_mla::{FlashMlaPlan, PlanRequest, flash_mla_with_kvcache};
+//! use amla_compiler::run::{HostData, HostTensor};
+//! # fn main() -> Result<(), String> {
+//! let t = |name: &str, shape: Vec<usize>, data| HostTensor { name: name.into(), shape, data };
+//! let bf16 = |n: usize| HostData::Bf16(
+//!     (0..n).map(|i| half::bf16::from_f32((i % 7) as f32 / 8.0 - 0.4)).collect());
+//! // Two sequences of 5 and 70 tokens over pages of 64 tokens, 4 heads.
+//! let (heads, page, pool_pages, max_pages) = (4, 64, 3, 2);
+//! let cache_seqlens = vec![5, 70];
+//! let plan = FlashMlaPlan::new(&PlanRequest {       // once per shape set
+//!     heads, page, pool_pages, max_pages, cache_seqlens: cache_seqlens.clone(),
+//!     num_splits: None, softmax_scale: None,
+//!     compile: CompileOptions::new()?, run: Default::default(),
+//! })?;
+//! let q = t("q", vec![2, 1, heads, 576], bf16(2 * heads * 576));
+//! let k_cache = t("k_cache", vec![pool_pages, page, 1, 576], bf16(pool_pages * page * 576));
+//! // Sequence 0 uses page 2; sequence 1 pages 0 and 1; -1 pads the unused slot.
+//! let block_table = t("block_table", vec![2, max_pages], HostData::I32(vec![2, -1, 0, 1]));
+//! let lens = t("cache_seqlens", vec![2], HostData::I32(cache_seqlens));
+//! let (out, lse) = flash_mla_with_kvcache(&q, &k_cache, &block_table, &lens,  // every step
+//!     512, &plan, plan.metadata.splits, None, false)?;
+//! assert_eq!(out.shape, [2, 1, heads, 512]);
+//! assert_eq!(lse.shape, [2, 1, heads]);
+//! # Ok(()) }
 //! ```
 //!
 //! The plan is FlashMLA's `get_mla_metadata` and FlashInfer's `plan`: the
@@ -492,21 +514,19 @@ pub fn flash_mla_with_kvcache(
     };
     expect_shape(block_table, "block_table", &[b, plan.max_pages])?;
     expect_shape(cache_seqlens, "cache_seqlens", &[b])?;
-    let HostData::I32(bt) = &block_table.data else {
-        return Err("block_table must be i32".into());
-    };
-    if let Some(bad) = bt.iter().find(|&&p| p < 0 || p as usize >= plan.pool_pages) {
-        return Err(format!(
-            "block_table holds page {bad}, not in 0..{}",
-            plan.pool_pages
-        ));
-    }
     let inputs = vec![
         q3,
         kv,
         named(block_table, "block_table", block_table.shape.clone()),
         named(cache_seqlens, "cache_seqlens", cache_seqlens.shape.clone()),
     ];
+    // What `amlac run` checks for the paged kernel: lengths within a row's
+    // capacity, the block-table entries a sequence uses (only those: `-1`
+    // padding past its length is fine) pages of the pool, finite tails.
+    crate::run::validate::check_roles(
+        crate::run::reference_kind::ReferenceKind::MlaPaged,
+        &inputs,
+    )?;
     let err = |e: crate::run::exec::RunError| e.to_string();
     let outs = match &plan.kernels {
         Kernels::Paged(exe) => exe.run(&inputs, &plan.run).map_err(err)?.outputs,
