@@ -486,9 +486,22 @@ fn amlac_flash_mla_reads_npy_explains_and_checks() {
     let mut split = args.clone();
     split.extend(["-D".into(), "SPLITS=3".into()]);
     assert_eq!(amla::compiler::cli::run(split), 0);
-    let mut bad = args;
+    let mut bad = args.clone();
     bad.extend(["-D".into(), "SPLITS=0".into()]);
     assert_eq!(amla::compiler::cli::run(bad), 1);
+    // Two new tokens per sequence: q [B, 2, H, 576], checked against float64.
+    let q2 = generate("q", DType::Bf16, &[3, 2, 3, 576], None, &opts, 0).expect("q");
+    let p2 = dir.join("q2.npy");
+    npy::write(&p2, &q2, npy::Bf16Npy::default()).expect("write");
+    let mtp: Vec<String> = args
+        .iter()
+        .map(|a| match a.starts_with("q=") {
+            true => format!("q={}", p2.display()),
+            false => a.clone(),
+        })
+        .collect();
+    assert!(mtp.iter().any(|a| a.ends_with("q2.npy")));
+    assert_eq!(amla::compiler::cli::run(mtp), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
