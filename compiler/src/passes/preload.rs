@@ -137,8 +137,7 @@
 //! After, at depth 1 (the prologue issues QK of the first block; the steady
 //! loop issues QK of block t+1, then PV of block t, reloading K for it; the
 //! epilogue issues the last PV; `ws_s` and `ws_pb` get 2 slots, indexed by
-//! `%slot` on both units; `tests/filetests/preload/doc_example.tir` is the
-//! same input as a filetest):
+//! `%slot` on both units; `tests/filetests.rs` checks this example):
 //!
 //! ```text
 //! kernel tiny
@@ -989,31 +988,6 @@ mod tests {
     use super::*;
     use crate::passes::split;
     use crate::passes::testkit::*;
-
-    /// The module docs' example, exactly (the two `text` blocks after
-    /// "# Example").
-    #[test]
-    fn doc_example() {
-        let docs = include_str!("preload.rs");
-        let example = docs.split("//! # Example\n").nth(1).unwrap();
-        let block = |n: usize| -> String {
-            let body = example.split("//! ```text\n").nth(n).unwrap();
-            let body = &body[..body.find("//! ```\n").unwrap()];
-            body.lines()
-                .map(|l| {
-                    l.strip_prefix("//! ")
-                        .unwrap_or(l.strip_prefix("//!").unwrap_or(l))
-                })
-                .map(|l| format!("{l}\n"))
-                .collect()
-        };
-        let (before, after) = (block(1), block(2));
-        let mut k = crate::ir::parse::parse(&before).unwrap();
-        let r = run(&mut k, &PreloadConfig { depth: 1 }).unwrap();
-        assert_eq!(r.pipelined, 1, "{r:?}");
-        crate::ir::verify::verify(&k).unwrap();
-        assert_eq!(crate::ir::print::print(&k), after);
-    }
 
     fn dims(k: &Kernel, n: i64) -> Vec<(crate::ir::DimId, i64)> {
         k.dims
