@@ -15,7 +15,7 @@ use clap::Args;
 use crate::driver::CompileOptions;
 use crate::flash_mla::{FlashMlaPlan, PlanRequest, flash_mla_with_kvcache};
 use crate::ir::DType;
-use crate::run::compare::{Tolerance, compare};
+use crate::run::compare::{Tolerance, compare, compare_magnitudes};
 use crate::run::exec::RunConfig;
 use crate::run::reference_kind::{ReferenceKind, expected};
 use crate::run::{HostData, HostTensor, npy};
@@ -184,13 +184,13 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
     ];
     let want = expected(ReferenceKind::MlaPaged, &inputs, plan.softmax_scale, 512)?;
     let mut ok = true;
-    for (t, w) in [(&out, &want.out), (&lse, &want.lse)] {
-        let c = compare(
-            &t.name,
-            &t.data.to_f64(),
-            w,
-            Tolerance::for_dtype(t.data.dtype()),
-        );
+    for (t, w, mag) in [(&out, &want.out, &want.mag), (&lse, &want.lse, &Vec::new())] {
+        let tolerance = Tolerance::for_dtype(t.data.dtype());
+        let c = if mag.is_empty() {
+            compare(&t.name, &t.data.to_f64(), w, tolerance)
+        } else {
+            compare_magnitudes(&t.name, &t.data.to_f64(), w, mag, tolerance)
+        };
         println!(
             "  {}  max abs err {:.3e}  {}",
             t.name,

@@ -116,6 +116,10 @@ pub struct Expected {
     pub out: Vec<f64>,
     /// Natural-log sum-exp of the scaled scores (+inf for rows that see no key).
     pub lse: Vec<f64>,
+    /// The magnitude of each element of `out` (`Σ_c w_c |v_c|`, see
+    /// [`crate::reference`]), which bounds how far rounding the weights
+    /// moves it (`run/compare.rs`).
+    pub mag: Vec<f64>,
 }
 
 fn find<'a>(
@@ -154,6 +158,7 @@ pub fn expected(
 ) -> Result<Expected, String> {
     let mut out = Vec::new();
     let mut lse = Vec::new();
+    let mut mag = Vec::new();
     let mut push = |q: &[f64],
                     k: &[f64],
                     v: &[f64],
@@ -174,6 +179,7 @@ pub fn expected(
         let o = attention(&p, vis).map_err(|e| e.to_string())?;
         out.extend(o.out);
         lse.extend(o.lse);
+        mag.extend(o.mag);
         Ok::<(), String>(())
     };
     match kind {
@@ -298,7 +304,7 @@ pub fn expected(
             }
         }
     }
-    Ok(Expected { out, lse })
+    Ok(Expected { out, lse, mag })
 }
 
 #[cfg(test)]
