@@ -178,12 +178,23 @@ impl Executable {
         target: &Target,
         instrument: Instrument,
     ) -> Result<Executable, RunError> {
-        crate::passes::codegen_ready(&c.ir).map_err(RunError::Usage)?;
         let opts = CodegenOptions {
             instrument,
             ..CodegenOptions::default()
         };
-        let jit = codegen::compile(&c.ir, &opts).map_err(|e| RunError::Codegen(e.to_string()))?;
+        Self::with_options(c, target, &opts)
+    }
+
+    /// JIT-compiles with the given backend options (e.g. `unfused`, the
+    /// op-per-loop Vector code the fused code is tested against).
+    pub fn with_options(
+        c: &Compilation,
+        target: &Target,
+        opts: &CodegenOptions,
+    ) -> Result<Executable, RunError> {
+        crate::passes::codegen_ready(&c.ir).map_err(RunError::Usage)?;
+        let instrument = opts.instrument;
+        let jit = codegen::compile(&c.ir, opts).map_err(|e| RunError::Codegen(e.to_string()))?;
         let core = target.core_config();
         Ok(Executable {
             ir: c.ir.clone(),
