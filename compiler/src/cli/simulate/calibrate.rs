@@ -9,12 +9,12 @@
 //! with the default cores (the host's CPUs: the cooperative schedule, one
 //! thread per core), one warm-up and [`LAUNCHES`] traced launches each, and
 //! takes every figure from those launches. The model predicts a launch on
-//! a machine where nothing else takes the CPUs, so every figure is a
-//! *typical* time: within one launch, a class of events (a runtime call by
-//! its trace name; a stretch of JIT code between two calls, by the names
-//! around it) counts as its number of events times their median duration
-//! (an event the host scheduler preempted counts as a typical one); then the
-//! median over launches:
+//! a machine where nothing else takes the CPUs, so within one launch every
+//! class of events (a runtime call by its trace name; a stretch of JIT code
+//! between two calls, by the names around it) counts as the sum of its
+//! durations, except that an event longer than 4× the class's median (the
+//! host scheduler preempted it) counts as the median; then the median over
+//! launches:
 //! - every runtime call of core 0: a matmul shape's time per call
 //!   (`host.cube.matmul`); a copy path's `call_ns + bytes / bytes_per_ns`, a
 //!   least-squares fit over the probes of its time to the calls and bytes
@@ -213,9 +213,15 @@ fn probe(
             }
             last[u] = Some((name, e.end_ns));
         }
-        // Robust totals: count × median of every class (a call or a gap
-        // the host scheduler preempted counts as a typical one).
-        let robust = |v: &Vec<f64>| v.len() as f64 * median(v);
+        // Robust totals of every class: each event as measured, except
+        // one longer than 4× the class's median (the host scheduler
+        // preempted it), which counts as the median.
+        let robust = |v: &Vec<f64>| {
+            let m = median(v);
+            v.iter()
+                .map(|&x| if x > 4.0 * m { m } else { x })
+                .sum::<f64>()
+        };
         counts = calls
             .iter()
             .map(|(k, v)| (k.clone(), v.len() as u64))
