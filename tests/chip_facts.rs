@@ -100,6 +100,7 @@ fn figures(t: &Target) -> Vec<(String, &'static [&'static str])> {
             h.threads.launch_ns,
             h.threads.set_ns,
             h.threads.wake_ns,
+            h.threads.work_scale,
             h.cooperative.launch_ns,
             h.cooperative.flag_ns,
             h.cooperative.switch_ns,

@@ -91,6 +91,10 @@ pub struct HostThreads {
     pub set_ns: f64,
     /// ns from a set to the return of the wait blocked on it.
     pub wake_ns: f64,
+    /// Every op of a unit takes this many times its `[host]` cost (the
+    /// tables are the cooperative schedule's; the same work costs a thread
+    /// per unit more).
+    pub work_scale: f64,
 }
 
 /// Costs of the cooperative schedule.
@@ -444,6 +448,7 @@ impl Target {
                 ("host.threads.launch_ns", nonneg(t.launch_ns)),
                 ("host.threads.set_ns", nonneg(t.set_ns)),
                 ("host.threads.wake_ns", nonneg(t.wake_ns)),
+                ("host.threads.work_scale", pos(t.work_scale)),
                 ("host.cooperative.launch_ns", nonneg(c.launch_ns)),
                 ("host.cooperative.flag_ns", nonneg(c.flag_ns)),
                 ("host.cooperative.switch_ns", nonneg(c.switch_ns)),

@@ -62,9 +62,10 @@
 //!      the next after `switch_ns`; so a core's time is the sum of its units'
 //!      work, and worker `w` of `min(cores, cpus)` runs cores `w, w + W, …`
 //!      one after the other; with fewer cores, *threads* — every unit a
-//!      thread, its ops on one queue, units overlapping, a set holding its
-//!      thread `set_ns` and waking the waiter `wake_ns` later, bounded by
-//!      the CPUs when there are more unit threads than CPUs;
+//!      thread, its ops on one queue (each at `work_scale` times its
+//!      cooperative cost), units overlapping, a set holding its thread
+//!      `set_ns` and waking the waiter `wake_ns` later, bounded by the CPUs
+//!      when there are more unit threads than CPUs;
 //!    - plus the schedule's `launch_ns`; [`Report::cpu_ns`] is the launch's
 //!      CPU time (every core's units).
 //!

@@ -98,6 +98,16 @@ fn host(
             latency: h.threads.wake_ns,
             set_ns: h.threads.set_ns,
         };
+        // The cost tables are the cooperative schedule's: scale every op.
+        let mut scaled = flat.clone();
+        for p in [&mut scaled.cube, &mut scaled.vector] {
+            for op in &mut p.ops {
+                for part in &mut op.parts {
+                    part.1 *= h.threads.work_scale;
+                }
+            }
+        }
+        let flat = &scaled;
         let (a, v, events) = run_units(flat, &rules, cfg)?;
         let mut end = a.finish.max(v.finish);
         // More unit threads than CPUs: they share the CPUs.

@@ -322,6 +322,7 @@ fn host_target() -> Target {
     h.threads.launch_ns = 1000.0;
     h.threads.set_ns = 10.0;
     h.threads.wake_ns = 50.0;
+    h.threads.work_scale = 1.0;
     h.cooperative.launch_ns = 2000.0;
     h.cooperative.flag_ns = 1.0;
     h.cooperative.switch_ns = 7.0;
@@ -367,6 +368,14 @@ fn cooperative_units_take_turns_on_one_thread_and_threads_overlap() {
     assert!((s.end_ns - want).abs() < 1e-9, "{} vs {want}", s.end_ns);
     assert_eq!(s.host_schedule, Some("threads"));
     assert!((s.cpu_ns.unwrap() - (135.0 + 2.0 * 10.0)).abs() < 1e-9);
+    // work_scale multiplies every op (not the flag costs) on threads only.
+    tt.host.as_mut().unwrap().threads.work_scale = 2.0;
+    let s = schedule(&progs(), &tt, &SimConfig::default()).unwrap();
+    let want = 200.0 + 50.0 + 60.0 + 50.0 + 10.0 + 1000.0;
+    assert!((s.end_ns - want).abs() < 1e-9, "{} vs {want}", s.end_ns);
+    tc.host.as_mut().unwrap().threads.work_scale = 2.0;
+    let s = schedule(&progs(), &tc, &SimConfig::default()).unwrap();
+    assert!((s.end_ns - (153.0 + 2000.0)).abs() < 1e-9, "{}", s.end_ns);
     // A program whose waits nobody satisfies deadlocks in both.
     let stuck = flat(
         vec![op(vec![], vec![], false, FlagAct::Wait(1))],

@@ -9,12 +9,12 @@
 //! with the default cores (the host's CPUs: the cooperative schedule, one
 //! thread per core), one warm-up and [`LAUNCHES`] traced launches each, and
 //! takes every figure from those launches. The model predicts a launch on
-//! a machine where nothing else takes the CPUs, so every figure is a
-//! *typical* time: within one launch, a class of events (a runtime call by
-//! its trace name; a stretch of JIT code between two calls, by the names
-//! around it) counts as its number of events times their median duration
-//! (an event the host scheduler preempted counts as a typical one); then the
-//! median over launches:
+//! a machine where nothing else takes the CPUs, so within one launch every
+//! class of events (a runtime call by its trace name; a stretch of JIT code
+//! between two calls, by the names around it) counts as the sum of its
+//! durations, except that an event longer than 4× the class's median (the
+//! host scheduler preempted it) counts as the median; then the median over
+//! launches:
 //! - every runtime call of core 0: a matmul shape's time per call
 //!   (`host.cube.matmul`); a copy path's `call_ns + bytes / bytes_per_ns`, a
 //!   least-squares fit over the probes of its time to the calls and bytes
@@ -24,6 +24,10 @@
 //!   the model counts (least squares);
 //! - `vector.op_ns`, `elem_ns`: a least-squares fit of the Vector unit's JIT
 //!   code between calls to the ops and elements the model counts;
+//! - the tables above come from the cooperative launches (the default
+//!   run's); threads: `work_scale`, the ratio of every unit's calls and JIT
+//!   code (robust totals, as above) of the `--cores 1` launches to the
+//!   cooperative ones, over the probe shapes;
 //! - threads: `wake_ns`, the median time from a set on one thread to the
 //!   return of the other thread's wait blocked on it; `set_ns`, the median
 //!   time a set holds its thread; `launch_ns`, the median of launch wall
@@ -209,9 +213,15 @@ fn probe(
             }
             last[u] = Some((name, e.end_ns));
         }
-        // Robust totals: count × median of every class (a call or a gap
-        // the host scheduler preempted counts as a typical one).
-        let robust = |v: &Vec<f64>| v.len() as f64 * median(v);
+        // Robust totals of every class: each event as measured, except
+        // one longer than 4× the class's median (the host scheduler
+        // preempted it), which counts as the median.
+        let robust = |v: &Vec<f64>| {
+            let m = median(v);
+            v.iter()
+                .map(|&x| if x > 4.0 * m { m } else { x })
+                .sum::<f64>()
+        };
         counts = calls
             .iter()
             .map(|(k, v)| (k.clone(), v.len() as u64))
@@ -441,6 +451,11 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
                     "{key}: {calls} measured, {model_calls} in the model ({d:?}, {cores} cores)"
                 ));
             }
+            // The tables are the cooperative schedule's (the default run's);
+            // the threads schedule's work is a measured multiple of them.
+            if *cores < cpus {
+                continue;
+            }
             if let Some(shape) = key.strip_prefix("AIC matmul ") {
                 matmul
                     .entry(shape.to_string())
@@ -476,7 +491,7 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
     }
     // Own time of the units' JIT code.
     let (mut cube_rows, mut vec_rows) = (vec![], vec![]);
-    for (_, _, m, r) in &probes {
+    for (_, _, m, r) in probes.iter().filter(|p| p.1 >= cpus) {
         let calls = r.work.get("AIC cube calls").map_or(0, |w| w.0) as f64;
         cube_rows.push((calls, 0.0, m.own[0]));
         let (ub_ops, ub) = r.work.get("AIV vector ub").copied().unwrap_or((0, 0));
@@ -484,6 +499,18 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
         vec_rows.push([(ub_ops + gm_ops) as f64, ub as f64, gm as f64, m.own[1]]);
     }
     let (cube_call, _) = fit2(&cube_rows);
+    // The same work costs the threads schedule more (two threads on two
+    // CPUs: colder caches, kernel round trips): the ratio of every unit's
+    // calls and JIT code, threads over cooperative, over the probe shapes.
+    let work = |threads: bool| -> f64 {
+        probes
+            .iter()
+            .filter(|p| (p.1 < cpus) == threads)
+            .map(|p| p.2.calls.values().sum::<f64>() + p.2.own[0] + p.2.own[1])
+            .sum()
+    };
+    let work_scale = finite(work(true) / work(false));
+    let work_scale = if work_scale > 0.0 { work_scale } else { 1.0 };
     let [vec_op, vec_elem, vec_gm] = fit3(&vec_rows);
     // Threads schedule: flag costs and launch overhead, straight from the
     // traces of the `--cores 1` launches.
@@ -503,6 +530,7 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
     let mut costs = HostCosts {
         cpus,
         t_launch: finite(median(&t_launch)),
+        t_scale: work_scale,
         t_set: finite(median(&t_set)),
         t_wake: finite(median(&wake)),
         c_launch: 0.0,
@@ -530,6 +558,7 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
 struct HostCosts {
     cpus: usize,
     t_launch: f64,
+    t_scale: f64,
     t_set: f64,
     t_wake: f64,
     c_launch: f64,
@@ -647,6 +676,7 @@ cpus = {cpus}                      # the runtime's host_cpus: cores >= cpus runs
 launch_ns = {tl:.0}             # measured: launch wall time minus the longest unit's entry time
 set_ns = {ts:.1}               # measured: median ns a set holds its thread
 wake_ns = {wake:.1}              # measured: set -> the blocked wait on the other thread returns (median)
+work_scale = {tw:.4}            # measured: every unit's calls and JIT code, threads over cooperative, on the probes
 
 [host.cooperative]            # a core's units are coroutines on one thread
 launch_ns = {cl:.0}             # measured: launch wall time minus the longest unit's entry time
@@ -688,6 +718,7 @@ macs_per_ns = {macs:.3}          # a matmul shape not measured below: the measur
             call = self.cube_call,
             wake = self.t_wake,
             tl = self.t_launch,
+            tw = self.t_scale,
             ts = self.t_set,
             cl = self.c_launch,
             cf = self.c_flag,
