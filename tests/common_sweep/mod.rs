@@ -88,8 +88,19 @@ pub fn check_pipeline(
         .flat_map(|k| k.comparisons.iter().map(move |c| (k.oracle, c)))
         .filter(|(_, c)| !c.passed)
         .map(|(o, c)| {
+            let worst = c.worst.as_ref().map_or(String::new(), |w| {
+                format!(
+                    "; worst at {}: ref {:.3e}, mag {:.3e}, err {:.3e} = {:.2} × the bound {:.3e}",
+                    w.index,
+                    w.want,
+                    w.mag,
+                    (w.got - w.want).abs(),
+                    c.max_ratio,
+                    w.bound
+                )
+            });
             format!(
-                "{kernel} N={n} seed={seed} {defines:?}{}: against {o:?}, `{}` {} of {} elements outside the tolerance (max abs err {:.3e})",
+                "{kernel} N={n} seed={seed} {defines:?}{}: against {o:?}, `{}` {} of {} elements outside the tolerance (max abs err {:.3e}{worst})",
                 if flash { " (FlashAttention)" } else { "" },
                 c.name, c.mismatches, c.elements, c.max_abs_err
             )

@@ -297,13 +297,19 @@ fn human(s: &RunSummary, req: &RunRequest) -> String {
         let verdict = if check.passed() { "passed" } else { "FAILED" };
         let _ = writeln!(o, "check against {what}: {verdict}");
         for c in &check.comparisons {
+            let mag = if c.tolerance.mag > 0.0 {
+                format!(" + {:.1e}·mag", c.tolerance.mag)
+            } else {
+                String::new()
+            };
             let mut line = format!(
-                "  {:<4} max abs err {:.3e}  max rel err {:.3e}  tolerance {:.1e} + {:.1e}·|ref|  {}",
+                "  {:<4} max abs err {:.3e}  max rel err {:.3e}  tolerance {:.1e} + {:.1e}·|ref|{mag}  worst err/tolerance {:.2}  {}",
                 c.name,
                 c.max_abs_err,
                 c.max_rel_err,
                 c.tolerance.atol,
                 c.tolerance.rtol,
+                c.max_ratio,
                 if c.passed {
                     "ok".to_string()
                 } else {

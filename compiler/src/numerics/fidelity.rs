@@ -215,15 +215,16 @@ pub struct Request {
     pub run: RunConfig,
 }
 
-/// Compares `got` with `want` (see the module doc).
-pub fn errors(out: &[f64], want: &[f64], lse: &[f64], want_lse: &[f64]) -> Errors {
+/// Compares `got` with `want`, whose elements have the magnitudes `mag`
+/// (see the module doc).
+pub fn errors(out: &[f64], want: &[f64], mag: &[f64], lse: &[f64], want_lse: &[f64]) -> Errors {
     let mut e = Errors {
         flashmla_ok: out.len() == want.len(),
         ..Errors::default()
     };
     let (mut se, mut sr, mut dot, mut so) = (0.0, 0.0, 0.0, 0.0);
     let check = crate::run::compare::Tolerance::for_dtype(DType::Bf16);
-    for (&g, &w) in out.iter().zip(want) {
+    for ((&g, &w), &m) in out.iter().zip(want).zip(mag) {
         if g.is_nan() {
             e.nans += 1;
             e.fails += 1;
@@ -235,7 +236,7 @@ pub fn errors(out: &[f64], want: &[f64], lse: &[f64], want_lse: &[f64]) -> Error
         if d > FLASHMLA_ATOL && d > FLASHMLA_RTOL * w.abs() {
             e.fails += 1;
         }
-        if d > check.atol + check.rtol * w.abs() {
+        if d > check.bound(w, m) {
             e.check_fails += 1;
         }
         e.max_abs = e.max_abs.max(d);
@@ -375,7 +376,7 @@ pub fn measure(
                 .zip(exe.dims().map_err(|e| e.to_string())?)
                 .collect();
             let given = draw(&specs, dist, req.seed);
-            let mut reference: Option<(Vec<f64>, Vec<f64>)> = None;
+            let mut reference: Option<(Vec<f64>, Vec<f64>, Vec<f64>)> = None;
             let mut max_lse = f64::NEG_INFINITY;
             let mut cells = Vec::new();
             for &var in &req.variants {
@@ -423,10 +424,10 @@ pub fn measure(
                                 .copied()
                                 .filter(|x| x.is_finite())
                                 .fold(f64::NEG_INFINITY, f64::max);
-                            reference = Some((w.out, w.lse));
+                            reference = Some((w.out, w.mag, w.lse));
                         }
-                        let (wo, wl) = reference.as_ref().ok_or("no reference")?;
-                        Ok(errors(&out, wo, &lse, wl))
+                        let (wo, wm, wl) = reference.as_ref().ok_or("no reference")?;
+                        Ok(errors(&out, wo, wm, &lse, wl))
                     }
                 };
                 cells.push(Cell {
@@ -538,6 +539,7 @@ mod tests {
         let e = errors(
             &[1.0, 2.0],
             &[1.0, 2.5],
+            &[1.0, 2.5],
             &[3.0, f64::INFINITY],
             &[3.0, f64::INFINITY],
         );
@@ -545,10 +547,16 @@ mod tests {
         assert_eq!(e.mean_abs, 0.25);
         assert!(!e.flashmla_ok);
         assert_eq!(e.lse_max_rel, 0.0);
-        let e = errors(&[f64::NAN], &[1.0], &[f64::NEG_INFINITY], &[f64::INFINITY]);
+        let e = errors(
+            &[f64::NAN],
+            &[1.0],
+            &[1.0],
+            &[f64::NEG_INFINITY],
+            &[f64::INFINITY],
+        );
         assert_eq!(e.nans, 1);
         assert_eq!(e.lse_max_rel, f64::INFINITY);
-        let e = errors(&[1.0, 0.0], &[1.0, 0.0], &[1.0], &[1.0]);
+        let e = errors(&[1.0, 0.0], &[1.0, 0.0], &[1.0, 0.0], &[1.0], &[1.0]);
         assert!(e.flashmla_ok && e.cos_diff == 0.0);
     }
 

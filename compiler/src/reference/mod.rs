@@ -8,7 +8,13 @@
 //! s[r, c]  = scale · Σ_d q[r, d] · k[c, d]        for visible (r, c)
 //! lse[r]   = ln Σ_c exp(s[r, c])
 //! out[r,:] = Σ_c exp(s[r, c] − lse[r]) · v[c, :]
+//! mag[r,:] = Σ_c exp(s[r, c] − lse[r]) · |v[c, :]|
 //! ```
+//!
+//! `mag` is each output element's *magnitude*: the sum of the absolute
+//! terms whose signed sum is `out`. A kernel that perturbs every weight by
+//! a relative `δ` (rounding `P` to bf16) moves `out` by at most `δ · mag`,
+//! however small cancellation makes `out` itself (`run/compare.rs`).
 //!
 //! Conventions for rows that see no key at all (an empty sequence, or a row
 //! whose keys are all masked), the same as FlashMLA's: `out` is 0 and `lse` is
@@ -45,6 +51,9 @@ pub struct Output {
     pub out: Vec<f64>,
     /// `[rows]`: natural-log sum of exp of the visible scaled scores.
     pub lse: Vec<f64>,
+    /// `[rows, dv]`: the magnitude of each element of `out` (the module
+    /// doc), 0 for rows that see no key.
+    pub mag: Vec<f64>,
 }
 
 /// Why a reference problem is malformed (a caller bug, reported not panicked).
@@ -78,6 +87,7 @@ pub fn attention(
         }
     }
     let mut out = vec![0.0; p.rows * p.dv];
+    let mut mag = vec![0.0; p.rows * p.dv];
     let mut lse = vec![f64::INFINITY; p.rows];
     let mut scores = Vec::with_capacity(p.keys);
     for r in 0..p.rows {
@@ -99,15 +109,17 @@ pub fn attention(
         let row_lse = max + sum.ln();
         lse[r] = row_lse;
         let o = &mut out[r * p.dv..(r + 1) * p.dv];
+        let a = &mut mag[r * p.dv..(r + 1) * p.dv];
         for &(c, s) in &scores {
             let w = (s - row_lse).exp();
             let vc = &p.v[c * p.dv..(c + 1) * p.dv];
-            for (oi, vi) in o.iter_mut().zip(vc) {
+            for ((oi, ai), vi) in o.iter_mut().zip(a.iter_mut()).zip(vc) {
                 *oi += w * vi;
+                *ai += w * vi.abs();
             }
         }
     }
-    Ok(Output { out, lse })
+    Ok(Output { out, lse, mag })
 }
 
 #[cfg(test)]
@@ -134,7 +146,19 @@ mod tests {
         let v = [2.0, 4.0];
         let r = attention(&problem(&q, &k, &v, 2, 1), |_, _| true).unwrap();
         assert!((r.out[0] - 3.0).abs() < 1e-15);
+        assert!((r.mag[0] - 3.0).abs() < 1e-15);
         assert!((r.lse[0] - (1.0 + 2f64.ln())).abs() < 1e-15);
+    }
+
+    #[test]
+    fn the_magnitude_is_the_sum_of_the_absolute_terms() {
+        // Two equal weights on +2 and -2: out cancels to 0, mag is 2.
+        let q = [1.0];
+        let k = [1.0, 1.0];
+        let v = [2.0, -2.0];
+        let r = attention(&problem(&q, &k, &v, 1, 1), |_, _| true).unwrap();
+        assert!(r.out[0].abs() < 1e-15);
+        assert!((r.mag[0] - 2.0).abs() < 1e-15);
     }
 
     #[test]
@@ -154,6 +178,7 @@ mod tests {
         let v = [3.0];
         let r = attention(&problem(&q, &k, &v, 1, 1), |row, _| row == 1).unwrap();
         assert_eq!(r.out[0], 0.0);
+        assert_eq!(r.mag[0], 0.0);
         assert_eq!(r.lse[0], f64::INFINITY);
         assert_eq!(r.out[1], 3.0);
     }

@@ -324,6 +324,13 @@ impl Executable {
         Ok(RunOutput { outputs, report })
     }
 
+    /// Work items of a launch (the grid's points at the compiled dims).
+    pub fn work_items(&self) -> Result<u64, RunError> {
+        self.jit
+            .work_items(&self.dims()?)
+            .map_err(|e| RunError::Codegen(e.to_string()))
+    }
+
     /// Lays out GM for `inputs` (inputs copied in, outputs and workspaces
     /// zeroed) and the launch settings, for one or more [`Executable::launch`]es.
     pub fn prepare(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<Prepared, RunError> {
@@ -379,10 +386,7 @@ impl Executable {
             }
         }
         let dims = self.dims()?;
-        let work_items = self
-            .jit
-            .work_items(&dims)
-            .map_err(|e| RunError::Codegen(e.to_string()))?;
+        let work_items = self.work_items()?;
         let launch_cfg = LaunchConfig {
             poison_local: cfg.poison_local,
             ..LaunchConfig::default()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::compare::{Comparison, NanRule, Tolerance, compare, compare_with};
+use super::compare::{Comparison, NanRule, Tolerance, compare, compare_magnitudes, compare_with};
 use super::exec::{Executable, RunConfig, RunOutput};
 use super::inputs::{InputOptions, generate};
 use super::reference_kind::{ReferenceKind, expected};
@@ -77,11 +77,13 @@ pub fn interpreter_tolerance(dtype: crate::ir::DType) -> Tolerance {
         crate::ir::DType::I32 => Tolerance {
             atol: 0.0,
             rtol: 0.0,
+            mag: 0.0,
         },
         crate::ir::DType::F32 => Tolerance::for_dtype(dtype),
         _ => Tolerance {
             atol: 2f64.powi(-7),
             rtol: 2f64.powi(-7),
+            mag: 0.0,
         },
     }
 }
@@ -263,17 +265,14 @@ pub fn run_source(
         let want = expected(kind, &inputs, scale, dv).map_err(RunFailure::Run)?;
         timings.reference = t.elapsed();
         for o in &output.outputs {
-            let w = match o.name.as_str() {
-                "out" => &want.out,
-                "lse" => &want.lse,
+            let tolerance = Tolerance::for_dtype(o.data.dtype());
+            comparisons.push(match o.name.as_str() {
+                "out" => {
+                    compare_magnitudes(&o.name, &o.data.to_f64(), &want.out, &want.mag, tolerance)
+                }
+                "lse" => compare(&o.name, &o.data.to_f64(), &want.lse, tolerance),
                 _ => continue,
-            };
-            comparisons.push(compare(
-                &o.name,
-                &o.data.to_f64(),
-                w,
-                Tolerance::for_dtype(o.data.dtype()),
-            ));
+            });
         }
         checks.push(Check {
             oracle: Oracle::Reference(kind),
