@@ -102,8 +102,3 @@ fn a_bf16_cast_of_an_f32_input_rounds_as_the_jit_does() {
 fn a_row_whose_first_block_is_masked_is_nan_as_written() {
     assert!(runs_right_everywhere("fuzz_first_block_masked.amla"));
 }
-
-#[test]
-fn a_fused_group_never_broadcasts_its_own_member_from_memory() {
-    runs_right_everywhere("fuzz_fused_1x1_broadcast.amla");
-}

@@ -181,13 +181,11 @@ impl FnCx<'_, '_> {
             InstKind::Select(c, a, b) => same(c) && same(a) && same(b),
             InstKind::Broadcast { src, .. } => match k.ty(src) {
                 Type::Scalar(_) => true,
-                // A per-row source is read from memory, row by row: never
-                // a member of the group (whose values are not stored). Only
-                // a 1×1 group can meet the shape test with one, a `[1]`
-                // member broadcast to `[1, 1]`.
+                // A per-row source is read from memory: never a member
+                // (which a `[rows]` tile can be when `cols` is 1).
                 Type::Tile(st) => {
-                    st.elems() == rc.0
-                        && !results.is_some_and(|s| s.contains(&src))
+                    !results.is_some_and(|s| s.contains(&src))
+                        && st.elems() == rc.0
                         && st.space != Space::Any
                         && sm::lane_type(st.dtype).is_some()
                         && !self.is_extract_result(src)
