@@ -3,10 +3,13 @@
 //! default pipeline) with `--check` for every KV length `N` in
 //! `1..=N_MAX` (300) at seeds `0..SEEDS` (4), and prints every failure and
 //! the counts (`KERNEL`, e.g. `mla_decode_mtp`, runs only that one, so the
-//! three can run side by side). A failing run is rerun as FlashAttention (`mul-to-add`
-//! disabled) to tell the rescale's failures from the check's tolerance
-//! being tighter than FlashAttention's own rounding of `P`. Exit code 1 if
-//! any run fails where FlashAttention passes. (`docs/NUMERICS.md`.)
+//! three can run side by side), and per kernel the worst `err / tolerance`
+//! of `out` over the passing runs (against the reference, also under the
+//! former tolerance `2^-8 + 2^-7·|ref|`, and against the interpreter). A
+//! failing run is rerun as FlashAttention (`mul-to-add` disabled), to tell a
+//! failure of the rescale from one FlashAttention shares. Exit code 1 if any
+//! run fails where FlashAttention passes. (`docs/NUMERICS.md`, "The check's
+//! tolerance".)
 
 #[path = "../tests/common_sweep/mod.rs"]
 mod common_sweep;
