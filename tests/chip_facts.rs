@@ -10,7 +10,8 @@
 //! - the alignment as a number on a line that speaks of alignment;
 //! - every other figure of the file (clock, core counts, bandwidths, Cube
 //!   MACs and fractal, Vector repeat, move and atomic rates, flag latency,
-//!   L2 and HBM sizes) as a number on a line that speaks of what it is
+//!   L2 and HBM sizes, the host target's measured `[host]` costs) as a
+//!   number on a line that speaks of what it is
 //!   (`clock` or `ghz` for the clock, `hbm`/`l2`/`bandwidth`/`gbps` for
 //!   bandwidths, …; see [`figures`]).
 
@@ -90,6 +91,33 @@ fn figures(t: &Target) -> Vec<(String, &'static [&'static str])> {
     ];
     if let Some(h) = c.hbm_bytes {
         v.push((h.to_string(), &["hbm", "memory"]));
+    }
+    // The host target's measured costs (`[host]`), on a line that speaks
+    // of time or rates.
+    if let Some(h) = &t.host {
+        let ns: &'static [&'static str] = &["ns", "nanos", "host", "cost", "launch", "switch"];
+        for x in [
+            h.threads.launch_ns,
+            h.threads.set_ns,
+            h.threads.wake_ns,
+            h.cooperative.launch_ns,
+            h.cooperative.flag_ns,
+            h.cooperative.switch_ns,
+            h.cube.call_ns,
+            h.cube.macs_per_ns,
+            h.vector.op_ns,
+            h.vector.elem_ns,
+            h.vector.gm_elem_ns,
+        ] {
+            v.push((num(x), ns));
+        }
+        for x in h.cube.matmul.values() {
+            v.push((num(*x), &["ns", "matmul"]));
+        }
+        for c in h.copy.values() {
+            v.push((num(c.call_ns), ns));
+            v.push((num(c.bytes_per_ns), &["bytes", "copy", "bandwidth"]));
+        }
     }
     // Small integers (1, 2) are everywhere: only figures of two digits or more.
     v.retain(|(n, _)| n.len() >= 2 && n != "0");

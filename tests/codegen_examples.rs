@@ -42,6 +42,7 @@ fn examples_compile_to_native_code() {
                 bounds: true,
                 gm_accesses: true,
             },
+            ..CodegenOptions::verified()
         };
         if let Err(e) = compile(&k, &checked) {
             failures.push(format!("{} (checked): {e}", path.display()));

@@ -161,6 +161,7 @@ fn every_pass_doc_example_is_real_ir_and_what_the_pass_prints() {
         ("split", "split/mod.rs"),
         ("tile", "tile.rs"),
         ("plan-memory", "plan_memory/mod.rs"),
+        ("preload", "preload.rs"),
     ] {
         let doc = std::fs::read_to_string(root.join(file)).unwrap();
         let (before, after) = doc_example(&doc)

@@ -233,6 +233,18 @@ mod api {
         splits: Option<usize>,
         cores: usize,
     ) -> (FlashMlaPlan, Vec<HostTensor>) {
+        plan_sq(lens, page, h, 1, splits, cores)
+    }
+
+    /// A plan and inputs for `sq` new tokens per sequence.
+    fn plan_sq(
+        lens: &[usize],
+        page: usize,
+        h: usize,
+        sq: usize,
+        splits: Option<usize>,
+        cores: usize,
+    ) -> (FlashMlaPlan, Vec<HostTensor>) {
         let (d, g) = paged_batch(lens, page, h);
         let get = |n: &str| {
             d.iter()
@@ -245,6 +257,7 @@ mod api {
         let (nb, maxb) = (get("NB"), get("MAXB"));
         let req = PlanRequest {
             heads: h,
+            q_tokens: sq,
             page,
             pool_pages: nb,
             max_pages: maxb,
@@ -259,7 +272,7 @@ mod api {
             },
         };
         let opts = InputOptions::default();
-        let q = generate("q", DType::Bf16, &[lens.len(), 1, h, 576], None, &opts, 0).expect("q");
+        let q = generate("q", DType::Bf16, &[lens.len(), sq, h, 576], None, &opts, 0).expect("q");
         let kv = generate("kv", DType::Bf16, &[nb, page, 1, 576], None, &opts, 1).expect("kv");
         let mut t = vec![q, kv];
         t.extend(g);
@@ -276,18 +289,21 @@ mod api {
             p,
             p.metadata.splits,
             None,
-            false,
+            true,
         )
         .expect("call")
     }
 
     fn check(p: &FlashMlaPlan, t: &[HostTensor], out: &HostTensor, lse: &HostTensor) {
-        let b = t[0].shape[0];
-        let h = t[0].shape[2];
+        let (b, sq, h) = (t[0].shape[0], t[0].shape[1], t[0].shape[2]);
         let refin = vec![
             HostTensor {
                 name: "q".into(),
-                shape: vec![b, h, 576],
+                shape: if sq == 1 {
+                    vec![b, h, 576]
+                } else {
+                    vec![b, sq, h, 576]
+                },
                 data: t[0].data.clone(),
             },
             HostTensor {
@@ -316,6 +332,44 @@ mod api {
             Tolerance::for_dtype(lse.data.dtype()),
         );
         assert!(c.passed, "{c:#?}");
+    }
+
+    /// FlashMLA's `s_q` > 1 (multi-token prediction): the new tokens are the
+    /// last of each sequence, causal among them; sequences shorter than
+    /// their new tokens give rows that see no key (out 0, lse +inf).
+    #[test]
+    fn multi_token_decode_through_the_api_matches_float64() {
+        for (lens, page, h, sq) in [
+            (&[0, 1, 63, 64, 65, 1000][..], 16, 16, 2),
+            (&[1, 3, 130][..], 64, 128, 4),
+            (&[5, 70][..], 64, 3, 3),
+        ] {
+            let (p, t) = plan_sq(lens, page, h, sq, None, 2);
+            assert_eq!(p.metadata.splits, 1, "no split-KV with {sq} tokens");
+            assert_eq!(p.executables()[0].0, "mla_decode_paged_mtp");
+            let (out, lse) = call(&p, &t);
+            assert_eq!(out.shape, [lens.len(), sq, h, 512]);
+            assert_eq!(lse.shape, [lens.len(), sq, h]);
+            check(&p, &t, &out, &lse);
+            if lens[0] == 1 {
+                // One cached token, sq new ones: only the last token's rows
+                // (which are that one token) see a key.
+                let HostData::F32(v) = &lse.data else {
+                    panic!("lse is f32")
+                };
+                assert!(v[..(sq - 1) * h].iter().all(|x| *x == f32::INFINITY));
+                assert!(v[(sq - 1) * h..sq * h].iter().all(|x| x.is_finite()));
+            }
+        }
+        // What the multi-token plan refuses, by name.
+        let (p, t) = plan_sq(&[5, 70], 64, 4, 2, None, 2);
+        let e = flash_mla_with_kvcache(&t[0], &t[1], &t[2], &t[3], 512, &p, 1, None, false)
+            .unwrap_err();
+        assert!(e.contains("causal = false"), "{e}");
+        let one = &plan(&[5, 70], 64, 4, None, 2).1[0];
+        let e =
+            flash_mla_with_kvcache(one, &t[1], &t[2], &t[3], 512, &p, 1, None, true).unwrap_err();
+        assert!(e.contains("[2, 2, 4, 576]"), "{e}");
     }
 
     #[test]
@@ -375,7 +429,27 @@ mod api {
         }
         let e =
             flash_mla_with_kvcache(&t[0], &t[1], &bt, &t[3], 512, &p, 1, None, false).unwrap_err();
-        assert!(e.contains("page 99"), "{e}");
+        assert!(e.contains("`block_table`: entry [0, 0] = 99"), "{e}");
+        // Entries past a sequence's length are never read: `-1` padding
+        // (vLLM's) is accepted and changes nothing.
+        let (want, _) = call(&p, &t);
+        let mut padded = t[2].clone();
+        if let HostData::I32(v) = &mut padded.data {
+            // Sequence 0 has 5 tokens: one page of 64; its second slot is unused.
+            v[1] = -1;
+        }
+        let (got, _) =
+            flash_mla_with_kvcache(&t[0], &t[1], &padded, &t[3], 512, &p, 1, None, false)
+                .expect("padding past the length");
+        assert_eq!(got, want);
+        // A length beyond the table's capacity is refused by name.
+        let mut long = t[3].clone();
+        if let HostData::I32(v) = &mut long.data {
+            v[0] = 1000;
+        }
+        let e = flash_mla_with_kvcache(&t[0], &t[1], &t[2], &long, 512, &p, 1, None, false)
+            .unwrap_err();
+        assert!(e.contains("`cache_seqlens`: entry [0] = 1000"), "{e}");
     }
 }
 
@@ -413,9 +487,22 @@ fn amlac_flash_mla_reads_npy_explains_and_checks() {
     let mut split = args.clone();
     split.extend(["-D".into(), "SPLITS=3".into()]);
     assert_eq!(amla::compiler::cli::run(split), 0);
-    let mut bad = args;
+    let mut bad = args.clone();
     bad.extend(["-D".into(), "SPLITS=0".into()]);
     assert_eq!(amla::compiler::cli::run(bad), 1);
+    // Two new tokens per sequence: q [B, 2, H, 576], checked against float64.
+    let q2 = generate("q", DType::Bf16, &[3, 2, 3, 576], None, &opts, 0).expect("q");
+    let p2 = dir.join("q2.npy");
+    npy::write(&p2, &q2, npy::Bf16Npy::default()).expect("write");
+    let mtp: Vec<String> = args
+        .iter()
+        .map(|a| match a.starts_with("q=") {
+            true => format!("q={}", p2.display()),
+            false => a.clone(),
+        })
+        .collect();
+    assert!(mtp.iter().any(|a| a.ends_with("q2.npy")));
+    assert_eq!(amla::compiler::cli::run(mtp), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,9 +1,31 @@
 //! A FlashMLA-shaped API: paged MLA decode with split-KV, as one call.
 //!
-//! ```text
-//! let plan = FlashMlaPlan::new(&PlanRequest { .. })?;      // once per shape set
-//! let (out, lse) = flash_mla_with_kvcache(&q, &k_cache, &block_table,
-//!     &cache_seqlens, 512, &plan, plan.metadata.splits, None, false)?;  // every step
+//! ```
+//! use amla_compiler::driver::CompileOptions;
+//! use amla_compiler::flash_mla::{FlashMlaPlan, PlanRequest, flash_mla_with_kvcache};
+//! use amla_compiler::run::{HostData, HostTensor};
+//! # fn main() -> Result<(), String> {
+//! let t = |name: &str, shape: Vec<usize>, data| HostTensor { name: name.into(), shape, data };
+//! let bf16 = |n: usize| HostData::Bf16(
+//!     (0..n).map(|i| half::bf16::from_f32((i % 7) as f32 / 8.0 - 0.4)).collect());
+//! // Two sequences of 5 and 70 tokens over pages of 64 tokens, 4 heads.
+//! let (heads, page, pool_pages, max_pages) = (4, 64, 3, 2);
+//! let cache_seqlens = vec![5, 70];
+//! let plan = FlashMlaPlan::new(&PlanRequest {       // once per shape set
+//!     heads, q_tokens: 1, page, pool_pages, max_pages, cache_seqlens: cache_seqlens.clone(),
+//!     num_splits: None, softmax_scale: None,
+//!     compile: CompileOptions::new()?, run: Default::default(),
+//! })?;
+//! let q = t("q", vec![2, 1, heads, 576], bf16(2 * heads * 576));
+//! let k_cache = t("k_cache", vec![pool_pages, page, 1, 576], bf16(pool_pages * page * 576));
+//! // Sequence 0 uses page 2; sequence 1 pages 0 and 1; -1 pads the unused slot.
+//! let block_table = t("block_table", vec![2, max_pages], HostData::I32(vec![2, -1, 0, 1]));
+//! let lens = t("cache_seqlens", vec![2], HostData::I32(cache_seqlens));
+//! let (out, lse) = flash_mla_with_kvcache(&q, &k_cache, &block_table, &lens,  // every step
+//!     512, &plan, plan.metadata.splits, None, false)?;
+//! assert_eq!(out.shape, [2, 1, heads, 512]);
+//! assert_eq!(lse.shape, [2, 1, heads]);
+//! # Ok(()) }
 //! ```
 //!
 //! The plan is FlashMLA's `get_mla_metadata` and FlashInfer's `plan`: the
@@ -34,6 +56,7 @@ use crate::run::{HostData, HostTensor};
 const PAGED: &str = include_str!("../../dsl-examples/mla_decode_paged.amla");
 const SPLIT: &str = include_str!("../../dsl-examples/mla_decode_split.amla");
 const COMBINE: &str = include_str!("../../dsl-examples/mla_combine.amla");
+const PAGED_MTP: &str = include_str!("../../dsl-examples/mla_decode_paged_mtp.amla");
 
 /// The least number of KV tokens a chunk gets before the scheduler splits
 /// further (a chunk shorter than this costs more in the combine than it
@@ -118,6 +141,9 @@ pub fn get_mla_metadata(
 pub struct PlanRequest {
     /// Query heads (1 to 128).
     pub heads: usize,
+    /// New tokens per sequence (FlashMLA's `s_q`; 1 for plain decode, more
+    /// for multi-token prediction, causal among them).
+    pub q_tokens: usize,
     /// Tokens per page.
     pub page: usize,
     /// Pages in the pool (`k_cache`'s first dim).
@@ -137,6 +163,8 @@ pub struct PlanRequest {
 }
 
 enum Kernels {
+    /// One split: `mla_decode_paged.amla`, or `mla_decode_paged_mtp.amla`
+    /// for more than one new token.
     Paged(Box<Executable>),
     Split {
         split: Box<Executable>,
@@ -152,6 +180,7 @@ pub struct FlashMlaPlan {
     pub softmax_scale: f64,
     batch: usize,
     heads: usize,
+    q_tokens: usize,
     page: usize,
     pool_pages: usize,
     max_pages: usize,
@@ -178,13 +207,37 @@ impl FlashMlaPlan {
         if batch == 0 {
             return Err("an empty batch".into());
         }
-        let metadata = get_mla_metadata(
-            &req.cache_seqlens,
-            req.page,
-            req.max_pages,
-            req.compile.target.chip.ai_cores as usize,
-            req.num_splits,
-        );
+        if req.q_tokens == 0 {
+            return Err("0 query tokens per sequence: decode takes at least 1".into());
+        }
+        let mtp = req.q_tokens > 1;
+        if mtp && req.num_splits.is_some_and(|n| n > 1) {
+            return Err(format!(
+                "{} splits with {} query tokens: split-KV takes one query token per sequence",
+                req.num_splits.unwrap_or(1),
+                req.q_tokens
+            ));
+        }
+        let mut metadata = if mtp {
+            TileSchedulerMetadata {
+                splits: 1,
+                chunk_pages: req.max_pages,
+                work_items: batch, // set from the compiled kernel below
+                why: format!(
+                    "{} query tokens per sequence: no split-KV (the split kernel takes one token); \
+                     the S·H rows are the work",
+                    req.q_tokens
+                ),
+            }
+        } else {
+            get_mla_metadata(
+                &req.cache_seqlens,
+                req.page,
+                req.max_pages,
+                req.compile.target.chip.ai_cores as usize,
+                req.num_splits,
+            )
+        };
         let scale = req.softmax_scale.unwrap_or(1.0 / 576f64.sqrt());
         if !(scale.is_finite() && scale > 0.0) {
             return Err(format!("softmax scale {scale} is not a positive number"));
@@ -200,7 +253,13 @@ impl FlashMlaPlan {
             o.defines.insert(n, v.to_string());
         }
         o.defines.insert("scale", format!("{scale:e}"));
-        let kernels = if metadata.splits == 1 {
+        let kernels = if mtp {
+            o.defines.insert("S", req.q_tokens.to_string());
+            let e = build("mla_decode_paged_mtp.amla", PAGED_MTP, &o)?;
+            // One work item per sequence and Cube pass of new tokens.
+            metadata.work_items = e.work_items().map_err(|e| e.to_string())? as usize;
+            Kernels::Paged(Box::new(e))
+        } else if metadata.splits == 1 {
             Kernels::Paged(Box::new(build("mla_decode_paged.amla", PAGED, &o)?))
         } else {
             o.defines.insert("SPLITS", metadata.splits.to_string());
@@ -220,6 +279,7 @@ impl FlashMlaPlan {
             softmax_scale: scale,
             batch,
             heads: req.heads,
+            q_tokens: req.q_tokens,
             page: req.page,
             pool_pages: req.pool_pages,
             max_pages: req.max_pages,
@@ -238,6 +298,7 @@ impl FlashMlaPlan {
     /// paged kernel alone, or the split kernel then the combine.
     pub fn executables(&self) -> Vec<(&'static str, &Executable)> {
         match &self.kernels {
+            Kernels::Paged(e) if self.q_tokens > 1 => vec![("mla_decode_paged_mtp", e)],
             Kernels::Paged(e) => vec![("mla_decode_paged", e)],
             Kernels::Split { split, combine } => {
                 vec![("mla_decode_split", split), ("mla_combine", combine)]
@@ -322,6 +383,7 @@ pub fn bench_plan(b: &PlanBench, before: &mut dyn FnMut()) -> Result<PlanTimes, 
     let seqlen = i32::try_from(b.seqlen).map_err(|_| format!("N={} is too long", b.seqlen))?;
     let plan = FlashMlaPlan::new(&PlanRequest {
         heads: b.heads,
+        q_tokens: 1,
         page: b.page,
         pool_pages: pool,
         max_pages,
@@ -415,13 +477,16 @@ fn named(t: &HostTensor, name: &str, shape: Vec<usize>) -> HostTensor {
     }
 }
 
-/// FlashMLA's `flash_mla_with_kvcache`: `q` `[B, 1, H, 576]` (bf16),
+/// FlashMLA's `flash_mla_with_kvcache`: `q` `[B, s_q, H, 576]` (bf16, `s_q`
+/// the plan's `q_tokens`; `[B, H, 576]` also taken for one token),
 /// `k_cache` `[NB, PAGE, 1, 576]` or `[NB, PAGE, 576]` (bf16), `block_table`
 /// `[B, MAXB]` and `cache_seqlens` `[B]` (i32); returns `out`
-/// `[B, 1, H, head_dim_v]` (bf16) and `lse` `[B, 1, H]` (f32, natural log;
-/// +inf for an empty sequence). `num_splits` and `softmax_scale` must match
-/// the plan (the kernels are compiled for them); `causal` is accepted for a
-/// single query token, where it changes nothing.
+/// `[B, s_q, H, head_dim_v]` (bf16) and `lse` `[B, s_q, H]` (f32, natural
+/// log; +inf for a token that sees no key). `num_splits` and `softmax_scale`
+/// must match the plan (the kernels are compiled for them). With one query
+/// token `causal` changes nothing; with more the new tokens are the last
+/// `s_q` of each sequence and each sees the cache up to its own position, so
+/// `causal` must be true.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_mla_with_kvcache(
     q: &HostTensor,
@@ -435,7 +500,12 @@ pub fn flash_mla_with_kvcache(
     causal: bool,
 ) -> Result<(HostTensor, HostTensor), String> {
     let plan = tile_scheduler_metadata;
-    let _ = causal;
+    let sq = plan.q_tokens;
+    if sq > 1 && !causal {
+        return Err(format!(
+            "causal = false with {sq} query tokens: multi-token decode here is causal among the new tokens (FlashMLA's MTP)"
+        ));
+    }
     if head_dim_v != 512 {
         return Err(format!(
             "head_dim_v {head_dim_v}: MLA's V is the cache's first 512 channels"
@@ -456,28 +526,19 @@ pub fn flash_mla_with_kvcache(
         ));
     }
     let (b, h) = (plan.batch, plan.heads);
-    if q.shape.len() == 4 && q.shape[1] != 1 {
+    let want_q = [b, sq, h, 576];
+    let q_ok = q.shape == want_q || (sq == 1 && q.shape == [b, h, 576]);
+    if !q_ok {
         return Err(format!(
-            "q has {} query tokens; the paged API takes 1 (multi-token decode: dsl-examples/mla_decode_mtp.amla)",
-            q.shape[1]
-        ));
-    }
-    let q3 = match q.shape.as_slice() {
-        [_, 1, _, _] | [_, _, _] => named(q, "q", vec![q.shape[0], h, 576]),
-        _ => {
-            return Err(format!(
-                "q has shape {:?}, expected [B, 1, H, 576]",
-                q.shape
-            ));
-        }
-    };
-    expect_shape(&q3, "q", &[b, h, 576])?;
-    if q.shape.iter().product::<usize>() != b * h * 576 {
-        return Err(format!(
-            "q has shape {:?}, the plan expects [{b}, 1, {h}, 576]",
+            "q has shape {:?}, the plan expects {want_q:?} ([B, s_q, H, 576])",
             q.shape
         ));
     }
+    // The kernel's q: [B, H, 576] for one token, [B, S, H, 576] for more.
+    let q_in = match sq {
+        1 => named(q, "q", vec![b, h, 576]),
+        _ => named(q, "q", want_q.to_vec()),
+    };
     let kv_shape = vec![plan.pool_pages, plan.page, 576];
     let kv = match k_cache.shape.as_slice() {
         [nb, p, 1, 576] | [nb, p, 576] if *nb == plan.pool_pages && *p == plan.page => {
@@ -492,21 +553,19 @@ pub fn flash_mla_with_kvcache(
     };
     expect_shape(block_table, "block_table", &[b, plan.max_pages])?;
     expect_shape(cache_seqlens, "cache_seqlens", &[b])?;
-    let HostData::I32(bt) = &block_table.data else {
-        return Err("block_table must be i32".into());
-    };
-    if let Some(bad) = bt.iter().find(|&&p| p < 0 || p as usize >= plan.pool_pages) {
-        return Err(format!(
-            "block_table holds page {bad}, not in 0..{}",
-            plan.pool_pages
-        ));
-    }
     let inputs = vec![
-        q3,
+        q_in,
         kv,
         named(block_table, "block_table", block_table.shape.clone()),
         named(cache_seqlens, "cache_seqlens", cache_seqlens.shape.clone()),
     ];
+    // What `amlac run` checks for the paged kernel: lengths within a row's
+    // capacity, the block-table entries a sequence uses (only those: `-1`
+    // padding past its length is fine) pages of the pool, finite tails.
+    crate::run::validate::check_roles(
+        crate::run::reference_kind::ReferenceKind::MlaPaged,
+        &inputs,
+    )?;
     let err = |e: crate::run::exec::RunError| e.to_string();
     let outs = match &plan.kernels {
         Kernels::Paged(exe) => exe.run(&inputs, &plan.run).map_err(err)?.outputs,
@@ -521,5 +580,8 @@ pub fn flash_mla_with_kvcache(
             .map(|o| named(o, name, shape))
             .ok_or_else(|| format!("the kernel returned no `{name}`"))
     };
-    Ok((get("out", vec![b, 1, h, 512])?, get("lse", vec![b, 1, h])?))
+    Ok((
+        get("out", vec![b, sq, h, 512])?,
+        get("lse", vec![b, sq, h])?,
+    ))
 }

@@ -7,9 +7,10 @@
 //! in code: this module only parses and validates them.
 //!
 //! Built-in targets: `ascend910b`, `ascend910c` (one die of a 910C, the chip
-//! the AMLA paper measured) and `host` (this machine's measured rates, written
+//! the AMLA paper measured) and `host` (this machine's measured costs, written
 //! by `amlac simulate --probe-host`, for calibrating the cost model against
-//! `amlac run`).
+//! `amlac run`; its `[host]` section, [`Host`], is what makes the model
+//! model the host runtime's schedule instead of an Ascend core's pipes).
 //!
 //! Invariant: a [`Target`] returned by [`Target::parse`] has every capacity and
 //! rate strictly positive, and an alignment that is a power of two.
@@ -51,6 +52,95 @@ pub struct Target {
     pub atomic: Atomic,
     /// How the cost model schedules the pipes.
     pub model: Model,
+    /// The host runtime's schedule and per-op costs (the `host` target
+    /// only; when present the cost model models `amlac run` on this
+    /// machine instead of an Ascend core's pipes).
+    #[serde(default)]
+    pub host: Option<Host>,
+}
+
+/// The host runtime as the cost model sees it: how a launch maps the
+/// emulated units onto host threads and what each op costs there. Every
+/// figure is measured by `amlac simulate --probe-host`; times in ns.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Host CPUs the runtime schedules on (`LaunchConfig::host_cpus`): a
+    /// launch with at least this many cores runs the cooperative schedule.
+    pub cpus: u32,
+    /// The threads schedule (cores < cpus): every unit a thread.
+    pub threads: HostThreads,
+    /// The cooperative schedule: a core's units are coroutines on one thread.
+    pub cooperative: HostCooperative,
+    /// The Cube unit's costs.
+    pub cube: HostCube,
+    /// The Vector unit's JIT code.
+    pub vector: HostVector,
+    /// Runtime copies by path (`gm->l1`, `l0c->gm (atomic add)`, … as the
+    /// runtime's trace names them).
+    pub copy: std::collections::BTreeMap<String, HostCopy>,
+}
+
+/// Costs of the threads schedule.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostThreads {
+    /// Fixed ns of one launch (spawning and joining the unit threads).
+    pub launch_ns: f64,
+    /// ns a set holds its thread (waking the other).
+    pub set_ns: f64,
+    /// ns from a set to the return of the wait blocked on it.
+    pub wake_ns: f64,
+}
+
+/// Costs of the cooperative schedule.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostCooperative {
+    /// Fixed ns of one launch (handing the job to the workers, collecting).
+    pub launch_ns: f64,
+    /// ns of a flag op that does not block (a set, a wait on a set flag).
+    pub flag_ns: f64,
+    /// ns of one switch between the units of a core (a blocked wait
+    /// suspends its coroutine and the next one resumes).
+    pub switch_ns: f64,
+}
+
+/// Costs of the Cube unit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostCube {
+    /// ns of the Cube's JIT code per runtime call (address math, loops).
+    pub call_ns: f64,
+    /// Multiply-accumulates per ns of a matmul of a shape not in `matmul`.
+    pub macs_per_ns: f64,
+    /// ns of one matmul by shape `MxNxK` (the micro-kernel at that shape).
+    pub matmul: std::collections::BTreeMap<String, f64>,
+}
+
+/// Costs of the Vector unit's JIT code (every Vector op outside runtime
+/// calls: element-wise loops, reductions, broadcasts, the exponent add).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostVector {
+    /// ns per op.
+    pub op_ns: f64,
+    /// ns per element of an op on UB tiles (its result, or a reduction's
+    /// input).
+    pub elem_ns: f64,
+    /// ns per element of an op that reads or writes a tile in GM (the
+    /// unit's scratch: tiles too large for UB) or GM itself (the exponent add).
+    pub gm_elem_ns: f64,
+}
+
+/// Cost of one runtime copy path.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostCopy {
+    /// Fixed ns per call.
+    pub call_ns: f64,
+    /// Bytes per ns.
+    pub bytes_per_ns: f64,
 }
 
 /// Chip-wide figures.
@@ -347,8 +437,38 @@ impl Target {
             ("vector.repeat_bytes", self.vector.repeat_bytes > 0),
             ("flags.cross_core_ids", self.flags.cross_core_ids > 0),
         ];
-        match checks.iter().find(|(_, ok): &&(&'static str, bool)| !ok) {
-            Some((field, _)) => Err(TargetError::NotPositive {
+        let host_ok = |h: &Host| -> Option<&'static str> {
+            let (t, c, v) = (&h.threads, &h.cooperative, &h.vector);
+            let checks = [
+                ("host.cpus", h.cpus > 0),
+                ("host.threads.launch_ns", nonneg(t.launch_ns)),
+                ("host.threads.set_ns", nonneg(t.set_ns)),
+                ("host.threads.wake_ns", nonneg(t.wake_ns)),
+                ("host.cooperative.launch_ns", nonneg(c.launch_ns)),
+                ("host.cooperative.flag_ns", nonneg(c.flag_ns)),
+                ("host.cooperative.switch_ns", nonneg(c.switch_ns)),
+                ("host.cube.call_ns", nonneg(h.cube.call_ns)),
+                ("host.cube.macs_per_ns", pos(h.cube.macs_per_ns)),
+                ("host.cube.matmul", h.cube.matmul.values().all(|&x| pos(x))),
+                ("host.vector.op_ns", nonneg(v.op_ns)),
+                ("host.vector.elem_ns", nonneg(v.elem_ns)),
+                ("host.vector.gm_elem_ns", nonneg(v.gm_elem_ns)),
+                (
+                    "host.copy",
+                    h.copy
+                        .values()
+                        .all(|c| nonneg(c.call_ns) && pos(c.bytes_per_ns)),
+                ),
+            ];
+            checks.iter().find(|(_, ok)| !ok).map(|(f, _)| *f)
+        };
+        let bad = checks
+            .iter()
+            .find(|(_, ok): &&(&'static str, bool)| !ok)
+            .map(|(f, _)| *f)
+            .or_else(|| self.host.as_ref().and_then(host_ok));
+        match bad {
+            Some(field) => Err(TargetError::NotPositive {
                 origin: origin.to_string(),
                 field,
             }),

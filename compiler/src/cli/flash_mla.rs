@@ -1,6 +1,7 @@
 //! `amlac flash-mla`: FlashMLA's `flash_mla_with_kvcache` on tensors read
 //! from `.npy` files (`--input q=q.npy --input k_cache=kv.npy --input
-//! block_table=bt.npy --input cache_seqlens=lens.npy`), through
+//! block_table=bt.npy --input cache_seqlens=lens.npy`; `q` is
+//! `[B, s_q, H, 576]`, causal among the `s_q` new tokens), through
 //! [`crate::flash_mla`]: the scheduler's plan (`--explain-schedule` prints
 //! it, `-D SPLITS=n` overrides it, `-D scale=x` sets the softmax scale), one
 //! launch, `--check` against float64, `--output-dir` writes `out.npy` and
@@ -104,11 +105,11 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
             bt.shape
         ));
     };
-    let (h, page, nb) = match (q.shape.as_slice(), kv.shape.as_slice()) {
-        ([_, 1, h, 576], [nb, p, 1, 576] | [nb, p, 576]) => (*h, *p, *nb),
+    let (sq, h, page, nb) = match (q.shape.as_slice(), kv.shape.as_slice()) {
+        ([_, sq, h, 576], [nb, p, 1, 576] | [nb, p, 576]) => (*sq, *h, *p, *nb),
         _ => {
             return Err(format!(
-                "q {:?} and k_cache {:?}: expected [B, 1, H, 576] and [NB, PAGE, 1, 576]",
+                "q {:?} and k_cache {:?}: expected [B, s_q, H, 576] and [NB, PAGE, 1, 576]",
                 q.shape, kv.shape
             ));
         }
@@ -118,6 +119,7 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let plan = FlashMlaPlan::new(&PlanRequest {
         heads: h,
+        q_tokens: sq,
         page,
         pool_pages: nb,
         max_pages: *maxb,
@@ -143,7 +145,7 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
         &plan,
         plan.metadata.splits,
         None,
-        false,
+        true,
     )?;
     println!("out {:?} bf16, lse {:?} f32", out.shape, lse.shape);
     if let Some(dir) = &args.output_dir {
@@ -159,7 +161,11 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
     let inputs = [
         HostTensor {
             name: "q".into(),
-            shape: vec![b, h, 576],
+            shape: if sq == 1 {
+                vec![b, h, 576]
+            } else {
+                vec![b, sq, h, 576]
+            },
             data: q.data,
         },
         HostTensor {

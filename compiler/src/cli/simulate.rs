@@ -60,6 +60,11 @@ pub struct SimulateArgs {
     /// turn) where L1 has room, although `plan-memory` gave it one.
     #[arg(long)]
     pub double_buffer_l1: bool,
+    /// Cores of the launch (default: the target's AI cores; on `--target
+    /// host`, what `amlac run --cores` is given, which decides the
+    /// runtime's schedule).
+    #[arg(long)]
+    pub cores: Option<u32>,
     /// Print the paper's ablation table for MLA decode.
     #[arg(long, conflicts_with_all = ["probe_host", "calibrate"])]
     pub ablation: bool,
@@ -119,6 +124,7 @@ fn run_inner(args: &SimulateArgs) -> Result<(), String> {
             0
         },
         double_buffer_l1: args.double_buffer_l1,
+        cores: args.cores,
     };
     let r = predict(&src, &args.defines, &args.disable_pass, &target, &cfg)?;
     if let Some(p) = &args.trace {
@@ -175,6 +181,9 @@ fn human(r: &Report) -> String {
         "{} on {} (model prediction): {} block(s) on {} core(s), {} per core, rows split over {} Vector unit(s)",
         r.kernel, r.target, r.items, r.cores, r.core_items, r.vector_units
     );
+    if let Some(s) = r.host_schedule {
+        let _ = writeln!(o, "host runtime schedule: {s}");
+    }
     let _ = writeln!(
         o,
         "time {:.3} µs   {:.1} TFLOPS   FU {:.1}% of {:.1} TFLOPS   bound by {} {}",
@@ -235,5 +244,6 @@ pub(crate) fn json(r: &Report) -> serde_json::Value {
         "pipes": pipes,
         "bytes": r.bytes,
         "notes": r.notes,
+        "host_schedule": r.host_schedule,
     })
 }

@@ -109,6 +109,8 @@ pub(crate) struct FnCx<'a, 'f> {
     unit_name: &'static str,
     /// Bytes of this unit's scratch (its `gm`-placed tiles).
     pub scratch_bytes: u64,
+    /// Fused element-wise chains ([`super::fuse`]).
+    pub fusion: super::fuse::Fusion,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -134,7 +136,7 @@ pub(crate) fn translate(
     f: &Func,
     module: &mut JITModule,
     imports: &HashMap<&'static str, FuncId>,
-    instrument: super::Instrument,
+    opts: &super::CodegenOptions,
     func: &mut cl::Function,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<Translated> {
@@ -155,6 +157,7 @@ pub(crate) fn translate(
     let ret = b.create_block();
     b.append_block_param(ret, types::I32);
     let wi = p[1];
+    let instrument = opts.instrument;
     let mut cx = FnCx {
         k,
         b,
@@ -176,7 +179,12 @@ pub(crate) fn translate(
         names: instrument.any().then(|| crate::ir::print::Names::new(k)),
         unit_name: f.unit.name(),
         scratch_bytes: 0,
+        fusion: super::fuse::Fusion {
+            off: opts.unfused,
+            ..Default::default()
+        },
     };
+    cx.fusion_uses(f.body);
     cx.prologue(f)?;
     cx.emit_block(f.body)?;
     let zero = cx.b.ins().iconst(types::I32, 0);
@@ -529,6 +537,7 @@ impl FnCx<'_, '_> {
     /// Emits every instruction of `block` up to (not including) a final
     /// `yield`, whose operands it returns.
     pub fn emit_block(&mut self, block: crate::ir::Block) -> Result<Vec<Value>> {
+        self.plan_fusion(block);
         for &i in &self.k.blocks[block].insts {
             if let InstKind::Yield(vs) = self.k.kind(i) {
                 return Ok(vs.clone());
@@ -539,6 +548,12 @@ impl FnCx<'_, '_> {
     }
 
     fn emit_inst(&mut self, i: Inst) -> Result<()> {
+        if self.fusion.absorbed.contains(&i) {
+            if self.fusion.snapshot_at.contains(&i) {
+                return self.emit_snapshot(i);
+            }
+            return Ok(());
+        }
         let k = self.k;
         let kind = k.kind(i);
         let res = &k.insts[i].results;
@@ -557,6 +572,9 @@ impl FnCx<'_, '_> {
         if touches_memory && self.instrument.any() {
             let unit = self.unit_name;
             self.register_site(i, unit)?;
+        }
+        if let Some(g) = self.fusion.at.get(&i).cloned() {
+            return self.emit_group(&g);
         }
         match kind {
             InstKind::Parallel { .. } => self.emit_parallel(i),

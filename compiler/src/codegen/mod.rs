@@ -34,7 +34,9 @@
 //!   copies are runtime calls ([`cube`]).
 //! - Vector element-wise ops, broadcasts, reductions, iota, selects and
 //!   casts are JIT-emitted SIMD loops over UB (f32x4 / i32x4, scalar tails)
-//!   ([`vector`], [`simd_math`]). Bool tiles are one byte per element,
+//!   ([`vector`], [`simd_math`]); chains of them over one tile shape, and
+//!   the row reductions of their values, are one loop ([`fuse`]). Bool
+//!   tiles are one byte per element,
 //!   `0x00` false and `0xFF` true.
 //! - `atomic_exp_add` is an i32x4 integer add of `n << 23` on the f32 bits,
 //!   with the guards of `amla_runtime::rescale::exp2_scale_bits`, applied to
@@ -65,6 +67,7 @@
 pub mod abi;
 pub mod cube;
 mod func;
+mod fuse;
 pub mod rescale;
 mod scalar;
 pub mod simd_math;
@@ -94,6 +97,9 @@ pub struct CodegenOptions {
     /// Instrumentation of the generated code (none by default, so the
     /// default code has no check in it).
     pub instrument: Instrument,
+    /// Emit every Vector op as its own loop instead of fusing element-wise
+    /// chains ([`fuse`]): the reference the fused code is tested against.
+    pub unfused: bool,
 }
 
 impl CodegenOptions {
@@ -450,15 +456,7 @@ fn define_all(
         let mut ctx = Context::new();
         ctx.func.signature = sig;
         ctx.func.name = UserFuncName::user(0, n as u32);
-        let t = func::translate(
-            k,
-            f,
-            module,
-            &imports,
-            opts.instrument,
-            &mut ctx.func,
-            &mut fctx,
-        )?;
+        let t = func::translate(k, f, module, &imports, opts, &mut ctx.func, &mut fctx)?;
         if opts.verify {
             cranelift_codegen::verify_function(&ctx.func, module.isa())
                 .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;

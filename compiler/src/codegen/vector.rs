@@ -11,15 +11,92 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::func::{FnCx, TileRef};
 use super::{CodegenError, Result, scalar::floatcc, scalar::intcc, simd_math as sm};
-use crate::ir::{BinaryOp, DType, Index, Inst, InstKind, ReduceOp, Space, Type, UnaryOp};
+use crate::ir::{BinaryOp, DType, Index, Inst, InstKind, Kernel, ReduceOp, Space, Type, UnaryOp};
 
 type LaneFn<'a> = &'a dyn Fn(&mut FunctionBuilder, &[cl::Value]) -> cl::Value;
-type BoxLaneFn = Box<dyn Fn(&mut FunctionBuilder, &[cl::Value]) -> cl::Value>;
+pub(super) type BoxLaneFn = Box<dyn Fn(&mut FunctionBuilder, &[cl::Value]) -> cl::Value>;
 type CarryBody<'a, 'b, 'c> =
     &'a mut dyn FnMut(&mut FnCx<'b, 'c>, cl::Value, &[cl::Value]) -> Result<Vec<cl::Value>>;
 
 fn unsup(op: &str, d: DType) -> CodegenError {
     CodegenError::unsupported(op, format!("on {d} tiles (cast to f32 first)"))
+}
+
+/// The lane code of an element-wise op (`Unary`, `Binary`, `Cmp`, `Select`,
+/// or a `Cast` not involving f16) on its operands' lane vectors, in operand
+/// order: one definition for the op-per-loop code ([`FnCx::emit_vector`])
+/// and the fused loops ([`super::fuse`]), so both compute the same bits.
+pub(super) fn lane_fn(k: &Kernel, kind: &InstKind, op: &str) -> Result<BoxLaneFn> {
+    let dt = |v: crate::ir::Value| k.ty(v).dtype();
+    Ok(match *kind {
+        InstKind::Unary(u, a) => match (u, dt(a)) {
+            (UnaryOp::Not, DType::Bool) => Box::new(|b, v| b.ins().bnot(v[0])),
+            (UnaryOp::Neg, DType::I32) => Box::new(|b, v| b.ins().ineg(v[0])),
+            (UnaryOp::Abs, DType::I32) => Box::new(|b, v| b.ins().iabs(v[0])),
+            (u, d) if d.is_float() && u != UnaryOp::Not => {
+                Box::new(move |b, v| sm::unary_f32x4(b, u, v[0]).expect("float unary"))
+            }
+            (_, d) => return Err(unsup(op, d)),
+        },
+        InstKind::Binary(bop, a, _) => match (bop, dt(a)) {
+            (BinaryOp::And, DType::Bool) => Box::new(|b, v| b.ins().band(v[0], v[1])),
+            (BinaryOp::Or, DType::Bool) => Box::new(|b, v| b.ins().bor(v[0], v[1])),
+            (BinaryOp::Add, DType::I32) => Box::new(|b, v| b.ins().iadd(v[0], v[1])),
+            (BinaryOp::Sub, DType::I32) => Box::new(|b, v| b.ins().isub(v[0], v[1])),
+            (BinaryOp::Mul, DType::I32) => Box::new(|b, v| b.ins().imul(v[0], v[1])),
+            (BinaryOp::Max, DType::I32) => Box::new(|b, v| b.ins().smax(v[0], v[1])),
+            (BinaryOp::Min, DType::I32) => Box::new(|b, v| b.ins().smin(v[0], v[1])),
+            (BinaryOp::Div, DType::I32) => Box::new(|b, v| sm::int_divrem_x4(b, true, v[0], v[1])),
+            (BinaryOp::Rem, DType::I32) => Box::new(|b, v| sm::int_divrem_x4(b, false, v[0], v[1])),
+            (BinaryOp::Add, d) if d.is_float() => Box::new(|b, v| b.ins().fadd(v[0], v[1])),
+            (BinaryOp::Sub, d) if d.is_float() => Box::new(|b, v| b.ins().fsub(v[0], v[1])),
+            (BinaryOp::Mul, d) if d.is_float() => Box::new(|b, v| b.ins().fmul(v[0], v[1])),
+            (BinaryOp::Div, d) if d.is_float() => Box::new(|b, v| b.ins().fdiv(v[0], v[1])),
+            (BinaryOp::Max, d) if d.is_float() => Box::new(|b, v| b.ins().fmax(v[0], v[1])),
+            (BinaryOp::Min, d) if d.is_float() => Box::new(|b, v| b.ins().fmin(v[0], v[1])),
+            (_, d) => return Err(unsup(op, d)),
+        },
+        InstKind::Cmp(c, a, _) => {
+            if dt(a).is_float() {
+                Box::new(move |b, v| b.ins().fcmp(floatcc(c), v[0], v[1]))
+            } else {
+                Box::new(move |b, v| b.ins().icmp(intcc(c), v[0], v[1]))
+            }
+        }
+        InstKind::Select(_, a, _) => {
+            let float = sm::lane_type(dt(a)) == Some(types::F32X4);
+            Box::new(move |b, v| {
+                let m = if float {
+                    b.ins().bitcast(types::F32X4, super::func::mf(), v[0])
+                } else {
+                    v[0]
+                };
+                b.ins().bitselect(m, v[1], v[2])
+            })
+        }
+        InstKind::Cast(a, to) => match (dt(a), to) {
+            (DType::F16, _) | (_, DType::F16) => return Err(unsup(op, DType::F16)),
+            (f, t2) if f == t2 => Box::new(|_, v| v[0]),
+            (DType::I32, _) => Box::new(|b, v| b.ins().fcvt_from_sint(types::F32X4, v[0])),
+            (DType::Bool, DType::I32) => Box::new(|b, v| {
+                let one = sm::isplat(b, 1);
+                b.ins().band(v[0], one)
+            }),
+            (DType::Bool, _) => Box::new(|b, v| {
+                let one = sm::isplat(b, 1);
+                let w = b.ins().band(v[0], one);
+                b.ins().fcvt_from_sint(types::F32X4, w)
+            }),
+            (_, DType::I32) => Box::new(|b, v| b.ins().fcvt_to_sint_sat(types::I32X4, v[0])),
+            _ => Box::new(|_, v| v[0]),
+        },
+        ref other => {
+            return Err(CodegenError::invalid(
+                other.opcode(),
+                "not an element-wise op",
+            ));
+        }
+    })
 }
 
 impl<'a, 'f> FnCx<'a, 'f> {
@@ -125,7 +202,7 @@ impl<'a, 'f> FnCx<'a, 'f> {
     }
 
     /// A scalar register value splatted to its lane type.
-    fn splat_scalar(&mut self, x: cl::Value, d: DType) -> cl::Value {
+    pub(super) fn splat_scalar(&mut self, x: cl::Value, d: DType) -> cl::Value {
         match d {
             DType::I32 => self.b.ins().splat(types::I32X4, x),
             DType::Bool => {
@@ -168,93 +245,30 @@ impl<'a, 'f> FnCx<'a, 'f> {
             Ok((p, tr.ty.dtype, tr))
         };
         match kind {
-            InstKind::Unary(u, a) => {
+            InstKind::Unary(_, a) => {
                 let (p, d, _) = src(self, a)?;
-                let f: BoxLaneFn = match (u, d) {
-                    (UnaryOp::Not, DType::Bool) => Box::new(|b, v| b.ins().bnot(v[0])),
-                    (UnaryOp::Neg, DType::I32) => Box::new(|b, v| b.ins().ineg(v[0])),
-                    (UnaryOp::Abs, DType::I32) => Box::new(|b, v| b.ins().iabs(v[0])),
-                    (u, d) if d.is_float() => {
-                        Box::new(move |b, v| sm::unary_f32x4(b, u, v[0]).expect("float unary"))
-                    }
-                    _ => return Err(unsup(op, d)),
-                };
+                let f = lane_fn(k, &kind, op)?;
                 self.emit_map(n, &[(p, d)], out, op, &*f)
             }
-            InstKind::Binary(bop, a, b2) => {
+            InstKind::Binary(_, a, b2) | InstKind::Cmp(_, a, b2) => {
                 let (pa, d, _) = src(self, a)?;
                 let (pb, _, _) = src(self, b2)?;
-                let f: BoxLaneFn = match (bop, d) {
-                    (BinaryOp::And, DType::Bool) => Box::new(|b, v| b.ins().band(v[0], v[1])),
-                    (BinaryOp::Or, DType::Bool) => Box::new(|b, v| b.ins().bor(v[0], v[1])),
-                    (BinaryOp::Add, DType::I32) => Box::new(|b, v| b.ins().iadd(v[0], v[1])),
-                    (BinaryOp::Sub, DType::I32) => Box::new(|b, v| b.ins().isub(v[0], v[1])),
-                    (BinaryOp::Mul, DType::I32) => Box::new(|b, v| b.ins().imul(v[0], v[1])),
-                    (BinaryOp::Max, DType::I32) => Box::new(|b, v| b.ins().smax(v[0], v[1])),
-                    (BinaryOp::Min, DType::I32) => Box::new(|b, v| b.ins().smin(v[0], v[1])),
-                    (BinaryOp::Div, DType::I32) => {
-                        Box::new(|b, v| sm::int_divrem_x4(b, true, v[0], v[1]))
-                    }
-                    (BinaryOp::Rem, DType::I32) => {
-                        Box::new(|b, v| sm::int_divrem_x4(b, false, v[0], v[1]))
-                    }
-                    (BinaryOp::Add, d) if d.is_float() => Box::new(|b, v| b.ins().fadd(v[0], v[1])),
-                    (BinaryOp::Sub, d) if d.is_float() => Box::new(|b, v| b.ins().fsub(v[0], v[1])),
-                    (BinaryOp::Mul, d) if d.is_float() => Box::new(|b, v| b.ins().fmul(v[0], v[1])),
-                    (BinaryOp::Div, d) if d.is_float() => Box::new(|b, v| b.ins().fdiv(v[0], v[1])),
-                    (BinaryOp::Max, d) if d.is_float() => Box::new(|b, v| b.ins().fmax(v[0], v[1])),
-                    (BinaryOp::Min, d) if d.is_float() => Box::new(|b, v| b.ins().fmin(v[0], v[1])),
-                    _ => return Err(unsup(op, d)),
-                };
-                self.emit_map(n, &[(pa, d), (pb, d)], out, op, &*f)
-            }
-            InstKind::Cmp(c, a, b2) => {
-                let (pa, d, _) = src(self, a)?;
-                let (pb, _, _) = src(self, b2)?;
-                let f: BoxLaneFn = if d.is_float() {
-                    Box::new(move |b, v| b.ins().fcmp(floatcc(c), v[0], v[1]))
-                } else {
-                    Box::new(move |b, v| b.ins().icmp(intcc(c), v[0], v[1]))
-                };
+                let f = lane_fn(k, &kind, op)?;
                 self.emit_map(n, &[(pa, d), (pb, d)], out, op, &*f)
             }
             InstKind::Select(c, a, b2) => {
                 let (pc, dc, _) = src(self, c)?;
                 let (pa, d, _) = src(self, a)?;
                 let (pb, _, _) = src(self, b2)?;
-                let float = sm::lane_type(d) == Some(types::F32X4);
-                let f = move |b: &mut FunctionBuilder, v: &[cl::Value]| {
-                    let m = if float {
-                        b.ins().bitcast(types::F32X4, super::func::mf(), v[0])
-                    } else {
-                        v[0]
-                    };
-                    b.ins().bitselect(m, v[1], v[2])
-                };
-                self.emit_map(n, &[(pc, dc), (pa, d), (pb, d)], out, op, &f)
+                let f = lane_fn(k, &kind, op)?;
+                self.emit_map(n, &[(pc, dc), (pa, d), (pb, d)], out, op, &*f)
             }
             InstKind::Cast(a, to) => {
                 let (p, from, st) = src(self, a)?;
                 if from == DType::F16 || to == DType::F16 {
                     return self.runtime_convert(&st, &t, op);
                 }
-                let f: BoxLaneFn = match (from, to) {
-                    (f, t2) if f == t2 => Box::new(|_, v| v[0]),
-                    (DType::I32, _) => Box::new(|b, v| b.ins().fcvt_from_sint(types::F32X4, v[0])),
-                    (DType::Bool, DType::I32) => Box::new(|b, v| {
-                        let one = sm::isplat(b, 1);
-                        b.ins().band(v[0], one)
-                    }),
-                    (DType::Bool, _) => Box::new(|b, v| {
-                        let one = sm::isplat(b, 1);
-                        let w = b.ins().band(v[0], one);
-                        b.ins().fcvt_from_sint(types::F32X4, w)
-                    }),
-                    (_, DType::I32) => {
-                        Box::new(|b, v| b.ins().fcvt_to_sint_sat(types::I32X4, v[0]))
-                    }
-                    _ => Box::new(|_, v| v[0]),
-                };
+                let f = lane_fn(k, &kind, op)?;
                 self.emit_map(n, &[(p, from)], out, op, &*f)
             }
             InstKind::Bitcast(a, to) => {
@@ -399,7 +413,7 @@ impl<'a, 'f> FnCx<'a, 'f> {
         self.call("amla_rt_copy_local_to_local", &vals)
     }
 
-    fn emit_reduce(
+    pub(super) fn emit_reduce(
         &mut self,
         rop: ReduceOp,
         a: crate::ir::Value,

@@ -79,6 +79,175 @@
 //!   Cube sets in A). Workspaces the Cube stores in B keep the order `split`
 //!   proved safe. So d+1 slots need no extra "slot free" flag: the producer
 //!   never runs more than d+1 blocks ahead.
+//!
+//! # Example
+//!
+//! Before (after `split`: one K block per iteration, S to the Vector in
+//! `ws_s`, bf16 P back in `ws_pb`):
+//!
+//! ```text
+//! kernel tiny
+//! dim B
+//! dim N
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, N, 64]
+//! output out: f32[B, 128, 32]
+//! workspace ws_s: f32[B, 128, 128]
+//! workspace ws_pb: bf16[B, 128, 128]
+//!
+//! func cube {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   %N = dim N : i32
+//!   parallel %b in %c0..%B {
+//!     %q = load q[%b, .., ..] : bf16[128, 64]
+//!     for %j in %c0..%N step 128 {
+//!       %k = load kv[%b, %j+:128, ..] : bf16[128, 64]
+//!       %s = matmul %q, %k nk : f32[128, 128]
+//!       store ws_s[%b, .., ..], %s
+//!       set_flag 0
+//!       wait_flag 1
+//!       %pb = load ws_pb[%b, .., ..] : bf16[128, 128]
+//!       %v = extract %k[.., %c0+:32] : bf16[128, 32]
+//!       %pv = matmul %pb, %v kn : f32[128, 32]
+//!       atomic_add out[%b, .., ..], %pv
+//!       yield
+//!     }
+//!   }
+//! }
+//!
+//! func vector {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   %N = dim N : i32
+//!   parallel %b in %c0..%B {
+//!     for %j in %c0..%N step 128 {
+//!       wait_flag 0
+//!       %s = load ws_s[%b, .., ..] : f32[128, 128]
+//!       %p = exp %s : f32[128, 128]
+//!       %pb = cast %p to bf16 : bf16[128, 128]
+//!       store ws_pb[%b, .., ..], %pb
+//!       set_flag 1
+//!       yield
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! After, at depth 1 (the prologue issues QK of the first block; the steady
+//! loop issues QK of block t+1, then PV of block t, reloading K for it; the
+//! epilogue issues the last PV; `ws_s` and `ws_pb` get 2 slots, indexed by
+//! `%slot` on both units; `tests/filetests.rs` checks this example):
+//!
+//! ```text
+//! kernel tiny
+//! dim B
+//! dim N
+//! input q: bf16[B, 128, 64]
+//! input kv: bf16[B, N, 64]
+//! output out: f32[B, 128, 32]
+//! workspace ws_s: f32[B, 2, 128, 128]
+//! workspace ws_pb: bf16[B, 2, 128, 128]
+//!
+//! func cube {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   %N = dim N : i32
+//!   parallel %b in %c0..%B {
+//!     %q = load q[%b, .., ..] : bf16[128, 64]
+//!     %0 = iconst 128 : i32
+//!     %1 = sub %N, %c0 : i32
+//!     %2 = min %0, %1 : i32
+//!     %3 = add %c0, %2 : i32
+//!     for %j in %c0..%3 step 128 {
+//!       %4 = sub %j, %c0 : i32
+//!       %5 = iconst 128 : i32
+//!       %6 = div %4, %5 : i32
+//!       %7 = iconst 2 : i32
+//!       %slot = rem %6, %7 : i32
+//!       %k = load kv[%b, %j+:128, ..] : bf16[128, 64]
+//!       %s = matmul %q, %k nk : f32[128, 128]
+//!       store ws_s[%b, %slot, .., ..], %s
+//!       set_flag 0
+//!       yield
+//!     }
+//!     %8 = iconst 0 : i32
+//!     %9 = iconst 1 : i32
+//!     %10 = max %1, %8 : i32
+//!     %11 = iconst 128 : i32
+//!     %12 = div %10, %11 : i32
+//!     %13 = rem %10, %11 : i32
+//!     %14 = min %13, %9 : i32
+//!     %nblocks = add %12, %14 : i32
+//!     %15 = iconst 1 : i32
+//!     %16 = sub %nblocks, %15 : i32
+//!     %17 = max %16, %8 : i32
+//!     %18 = mul %17, %11 : i32
+//!     %19 = add %c0, %18 : i32
+//!     %drain = max %c0, %19 : i32
+//!     for %j.1 in %c0..%drain step 128 {
+//!       %20 = add %j.1, %0 : i32
+//!       %21 = sub %20, %c0 : i32
+//!       %22 = iconst 128 : i32
+//!       %23 = div %21, %22 : i32
+//!       %24 = iconst 2 : i32
+//!       %slot.1 = rem %23, %24 : i32
+//!       %k.1 = load kv[%b, %20+:128, ..] : bf16[128, 64]
+//!       %s.1 = matmul %q, %k.1 nk : f32[128, 128]
+//!       store ws_s[%b, %slot.1, .., ..], %s.1
+//!       set_flag 0
+//!       %25 = sub %j.1, %c0 : i32
+//!       %26 = iconst 128 : i32
+//!       %27 = div %25, %26 : i32
+//!       %28 = iconst 2 : i32
+//!       %slot.2 = rem %27, %28 : i32
+//!       %k.2 = load kv[%b, %j.1+:128, ..] : bf16[128, 64]
+//!       wait_flag 1
+//!       %pb = load ws_pb[%b, %slot.2, .., ..] : bf16[128, 128]
+//!       %v = extract %k.2[.., %c0+:32] : bf16[128, 32]
+//!       %pv = matmul %pb, %v kn : f32[128, 32]
+//!       atomic_add out[%b, .., ..], %pv
+//!       yield
+//!     }
+//!     for %j.2 in %drain..%N step 128 {
+//!       %29 = sub %j.2, %c0 : i32
+//!       %30 = iconst 128 : i32
+//!       %31 = div %29, %30 : i32
+//!       %32 = iconst 2 : i32
+//!       %slot.3 = rem %31, %32 : i32
+//!       %k.3 = load kv[%b, %j.2+:128, ..] : bf16[128, 64]
+//!       wait_flag 1
+//!       %pb.1 = load ws_pb[%b, %slot.3, .., ..] : bf16[128, 128]
+//!       %v.1 = extract %k.3[.., %c0+:32] : bf16[128, 32]
+//!       %pv.1 = matmul %pb.1, %v.1 kn : f32[128, 32]
+//!       atomic_add out[%b, .., ..], %pv.1
+//!       yield
+//!     }
+//!   }
+//! }
+//!
+//! func vector {
+//!   %c0 = iconst 0 : i32
+//!   %B = dim B : i32
+//!   %N = dim N : i32
+//!   parallel %b in %c0..%B {
+//!     for %j in %c0..%N step 128 {
+//!       %0 = sub %j, %c0 : i32
+//!       %1 = iconst 128 : i32
+//!       %2 = div %0, %1 : i32
+//!       %3 = iconst 2 : i32
+//!       %slot = rem %2, %3 : i32
+//!       wait_flag 0
+//!       %s = load ws_s[%b, %slot, .., ..] : f32[128, 128]
+//!       %p = exp %s : f32[128, 128]
+//!       %pb = cast %p to bf16 : bf16[128, 128]
+//!       store ws_pb[%b, %slot, .., ..], %pb
+//!       set_flag 1
+//!       yield
+//!     }
+//!   }
+//! }
+//! ```
 
 use std::collections::{HashMap, HashSet};
 

@@ -187,7 +187,7 @@ fn thread_cpu_seconds() -> Option<f64> {
 }
 
 /// CPU time of the whole process (every thread), seconds (`None` where unknown).
-fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     #[cfg(unix)]
     {
         let mut ts = libc::timespec {

@@ -178,12 +178,23 @@ impl Executable {
         target: &Target,
         instrument: Instrument,
     ) -> Result<Executable, RunError> {
-        crate::passes::codegen_ready(&c.ir).map_err(RunError::Usage)?;
         let opts = CodegenOptions {
             instrument,
             ..CodegenOptions::default()
         };
-        let jit = codegen::compile(&c.ir, &opts).map_err(|e| RunError::Codegen(e.to_string()))?;
+        Self::with_options(c, target, &opts)
+    }
+
+    /// JIT-compiles with the given backend options (e.g. `unfused`, the
+    /// op-per-loop Vector code the fused code is tested against).
+    pub fn with_options(
+        c: &Compilation,
+        target: &Target,
+        opts: &CodegenOptions,
+    ) -> Result<Executable, RunError> {
+        crate::passes::codegen_ready(&c.ir).map_err(RunError::Usage)?;
+        let instrument = opts.instrument;
+        let jit = codegen::compile(&c.ir, opts).map_err(|e| RunError::Codegen(e.to_string()))?;
         let core = target.core_config();
         Ok(Executable {
             ir: c.ir.clone(),
@@ -313,6 +324,13 @@ impl Executable {
         Ok(RunOutput { outputs, report })
     }
 
+    /// Work items of a launch (the grid's points at the compiled dims).
+    pub fn work_items(&self) -> Result<u64, RunError> {
+        self.jit
+            .work_items(&self.dims()?)
+            .map_err(|e| RunError::Codegen(e.to_string()))
+    }
+
     /// Lays out GM for `inputs` (inputs copied in, outputs and workspaces
     /// zeroed) and the launch settings, for one or more [`Executable::launch`]es.
     pub fn prepare(&self, inputs: &[HostTensor], cfg: &RunConfig) -> Result<Prepared, RunError> {
@@ -368,10 +386,7 @@ impl Executable {
             }
         }
         let dims = self.dims()?;
-        let work_items = self
-            .jit
-            .work_items(&dims)
-            .map_err(|e| RunError::Codegen(e.to_string()))?;
+        let work_items = self.work_items()?;
         let launch_cfg = LaunchConfig {
             poison_local: cfg.poison_local,
             ..LaunchConfig::default()

@@ -15,7 +15,7 @@
 //! | --- | --- | --- |
 //! | `mla` | `q[B,H,D]`, `kv[B,N,D]` | all `N` keys |
 //! | `mla_mtp` | `q[B,S,H,D]`, `kv[B,N,D]` | row of token `s`: keys `< N - S + s + 1` |
-//! | `mla_paged` | `q[B,H,D]`, `kv[NB,P,D]`, `block_table[B,MAXB]`, `cache_seqlens[B]` | the `cache_seqlens[b]` keys of its pages |
+//! | `mla_paged` | `q[B,H,D]` or `q[B,S,H,D]`, `kv[NB,P,D]`, `block_table[B,MAXB]`, `cache_seqlens[B]` | the `cache_seqlens[b]` keys of its pages; with `S` new tokens (the last `S` of the cache), token `s` sees those up to its own position |
 //! | `gqa` | `q[B,HQ,D]`, `k[B,HK,N,D]`, `v[B,HK,N,DV]` | all keys of KV head `h / (HQ/HK)` |
 //! | `mha_causal` | `q`, `k`, `v`: `[B,H,S,D]` | keys `<=` its own position |
 
@@ -212,11 +212,22 @@ pub fn expected(
             // The same checks the run makes before launching (page ids and
             // lengths in range), so the indexing below cannot go wrong.
             super::validate::check_roles(kind, inputs)?;
-            let (qt, q) = find(inputs, "q", 3)?;
+            // q is [B, H, D], or [B, S, H, D] for S new tokens per
+            // sequence, the last S of its cache, causal among them.
+            let rank = match inputs.iter().find(|t| t.name == "q") {
+                Some(t) if t.shape.len() == 4 => 4,
+                _ => 3,
+            };
+            let (qt, q) = find(inputs, "q", rank)?;
             let (kt, kv) = find(inputs, "kv", 3)?;
             let (btt, bt) = find(inputs, "block_table", 2)?;
             let (_, lens) = find(inputs, "cache_seqlens", 1)?;
-            let (b, h, d) = (qt.shape[0], qt.shape[1], qt.shape[2]);
+            let (b, d) = (qt.shape[0], qt.shape[rank - 1]);
+            let (s, h) = match rank {
+                4 => (qt.shape[1], qt.shape[2]),
+                _ => (1, qt.shape[1]),
+            };
+            let h_rows = s * h;
             let (pages, page) = (kt.shape[0], kt.shape[1]);
             let maxb = btt.shape[1];
             for bi in 0..b {
@@ -234,14 +245,17 @@ pub fn expected(
                     keys.extend_from_slice(&kv[at..at + d]);
                 }
                 let vb = cols(&keys, d, dv);
+                // Row r is token r / h of the S new ones, at cache position
+                // len - s + r / h: it sees the keys up to its own position.
+                let vis = move |r: usize, c: usize| c + s < len + r / h + 1;
                 push(
-                    &q[bi * h * d..(bi + 1) * h * d],
+                    &q[bi * h_rows * d..(bi + 1) * h_rows * d],
                     &keys,
                     &vb,
-                    h,
+                    h_rows,
                     len,
                     d,
-                    &|_, _| true,
+                    &vis,
                 )?;
             }
         }

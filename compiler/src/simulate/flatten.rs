@@ -7,6 +7,7 @@ use crate::ir::{
     BLayout, BinaryOp, Block, CmpOp, DType, Dim, Index, InstKind, Kernel, Role, Space, Tensor,
     TileType, Type, UnaryOp, Unit, Value,
 };
+use crate::target::Host;
 use crate::target::Target;
 
 /// Most ops one unit's flattened program may have.
@@ -99,6 +100,7 @@ pub fn flatten(k: &Kernel, t: &Target, cfg: &SimConfig) -> Result<Flat, SimError
             ops: w.ops,
             bytes: w.bytes,
             flops: w.flops,
+            work: w.work,
         });
     }
     let vector_prog = out.pop().unwrap_or_default();
@@ -200,6 +202,10 @@ struct Walker<'a> {
     slot_of: HashMap<Value, (u64, u64)>,
     /// With `double_l1`: loads so far at each L1 offset.
     loads_at: HashMap<u64, u64>,
+    /// The host runtime's costs (the `host` target), else Ascend pipes.
+    host: Option<&'a Host>,
+    /// Work per host cost category ([`UnitProgram::work`]).
+    work: BTreeMap<String, (u64, u64)>,
 }
 
 impl<'a> Walker<'a> {
@@ -236,7 +242,49 @@ impl<'a> Walker<'a> {
             l1_values: HashMap::new(),
             slot_of: HashMap::new(),
             loads_at: HashMap::new(),
+            host: t.host.as_ref(),
+            work: BTreeMap::new(),
         }
+    }
+
+    /// Counts one op of host cost category `cat` with quantity `qty`.
+    fn tally(&mut self, cat: String, qty: u64) {
+        let e = self.work.entry(cat).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += qty;
+    }
+
+    /// Host: ns of a runtime copy of `bytes` on `path` (`gm->l1`, …), the
+    /// calling unit's JIT code included; tallied.
+    fn host_copy(&mut self, h: &Host, path: String, bytes: u64, fallback: Pipe) -> f64 {
+        let ns = match h.copy.get(&path) {
+            Some(c) => c.call_ns + bytes as f64 / c.bytes_per_ns,
+            None => bytes as f64 / self.engine(fallback),
+        };
+        self.tally(format!("copy {path}"), bytes);
+        ns + self.host_call()
+    }
+
+    /// Host: the Cube's own JIT time around one runtime call; tallied.
+    fn host_call(&mut self) -> f64 {
+        match (self.side, self.host) {
+            (Side::Aic, Some(h)) => {
+                self.tally("cube calls".into(), 0);
+                h.cube.call_ns
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Host: ns of a Vector op over `elems` elements of JIT code, on UB
+    /// tiles or (`gm`) on a tile in GM or the unit's scratch; tallied.
+    fn host_vec(&mut self, h: &Host, elems: u64, gm: bool) -> f64 {
+        let (cat, per) = match gm {
+            true => ("vector gm", h.vector.gm_elem_ns),
+            false => ("vector ub", h.vector.elem_ns),
+        };
+        self.tally(cat.into(), elems);
+        h.vector.op_ns + elems as f64 * per
     }
 
     /// Number of grid items: evaluates the top-level scalars and the
@@ -362,6 +410,47 @@ impl<'a> Walker<'a> {
         let repeats = (elems * width).div_ceil(u64::from(v.repeat_bytes));
         (v.issue_cycles + repeats as f64 * cycles_per_repeat / f64::from(v.repeats_per_cycle))
             / self.clock()
+    }
+
+    /// Ascend: the pipes of a store or atomic add of a `space` tile.
+    fn ascend_store(
+        &mut self,
+        space: Space,
+        bytes: u64,
+        mem: Mem,
+        atomic: bool,
+        suffix: &str,
+    ) -> Vec<(Pipe, f64)> {
+        match space {
+            Space::L0C => {
+                self.count(&format!("l0c->gm{suffix}"), bytes);
+                vec![(
+                    Pipe::Fixp,
+                    self.move_ns(bytes, Pipe::Fixp, Some(mem), atomic),
+                )]
+            }
+            Space::Gm => {
+                self.count("gm->ub stream", bytes);
+                self.count(&format!("ub->gm{suffix}"), bytes);
+                vec![
+                    (
+                        Pipe::Mte2,
+                        self.move_ns(bytes, Pipe::Mte2, Some(Mem::L2), false),
+                    ),
+                    (
+                        Pipe::Mte3,
+                        self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic),
+                    ),
+                ]
+            }
+            sp => {
+                self.count(&format!("{sp}->gm{suffix}"), bytes);
+                vec![(
+                    Pipe::Mte3,
+                    self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic),
+                )]
+            }
+        }
     }
 
     /// An index as numbers (`-1` for a full dim), for matching GM ranges.
@@ -604,7 +693,10 @@ impl<'a> Walker<'a> {
                     self.slot_of.insert(r, (lo, lo + tt.bytes()));
                 }
                 let mem = self.mem_of(*tensor, index, true);
-                let ns = self.move_ns(bytes, Pipe::Mte2, Some(mem), false);
+                let ns = match self.host {
+                    Some(h) => self.host_copy(h, format!("gm->{}", tt.space), bytes, Pipe::Mte2),
+                    None => self.move_ns(bytes, Pipe::Mte2, Some(mem), false),
+                };
                 let path = format!("gm->{}", tt.space);
                 self.count(&path, bytes);
                 self.count(
@@ -665,35 +757,17 @@ impl<'a> Walker<'a> {
                 let bytes = self.tbytes(tt);
                 let mem = self.mem_of(*tensor, index, false);
                 let suffix = if atomic { " atomic" } else { "" };
-                let parts = match tt.space {
-                    Space::L0C => {
-                        self.count(&format!("l0c->gm{suffix}"), bytes);
-                        vec![(
-                            Pipe::Fixp,
-                            self.move_ns(bytes, Pipe::Fixp, Some(mem), atomic),
-                        )]
-                    }
-                    Space::Gm => {
-                        self.count("gm->ub stream", bytes);
-                        self.count(&format!("ub->gm{suffix}"), bytes);
-                        vec![
-                            (
-                                Pipe::Mte2,
-                                self.move_ns(bytes, Pipe::Mte2, Some(Mem::L2), false),
-                            ),
-                            (
-                                Pipe::Mte3,
-                                self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic),
-                            ),
-                        ]
-                    }
-                    sp => {
+                let parts = match (self.host, tt.space) {
+                    (Some(h), sp) => {
                         self.count(&format!("{sp}->gm{suffix}"), bytes);
-                        vec![(
-                            Pipe::Mte3,
-                            self.move_ns(bytes, Pipe::Mte3, Some(mem), atomic),
-                        )]
+                        let path = format!("{sp}->gm{}", if atomic { " (atomic add)" } else { "" });
+                        let pipe = match sp {
+                            Space::L0C => Pipe::Fixp,
+                            _ => Pipe::Mte3,
+                        };
+                        vec![(pipe, self.host_copy(h, path, bytes, pipe))]
                     }
+                    (None, sp) => self.ascend_store(sp, bytes, mem, atomic, suffix),
                 };
                 let what = if atomic { "atomic_add" } else { "store" };
                 let v = *value;
@@ -735,13 +809,18 @@ impl<'a> Walker<'a> {
                 let bytes = elems * 4;
                 let mem = self.mem_of(*tensor, index, false);
                 self.count("ub->gm atomic (exp add)", bytes);
-                let parts = vec![
-                    (
-                        Pipe::Vector,
-                        self.vec_ns(elems, 4, self.t.vector.op_cycles.elementwise),
-                    ),
-                    (Pipe::Mte3, self.move_ns(bytes, Pipe::Mte3, Some(mem), true)),
-                ];
+                let parts = if let Some(h) = self.host {
+                    // JIT code: the exponent add in place, element by element.
+                    vec![(Pipe::Vector, self.host_vec(h, elems, true))]
+                } else {
+                    vec![
+                        (
+                            Pipe::Vector,
+                            self.vec_ns(elems, 4, self.t.vector.op_cycles.elementwise),
+                        ),
+                        (Pipe::Mte3, self.move_ns(bytes, Pipe::Mte3, Some(mem), true)),
+                    ]
+                };
                 let nv = *n;
                 self.emit(
                     parts,
@@ -786,7 +865,10 @@ impl<'a> Walker<'a> {
                     _ => (Pipe::Mte1, None),
                 };
                 self.count(&format!("{from}->{to}"), bytes);
-                let ns = self.move_ns(bytes, pipe, mem, false);
+                let ns = match self.host {
+                    Some(h) => self.host_copy(h, format!("{from}->{to}"), bytes, pipe),
+                    None => self.move_ns(bytes, pipe, mem, false),
+                };
                 let s = *src;
                 self.emit(vec![(pipe, ns)], &[s], Some(r), None, FlagAct::None, |w| {
                     format!("copy {} {from}→{to} {} KiB", w.name(s), bytes / 1024)
@@ -823,7 +905,19 @@ impl<'a> Walker<'a> {
                     DType::F16 => self.t.cube.macs_per_cycle.f16,
                     _ => self.t.cube.macs_per_cycle.bf16,
                 };
-                let ns = padded as f64 / macs / self.clock();
+                let ns = match self.host {
+                    Some(h) => {
+                        let shape = format!("{m}x{n}x{kk}");
+                        let macs = m * n * kk;
+                        let ns = match h.cube.matmul.get(&shape) {
+                            Some(&ns) => ns,
+                            None => macs as f64 / h.cube.macs_per_ns,
+                        };
+                        self.tally(format!("matmul {shape}"), macs);
+                        ns + self.host_call()
+                    }
+                    None => padded as f64 / macs / self.clock(),
+                };
                 self.flops += 2.0 * (m * n * kk) as f64;
                 let mut reads = vec![*a, *b];
                 reads.extend(*acc);
@@ -994,6 +1088,27 @@ impl<'a> Walker<'a> {
             }
         }
         let width = width.max(2);
+        if let Some(h) = self.host {
+            // JIT code on the tile wherever it lives (a `gm` tile is the
+            // unit's scratch memory: no streaming).
+            let gm = std::iter::once(&r)
+                .chain(reads)
+                .any(|&v| self.tile(v).is_some_and(|t| t.space == Space::Gm));
+            let ns = self.host_vec(h, elems, gm);
+            let op = self.k.insts[i].kind.opcode();
+            self.emit(
+                vec![(Pipe::Vector, ns)],
+                reads,
+                Some(r),
+                None,
+                FlagAct::None,
+                |w| {
+                    let shape: Vec<String> = rt.shape.iter().map(u64::to_string).collect();
+                    format!("{op} {} [{}]", w.name(r), shape.join("×"))
+                },
+            )?;
+            return Ok(());
+        }
         let mut parts = vec![(Pipe::Vector, self.vec_ns(elems, width, cycles))];
         let mut in_bytes = 0;
         for &v in reads {

@@ -46,6 +46,28 @@
 //!    the unit, a set comes after every earlier one and holds the unit for
 //!    `flags.set_cycles`; `model.launch_cycles` is added to the end.
 //!
+//! **The host.** A target with a `[host]` section (`targets/host.toml`,
+//!    written by `amlac simulate --probe-host`) models `amlac run` on this
+//!    machine as the runtime runs it, not an Ascend core:
+//!    - durations are the host's measured costs: a matmul its shape's
+//!      measured time (`host.cube.matmul`, else `host.cube.macs_per_ns`), a
+//!      runtime copy `call_ns + bytes / bytes_per_ns` of its path
+//!      (`gm->l1`, `l0c->gm (atomic add)`, …), plus `host.cube.call_ns` of
+//!      JIT code per Cube call; every Vector op (a `gm` tile is the unit's
+//!      scratch memory, not streamed) `op_ns + elements · elem_ns`;
+//!    - the schedule is the one the launch resolves to (`amla_runtime`'s
+//!      `Schedule::Auto`): with `--cores` ≥ `host.cpus`, *cooperative* —
+//!      a core's Cube and Vector units are coroutines on one thread, the
+//!      Cube first, a unit running until a wait finds its flag unset, then
+//!      the next after `switch_ns`; so a core's time is the sum of its units'
+//!      work, and worker `w` of `min(cores, cpus)` runs cores `w, w + W, …`
+//!      one after the other; with fewer cores, *threads* — every unit a
+//!      thread, its ops on one queue, units overlapping, a set holding its
+//!      thread `set_ns` and waking the waiter `wake_ns` later, bounded by
+//!      the CPUs when there are more unit threads than CPUs;
+//!    - plus the schedule's `launch_ns`; [`Report::cpu_ns`] is the launch's
+//!      CPU time (every core's units).
+//!
 //! **What-if.** [`SimConfig::double_buffer_l1`] (`--double-buffer-l1`)
 //!    gives each GM→L1 load two slots in turn where L1 has room, and a
 //!    reload of a range still in the other slot costs nothing: what the
@@ -181,6 +203,10 @@ pub struct UnitProgram {
     pub bytes: BTreeMap<String, u64>,
     /// Cube FLOPs of this core's items (2·M·N·K, unpadded).
     pub flops: f64,
+    /// Host cost categories (`copy gm->l1`, `matmul 128x128x96`, `vector`,
+    /// `cube calls`): (ops, quantity: bytes, MACs or elements) of this
+    /// core, whatever the target (what `--probe-host` fits its costs to).
+    pub work: BTreeMap<String, (u64, u64)>,
 }
 
 /// What the simulation is told beyond the IR and the target.
@@ -197,6 +223,10 @@ pub struct SimConfig {
     /// (else the report says it was not). A what-if of the model, not of
     /// the compiled program.
     pub double_buffer_l1: bool,
+    /// Cores of the launch (`None`: the target's `chip.ai_cores`); on the
+    /// host target, what `amlac run --cores` is given (it decides the
+    /// runtime's schedule).
+    pub cores: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -205,6 +235,7 @@ impl Default for SimConfig {
             gm_scalar: 0,
             trace_items: 2,
             double_buffer_l1: false,
+            cores: None,
         }
     }
 }
@@ -274,6 +305,15 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Assumptions the prediction rests on.
     pub notes: Vec<String>,
+    /// Host cost categories of the simulated core, `AIC …`/`AIV …` (see
+    /// [`UnitProgram::work`]).
+    pub work: BTreeMap<String, (u64, u64)>,
+    /// How the host runtime runs the launch (`cooperative`, `threads`;
+    /// `None` on an Ascend target).
+    pub host_schedule: Option<&'static str>,
+    /// On the host target: the launch's CPU time, every core's units, ns
+    /// (the launch overhead outside the units not included).
+    pub cpu_ns: Option<f64>,
 }
 
 /// Why a simulation could not be made.
@@ -298,8 +338,19 @@ pub enum SimError {
 
 /// Simulates `k` (the IR after all passes) on `target`.
 pub fn simulate(k: &Kernel, target: &Target, cfg: &SimConfig) -> Result<Report, SimError> {
+    let mut t = target.clone();
+    if let Some(c) = cfg.cores {
+        t.chip.ai_cores = c.max(1);
+    }
+    let target = &t;
     let flat = flatten(k, target, cfg)?;
     let sched = schedule(&flat, target, cfg)?;
+    let mut work = BTreeMap::new();
+    for (side, p) in [(Side::Aic, &flat.cube), (Side::Aiv, &flat.vector)] {
+        for (cat, w) in &p.work {
+            work.insert(format!("{} {cat}", side.name()), *w);
+        }
+    }
     let time_ns = sched.end_ns.max(1e-9);
     let scale = f64::from(flat.core_items).max(1.0);
     let per_item_flops = flat.cube.flops / scale;
@@ -352,6 +403,9 @@ pub fn simulate(k: &Kernel, target: &Target, cfg: &SimConfig) -> Result<Report, 
         bytes,
         events: sched.events,
         notes: flat.notes,
+        work,
+        host_schedule: sched.host_schedule,
+        cpu_ns: sched.cpu_ns,
     })
 }
 
@@ -385,6 +439,11 @@ pub struct Schedule {
     pub busy_aiv: [f64; 6],
     /// Events of traced items.
     pub events: Vec<Event>,
+    /// The host runtime's schedule, on the host target.
+    pub host_schedule: Option<&'static str>,
+    /// On the host target: CPU time of the launch, every core's units
+    /// (the work the schedule spreads over the CPUs), ns.
+    pub cpu_ns: Option<f64>,
 }
 
 #[cfg(test)]

@@ -313,3 +313,110 @@ fn double_buffered_l1_removes_the_kv_reload_and_only_where_l1_has_room() {
     );
     assert_eq!(a.time_ns, b.time_ns);
 }
+
+/// The built-in host target with round costs.
+fn host_target() -> Target {
+    let mut t = Target::builtin("host").unwrap();
+    let h = t.host.as_mut().unwrap();
+    h.cpus = 2;
+    h.threads.launch_ns = 1000.0;
+    h.threads.set_ns = 10.0;
+    h.threads.wake_ns = 50.0;
+    h.cooperative.launch_ns = 2000.0;
+    h.cooperative.flag_ns = 1.0;
+    h.cooperative.switch_ns = 7.0;
+    t
+}
+
+#[test]
+fn cooperative_units_take_turns_on_one_thread_and_threads_overlap() {
+    let t = host_target();
+    // Cube: 100 ns, set 0, wait 1, 5 ns. Vector: wait 0, 30 ns, set 1.
+    let progs = || {
+        flat(
+            vec![
+                op(vec![(Pipe::Cube, 100.0)], vec![], false, FlagAct::None),
+                op(vec![], vec![], false, FlagAct::Set(0)),
+                op(vec![], vec![], false, FlagAct::Wait(1)),
+                op(vec![(Pipe::Cube, 5.0)], vec![], false, FlagAct::None),
+            ],
+            vec![
+                op(vec![], vec![], false, FlagAct::Wait(0)),
+                op(vec![(Pipe::Vector, 30.0)], vec![], false, FlagAct::None),
+                op(vec![], vec![], false, FlagAct::Set(1)),
+            ],
+        )
+    };
+    // cores >= cpus: cooperative. The Cube runs 100, sets (1), blocks on
+    // flag 1: switch (7); the Vector waits on a set flag (1), runs 30, sets
+    // (1), ends: switch (7); the Cube's wait passes (1), 5. Then the launch.
+    let mut tc = t.clone();
+    tc.chip.ai_cores = 2;
+    let s = schedule(&progs(), &tc, &SimConfig::default()).unwrap();
+    let want = 100.0 + 1.0 + 7.0 + 1.0 + 30.0 + 1.0 + 7.0 + 1.0 + 5.0 + 2000.0;
+    assert!((s.end_ns - want).abs() < 1e-9, "{} vs {want}", s.end_ns);
+    assert_eq!(s.host_schedule, Some("cooperative"));
+    // The CPU time is the core's whole time (one thread).
+    assert!((s.cpu_ns.unwrap() - (want - 2000.0)).abs() < 1e-9);
+    // cores < cpus: a thread per unit. The set holds the Cube 10; the
+    // Vector's wait returns 50 after the set; its set wakes the Cube 50 later.
+    let mut tt = t.clone();
+    tt.chip.ai_cores = 1;
+    let s = schedule(&progs(), &tt, &SimConfig::default()).unwrap();
+    let want = 100.0 + 50.0 + 30.0 + 50.0 + 5.0 + 1000.0;
+    assert!((s.end_ns - want).abs() < 1e-9, "{} vs {want}", s.end_ns);
+    assert_eq!(s.host_schedule, Some("threads"));
+    assert!((s.cpu_ns.unwrap() - (135.0 + 2.0 * 10.0)).abs() < 1e-9);
+    // A program whose waits nobody satisfies deadlocks in both.
+    let stuck = flat(
+        vec![op(vec![], vec![], false, FlagAct::Wait(1))],
+        vec![op(vec![], vec![], false, FlagAct::Wait(0))],
+    );
+    assert!(matches!(
+        schedule(&stuck, &tc, &SimConfig::default()),
+        Err(SimError::Deadlock(_))
+    ));
+    assert!(matches!(
+        schedule(&stuck, &tt, &SimConfig::default()),
+        Err(SimError::Deadlock(_))
+    ));
+}
+
+#[test]
+fn host_costs_come_from_the_host_tables_and_workers_run_their_cores_in_turn() {
+    let mut t = host_target();
+    let k = compile(&[("B", "3"), ("N", "512"), ("H", "128")], &[], &t);
+    let h = t.host.as_mut().unwrap();
+    h.cube.matmul.clear();
+    h.cube.matmul.insert("128x128x96".into(), 1000.0);
+    h.cube.macs_per_ns = 128.0 * 128.0 * 128.0 / 3000.0;
+    h.cube.call_ns = 0.0;
+    let cfg = |cores| SimConfig {
+        trace_items: 0,
+        cores: Some(cores),
+        ..SimConfig::default()
+    };
+    let r = simulate(&k, &t, &cfg(3)).unwrap();
+    // 4 KV blocks × 6 K-chunks of QK at the table's 1000 ns, 4 × 4 P·V
+    // matmuls of an unlisted shape at the fallback rate (3000 ns each).
+    let want = 4.0 * 6.0 * 1000.0 + 4.0 * 4.0 * 3000.0;
+    let got = busy(&r, Side::Aic, Pipe::Cube);
+    assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+    assert_eq!(r.work["AIC matmul 128x128x96"].0, 24);
+    assert_eq!(r.work["AIC matmul 128x128x128"].0, 16);
+    // 3 items on 3 cores and 2 CPUs: worker 0 runs cores 0 and 2 (one item
+    // each); on 2 cores, core 0 runs items 0 and 2: the same worker time.
+    let launch = t.host.as_ref().unwrap().cooperative.launch_ns;
+    let six = simulate(&k, &t, &cfg(6)).unwrap().time_ns - launch;
+    let three = simulate(&k, &t, &cfg(3)).unwrap().time_ns - launch;
+    let two = simulate(&k, &t, &cfg(2)).unwrap().time_ns - launch;
+    // (Two items on one core switch a little differently at the item
+    // boundary than two cores of one item each: within 1%.)
+    assert!((three - two).abs() < 1e-2 * two, "{three} vs {two}");
+    // 6 cores on 2 CPUs: worker 0 runs cores 0, 2, 4 (items 0 and 2; core
+    // 4 has none): two items as well.
+    assert!((six - three).abs() < 1e-9 * three, "{six} vs {three}");
+    let r2 = simulate(&k, &t, &cfg(2)).unwrap();
+    assert_eq!(r2.host_schedule, Some("cooperative"));
+    assert_eq!(r2.core_items, 2);
+}

@@ -1,0 +1,717 @@
+//! Fusion of element-wise Vector chains: one loop over a tile shape computes
+//! a chain of element-wise ops in registers, loading each outside input once
+//! and storing only the values something outside the chain reads, with the
+//! row reductions (`rowmax`, `rowsum`) of chain values folded into the same
+//! pass.
+//!
+//! Codegen still translates the IR it is given without rewriting it: fusion
+//! only decides *where* an op's lane code is emitted. The op-per-loop code
+//! (`CodegenOptions::unfused`) is the reference; the fused code computes the
+//! same bits (`codegen::tests::fused_matches_unfused`).
+//!
+//! # The rule
+//!
+//! Within one IR block, a **group** is a sequence of ops, in program order,
+//! that all produce tiles of one `[rows, cols]` shape (`rows_cols`):
+//! `unary`, `binary`, `cmp`, `select`, `cast` (no f16), `broadcast` of a
+//! scalar or of a per-row `[rows]` tile, `iota` along the last axis (or the
+//! rows of a rank-2 tile), plus `rowmax`/`rowsum` of a group value. Between
+//! two members may stand ops that are not members and do not read any
+//! member's result ("passed-over" ops: smaller Vector ops, scalar ops,
+//! flags, GM loads and stores, `atomic_exp_add`); they are emitted in their
+//! place, and the whole group is emitted at its **last** member. A group
+//! ends at an op that reads one of its results, or at one it cannot pass
+//! (a loop, a matmul, an `extract`, a copy, …).
+//!
+//! The fused loop runs over rows, then over 4-lane steps of a row, then the
+//! row's scalar tail, exactly as the op-per-loop code does per op:
+//! - a member's value is the lane code of its op ([`super::vector::lane_fn`])
+//!   on its operands' values, then rounded to what a store and a reload of
+//!   its dtype give (bf16: round to nearest even), so every element sees the
+//!   same operations in the same order as unfused;
+//! - a reduction keeps four interleaved partial results over the row's
+//!   4-lane steps, combines them `(l0 ∘ l1) ∘ (l2 ∘ l3)`, then folds the
+//!   tail: the order of `emit_reduce`, bit for bit.
+//!
+//! # Invariant: the same memory effects
+//!
+//! Moving members to the end of the group and not storing values only
+//! members read is safe when (checked when a group is formed, else the group
+//! is cut short):
+//! - every stored value (a member used outside the group, and every
+//!   reduction result) is disjoint from every tile the group reads, or is
+//!   written in place over a same-dtype input at the same offset (element
+//!   `e` is read before it is overwritten);
+//! - stored values are pairwise disjoint;
+//! - a passed-over op writes nothing the group reads or stores, and reads
+//!   nothing a member before it stores — except a per-row `broadcast`
+//!   source it overwrites later, which the group copies aside at the
+//!   broadcast's own position (a few hundred bytes on the stack).
+//!
+//! Before and after, for `s2 = (x * scale) …; m = rowmax(s2)`:
+//!
+//! ```text
+//! %16 = broadcast %15 to [128, 128] : f32[128, 128] ub@0x800
+//! %s0 = mul %14, %16 : f32[128, 128] gm
+//! %s2 = mul %s0, %26 : f32[128, 128] gm      (%26 a broadcast too)
+//! %27 = rowmax %s2 : f32[128] ub@0x800
+//! ```
+//!
+//! unfused: four loops (two fills, two maps) and a reduction loop, five
+//! passes over 64 KiB tiles; fused: one loop that loads `%14`, multiplies
+//! twice, stores `%s2` (read later) and keeps the row maximum in a register
+//! (`%16` and `%s0` are never stored).
+
+use std::collections::{HashMap, HashSet};
+
+use cranelift_codegen::ir::{self as cl, InstBuilder, types};
+
+use super::func::FnCx;
+use super::{CodegenError, Result, simd_math as sm};
+use crate::ir::{Block, DType, Inst, InstKind, ReduceOp, Space, Type, Value};
+
+/// One fused group.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    /// Members in program order; the last is where the group is emitted.
+    pub members: Vec<Inst>,
+    /// The shape every member's result has (reductions: their input's).
+    pub rows: u64,
+    pub cols: u64,
+    /// Member results something outside the group reads.
+    pub stored: HashSet<Value>,
+    /// Per-row broadcasts whose source is copied aside at their position.
+    pub snapshot: HashSet<Inst>,
+}
+
+/// Fusion decisions of a function: filled block by block before emission.
+#[derive(Default)]
+pub(crate) struct Fusion {
+    /// Off: every op is its own loop.
+    pub off: bool,
+    /// Groups by their last member.
+    pub at: HashMap<Inst, Group>,
+    /// Members other than a group's last (emitted with their group).
+    pub absorbed: HashSet<Inst>,
+    /// Per-row broadcasts whose source is copied aside: the copy's address.
+    pub snapshot_ptr: HashMap<Inst, cl::Value>,
+    /// Broadcasts to copy aside when reached.
+    pub snapshot_at: HashSet<Inst>,
+    /// Every value's users (anywhere in the function).
+    pub uses: HashMap<Value, Vec<Inst>>,
+}
+
+/// How a member reads a tile defined outside the group.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Element `e` of a tile of the group's shape.
+    Full,
+    /// Element `row` of a `[rows]` tile (a per-row broadcast).
+    Row,
+}
+
+/// A group being formed.
+struct Cand {
+    members: Vec<Inst>,
+    results: HashSet<Value>,
+    rows: u64,
+    cols: u64,
+    /// Ops passed over, with the number of members before each.
+    passed: Vec<(Inst, usize)>,
+    snapshot: HashSet<Inst>,
+    /// Results of the group's reductions (known only after the row).
+    reduced: HashSet<Value>,
+}
+
+/// A byte range of one buffer.
+type Range = (Space, u64, u64);
+
+fn overlap(a: &Range, b: &Range) -> bool {
+    a.0 == b.0 && a.1 < b.2 && b.1 < a.2
+}
+
+impl FnCx<'_, '_> {
+    /// Records every value's users in the function whose body is `body`.
+    pub(crate) fn fusion_uses(&mut self, body: Block) {
+        let k = self.k;
+        let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
+        k.walk(body, &mut |i| {
+            k.kind(i)
+                .for_each_operand(|v| uses.entry(v).or_default().push(i));
+        });
+        self.fusion.uses = uses;
+    }
+
+    /// Where tile `v`'s bytes are, if it is placed.
+    fn range(&self, v: Value) -> Option<Range> {
+        let t = self.tile(v, "fuse").ok()?;
+        let (rows, cols) = t.ty.rows_cols();
+        let span = rows.saturating_sub(1) * t.stride + cols;
+        Some((t.ty.space, t.off, t.off + span * t.ty.dtype.bytes()))
+    }
+
+    fn is_extract_result(&self, v: Value) -> bool {
+        self.k
+            .def_inst(v)
+            .is_some_and(|i| matches!(self.k.kind(i), InstKind::Extract { .. }))
+    }
+
+    /// The `[rows, cols]` of `i` if it can be a group member (a reduction
+    /// only of a value in `results`).
+    fn member_shape(&self, i: Inst, results: Option<&HashSet<Value>>) -> Option<(u64, u64)> {
+        let k = self.k;
+        let [r] = k.insts[i].results[..] else {
+            return None;
+        };
+        let tt = k.ty(r).as_tile()?;
+        if tt.space == Space::Any || sm::lane_type(tt.dtype).is_none() || self.is_extract_result(r)
+        {
+            return None;
+        }
+        let rc = tt.rows_cols();
+        let same = |v: Value| {
+            k.ty(v).as_tile().is_some_and(|t| {
+                t.rows_cols() == rc && t.space != Space::Any && sm::lane_type(t.dtype).is_some()
+            }) && !self.is_extract_result(v)
+        };
+        let kind = k.kind(i);
+        let ok = match *kind {
+            InstKind::Unary(_, a) | InstKind::Cast(a, _) => same(a),
+            InstKind::Binary(_, a, b) | InstKind::Cmp(_, a, b) => same(a) && same(b),
+            InstKind::Select(c, a, b) => same(c) && same(a) && same(b),
+            InstKind::Broadcast { src, .. } => match k.ty(src) {
+                Type::Scalar(_) => true,
+                Type::Tile(st) => {
+                    st.elems() == rc.0
+                        && st.space != Space::Any
+                        && sm::lane_type(st.dtype).is_some()
+                        && !self.is_extract_result(src)
+                }
+            },
+            InstKind::Iota { ref shape, axis } => {
+                axis as usize + 1 == shape.len() || (shape.len() == 2 && axis == 0)
+            }
+            InstKind::Reduce(_, a) => {
+                let st = k.ty(a).as_tile()?;
+                return (results.is_some_and(|s| s.contains(&a))
+                    && matches!(st.dtype, DType::F32 | DType::Bf16)
+                    && tt.elems() == st.rows_cols().0)
+                    .then(|| st.rows_cols());
+            }
+            _ => false,
+        };
+        if !ok {
+            return None;
+        }
+        if matches!(
+            kind,
+            InstKind::Unary(..) | InstKind::Binary(..) | InstKind::Cmp(..) | InstKind::Select(..)
+        ) || matches!(kind, InstKind::Cast(_, to) if *to != DType::Bool)
+        {
+            let _ = super::vector::lane_fn(k, kind, "fuse").ok()?;
+        } else if matches!(kind, InstKind::Cast(..)) {
+            return None;
+        }
+        Some(rc)
+    }
+
+    /// True for an op a group may pass over (it only reads its operands and
+    /// writes its results, a GM tensor or a flag).
+    fn passable(&self, i: Inst) -> bool {
+        let k = self.k;
+        let kind = k.kind(i);
+        let tile_operand_is_extract_result = {
+            let mut any = false;
+            kind.for_each_operand(|v| {
+                any |= k.ty(v).as_tile().is_some() && self.is_extract_result(v)
+            });
+            any
+        };
+        !tile_operand_is_extract_result
+            && matches!(
+                kind,
+                InstKind::SetFlag(_)
+                    | InstKind::WaitFlag(_)
+                    | InstKind::Store { .. }
+                    | InstKind::AtomicAdd { .. }
+                    | InstKind::AtomicExpAdd { .. }
+                    | InstKind::Load { .. }
+                    | InstKind::IConst(_)
+                    | InstKind::FConst(..)
+                    | InstKind::DimValue(_)
+                    | InstKind::SubBlock
+                    | InstKind::Unary(..)
+                    | InstKind::Binary(..)
+                    | InstKind::Cmp(..)
+                    | InstKind::Select(..)
+                    | InstKind::Cast(..)
+                    | InstKind::Broadcast { .. }
+                    | InstKind::Iota { .. }
+                    | InstKind::Reduce(..)
+            )
+    }
+
+    /// Tiles member `m` reads from outside the group, and how.
+    fn outside_reads(&self, m: Inst, results: &HashSet<Value>) -> Vec<(Value, Read)> {
+        let k = self.k;
+        let mut out = Vec::new();
+        let row = matches!(k.kind(m), InstKind::Broadcast { .. });
+        k.kind(m).for_each_operand(|v| {
+            if k.ty(v).as_tile().is_some() && !results.contains(&v) {
+                out.push((v, if row { Read::Row } else { Read::Full }));
+            }
+        });
+        out
+    }
+
+    /// Decides the groups of `block` (not of blocks nested in it).
+    pub(crate) fn plan_fusion(&mut self, block: Block) {
+        if self.fusion.off {
+            return;
+        }
+        let k = self.k;
+        let mut cur: Option<Cand> = None;
+        for &i in &k.blocks[block].insts {
+            if let Some(c) = cur.as_mut() {
+                let shape = self.member_shape(i, Some(&c.results));
+                let mut reads_member = false;
+                let mut reads_reduced = false;
+                k.kind(i).for_each_operand(|v| {
+                    reads_member |= c.results.contains(&v);
+                    reads_reduced |= c.reduced.contains(&v);
+                });
+                if shape == Some((c.rows, c.cols)) && !reads_reduced {
+                    c.members.push(i);
+                    c.results.extend(k.insts[i].results.iter().copied());
+                    if matches!(k.kind(i), InstKind::Reduce(..)) {
+                        c.reduced.extend(k.insts[i].results.iter().copied());
+                    }
+                    continue;
+                }
+                let small = shape.is_none_or(|(r, cl)| r * cl <= c.rows * c.cols);
+                if !reads_member && small && self.passable(i) && self.pass_over(c, i) {
+                    c.passed.push((i, c.members.len()));
+                    continue;
+                }
+                let c = cur.take().expect("open group");
+                self.close(c);
+            }
+            if let Some((rows, cols)) = self.member_shape(i, None) {
+                cur = Some(Cand {
+                    members: vec![i],
+                    results: k.insts[i].results.iter().copied().collect(),
+                    rows,
+                    cols,
+                    passed: Vec::new(),
+                    snapshot: HashSet::new(),
+                    reduced: HashSet::new(),
+                });
+            }
+        }
+        if let Some(c) = cur {
+            self.close(c);
+        }
+    }
+
+    /// Checks passing over `x`: false when `x` overwrites a full-tile input
+    /// of the group; a per-row input it overwrites is copied aside.
+    fn pass_over(&self, c: &mut Cand, x: Inst) -> bool {
+        let k = self.k;
+        for &r in &k.insts[x].results {
+            if k.ty(r).as_tile().is_none() {
+                continue;
+            }
+            let Some(xr) = self.range(r) else {
+                return false;
+            };
+            for &m in &c.members {
+                for (v, how) in self.outside_reads(m, &c.results) {
+                    let Some(vr) = self.range(v) else {
+                        return false;
+                    };
+                    if overlap(&xr, &vr) {
+                        if how == Read::Full {
+                            return false;
+                        }
+                        c.snapshot.insert(m);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Validates `c`, cutting it short until it is valid, and records it.
+    fn close(&mut self, mut c: Cand) {
+        while c.members.len() >= 2 {
+            c.passed.retain(|&(_, before)| before < c.members.len());
+            if let Some(g) = self.validate(&c) {
+                for &m in &g.members[..g.members.len() - 1] {
+                    self.fusion.absorbed.insert(m);
+                }
+                self.fusion.snapshot_at.extend(g.snapshot.iter().copied());
+                let last = *g.members.last().expect("members");
+                self.fusion.at.insert(last, g);
+                return;
+            }
+            let m = c.members.pop().expect("members");
+            for r in &self.k.insts[m].results {
+                c.results.remove(r);
+            }
+            c.snapshot.remove(&m);
+        }
+    }
+
+    fn validate(&self, c: &Cand) -> Option<Group> {
+        let k = self.k;
+        let member_set: HashSet<Inst> = c.members.iter().copied().collect();
+        let mut stored = HashSet::new();
+        // (value, range, is a reduction result)
+        let mut writes: Vec<(Value, Range, bool, usize)> = Vec::new();
+        let mut reads: Vec<(Value, Range, Read, Inst)> = Vec::new();
+        for (pos, &m) in c.members.iter().enumerate() {
+            let r = k.insts[m].results[0];
+            let reduce = matches!(k.kind(m), InstKind::Reduce(..));
+            let outside = self
+                .fusion
+                .uses
+                .get(&r)
+                .is_some_and(|us| us.iter().any(|u| !member_set.contains(u)));
+            if reduce || outside {
+                stored.insert(r);
+                writes.push((r, self.range(r)?, reduce, pos));
+            }
+            for (v, how) in self.outside_reads(m, &c.results) {
+                reads.push((v, self.range(v)?, how, m));
+            }
+        }
+        for (n, (_, a, _, _)) in writes.iter().enumerate() {
+            if writes[n + 1..].iter().any(|(_, b, _, _)| overlap(a, b)) {
+                return None;
+            }
+        }
+        for (w, wr, reduce, _) in &writes {
+            for (v, vr, how, m) in &reads {
+                if *how == Read::Row && c.snapshot.contains(m) {
+                    continue;
+                }
+                if !overlap(wr, vr) {
+                    continue;
+                }
+                let in_place = !reduce
+                    && *how == Read::Full
+                    && wr.1 == vr.1
+                    && k.ty(*w).dtype().bytes() == k.ty(*v).dtype().bytes();
+                if !in_place {
+                    return None;
+                }
+            }
+        }
+        for &(x, before) in &c.passed {
+            for &r in &k.insts[x].results {
+                if k.ty(r).as_tile().is_some() {
+                    let xr = self.range(r)?;
+                    if writes.iter().any(|(_, w, _, _)| overlap(&xr, w)) {
+                        return None;
+                    }
+                }
+            }
+            let mut bad = false;
+            k.kind(x).for_each_operand(|v| {
+                if k.ty(v).as_tile().is_some() {
+                    match self.range(v) {
+                        Some(vr) => {
+                            bad |= writes
+                                .iter()
+                                .any(|(_, w, _, pos)| *pos < before && overlap(&vr, w))
+                        }
+                        None => bad = true,
+                    }
+                }
+            });
+            if bad {
+                return None;
+            }
+        }
+        Some(Group {
+            members: c.members.clone(),
+            rows: c.rows,
+            cols: c.cols,
+            stored,
+            snapshot: c.snapshot.clone(),
+        })
+    }
+
+    /// At an absorbed per-row broadcast: copies its source aside.
+    pub(crate) fn emit_snapshot(&mut self, m: Inst) -> Result<()> {
+        let op = "broadcast";
+        let InstKind::Broadcast { src, .. } = *self.k.kind(m) else {
+            return Err(CodegenError::invalid(op, "snapshot of a non-broadcast"));
+        };
+        let st = self.tile(src, op)?;
+        let bytes = st.ty.bytes();
+        let slot = self.b.create_sized_stack_slot(cl::StackSlotData::new(
+            cl::StackSlotKind::ExplicitSlot,
+            bytes.max(1) as u32,
+            4,
+        ));
+        let dst = self.b.ins().stack_addr(types::I64, slot, 0);
+        let sp = self.tile_ptr(&st, op)?;
+        sm::emit_memcpy(&mut self.b, dst, sp, bytes);
+        self.fusion.snapshot_ptr.insert(m, dst);
+        Ok(())
+    }
+
+    /// Emits group `g` as one loop nest.
+    pub(crate) fn emit_group(&mut self, g: &Group) -> Result<()> {
+        let k = self.k;
+        let op = "fused";
+        // Addresses and hoisted values.
+        let mut ptr: HashMap<Value, (cl::Value, DType)> = HashMap::new();
+        let mut hoisted: HashMap<Value, cl::Value> = HashMap::new();
+        let mut row_src: Vec<(Value, cl::Value, DType)> = Vec::new();
+        let mut row_iota: Vec<Value> = Vec::new();
+        let mut col_iota: Vec<Value> = Vec::new();
+        let results: HashSet<Value> = g.members.iter().map(|&m| k.insts[m].results[0]).collect();
+        for &m in &g.members {
+            let r = k.insts[m].results[0];
+            match *k.kind(m) {
+                InstKind::Broadcast { src, .. } => match k.ty(src) {
+                    Type::Scalar(sd) => {
+                        let x = self.scalar(src, op)?;
+                        let v = self.splat_scalar(x, *sd);
+                        let v = canonical(&mut self.b, v, k.ty(r).dtype());
+                        hoisted.insert(r, v);
+                    }
+                    Type::Tile(st) => {
+                        let d = st.dtype;
+                        let p = match self.fusion.snapshot_ptr.get(&m) {
+                            Some(&p) => p,
+                            None => {
+                                let t = self.tile(src, op)?;
+                                self.tile_ptr(&t, op)?
+                            }
+                        };
+                        row_src.push((r, p, d));
+                    }
+                },
+                InstKind::Iota { ref shape, axis } => {
+                    if axis as usize + 1 == shape.len() {
+                        col_iota.push(r);
+                    } else {
+                        row_iota.push(r);
+                    }
+                }
+                ref kind => {
+                    let mut operands = Vec::new();
+                    kind.for_each_operand(|v| operands.push(v));
+                    for v in operands {
+                        if k.ty(v).as_tile().is_none()
+                            || results.contains(&v)
+                            || ptr.contains_key(&v)
+                        {
+                            continue;
+                        }
+                        let t = self.tile(v, op)?;
+                        if !t.dense() {
+                            return Err(CodegenError::unsupported(
+                                op,
+                                format!("{v} is a strided view"),
+                            ));
+                        }
+                        let p = self.tile_ptr(&t, op)?;
+                        ptr.insert(v, (p, t.ty.dtype));
+                    }
+                }
+            }
+        }
+        let mut outs: Vec<(Value, cl::Value, DType)> = Vec::new();
+        let mut reduces: Vec<(Value, ReduceOp, Value, cl::Value, DType)> = Vec::new();
+        for &m in &g.members {
+            let r = k.insts[m].results[0];
+            if let InstKind::Reduce(rop, a) = *k.kind(m) {
+                let t = self.tile(r, op)?;
+                let p = self.tile_ptr(&t, op)?;
+                reduces.push((r, rop, a, p, t.ty.dtype));
+            } else if g.stored.contains(&r) {
+                let t = self.tile(r, op)?;
+                if !t.dense() {
+                    return Err(CodegenError::unsupported(
+                        op,
+                        format!("{r} is a strided view"),
+                    ));
+                }
+                let p = self.tile_ptr(&t, op)?;
+                outs.push((r, p, t.ty.dtype));
+            }
+        }
+        let lanes = {
+            let z = self.i32c(0);
+            let mut v = self.b.ins().splat(types::I32X4, z);
+            for l in 1..4u8 {
+                let c = self.i32c(l as i64);
+                v = self.b.ins().insertlane(v, c, l);
+            }
+            v
+        };
+        let fns: Vec<Option<super::vector::BoxLaneFn>> = g
+            .members
+            .iter()
+            .map(|&m| match k.kind(m) {
+                InstKind::Unary(..)
+                | InstKind::Binary(..)
+                | InstKind::Cmp(..)
+                | InstKind::Select(..)
+                | InstKind::Cast(..) => super::vector::lane_fn(k, k.kind(m), op).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let (rows, cols) = (g.rows, g.cols);
+        let ident = |rop: ReduceOp| match rop {
+            ReduceOp::Max => f32::NEG_INFINITY,
+            ReduceOp::Sum => 0.0,
+        };
+        let comb = |b: &mut cranelift_frontend::FunctionBuilder, rop, x, y| match rop {
+            ReduceOp::Max => b.ins().fmax(x, y),
+            ReduceOp::Sum => b.ins().fadd(x, y),
+        };
+        let rc = self.i64c(rows as i64);
+        self.counted_loop(rc, &mut |c, row| {
+            let row_e = c.b.ins().imul_imm_s(row, cols as i64);
+            // Per-row values.
+            let mut per_row: HashMap<Value, cl::Value> = hoisted.clone();
+            for &(r, p, d) in &row_src {
+                let o = c.b.ins().imul_imm_s(row, d.bytes() as i64);
+                let a = c.b.ins().iadd(p, o);
+                let v = sm::load1(&mut c.b, a, d)
+                    .ok_or_else(|| CodegenError::invalid(op, "row source"))?;
+                let v = canonical(&mut c.b, v, k.ty(r).dtype());
+                per_row.insert(r, v);
+            }
+            for &r in &row_iota {
+                let x = c.b.ins().ireduce(types::I32, row);
+                let v = c.b.ins().splat(types::I32X4, x);
+                per_row.insert(r, v);
+            }
+            // One step: element `e` (i64, from the tile start), column `col`.
+            let step = |c: &mut FnCx<'_, '_>,
+                        e: cl::Value,
+                        col: cl::Value,
+                        wide: bool|
+             -> Result<HashMap<Value, cl::Value>> {
+                let mut vals = per_row.clone();
+                for &r in &col_iota {
+                    let x = c.b.ins().ireduce(types::I32, col);
+                    let s = c.b.ins().splat(types::I32X4, x);
+                    let v = if wide { c.b.ins().iadd(s, lanes) } else { s };
+                    vals.insert(r, v);
+                }
+                for (n, &m) in g.members.iter().enumerate() {
+                    let Some(f) = &fns[n] else { continue };
+                    let r = k.insts[m].results[0];
+                    let mut args = Vec::new();
+                    let mut err = None;
+                    k.kind(m).for_each_operand(|v| args.push(v));
+                    let mut xs = Vec::new();
+                    for v in args {
+                        if let Some(&x) = vals.get(&v) {
+                            xs.push(x);
+                            continue;
+                        }
+                        let Some(&(p, d)) = ptr.get(&v) else {
+                            err = Some(CodegenError::invalid(op, format!("{v} has no value")));
+                            break;
+                        };
+                        let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
+                        let a = c.b.ins().iadd(p, o);
+                        let x = if wide {
+                            sm::load4(&mut c.b, a, d)
+                        } else {
+                            sm::load1(&mut c.b, a, d)
+                        }
+                        .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
+                        vals.insert(v, x);
+                        xs.push(x);
+                    }
+                    if let Some(e) = err {
+                        return Err(e);
+                    }
+                    let y = f(&mut c.b, &xs);
+                    let y = canonical(&mut c.b, y, k.ty(r).dtype());
+                    vals.insert(r, y);
+                }
+                for &(r, p, d) in &outs {
+                    let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
+                    let a = c.b.ins().iadd(p, o);
+                    let x = vals[&r];
+                    if wide {
+                        sm::store4(&mut c.b, a, d, x)
+                    } else {
+                        sm::store1(&mut c.b, a, d, x)
+                    }
+                    .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
+                }
+                Ok(vals)
+            };
+            let n4 = cols / 4;
+            let mut accs: Vec<cl::Value> = reduces
+                .iter()
+                .map(|&(_, rop, ..)| sm::fsplat(&mut c.b, ident(rop)))
+                .collect();
+            if n4 > 0 {
+                let cnt = c.i64c(n4 as i64);
+                accs = c.counted_loop_carry(cnt, &accs.clone(), &mut |c, i, a| {
+                    let col = c.b.ins().imul_imm_s(i, 4);
+                    let e = c.b.ins().iadd(row_e, col);
+                    let vals = step(c, e, col, true)?;
+                    Ok(reduces
+                        .iter()
+                        .zip(a)
+                        .map(|(&(_, rop, inp, ..), &acc)| comb(&mut c.b, rop, acc, vals[&inp]))
+                        .collect())
+                })?;
+            }
+            let mut sums: Vec<cl::Value> = Vec::new();
+            for (&(_, rop, ..), &acc) in reduces.iter().zip(&accs) {
+                let l: Vec<cl::Value> = (0..4u8).map(|l| c.b.ins().extractlane(acc, l)).collect();
+                let x = comb(&mut c.b, rop, l[0], l[1]);
+                let y = comb(&mut c.b, rop, l[2], l[3]);
+                sums.push(comb(&mut c.b, rop, x, y));
+            }
+            for t in n4 * 4..cols {
+                let col = c.i64c(t as i64);
+                let e = c.b.ins().iadd_imm_s(row_e, t as i64);
+                let vals = step(c, e, col, false)?;
+                for (n, &(_, rop, inp, ..)) in reduces.iter().enumerate() {
+                    let v = c.b.ins().extractlane(vals[&inp], 0);
+                    sums[n] = comb(&mut c.b, rop, sums[n], v);
+                }
+            }
+            for (&(_, _, _, p, od), &s) in reduces.iter().zip(&sums) {
+                let v = c.b.ins().splat(types::F32X4, s);
+                let o = c.b.ins().imul_imm_s(row, od.bytes() as i64);
+                let a = c.b.ins().iadd(p, o);
+                sm::store1(&mut c.b, a, od, v)
+                    .ok_or_else(|| CodegenError::invalid(op, "reduction result"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `v` as a store of dtype `d` and a reload give it (its lane type; bf16
+/// rounded to nearest even).
+fn canonical(b: &mut cranelift_frontend::FunctionBuilder, v: cl::Value, d: DType) -> cl::Value {
+    let ty = sm::lane_type(d).expect("member dtypes have a lane type");
+    let v = if b.func.dfg.value_type(v) == ty {
+        v
+    } else {
+        b.ins().bitcast(ty, super::func::mf(), v)
+    };
+    if d == DType::Bf16 {
+        let h = sm::f32x4_to_bf16_bits(b, v);
+        sm::bf16_bits_to_f32x4(b, h)
+    } else {
+        v
+    }
+}
