@@ -9,8 +9,35 @@ use amla::compiler::diag::SourceFile;
 use amla::compiler::driver::CompileOptions;
 use amla::compiler::run::exec::RunConfig;
 use amla::compiler::run::inputs::InputOptions;
+use amla::compiler::run::reference_kind::{ReferenceKind, expected};
+use amla::compiler::run::session::Oracle;
 use amla::compiler::run::session::{RunRequest, run_source};
 use amla::compiler::run::{HostData, HostTensor};
+
+/// How close a checked run came to its tolerances: the largest `error /
+/// bound` of `out`, against the reference and against the interpreter, and
+/// against the reference under the former tolerance `2^-8 + 2^-7·|ref|`
+/// (before the magnitude part, `run/compare.rs`).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Margin {
+    /// `out` against the reference.
+    pub reference: f64,
+    /// `out` against the reference, former tolerance.
+    pub former: f64,
+    /// `out` against the interpreter.
+    pub interpreter: f64,
+}
+
+impl Margin {
+    /// The larger of each.
+    pub fn max(self, o: Margin) -> Margin {
+        Margin {
+            reference: self.reference.max(o.reference),
+            former: self.former.max(o.former),
+            interpreter: self.interpreter.max(o.interpreter),
+        }
+    }
+}
 
 /// The three kernels of the sweep.
 pub const KERNELS: [&str; 3] = [
@@ -31,7 +58,12 @@ pub fn source(name: &str) -> SourceFile {
 /// default pipeline and `defines` (e.g. `H=16`); `Err` names what failed.
 /// The paged kernel gets `n` tokens in every sequence (`cache_seqlens`),
 /// the others `-D N=n`.
-pub fn check(kernel: &str, n: usize, seed: u64, defines: &[(&str, &str)]) -> Result<(), String> {
+pub fn check(
+    kernel: &str,
+    n: usize,
+    seed: u64,
+    defines: &[(&str, &str)],
+) -> Result<Margin, String> {
     check_pipeline(kernel, n, seed, defines, false)
 }
 
@@ -43,7 +75,7 @@ pub fn check_pipeline(
     seed: u64,
     defines: &[(&str, &str)],
     flash: bool,
-) -> Result<(), String> {
+) -> Result<Margin, String> {
     let src = source(kernel);
     let mut compile = CompileOptions::new().map_err(|e| e.to_string())?;
     if flash {
@@ -107,8 +139,44 @@ pub fn check_pipeline(
         })
         .collect();
     if bad.is_empty() {
-        Ok(())
+        Ok(margin(&s, &src.text))
     } else {
         Err(bad.join("\n"))
+    }
+}
+
+/// The [`Margin`] of a checked run of one of [`KERNELS`].
+fn margin(s: &amla::compiler::run::session::RunSummary, text: &str) -> Margin {
+    let ratio = |o: Oracle| {
+        s.check(o)
+            .and_then(|c| c.comparisons.iter().find(|c| c.name == "out"))
+            .map_or(0.0, |c| c.max_ratio)
+    };
+    let kind = ReferenceKind::from_source(text)
+        .ok()
+        .flatten()
+        .expect("a reference line");
+    // The three kernels' softmax scale (the reference takes it from the
+    // kernel; asserted so an edit of the examples does not go unnoticed).
+    assert!(text.contains("const scale = 1.0 / sqrt(576.0);"));
+    let out = s
+        .output
+        .outputs
+        .iter()
+        .find(|o| o.name == "out")
+        .expect("out");
+    let want = expected(kind, &s.inputs, 1.0 / 576f64.sqrt(), 512).expect("reference");
+    let former = out
+        .data
+        .to_f64()
+        .iter()
+        .zip(&want.out)
+        .filter(|(g, w)| g.is_finite() && w.is_finite())
+        .map(|(g, w)| (g - w).abs() / (2f64.powi(-8) + 2f64.powi(-7) * w.abs()))
+        .fold(0.0, f64::max);
+    Margin {
+        reference: ratio(Oracle::Reference(kind)),
+        former,
+        interpreter: ratio(Oracle::Interpreter),
     }
 }
