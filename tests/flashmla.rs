@@ -299,11 +299,7 @@ mod api {
         let refin = vec![
             HostTensor {
                 name: "q".into(),
-                shape: if sq == 1 {
-                    vec![b, h, 576]
-                } else {
-                    vec![b, sq, h, 576]
-                },
+                shape: vec![b, sq, h, 576],
                 data: t[0].data.clone(),
             },
             HostTensor {

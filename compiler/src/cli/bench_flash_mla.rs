@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 
-use amla_runtime::matmul::{MatmulPath, detected_path};
+use amla_runtime::matmul::MatmulPath;
 use amla_runtime::peak::probe_peak;
 
 use super::bench::{BenchArgs, request};
@@ -65,7 +65,7 @@ fn go(args: &BenchArgs) -> Result<String, String> {
         compile: req.compile.clone(),
         run: req.run.clone(),
     };
-    let path = req.run.matmul_path.unwrap_or_else(detected_path);
+    let path = req.run.resolved_matmul_path();
     let probe = |ms| {
         let d = std::time::Duration::from_millis(ms);
         probe_peak(path, None, d, 1).or_else(|| probe_peak(MatmulPath::Scalar, None, d, 1))

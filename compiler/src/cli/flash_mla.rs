@@ -161,11 +161,7 @@ fn go(args: &FlashMlaArgs) -> Result<bool, String> {
     let inputs = [
         HostTensor {
             name: "q".into(),
-            shape: if sq == 1 {
-                vec![b, h, 576]
-            } else {
-                vec![b, sq, h, 576]
-            },
+            shape: vec![b, sq, h, 576],
             data: q.data,
         },
         HostTensor {

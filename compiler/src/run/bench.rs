@@ -27,7 +27,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use amla_runtime::matmul::{MatmulPath, detected_path};
+use amla_runtime::matmul::MatmulPath;
 use amla_runtime::peak::probe_peak;
 use amla_runtime::stats::LaunchStats;
 use amla_runtime::units::{Pipe, UnitKind};
@@ -519,7 +519,7 @@ pub fn bench_source(
         ..req.run.clone()
     };
     let mut prepared = exe.prepare(&inputs, &run_cfg).map_err(run_err)?;
-    let path = run_cfg.matmul_path.unwrap_or_else(detected_path);
+    let path = run_cfg.resolved_matmul_path();
     // 3. Warm-up, then timed launches, each after a peak sample.
     stage("warming up");
     for _ in 0..req.warmup {
@@ -689,7 +689,7 @@ mod tests {
         assert_eq!(num("/kernel_time/n"), 3.0);
         assert_eq!(
             j["peak"]["path"].as_str(),
-            Some(detected_path().name()),
+            Some(amla_runtime::matmul::detected_path().name()),
             "the peak is of the path the runtime uses"
         );
         assert_eq!(j["matmul_path"], j["peak"]["path"]);

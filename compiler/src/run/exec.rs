@@ -65,6 +65,13 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The matmul path a launch under this config runs: the chosen one,
+    /// else the fastest this CPU has (`LaunchConfig::resolved_matmul_path`).
+    pub fn resolved_matmul_path(&self) -> amla_runtime::matmul::MatmulPath {
+        self.matmul_path
+            .unwrap_or_else(amla_runtime::matmul::detected_path)
+    }
+
     /// The JIT instrumentation this run needs.
     pub fn instrument(&self) -> Instrument {
         Instrument {
