@@ -353,18 +353,12 @@ pub struct PlanTimes {
     pub kernel_s: Vec<Vec<f64>>,
 }
 
-fn seeded_bf16(n: usize, seed: u64) -> HostData {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    HostData::Bf16(
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                half::bf16::from_f32(((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
-            })
-            .collect(),
-    )
+/// `n` standard-normal bf16 elements, stream `stream` of seed 0: the same
+/// draws `amlac run` gives an input (`run::inputs`).
+fn seeded_bf16(n: usize, stream: u64) -> HostData {
+    crate::run::inputs::InputGen::new(&crate::run::inputs::InputOptions::default(), stream)
+        .floats(crate::ir::DType::Bf16, n)
+        .expect("bf16 is a float dtype")
 }
 
 /// Benchmarks a plan the way `amlac bench` benchmarks one kernel: plan and
