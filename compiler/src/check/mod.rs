@@ -378,8 +378,13 @@ impl<'d> Checker<'d> {
         self.dim_declared.insert(id, item.name.span);
         self.dims[id.0 as usize].span = item.name.span;
         let default = self.const_positive(&item.value, Code::NotConstant, "a dim");
+        // An invalid `-D` value is reported once; the checker goes on with
+        // the declared default so that the error does not cascade into
+        // "size not known" errors at every use of the dim.
         let value = match self.defines.map.get(name) {
-            Some(text) => self.define_dim(name, text, item.name.span),
+            Some(text) => self
+                .define_dim(name, text, item.name.span)
+                .or(default.map(|v| v as i64)),
             None => default.map(|v| v as i64),
         };
         self.dims[id.0 as usize].value = value;
