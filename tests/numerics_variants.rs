@@ -56,7 +56,7 @@ fn run(name: &str, defines: &[(&str, &str)], given: Vec<HostTensor>) -> RunSumma
     }
 }
 
-const VARIANTS: [[(&str, &str); 2]; 8] = [
+const VARIANTS: [[(&str, &str); 2]; 10] = [
     [("RESCALE", "ceil"), ("COMPENSATE", "0")],
     [("RESCALE", "ceil"), ("COMPENSATE", "1")],
     [("RESCALE", "nearest"), ("COMPENSATE", "0")],
@@ -65,6 +65,8 @@ const VARIANTS: [[(&str, &str); 2]; 8] = [
     [("RESCALE", "cann"), ("COMPENSATE", "1")],
     [("RESCALE", "anchored"), ("COMPENSATE", "0")],
     [("RESCALE", "anchored"), ("COMPENSATE", "1")],
+    [("RESCALE", "exact"), ("COMPENSATE", "0")],
+    [("RESCALE", "exact"), ("COMPENSATE", "1")],
 ];
 
 #[test]
@@ -131,7 +133,7 @@ fn bad_option_values_are_clear_errors() {
         (
             "RESCALE",
             "floor",
-            "-D RESCALE=floor: expected one of `ceil`, `nearest`, `cann`, `anchored`",
+            "-D RESCALE=floor: expected one of `ceil`, `nearest`, `cann`, `anchored`, `exact`",
         ),
         ("COMPENSATE", "yes", "-D COMPENSATE=yes: expected 0 or 1"),
     ] {
@@ -194,6 +196,26 @@ fn the_variants_emit_what_they_say() {
     );
     assert!(!cann.contains("%mu") && cann.contains("1e-6"), "{cann}");
     assert!(!anchored.contains("1e-6"), "{anchored}");
+    // Exact: anchored's grid, `c` not rounded (no cast of `%c` to bf16), no
+    // `cof`, no `eps`: the step is the integer `%n`, clamped at -255.
+    let exact = ir(&[("RESCALE", "exact"), ("COMPENSATE", "0")]);
+    assert!(exact.contains("%mu") && exact.contains("%c "), "{exact}");
+    assert!(
+        !exact.contains("%eps") && !exact.contains("%cof") && !exact.contains("-30"),
+        "{exact}"
+    );
+    assert!(
+        exact
+            .lines()
+            .any(|l| l.contains("atomic_exp_add") && l.contains("%n")),
+        "{exact}"
+    );
+    assert!(
+        !exact
+            .lines()
+            .any(|l| l.contains("%c") && l.contains("bf16") && l.contains("cast")),
+        "{exact}"
+    );
     assert!(ceil.contains("%lc"), "{ceil}");
     let plain = ir(&VARIANTS[0]);
     assert!(!plain.contains("%lc") && plain.contains("ceil "), "{plain}");
@@ -235,7 +257,7 @@ fn the_fidelity_report_measures_every_variant() {
                 .unwrap_or_else(|e| panic!("{}: {e}", c.variant))
         })
         .collect();
-    assert_eq!(errs.len(), 9);
+    assert_eq!(errs.len(), 11);
     for e in &errs {
         assert_eq!(e.nans, 0);
         assert!(e.cos_diff < 5e-5 && e.lse_max_rel < 1e-5, "{e:?}");
@@ -243,7 +265,10 @@ fn the_fidelity_report_measures_every_variant() {
     // Compensation removes ceil's scale error when one key dominates.
     assert!(errs[2].max_abs < errs[1].max_abs, "{errs:?}");
     let t = table(&rows);
-    assert!(t.contains("ceil+comp") && t.contains("cann+comp"), "{t}");
+    assert!(
+        t.contains("ceil+comp") && t.contains("cann+comp") && t.contains("exact+comp"),
+        "{t}"
+    );
     assert!(t.contains("fails") && t.contains("check"), "{t}");
     // A grid of N and H values gives one row per point; bad lists exit 2.
     let mut req = req.clone();

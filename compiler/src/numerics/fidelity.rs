@@ -573,9 +573,10 @@ mod tests {
             .filter(|r| r.iter().any(|x| x.abs() > 6.0))
             .count();
         assert!((4..=12).contains(&big), "{big}");
-        assert_eq!(Variant::all().len(), 9);
+        assert_eq!(Variant::all().len(), 11);
         assert_eq!(Variant::all()[4].label(), "nearest+comp");
         assert_eq!(Variant::all()[6].label(), "cann+comp");
         assert_eq!(Variant::all()[8].label(), "anchored+comp");
+        assert_eq!(Variant::all()[10].label(), "exact+comp");
     }
 }

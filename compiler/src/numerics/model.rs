@@ -57,9 +57,14 @@ pub fn run_row(
         lse: 0.0,
     };
     let nearest = variant != RescaleVariant::Ceil;
-    let anchored = variant == RescaleVariant::Anchored;
-    let cann = variant == RescaleVariant::Cann || anchored;
-    let leftover = |x: f32| bf((x - x.round()).exp2());
+    // exact: anchored's grid, `c` unrounded (no cof, whole steps only).
+    let exact = variant == RescaleVariant::Exact;
+    let anchored = variant == RescaleVariant::Anchored || exact;
+    let cann = matches!(variant, RescaleVariant::Cann | RescaleVariant::Anchored);
+    let leftover = |x: f32| {
+        let c = (x - x.round()).exp2();
+        if exact { c } else { bf(c) }
+    };
     let mut cof_prev = 1f32;
     let mut mu = 0f32; // anchored: the grid's anchor, the first block's max
     for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
@@ -96,7 +101,11 @@ pub fn run_row(
             // x = n + 1.5 · (cof_prev / cof - 1) + 1e-6, cof = c / bf16(c).
             let cof = (mn - mn.round()).exp2() / c;
             let ratio = cof_prev / cof;
-            let bias = if anchored { 0.0 } else { 1e-6 };
+            let bias = if variant == RescaleVariant::Anchored {
+                0.0
+            } else {
+                1e-6
+            };
             let eps = if first {
                 0.0
             } else {
@@ -199,7 +208,9 @@ mod tests {
                 let a = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, comp);
                 assert!(a.max_p <= std::f32::consts::SQRT_2, "anchored: {}", a.max_p);
                 assert!(a.steps.iter().all(|s| (-30..=0).contains(s)));
-                for t in [&c, &n, &h, &a] {
+                let x = run_row(&scores, &v, 1, 16, RescaleVariant::Exact, comp);
+                assert!(x.max_p <= std::f32::consts::SQRT_2, "exact: {}", x.max_p);
+                for t in [&c, &n, &h, &a, &x] {
                     assert!(t.steps.iter().all(|s| (-255..=0).contains(s)));
                     let (want, lse) = exact(&scores, &v, 1);
                     assert!((f64::from(t.out[0]) - want[0]).abs() < 2e-2, "{t:?}");
@@ -235,6 +246,37 @@ mod tests {
             if (m2 - m2.round()).abs() > 0.01 {
                 assert_ne!(h.max_p, 1.0, "{h:?}");
             }
+            // exact is anchored on the same grid: the same operands here.
+            let x = run_row(&scores, &v, 1, 16, RescaleVariant::Exact, true);
+            assert_eq!((x.max_p, &x.steps, &x.out), (a.max_p, &a.steps, &a.out));
+        }
+    }
+
+    #[test]
+    fn exact_keeps_c_unrounded_and_takes_only_whole_steps() {
+        // The max moves by a fraction (0.3 in base 2) in the second block:
+        // from then on c = 2^0.3, not a bf16 value. anchored multiplies
+        // P · bf16(c) (its largest operand is bf16(c)), exact P · c
+        // rounded once (its largest operand is bf16(c) too, but the other
+        // keys are rounded at P · c); exact's steps are whole numbers, and
+        // its output is within the bf16 rounding of float64.
+        let ln2 = std::f32::consts::LN_2;
+        let mut seed = 3;
+        let mut scores: Vec<f32> = (0..48).map(|_| lcg(&mut seed) * 0.5).collect();
+        scores[0] = 2.0 * ln2;
+        scores[20] = 2.3 * ln2;
+        let v: Vec<f32> = (0..48).map(|_| lcg(&mut seed)).collect();
+        let (want, lse) = exact(&scores, &v, 1);
+        for comp in [false, true] {
+            let x = run_row(&scores, &v, 1, 16, RescaleVariant::Exact, comp);
+            assert_eq!(x.steps, vec![0, 0, 0], "{x:?}");
+            let c = 0.3f32.exp2();
+            assert_eq!(x.max_p, bf(c), "{x:?}");
+            assert!((f64::from(x.out[0]) - want[0]).abs() < 1e-2, "{x:?}");
+            assert!((f64::from(x.lse) - lse).abs() <= 1e-5 * lse.abs().max(1.0));
+            // The same row with anchored differs (its c was rounded first).
+            let a = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, comp);
+            assert_ne!(a.out, x.out, "{a:?} {x:?}");
         }
     }
 

@@ -45,7 +45,7 @@
 //! and the final max is converted back to natural-log units
 //! (`%m = mul %M, broadcast 0.6931471805599453`) for `lse`.
 //!
-//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest|cann|anchored`,
+//! **Variants** ([`MulToAddOptions`], `-D RESCALE=ceil|nearest|cann|anchored|exact`,
 //! `-D COMPENSATE=0|1`; `docs/NUMERICS.md` measures them and explains the
 //! default, `anchored` without compensation):
 //!
@@ -82,6 +82,18 @@
 //! %mu  = select %first, %m_new, %mu.1       // carried, from 0
 //! %c   = exp2 ((%m_new - %mu) - round (%m_new - %mu))
 //! %nf  = round (%m.1 - %mu) - round (%m_new - %mu)
+//! ```
+//!
+//! - `exact`: `anchored`'s grid with `c` kept in f32, so nothing is left to
+//!   correct: no `cof`, no `eps`, every step a whole integer add (exact,
+//!   clamped at -255); the Cube multiplies `bf16(P · c)` and the kernel's
+//!   `acc / l` becomes `acc / (l · c_last)`:
+//!
+//! ```text
+//! %c   = exp2 %36 : f32[128]                // 2^frac(m_new - mu), unrounded
+//! %pc  = mul %p, %37 : f32[128, 128]        // %37 = broadcast %c
+//! %n   = cast %nf to i32 : i32[128]
+//! atomic_exp_add acc_ws[%b, .., ..], %n     // whole step
 //! ```
 //!
 //! - compensation (every variant, `-D COMPENSATE=1`; off by default): a carried
@@ -143,15 +155,22 @@ pub enum RescaleVariant {
     /// The default.
     #[default]
     Anchored,
+    /// `anchored`'s grid with `c` kept in f32: the Cube multiplies
+    /// `bf16(P · c)`, one rounding of `2^(s2 - M)`, so there is no rounding
+    /// of `c` to correct, no `cof`, no fractional step: every step is a
+    /// whole, exact integer add (clamped at -255), and the normaliser is
+    /// `l · c_last` (f32).
+    Exact,
 }
 
 impl RescaleVariant {
     /// Every variant, in documentation order.
-    pub const ALL: [RescaleVariant; 4] = [
+    pub const ALL: [RescaleVariant; 5] = [
         RescaleVariant::Ceil,
         RescaleVariant::Nearest,
         RescaleVariant::Cann,
         RescaleVariant::Anchored,
+        RescaleVariant::Exact,
     ];
 
     /// The name used in `-D RESCALE=NAME`.
@@ -161,6 +180,7 @@ impl RescaleVariant {
             RescaleVariant::Nearest => "nearest",
             RescaleVariant::Cann => "cann",
             RescaleVariant::Anchored => "anchored",
+            RescaleVariant::Exact => "exact",
         }
     }
 
@@ -590,8 +610,13 @@ fn rewrite(
     // Every variant but ceil carries the real max and splits it into an
     // integer part (rounded by `int_op`) and a leftover `c`.
     let nearest = opts.variant != RescaleVariant::Ceil;
-    let anchored = opts.variant == RescaleVariant::Anchored;
-    let cann = opts.variant == RescaleVariant::Cann || anchored;
+    // `exact` keeps `c` in f32 (no cof, whole steps only).
+    let exact = opts.variant == RescaleVariant::Exact;
+    let anchored = opts.variant == RescaleVariant::Anchored || exact;
+    let cann = matches!(
+        opts.variant,
+        RescaleVariant::Cann | RescaleVariant::Anchored
+    );
     let int_op = UnaryOp::Round;
     // The accumulator's workspace: one slot per grid point.
     let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
@@ -732,6 +757,7 @@ fn rewrite(
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
         let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
         let (c, cb) = leftover(&mut b, m_n, int_op)?;
+        let cb = if exact { c } else { cb };
         if cann {
             let q = b
                 .named(InstKind::Binary(BinaryOp::Div, c, cb), "cof")
@@ -907,7 +933,8 @@ fn rewrite(
             }
             None => ms,
         };
-        let (_, cb) = leftover(&mut b, ms, int_op)?;
+        let (c, cb) = leftover(&mut b, ms, int_op)?;
+        let cb = if exact { c } else { cb };
         let one = fc(&mut b, 1.0, &rows)?;
         let g = bin(&mut b, BinaryOp::Div, one, cb)?;
         let d = match l_out {
@@ -1085,7 +1112,7 @@ mod tests {
                 // dead and `dce::remove_dead` drops its slot); and cof for cann.
                 // And mu for anchored.
                 let cof = matches!(variant, RescaleVariant::Cann | RescaleVariant::Anchored);
-                let mu = variant == RescaleVariant::Anchored;
+                let mu = matches!(variant, RescaleVariant::Anchored | RescaleVariant::Exact);
                 assert_eq!(
                     carried(&k),
                     vec![2 + cof as usize + mu as usize],
@@ -1097,7 +1124,10 @@ mod tests {
                         assert_eq!((op(UnaryOp::Ceil), op(UnaryOp::Round)), (1, 0))
                     }
                     // round(m_old), round(m_new), round in c, round in the final c.
-                    RescaleVariant::Nearest | RescaleVariant::Cann | RescaleVariant::Anchored => {
+                    RescaleVariant::Nearest
+                    | RescaleVariant::Cann
+                    | RescaleVariant::Anchored
+                    | RescaleVariant::Exact => {
                         assert_eq!(op(UnaryOp::Ceil), 0);
                         assert!(op(UnaryOp::Round) >= 3, "{opts:?}");
                     }
