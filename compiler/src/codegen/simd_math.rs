@@ -656,13 +656,43 @@ fn emit_row_map_i32x4(
 
 /// Applies [`exp2_frac_i32x4`] in place to `len` (i64) f32 values at `p`
 /// with one bit delta `delta` (i32 scalar from [`emit_frac_delta`]).
+///
+/// `delta == 0` (the running max did not move) changes nothing but
+/// subnormals, which it flushes to ±0: such a row is first only read, as in
+/// [`emit_exp2_scale_row`]. The splatted delta goes through a stack slot:
+/// Cranelift's elaboration otherwise recomputes the whole scalar chain of
+/// [`emit_frac_delta`] (clamps, rounding, conversion: ~40 instructions) next
+/// to every 4-lane step of the loop.
 pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, delta: cl::Value) {
     let lo = b.ins().iconst(types::I32, -(255i64 << 23));
     let hi = b.ins().iconst(types::I32, 1i64 << 23);
     let d = b.ins().smax(delta, lo);
     let d = b.ins().smin(d, hi);
+    let scan = b.create_block();
+    let full = b.create_block();
+    let done = b.create_block();
+    let is0 = b.ins().icmp_imm_s(IntCC::Equal, d, 0);
+    b.ins().brif(is0, scan, &[], full, &[]);
+    b.switch_to_block(scan);
+    b.seal_block(scan);
+    let rewrite = emit_has_subnormal_or_tail(b, p, len);
+    b.ins().brif(rewrite, full, &[], done, &[]);
+    b.switch_to_block(full);
+    b.seal_block(full);
     let ds = b.ins().splat(types::I32X4, d);
-    emit_row_map_i32x4(b, p, len, &mut |b, v| exp2_frac_i32x4(b, v, ds));
+    let slot = b.create_sized_stack_slot(cl::StackSlotData::new(
+        cl::StackSlotKind::ExplicitSlot,
+        16,
+        4,
+    ));
+    b.ins().stack_store(types::I64, ds, slot, 0);
+    emit_row_map_i32x4(b, p, len, &mut |b, v| {
+        let ds = b.ins().stack_load(types::I64, types::I32X4, slot, 0);
+        exp2_frac_i32x4(b, v, ds)
+    });
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+    b.seal_block(done);
 }
 
 /// Applies [`exp2_scale_i32x4`] in place to `len` (i64) f32 values at `p`
@@ -700,42 +730,63 @@ pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value
 /// Non-zero (i8) when the `len` f32 values at `p` hold a subnormal, or when
 /// `len` is not a multiple of 4 (the tail is not scanned).
 fn emit_has_subnormal_or_tail(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value) -> cl::Value {
+    // 4 vectors an iteration (one address, one loop test), then the rest
+    // one vector at a time.
     let n4 = b.ins().sshr_imm_u(len, 2);
+    let n16 = b.ins().band_imm_u(n4, !3);
+    let zero = b.ins().iconst(types::I64, 0);
+    let none = isplat(b, 0);
+    let acc = emit_subnormal_scan(b, p, zero, n16, 4, none);
+    let acc = emit_subnormal_scan(b, p, n16, n4, 1, acc);
+    let any = b.ins().vany_true(acc);
+    let tail = b.ins().band_imm_u(len, 3);
+    let tail = b.ins().icmp_imm_s(IntCC::NotEqual, tail, 0);
+    b.ins().bor(any, tail)
+}
+
+/// ORs into `acc` (i32x4) the subnormal lanes of the 4-lane vectors
+/// `start..end` at `p`, `unroll` vectors an iteration (`end - start` a
+/// multiple of `unroll`).
+fn emit_subnormal_scan(
+    b: &mut FunctionBuilder,
+    p: cl::Value,
+    start: cl::Value,
+    end: cl::Value,
+    unroll: i64,
+    acc: cl::Value,
+) -> cl::Value {
     let header = b.create_block();
     let body = b.create_block();
     let exit = b.create_block();
     b.append_block_param(header, types::I64);
     b.append_block_param(header, types::I32X4);
     b.append_block_param(exit, types::I32X4);
-    let zero = b.ins().iconst(types::I64, 0);
-    let none = isplat(b, 0);
-    b.ins().jump(header, &[zero.into(), none.into()]);
+    b.ins().jump(header, &[start.into(), acc.into()]);
     b.switch_to_block(header);
     let i = b.block_params(header)[0];
     let acc = b.block_params(header)[1];
-    let c = b.ins().icmp(IntCC::SignedLessThan, i, n4);
+    let c = b.ins().icmp(IntCC::SignedLessThan, i, end);
     b.ins().brif(c, body, &[], exit, &[acc.into()]);
     b.switch_to_block(body);
     b.seal_block(body);
     let o = b.ins().ishl_imm_u(i, 4);
     let a = b.ins().iadd(p, o);
-    let v = b.ins().load(types::I32X4, mf(), a, 0);
-    // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
-    let abs_m = isplat(b, 0x7FFF_FFFF);
-    let abs = b.ins().band(v, abs_m);
-    let one = isplat(b, 1);
-    let t = b.ins().isub(abs, one);
-    let lim = isplat(b, 0x007F_FFFF);
-    let m = b.ins().icmp(IntCC::UnsignedLessThan, t, lim);
-    let acc2 = b.ins().bor(acc, m);
-    let i2 = b.ins().iadd_imm_s(i, 1);
+    let mut acc2 = acc;
+    for k in 0..unroll {
+        let v = b.ins().load(types::I32X4, mf(), a, (16 * k) as i32);
+        // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
+        let abs_m = isplat(b, 0x7FFF_FFFF);
+        let abs = b.ins().band(v, abs_m);
+        let one = isplat(b, 1);
+        let t = b.ins().isub(abs, one);
+        let lim = isplat(b, 0x007F_FFFF);
+        let m = b.ins().icmp(IntCC::UnsignedLessThan, t, lim);
+        acc2 = b.ins().bor(acc2, m);
+    }
+    let i2 = b.ins().iadd_imm_s(i, unroll);
     b.ins().jump(header, &[i2.into(), acc2.into()]);
     b.seal_block(header);
     b.switch_to_block(exit);
     b.seal_block(exit);
-    let acc = b.block_params(exit)[0];
-    let any = b.ins().vany_true(acc);
-    let tail = b.ins().band_imm_u(len, 3);
-    let tail = b.ins().icmp_imm_s(IntCC::NotEqual, tail, 0);
-    b.ins().bor(any, tail)
+    b.block_params(exit)[0]
 }

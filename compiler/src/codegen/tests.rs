@@ -160,7 +160,7 @@ fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
     use amla_runtime::rescale::exp2_scale_bits;
     let jit = super::rescale::JitRescale::new().unwrap();
     let normal = [1.5f32, -2.0, 0.0, -0.0, f32::INFINITY, 3.0e-38, -7.25, 1e30];
-    for len in [4usize, 8, 7, 13, 64] {
+    for len in [4usize, 8, 7, 13, 16, 20, 35, 64] {
         for pos in std::iter::once(None).chain((0..len).map(Some)) {
             let mut data: Vec<u32> = (0..len).map(|i| normal[i % 8].to_bits()).collect();
             if let Some(p) = pos {
@@ -178,4 +178,43 @@ fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
     let mut d = vec![1.0f32.to_bits(); 8];
     jit.apply(&mut d, -1);
     assert!(d.iter().all(|&b| f32::from_bits(b) == 0.5));
+}
+
+/// The fractional add with a zero step (`x` in `[-2^-24, 2^-24]`: the
+/// running max did not move) only scans a row unless it holds a subnormal or
+/// a tail; the result must still be `exp2_frac_bits` bit for bit, wherever
+/// the subnormal sits (in the 4-vector unrolled part of the scan or the
+/// one-vector rest), and a non-zero step still rewrites every value.
+#[test]
+fn exp2_frac_row_with_zero_step_flushes_subnormals_anywhere() {
+    use amla_runtime::rescale::{exp2_frac_bits, frac_delta};
+    let jit = super::rescale::JitFracRescale::new().unwrap();
+    let normal = [1.5f32, -2.0, 0.0, -0.0, f32::INFINITY, 3.0e-38, -7.25, 1e30];
+    for x in [0.0f32, -0.0, 1e-9] {
+        assert_eq!(frac_delta(x), 0, "{x}");
+        for len in [4usize, 7, 16, 20, 35, 64] {
+            for pos in std::iter::once(None).chain((0..len).map(Some)) {
+                let mut data: Vec<u32> = (0..len).map(|i| normal[i % 8].to_bits()).collect();
+                if let Some(p) = pos {
+                    data[p] = if p % 2 == 0 { 0x0000_0001 } else { 0x807F_FFFF };
+                }
+                let want: Vec<u32> = data
+                    .iter()
+                    .map(|&b| exp2_frac_bits(f32::from_bits(b), 0).to_bits())
+                    .collect();
+                jit.apply(&mut data, x);
+                assert_eq!(data, want, "x {x}, len {len}, subnormal at {pos:?}");
+            }
+        }
+    }
+    for x in [-1.0f32, 0.25] {
+        let mut d: Vec<u32> = (0..20).map(|i| (1.0f32 + i as f32).to_bits()).collect();
+        let want: Vec<u32> = d
+            .iter()
+            .map(|&b| exp2_frac_bits(f32::from_bits(b), frac_delta(x)).to_bits())
+            .collect();
+        jit.apply(&mut d, x);
+        assert_eq!(d, want, "x {x}");
+        assert_ne!(d[0], 1.0f32.to_bits());
+    }
 }
