@@ -68,6 +68,12 @@ pub struct Host {
     /// Host CPUs the runtime schedules on (`LaunchConfig::host_cpus`): a
     /// launch with at least this many cores runs the cooperative schedule.
     pub cpus: u32,
+    /// CPUs' worth of work the host runs at once (`1..=cpus`): the FLOP/s
+    /// of the runtime's matmul instruction on one thread per CPU over one
+    /// thread's alone (`amla_runtime::peak::probe_peak`). Below `cpus`
+    /// when the CPUs share execution units or host time (a VM's vCPUs);
+    /// threads and workers that run at once share this capacity.
+    pub parallel: f64,
     /// The threads schedule (cores < cpus): every unit a thread.
     pub threads: HostThreads,
     /// The cooperative schedule: a core's units are coroutines on one thread.
@@ -445,6 +451,10 @@ impl Target {
             let (t, c, v) = (&h.threads, &h.cooperative, &h.vector);
             let checks = [
                 ("host.cpus", h.cpus > 0),
+                (
+                    "host.parallel",
+                    h.parallel >= 1.0 && h.parallel <= f64::from(h.cpus),
+                ),
                 ("host.threads.launch_ns", nonneg(t.launch_ns)),
                 ("host.threads.set_ns", nonneg(t.set_ns)),
                 ("host.threads.wake_ns", nonneg(t.wake_ns)),

@@ -61,11 +61,15 @@
 //!      Cube first, a unit running until a wait finds its flag unset, then
 //!      the next after `switch_ns`; so a core's time is the sum of its units'
 //!      work, and worker `w` of `min(cores, cpus)` runs cores `w, w + W, …`
-//!      one after the other; with fewer cores, *threads* — every unit a
-//!      thread, its ops on one queue (each at `work_scale` times its
-//!      cooperative cost), units overlapping, a set holding its thread
-//!      `set_ns` and waking the waiter `wake_ns` later, bounded by the CPUs
-//!      when there are more unit threads than CPUs;
+//!      one after the other, the workers at once; with fewer cores,
+//!      *threads* — every unit a thread, its ops on one queue (each at
+//!      `work_scale` times its cooperative cost), units overlapping, a set
+//!      holding its thread `set_ns` and waking the waiter `wake_ns` later;
+//!    - threads or workers running at once share `host.parallel` CPUs'
+//!      worth of capacity (the measured throughput of one thread per CPU
+//!      over one thread's; below `cpus` where the CPUs share execution
+//!      units or host time): a launch takes at least all their work over
+//!      it;
 //!    - plus the schedule's `launch_ns`; [`Report::cpu_ns`] is the launch's
 //!      CPU time (every core's units).
 //!

@@ -110,11 +110,13 @@ fn host(
         let flat = &scaled;
         let (a, v, events) = run_units(flat, &rules, cfg)?;
         let mut end = a.finish.max(v.finish);
-        // More unit threads than CPUs: they share the CPUs.
+        // More unit threads than the host runs at once: they share its
+        // capacity (`host.parallel` CPUs' worth), so the launch takes at
+        // least all their work over that capacity.
         let threads = f64::from(flat.cores) * (1.0 + subs);
-        if threads > f64::from(h.cpus) {
+        if threads > h.parallel {
             let work: f64 = a.busy.iter().sum::<f64>() + subs * v.busy.iter().sum::<f64>();
-            end = end.max(work * f64::from(flat.cores) / f64::from(h.cpus));
+            end = end.max(work * f64::from(flat.cores) / h.parallel);
         }
         // CPU time of the launch: every unit's work and sets, every core.
         let sets = |ops: &[super::Op]| {
@@ -139,16 +141,25 @@ fn host(
     // Worker 0 runs cores 0, W, 2W, … one after the other; core c runs
     // items c, c + C, … (the runtime's deal). Each core's time is taken
     // as proportional to its items.
+    // The workers run at once but share the host's capacity
+    // (`host.parallel` CPUs' worth): the launch takes the longest worker's
+    // time or all their work over that capacity, whichever is longer.
     let workers = cores.min(h.cpus);
     let per_item = core_ns / f64::from(flat.core_items.max(1));
-    let mut worker_ns = 0.0;
-    for c in (0..cores).step_by(workers as usize) {
-        let items = flat
-            .items
-            .saturating_sub(u64::from(c))
-            .div_ceil(u64::from(cores));
-        worker_ns += per_item * items as f64;
+    let (mut longest, mut all) = (0.0f64, 0.0);
+    for w in 0..workers {
+        let mut worker_ns = 0.0;
+        for c in (w..cores).step_by(workers as usize) {
+            let items = flat
+                .items
+                .saturating_sub(u64::from(c))
+                .div_ceil(u64::from(cores));
+            worker_ns += per_item * items as f64;
+        }
+        longest = longest.max(worker_ns);
+        all += worker_ns;
     }
+    let worker_ns = longest.max(all / h.parallel.min(f64::from(workers)));
     Ok(Schedule {
         end_ns: worker_ns + h.cooperative.launch_ns,
         busy_aic,

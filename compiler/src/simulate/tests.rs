@@ -319,6 +319,7 @@ fn host_target() -> Target {
     let mut t = Target::builtin("host").unwrap();
     let h = t.host.as_mut().unwrap();
     h.cpus = 2;
+    h.parallel = 2.0;
     h.threads.launch_ns = 1000.0;
     h.threads.set_ns = 10.0;
     h.threads.wake_ns = 50.0;
@@ -428,4 +429,75 @@ fn host_costs_come_from_the_host_tables_and_workers_run_their_cores_in_turn() {
     let r2 = simulate(&k, &t, &cfg(2)).unwrap();
     assert_eq!(r2.host_schedule, Some("cooperative"));
     assert_eq!(r2.core_items, 2);
+}
+
+#[test]
+fn units_and_workers_at_once_share_the_hosts_measured_capacity() {
+    // Threads: a Cube and a Vector thread of 100 ns each, no flags: on two
+    // CPUs' worth they overlap; on one (`parallel = 1`) they take turns.
+    let mut t = host_target();
+    t.chip.ai_cores = 1;
+    let progs = flat(
+        vec![op(vec![(Pipe::Cube, 100.0)], vec![], false, FlagAct::None)],
+        vec![op(
+            vec![(Pipe::Vector, 100.0)],
+            vec![],
+            false,
+            FlagAct::None,
+        )],
+    );
+    let s = schedule(&progs, &t, &SimConfig::default()).unwrap();
+    assert!((s.end_ns - 1100.0).abs() < 1e-9, "{}", s.end_ns);
+    t.host.as_mut().unwrap().parallel = 1.0;
+    let s1 = schedule(&progs, &t, &SimConfig::default()).unwrap();
+    assert!((s1.end_ns - 1200.0).abs() < 1e-9, "{}", s1.end_ns);
+    // The work (CPU time) is the same.
+    assert_eq!(s.cpu_ns, s1.cpu_ns);
+
+    // Cooperative: 3 items on 2 cores, 2 workers: worker 0 runs 2 items,
+    // worker 1 one. On 2 CPUs' worth the launch is worker 0's 2 items; on
+    // 1.5 still (3 items / 1.5); on 1, all 3 items one after the other.
+    let mut t = host_target();
+    let k = compile(&[("B", "3"), ("N", "512"), ("H", "128")], &[], &t);
+    let cfg = SimConfig {
+        trace_items: 0,
+        cores: Some(2),
+        ..SimConfig::default()
+    };
+    let launch = t.host.as_ref().unwrap().cooperative.launch_ns;
+    let at = |t: &Target| simulate(&k, t, &cfg).unwrap();
+    let two = at(&t);
+    t.host.as_mut().unwrap().parallel = 1.5;
+    let half = at(&t);
+    t.host.as_mut().unwrap().parallel = 1.0;
+    let one = at(&t);
+    let (w2, w15, w1) = (
+        two.time_ns - launch,
+        half.time_ns - launch,
+        one.time_ns - launch,
+    );
+    assert!((w15 - w2).abs() < 1e-9 * w2, "{w15} vs {w2}");
+    assert!((w1 - 1.5 * w2).abs() < 1e-9 * w1, "{w1} vs {w2}");
+    assert_eq!(two.cpu_ns, one.cpu_ns);
+}
+
+#[test]
+fn a_host_parallel_outside_one_to_cpus_is_refused() {
+    let text = include_str!("../../../targets/host.toml");
+    for bad in ["0.5", "3.0", "nan"] {
+        let t = text.replace(
+            &format!("\nparallel = {}", host_parallel_text(text)),
+            &format!("\nparallel = {bad}"),
+        );
+        let e = Target::parse(&t, "test").unwrap_err().to_string();
+        assert!(e.contains("host.parallel"), "{bad}: {e}");
+    }
+}
+
+/// The `parallel = …` value as written in a host target file.
+fn host_parallel_text(text: &str) -> &str {
+    text.lines()
+        .find_map(|l| l.strip_prefix("parallel = "))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
 }

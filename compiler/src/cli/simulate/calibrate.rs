@@ -529,6 +529,7 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
     let c_flag: Vec<f64> = coop.iter().map(|p| p.set).collect();
     let mut costs = HostCosts {
         cpus,
+        parallel: parallel(cpus),
         t_launch: finite(median(&t_launch)),
         t_scale: work_scale,
         t_set: finite(median(&t_set)),
@@ -554,9 +555,32 @@ pub(crate) fn probe_host(src: &SourceFile) -> Result<String, String> {
     Ok(text)
 }
 
+/// CPUs' worth of work the host runs at once (`host.parallel`): the FLOP/s
+/// of the runtime's matmul instruction on one thread per CPU over one
+/// thread's alone (median of 7 samples of 20 ms each), within `1..=cpus`.
+fn parallel(cpus: usize) -> f64 {
+    let path = RunConfig::default().resolved_matmul_path();
+    let d = std::time::Duration::from_millis(20);
+    let peak = amla_runtime::peak::probe_peak(path, Some(cpus), d, 7).or_else(|| {
+        amla_runtime::peak::probe_peak(amla_runtime::matmul::MatmulPath::Scalar, Some(cpus), d, 7)
+    });
+    let ratio = peak.map_or(1.0, |p| p.flops_per_s / p.flops_per_s_one);
+    clamp_parallel(ratio, cpus)
+}
+
+/// `ratio` within `1..=cpus` (1 when it is not a number).
+fn clamp_parallel(ratio: f64, cpus: usize) -> f64 {
+    if ratio.is_finite() {
+        ratio.clamp(1.0, cpus.max(1) as f64)
+    } else {
+        1.0
+    }
+}
+
 /// The measured figures of a `host` target.
 struct HostCosts {
     cpus: usize,
+    parallel: f64,
     t_launch: f64,
     t_scale: f64,
     t_set: f64,
@@ -671,6 +695,7 @@ pipes_concurrent = false      # each emulated unit runs its ops one after anothe
 
 [host]
 cpus = {cpus}                      # the runtime's host_cpus: cores >= cpus runs the cooperative schedule
+parallel = {par:.3}               # measured: FLOP/s of the matmul instruction on {cpus} threads at once over one thread's (runtime peak probe)
 
 [host.threads]                # --cores below cpus: one thread per unit
 launch_ns = {tl:.0}             # measured: launch wall time minus the longest unit's entry time
@@ -707,6 +732,7 @@ macs_per_ns = {macs:.3}          # a matmul shape not measured below: the measur
             rb = emulated.vector.repeat_bytes,
             ids = emulated.flags.cross_core_ids,
             cpus = self.cpus,
+            par = self.parallel,
             macs = macs_per_ns.max(1e-4),
             vop = self.vec_op,
             vrep = (self.vec_elem * f64::from(emulated.vector.repeat_bytes) / 4.0).max(1e-4),
@@ -845,5 +871,19 @@ pub(crate) fn calibrate(src: &SourceFile, target: &Target, json: bool) -> Result
         ))
     } else {
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_parallel;
+
+    #[test]
+    fn the_measured_parallel_capacity_stays_within_one_and_the_cpus() {
+        assert_eq!(clamp_parallel(1.93, 2), 1.93);
+        assert_eq!(clamp_parallel(0.8, 2), 1.0);
+        assert_eq!(clamp_parallel(2.4, 2), 2.0);
+        assert_eq!(clamp_parallel(f64::NAN, 2), 1.0);
+        assert_eq!(clamp_parallel(f64::INFINITY, 4), 1.0);
     }
 }
