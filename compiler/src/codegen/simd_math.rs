@@ -668,28 +668,43 @@ pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value,
     let hi = b.ins().iconst(types::I32, 1i64 << 23);
     let d = b.ins().smax(delta, lo);
     let d = b.ins().smin(d, hi);
+    emit_row_unless_zero_step(b, p, len, d, &mut |b| {
+        let ds = b.ins().splat(types::I32X4, d);
+        let slot = b.create_sized_stack_slot(cl::StackSlotData::new(
+            cl::StackSlotKind::ExplicitSlot,
+            16,
+            4,
+        ));
+        b.ins().stack_store(types::I64, ds, slot, 0);
+        emit_row_map_i32x4(b, p, len, &mut |b, v| {
+            let ds = b.ins().stack_load(types::I64, types::I32X4, slot, 0);
+            exp2_frac_i32x4(b, v, ds)
+        });
+    });
+}
+
+/// Emits `rewrite` (which maps the `len` f32 values at `p` in place) unless
+/// `step` (i32) is 0 and the row holds no subnormal and no tail of fewer than
+/// 4 values: a zero step changes nothing else, so such a row is only read.
+fn emit_row_unless_zero_step(
+    b: &mut FunctionBuilder,
+    p: cl::Value,
+    len: cl::Value,
+    step: cl::Value,
+    rewrite: &mut dyn FnMut(&mut FunctionBuilder),
+) {
     let scan = b.create_block();
     let full = b.create_block();
     let done = b.create_block();
-    let is0 = b.ins().icmp_imm_s(IntCC::Equal, d, 0);
+    let is0 = b.ins().icmp_imm_s(IntCC::Equal, step, 0);
     b.ins().brif(is0, scan, &[], full, &[]);
     b.switch_to_block(scan);
     b.seal_block(scan);
-    let rewrite = emit_has_subnormal_or_tail(b, p, len);
-    b.ins().brif(rewrite, full, &[], done, &[]);
+    let needed = emit_has_subnormal_or_tail(b, p, len);
+    b.ins().brif(needed, full, &[], done, &[]);
     b.switch_to_block(full);
     b.seal_block(full);
-    let ds = b.ins().splat(types::I32X4, d);
-    let slot = b.create_sized_stack_slot(cl::StackSlotData::new(
-        cl::StackSlotKind::ExplicitSlot,
-        16,
-        4,
-    ));
-    b.ins().stack_store(types::I64, ds, slot, 0);
-    emit_row_map_i32x4(b, p, len, &mut |b, v| {
-        let ds = b.ins().stack_load(types::I64, types::I32X4, slot, 0);
-        exp2_frac_i32x4(b, v, ds)
-    });
+    rewrite(b);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);
@@ -709,22 +724,10 @@ pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value
     let hi = b.ins().iconst(types::I32, 512);
     let n = b.ins().smax(n, lo);
     let n = b.ins().smin(n, hi);
-    let scan = b.create_block();
-    let full = b.create_block();
-    let done = b.create_block();
-    let is0 = b.ins().icmp_imm_s(IntCC::Equal, n, 0);
-    b.ins().brif(is0, scan, &[], full, &[]);
-    b.switch_to_block(scan);
-    b.seal_block(scan);
-    let rewrite = emit_has_subnormal_or_tail(b, p, len);
-    b.ins().brif(rewrite, full, &[], done, &[]);
-    b.switch_to_block(full);
-    b.seal_block(full);
-    let ns = b.ins().splat(types::I32X4, n);
-    emit_row_map_i32x4(b, p, len, &mut |b, v| exp2_scale_i32x4(b, v, ns));
-    b.ins().jump(done, &[]);
-    b.switch_to_block(done);
-    b.seal_block(done);
+    emit_row_unless_zero_step(b, p, len, n, &mut |b| {
+        let ns = b.ins().splat(types::I32X4, n);
+        emit_row_map_i32x4(b, p, len, &mut |b, v| exp2_scale_i32x4(b, v, ns));
+    });
 }
 
 /// Non-zero (i8) when the `len` f32 values at `p` hold a subnormal, or when

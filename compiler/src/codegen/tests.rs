@@ -159,13 +159,8 @@ fn transcendental_special_values() {
 fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
     use amla_runtime::rescale::exp2_scale_bits;
     let jit = super::rescale::JitRescale::new().unwrap();
-    let normal = [1.5f32, -2.0, 0.0, -0.0, f32::INFINITY, 3.0e-38, -7.25, 1e30];
     for len in [4usize, 8, 7, 13, 16, 20, 35, 64] {
-        for pos in std::iter::once(None).chain((0..len).map(Some)) {
-            let mut data: Vec<u32> = (0..len).map(|i| normal[i % 8].to_bits()).collect();
-            if let Some(p) = pos {
-                data[p] = if p % 2 == 0 { 0x0000_0001 } else { 0x807F_FFFF };
-            }
+        for (pos, mut data) in rows_with_one_subnormal(len) {
             let want: Vec<u32> = data
                 .iter()
                 .map(|&b| exp2_scale_bits(f32::from_bits(b), 0).to_bits())
@@ -180,6 +175,22 @@ fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
     assert!(d.iter().all(|&b| f32::from_bits(b) == 0.5));
 }
 
+/// Rows of `len` f32 bit patterns (normals, zeros, an infinity): one with no
+/// subnormal, then one with a subnormal (positive or negative) at each
+/// position, with that position.
+fn rows_with_one_subnormal(len: usize) -> impl Iterator<Item = (Option<usize>, Vec<u32>)> {
+    let normal = [1.5f32, -2.0, 0.0, -0.0, f32::INFINITY, 3.0e-38, -7.25, 1e30];
+    std::iter::once(None)
+        .chain((0..len).map(Some))
+        .map(move |pos| {
+            let mut data: Vec<u32> = (0..len).map(|i| normal[i % 8].to_bits()).collect();
+            if let Some(p) = pos {
+                data[p] = if p % 2 == 0 { 0x0000_0001 } else { 0x807F_FFFF };
+            }
+            (pos, data)
+        })
+}
+
 /// The fractional add with a zero step (`x` in `[-2^-24, 2^-24]`: the
 /// running max did not move) only scans a row unless it holds a subnormal or
 /// a tail; the result must still be `exp2_frac_bits` bit for bit, wherever
@@ -189,15 +200,10 @@ fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
 fn exp2_frac_row_with_zero_step_flushes_subnormals_anywhere() {
     use amla_runtime::rescale::{exp2_frac_bits, frac_delta};
     let jit = super::rescale::JitFracRescale::new().unwrap();
-    let normal = [1.5f32, -2.0, 0.0, -0.0, f32::INFINITY, 3.0e-38, -7.25, 1e30];
     for x in [0.0f32, -0.0, 1e-9] {
         assert_eq!(frac_delta(x), 0, "{x}");
         for len in [4usize, 7, 16, 20, 35, 64] {
-            for pos in std::iter::once(None).chain((0..len).map(Some)) {
-                let mut data: Vec<u32> = (0..len).map(|i| normal[i % 8].to_bits()).collect();
-                if let Some(p) = pos {
-                    data[p] = if p % 2 == 0 { 0x0000_0001 } else { 0x807F_FFFF };
-                }
+            for (pos, mut data) in rows_with_one_subnormal(len) {
                 let want: Vec<u32> = data
                     .iter()
                     .map(|&b| exp2_frac_bits(f32::from_bits(b), 0).to_bits())
