@@ -774,15 +774,15 @@ fn emit_subnormal_scan(
     b.seal_block(body);
     let o = b.ins().ishl_imm_u(i, 4);
     let a = b.ins().iadd(p, o);
+    // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
+    let abs_m = isplat(b, 0x7FFF_FFFF);
+    let one = isplat(b, 1);
+    let lim = isplat(b, 0x007F_FFFF);
     let mut acc2 = acc;
     for k in 0..unroll {
         let v = b.ins().load(types::I32X4, mf(), a, (16 * k) as i32);
-        // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
-        let abs_m = isplat(b, 0x7FFF_FFFF);
         let abs = b.ins().band(v, abs_m);
-        let one = isplat(b, 1);
         let t = b.ins().isub(abs, one);
-        let lim = isplat(b, 0x007F_FFFF);
         let m = b.ins().icmp(IntCC::UnsignedLessThan, t, lim);
         acc2 = b.ins().bor(acc2, m);
     }

@@ -57,13 +57,11 @@ pub fn run_row(
         lse: 0.0,
     };
     let nearest = variant != RescaleVariant::Ceil;
-    // exact: anchored's grid, `c` unrounded (no cof, whole steps only).
-    let exact = variant == RescaleVariant::Exact;
-    let anchored = variant == RescaleVariant::Anchored || exact;
-    let cann = matches!(variant, RescaleVariant::Cann | RescaleVariant::Anchored);
+    let anchored = variant.anchors_grid();
+    let cann = variant.corrects_c();
     let leftover = |x: f32| {
         let c = (x - x.round()).exp2();
-        if exact { c } else { bf(c) }
+        if variant.rounds_c() { bf(c) } else { c }
     };
     let mut cof_prev = 1f32;
     let mut mu = 0f32; // anchored: the grid's anchor, the first block's max
@@ -92,7 +90,7 @@ pub fn run_row(
             let step = m - m_new;
             (step, 0.0, 1.0)
         };
-        let nf = (if first { 0.0 } else { step }).max(if cann { -30.0 } else { -255.0 });
+        let nf = (if first { 0.0 } else { step }).max(variant.step_floor() as f32);
         let n = nf as i32;
         let mut alpha2 = nf.exp2();
         let alpha_l = if nearest { alpha_l } else { alpha2 };
@@ -101,11 +99,7 @@ pub fn run_row(
             // x = n + 1.5 · (cof_prev / cof - 1) + 1e-6, cof = c / bf16(c).
             let cof = (mn - mn.round()).exp2() / c;
             let ratio = cof_prev / cof;
-            let bias = if variant == RescaleVariant::Anchored {
-                0.0
-            } else {
-                1e-6
-            };
+            let bias = variant.eps_bias() as f32;
             let eps = if first {
                 0.0
             } else {

@@ -188,6 +188,42 @@ impl RescaleVariant {
     pub fn parse(s: &str) -> Option<RescaleVariant> {
         RescaleVariant::ALL.into_iter().find(|v| v.name() == s)
     }
+
+    /// The integer grid is anchored at the row's first max `mu`
+    /// (`anchored`, `exact`).
+    pub fn anchors_grid(self) -> bool {
+        matches!(self, RescaleVariant::Anchored | RescaleVariant::Exact)
+    }
+
+    /// `c` is rounded to bf16 before the Cube multiplies `P · c` (every
+    /// variant but `exact`).
+    pub fn rounds_c(self) -> bool {
+        self != RescaleVariant::Exact
+    }
+
+    /// The rounding of `c` is corrected in the accumulator by a fractional
+    /// step `eps` from a carried `cof = c / bf16(c)`, and steps are clamped
+    /// at -30 (`cann`, `anchored`).
+    pub fn corrects_c(self) -> bool {
+        matches!(self, RescaleVariant::Cann | RescaleVariant::Anchored)
+    }
+
+    /// The constant added to a correcting variant's `eps`: CANN's 1e-6, or
+    /// 0 for `anchored` (a block whose `c` did not change gets an exact
+    /// whole step).
+    pub fn eps_bias(self) -> f64 {
+        if self == RescaleVariant::Cann {
+            1e-6
+        } else {
+            0.0
+        }
+    }
+
+    /// The clamp of an exponent step: -30 where `c` is corrected (CANN's),
+    /// else -255 (every finite f32 times 2^-255 flushes to ±0).
+    pub fn step_floor(self) -> f64 {
+        if self.corrects_c() { -30.0 } else { -255.0 }
+    }
 }
 
 /// Options of the rewrite.
@@ -610,13 +646,8 @@ fn rewrite(
     // Every variant but ceil carries the real max and splits it into an
     // integer part (rounded by `int_op`) and a leftover `c`.
     let nearest = opts.variant != RescaleVariant::Ceil;
-    // `exact` keeps `c` in f32 (no cof, whole steps only).
-    let exact = opts.variant == RescaleVariant::Exact;
-    let anchored = opts.variant == RescaleVariant::Anchored || exact;
-    let cann = matches!(
-        opts.variant,
-        RescaleVariant::Cann | RescaleVariant::Anchored
-    );
+    let anchored = opts.variant.anchors_grid();
+    let cann = opts.variant.corrects_c();
     let int_op = UnaryOp::Round;
     // The accumulator's workspace: one slot per grid point.
     let acc_ty = k.ty(k.blocks[m.body].params[m.ia + 1]).clone();
@@ -756,8 +787,7 @@ fn rewrite(
         let rn = b.value(InstKind::Unary(int_op, m_n)).map_err(e)?;
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
         let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
-        let (c, cb) = leftover(&mut b, m_n, int_op)?;
-        let cb = if exact { c } else { cb };
+        let (c, cb) = leftover(&mut b, m_n, int_op, opts.variant)?;
         if cann {
             let q = b
                 .named(InstKind::Binary(BinaryOp::Div, c, cb), "cof")
@@ -780,7 +810,7 @@ fn rewrite(
         (step, Some(alpha_l), p2)
     };
     let nf0 = b.value(InstKind::Select(first, zero, step)).map_err(e)?;
-    let floor = fc(&mut b, if cann { -30.0 } else { -255.0 }, &rows)?;
+    let floor = fc(&mut b, opts.variant.step_floor(), &rows)?;
     let nf = b
         .named(InstKind::Binary(BinaryOp::Max, nf0, floor), "nf")
         .map_err(e)?;
@@ -794,9 +824,7 @@ fn rewrite(
         let r1 = bin(&mut b, BinaryOp::Sub, r, one)?;
         let k15 = fc(&mut b, 1.5, &rows)?;
         let r15 = bin(&mut b, BinaryOp::Mul, r1, k15)?;
-        // CANN's bias of 1e-6 (not in anchored: there a block whose `c` did
-        // not change gets an exact whole step).
-        let tiny = fc(&mut b, if anchored { 0.0 } else { 1e-6 }, &rows)?;
+        let tiny = fc(&mut b, opts.variant.eps_bias(), &rows)?;
         let eps = bin(&mut b, BinaryOp::Add, r15, tiny)?;
         let eps = b
             .named(InstKind::Select(first, zero, eps), "eps")
@@ -933,8 +961,7 @@ fn rewrite(
             }
             None => ms,
         };
-        let (c, cb) = leftover(&mut b, ms, int_op)?;
-        let cb = if exact { c } else { cb };
+        let (_, cb) = leftover(&mut b, ms, int_op, opts.variant)?;
         let one = fc(&mut b, 1.0, &rows)?;
         let g = bin(&mut b, BinaryOp::Div, one, cb)?;
         let d = match l_out {
@@ -1039,16 +1066,20 @@ fn rewrite(
 
 /// `c = 2^(x - int(x))` (`int` is round or ceil) and `f32(bf16(c))`: the
 /// leftover factor of the split max, and its rounding to bf16 as the
-/// Cube's operand is.
+/// Cube's operand is (`c` itself where the variant does not round it).
 fn leftover(
     b: &mut crate::ir::Builder,
     x: Value,
     int_op: UnaryOp,
+    variant: RescaleVariant,
 ) -> Result<(Value, Value), String> {
     let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
     let r = b.value(InstKind::Unary(int_op, x)).map_err(e)?;
     let f = b.value(InstKind::Binary(BinaryOp::Sub, x, r)).map_err(e)?;
     let c = b.named(InstKind::Unary(UnaryOp::Exp2, f), "c").map_err(e)?;
+    if !variant.rounds_c() {
+        return Ok((c, c));
+    }
     let cb = b.value(InstKind::Cast(c, DType::Bf16)).map_err(e)?;
     Ok((c, b.value(InstKind::Cast(cb, DType::F32)).map_err(e)?))
 }
