@@ -1,7 +1,8 @@
 //! Runs the JIT'd AMLA exponent-add loop (the code `atomic_exp_add`
 //! compiles to) over all 2^32 f32 bit patterns for each checked `n`, and
 //! compares every result bit for bit with
-//! `amla_runtime::rescale::exp2_scale_bits`.
+//! `amla_runtime::rescale::exp2_scale_bits` (the identity for `n = 0`: the
+//! loop skips a zero step without reading the row).
 //!
 //! `cargo run --release -p amla --example jit_rescale_exhaustive [n…]`
 

@@ -1,7 +1,8 @@
 //! Exhaustive proof of the integer rescale contract: for every one of the
 //! 2^32 f32 bit patterns and each checked `n` (the fixed list plus two random
 //! values), `exp2_scale_bits(x, n)` is bit-identical to the FTZ definition
-//! `exp2_scale_reference(x, n)`.
+//! `exp2_scale_reference(x, n)` (for `n = 0`: the identity, so that run
+//! proves every pattern, subnormals included, is left as it is).
 //!
 //! Run: `cargo run --release -p amla-runtime --example rescale_exhaustive`
 //! Exits with status 1 on any mismatch. Uses every available CPU.

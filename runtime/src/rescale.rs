@@ -1,9 +1,12 @@
 //! AMLA's MUL-to-ADD rescale: multiplying an f32 by `2^n` by adding `n << 23`
 //! to its bits.
 //!
-//! Contract of [`exp2_scale_bits`]: for every finite `x` and every integer
-//! `n` in `[-255, 0]`, the result is bit-identical to `ftz(x · 2^n)`
-//! evaluated in f32 with flush-to-zero semantics:
+//! Contract of [`exp2_scale_bits`]: `n = 0` is the identity (adding `0 << 23`
+//! to the bits changes nothing, subnormals included, as the chip's integer
+//! add does: the running maximum did not move, nothing is rescaled). For
+//! every finite `x` and every other integer `n` in `[-255, 0]`, the result is
+//! bit-identical to `ftz(x · 2^n)` evaluated in f32 with flush-to-zero
+//! semantics:
 //! - subnormal inputs count as ±0 (denormals-are-zero),
 //! - a result whose magnitude is below `f32::MIN_POSITIVE` (2^-126) — i.e.
 //!   whose exponent underflows — becomes ±0 with the sign of `x`. Because
@@ -23,9 +26,13 @@ use crate::error::RuntimeError;
 const EXP_MASK: u32 = 0x7F80_0000;
 const SIGN: u32 = 0x8000_0000;
 
-/// `x · 2^n` by integer addition on the exponent bits, with the guards above.
+/// `x · 2^n` by integer addition on the exponent bits, with the guards above
+/// (`n = 0`: `x` unchanged).
 #[inline]
 pub fn exp2_scale_bits(x: f32, n: i32) -> f32 {
+    if n == 0 {
+        return x;
+    }
     let bits = x.to_bits();
     let e = ((bits & EXP_MASK) >> 23) as i32;
     let sign = bits & SIGN;
@@ -46,10 +53,11 @@ pub fn exp2_scale_bits(x: f32, n: i32) -> f32 {
     f32::from_bits(out)
 }
 
-/// The definition [`exp2_scale_bits`] must match: the exact product in f64,
-/// then flush-to-zero below 2^-126 (and subnormal inputs as zero).
+/// The definition [`exp2_scale_bits`] must match: `x` itself for `n = 0`,
+/// else the exact product in f64, then flush-to-zero below 2^-126 (and
+/// subnormal inputs as zero).
 pub fn exp2_scale_reference(x: f32, n: i32) -> f32 {
-    if !x.is_finite() {
+    if !x.is_finite() || n == 0 {
         return x;
     }
     if x == 0.0 || x.is_subnormal() {
@@ -85,8 +93,9 @@ pub fn frac_delta(x: f32) -> i32 {
 /// bit for bit; otherwise it is *not* a multiplication: with
 /// `x = 2^e · (1 + f)` and `delta = d · 2^23`, `0 ≤ d < 1 - f` gives
 /// `2^e · (1 + f + d)`, i.e. `x · (1 + d / (1 + f))`, which depends on the
-/// mantissa `f`. Guards as for the integer add: ±inf and NaN unchanged;
-/// ±0 and subnormal inputs give ±0; a result below the smallest normal
+/// mantissa `f`. `delta = 0` (after the clamp) is the identity, as
+/// `n = 0` is for the integer add. Otherwise guards as for the integer add:
+/// ±inf and NaN unchanged; ±0 and subnormal inputs give ±0; a result below the smallest normal
 /// (magnitude bits < `0x0080_0000`) flushes to ±0; a result at or above
 /// `0x7F80_0000` becomes ±inf. `delta` must come from [`frac_delta`] (so
 /// `bits + delta` cannot overflow i32); larger values are clamped to its
@@ -95,6 +104,9 @@ pub fn frac_delta(x: f32) -> i32 {
 pub fn exp2_frac_bits(x: f32, delta: i32) -> f32 {
     const LIM: i32 = 255 << 23;
     let delta = delta.clamp(-LIM, 1 << 23);
+    if delta == 0 {
+        return x;
+    }
     let bits = x.to_bits();
     let sign = bits & SIGN;
     let mag = (bits & !SIGN) as i32;
@@ -118,9 +130,9 @@ pub fn exp2_frac_bits(x: f32, delta: i32) -> f32 {
 /// in f64 rather than on bits: an f32 magnitude `|x| = 2^(E - 127)·(1 + F)`
 /// is the point `u = E + F` of the piecewise-linear "bit line"; the add
 /// moves it to `u + delta / 2^23` and maps it back (`0` below `u = 1`,
-/// `inf` at `u ≥ 255`).
+/// `inf` at `u ≥ 255`); `x` itself for `delta = 0`.
 pub fn exp2_frac_reference(x: f32, delta: i32) -> f32 {
-    if !x.is_finite() {
+    if !x.is_finite() || delta == 0 {
         return x;
     }
     if x == 0.0 || x.is_subnormal() {
@@ -289,11 +301,14 @@ mod tests {
         }
     }
 
+    /// For every `n` but 0: the FPU under FZ flushes a subnormal even when
+    /// multiplied by 1, while a zero exponent step is no operation at all
+    /// (`zero_step_is_the_identity`).
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn reference_matches_hardware_ftz() {
         let xs = samples();
-        for n in all_n() {
+        for n in all_n().into_iter().filter(|&n| n != 0) {
             for &b in xs.iter().step_by(16) {
                 let x = f32::from_bits(b);
                 if x.is_nan() {
@@ -314,8 +329,11 @@ mod tests {
         assert_eq!(exp2_scale_bits(-0.0, -5).to_bits(), SIGN);
         assert_eq!(exp2_scale_bits(8.0, -3), 1.0);
         assert_eq!(exp2_scale_bits(-8.0, 0), -8.0);
-        // Subnormal input flushes, keeping the sign.
-        assert_eq!(exp2_scale_bits(f32::from_bits(SIGN | 5), 0).to_bits(), SIGN);
+        // Subnormal input flushes, keeping the sign (for a non-zero step).
+        assert_eq!(
+            exp2_scale_bits(f32::from_bits(SIGN | 5), -1).to_bits(),
+            SIGN
+        );
         // Smallest normal times 2^-1 underflows to zero.
         assert_eq!(exp2_scale_bits(f32::MIN_POSITIVE, -1).to_bits(), 0);
         // All-ones mantissa at the underflow edge flushes (FTZ), not 2^-126.
@@ -397,6 +415,28 @@ mod tests {
         assert_eq!(exp2_frac_bits(-1.875, d), -2.25);
         assert_eq!(exp2_frac_bits(f32::MIN_POSITIVE, -1), 0.0);
         assert_eq!(exp2_frac_bits(f32::MAX, 1), f32::INFINITY);
+    }
+
+    /// A zero step leaves every bit pattern as it is (subnormals, ±0, inf,
+    /// NaN payloads), in both adds and both definitions; the smallest
+    /// non-zero steps still flush subnormals.
+    #[test]
+    fn zero_step_is_the_identity() {
+        for b in samples() {
+            let x = f32::from_bits(b);
+            assert_eq!(exp2_scale_bits(x, 0).to_bits(), b, "{b:#x}");
+            assert_eq!(exp2_scale_reference(x, 0).to_bits(), b, "{b:#x}");
+            assert_eq!(exp2_frac_bits(x, 0).to_bits(), b, "{b:#x}");
+            assert_eq!(exp2_frac_reference(x, 0).to_bits(), b, "{b:#x}");
+        }
+        // frac_delta of a step too small to move a bit is 0: the identity.
+        assert_eq!(frac_delta(1e-9), 0);
+        let sub = f32::from_bits(0x8000_0003);
+        assert_eq!(exp2_scale_bits(sub, 0).to_bits(), 0x8000_0003);
+        assert_eq!(exp2_scale_bits(sub, -1).to_bits(), SIGN);
+        assert_eq!(exp2_scale_bits(sub, 1).to_bits(), SIGN);
+        assert_eq!(exp2_frac_bits(sub, 1).to_bits(), SIGN);
+        assert_eq!(exp2_frac_bits(sub, -1).to_bits(), SIGN);
     }
 
     #[test]

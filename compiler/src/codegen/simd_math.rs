@@ -28,9 +28,10 @@
 //! # The AMLA exponent add
 //!
 //! [`exp2_scale_i32x4`] is `amla_runtime::rescale::exp2_scale_bits` lane by
-//! lane in integer SIMD: `bits + (n << 23)` with the guards (exponent 255 kept,
-//! zero/subnormal input or underflow → signed zero, overflow → signed inf).
-//! No float operation is involved.
+//! lane in integer SIMD for `n ≠ 0`: `bits + (n << 23)` with the guards
+//! (exponent 255 kept, zero/subnormal input or underflow → signed zero,
+//! overflow → signed inf). No float operation is involved. A zero step is the
+//! identity: the row emitters skip such a row without reading it.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{self as cl, InstBuilder, MemFlagsData, types};
@@ -389,13 +390,12 @@ fn keep_nan(b: &mut FunctionBuilder, x: cl::Value, y: cl::Value) -> cl::Value {
 
 /// `e^x` on f32x4.
 pub fn exp_f32x4(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
-    let hi = fsplat(b, 89.0);
-    let lo = fsplat(b, -104.0);
-    let xc = b.ins().fmin(x, hi);
-    let xc = b.ins().fmax(xc, lo);
+    // Only the lower clamp matters: above 88.72… the result is replaced by
+    // inf below (NaN lanes by `x`), whatever the polynomial gave.
+    let xc = clamp_below(b, x, -104.0);
     let l2e = fsplat(b, std::f32::consts::LOG2_E);
     let t = b.ins().fmul(xc, l2e);
-    let nf = b.ins().nearest(t);
+    let (nf, n) = round_to_int(b, t);
     let c1 = fsplat(b, 0.693_359_4);
     let c2 = fsplat(b, -2.121_944_4e-4);
     let t1 = b.ins().fmul(nf, c1);
@@ -403,7 +403,6 @@ pub fn exp_f32x4(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
     let t2 = b.ins().fmul(nf, c2);
     let r = b.ins().fsub(r, t2);
     let y = exp_poly(b, r);
-    let n = b.ins().fcvt_to_sint_sat(types::I32X4, nf);
     let y = scale2(b, y, n);
     let big = fsplat(b, 88.722_84);
     let over = b.ins().fcmp(FloatCC::GreaterThan, x, big);
@@ -415,18 +414,13 @@ pub fn exp_f32x4(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
 
 /// `2^x` on f32x4.
 pub fn exp2_f32x4(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
-    let hi = fsplat(b, 129.0);
-    let lo = fsplat(b, -151.0);
-    let xc = b.ins().fmin(x, hi);
-    let xc = b.ins().fmax(xc, lo);
-    let nf = b.ins().nearest(xc);
+    // As in `exp_f32x4`: lanes from 128 up become inf, NaN lanes `x`.
+    let xc = clamp_below(b, x, -151.0);
+    let (nf, n) = round_to_int(b, xc);
     let f = b.ins().fsub(xc, nf);
     let ln2 = fsplat(b, std::f32::consts::LN_2);
     let r = b.ins().fmul(f, ln2);
     let y = exp_poly(b, r);
-    let n = b.ins().fcvt_to_sint_sat(types::I32X4, nf);
-    let cap = isplat(b, 128);
-    let n = b.ins().smin(n, cap);
     let y = scale2(b, y, n);
     let big = fsplat(b, 128.0);
     let over = b.ins().fcmp(FloatCC::GreaterThanOrEqual, x, big);
@@ -434,6 +428,31 @@ pub fn exp2_f32x4(b: &mut FunctionBuilder, x: cl::Value) -> cl::Value {
     let inf = fsplat(b, f32::INFINITY);
     let y = b.ins().bitselect(over, inf, y);
     keep_nan(b, x, y)
+}
+
+/// `max(x, lo)` for the non-NaN lanes of `x` (a compare and a blend; NaN
+/// lanes stay NaN, which the callers replace by `x` at the end). Cranelift's
+/// `fmax` is ~8 instructions on x86 (it orders ±0 and canonicalises NaN).
+fn clamp_below(b: &mut FunctionBuilder, x: cl::Value, lo: f32) -> cl::Value {
+    let lo = fsplat(b, lo);
+    let below = b.ins().fcmp(FloatCC::LessThan, x, lo);
+    let below = bc(b, types::F32X4, below);
+    b.ins().bitselect(below, lo, x)
+}
+
+/// `(nearest(t), nearest(t) as i32)` for lanes with `|t| <= 2^22` (other
+/// lanes: garbage, no trap) by the 1.5·2^23 shifter: `t + 1.5·2^23` rounds
+/// `t` to an integer, nearest even, as `nearest` does; that integer is then
+/// the low bits of the sum. Three instructions instead of a `roundps` and
+/// Cranelift's saturating conversion (seven).
+fn round_to_int(b: &mut FunctionBuilder, t: cl::Value) -> (cl::Value, cl::Value) {
+    const SHIFTER: f32 = 12_582_912.0; // 1.5 * 2^23
+    let k = fsplat(b, SHIFTER);
+    let s = b.ins().fadd(t, k);
+    let nf = b.ins().fsub(s, k);
+    let bits = bc(b, types::I32X4, s);
+    let kb = isplat(b, SHIFTER.to_bits() as i64);
+    (nf, b.ins().isub(bits, kb))
 }
 
 /// Shared part of `log`/`log2`: returns `(m, y, e)` with `x = 2^e · (1+m)`,
@@ -558,8 +577,10 @@ pub fn unary_f32x4(b: &mut FunctionBuilder, op: UnaryOp, x: cl::Value) -> Option
 }
 
 /// AMLA's `x · 2^n` on the bits of 4 f32 lanes: `bits` and `n` are i32x4,
-/// `n` already clamped to `[-512, 512]`. Bit-identical to
-/// `amla_runtime::rescale::exp2_scale_bits` lane by lane; integer ops only.
+/// `n` already clamped to `[-512, 512]` and non-zero. Bit-identical to
+/// `amla_runtime::rescale::exp2_scale_bits` lane by lane for such `n` (a
+/// zero `n` would flush subnormals, which `exp2_scale_bits` does not: the
+/// row emitters skip zero steps); integer ops only.
 pub fn exp2_scale_i32x4(b: &mut FunctionBuilder, bits: cl::Value, n: cl::Value) -> cl::Value {
     let e = b.ins().ushr_imm_u(bits, 23);
     let ff = isplat(b, 0xFF);
@@ -583,8 +604,8 @@ pub fn exp2_scale_i32x4(b: &mut FunctionBuilder, bits: cl::Value, n: cl::Value) 
 }
 
 /// The fractional exponent add on 4 lanes of f32 bits: `delta` (i32x4, in
-/// `[-255·2^23, 2^23]`) added to each magnitude, with the guards of
-/// `amla_runtime::rescale::exp2_frac_bits`.
+/// `[-255·2^23, 2^23]`, non-zero: see [`exp2_scale_i32x4`]) added to each
+/// magnitude, with the guards of `amla_runtime::rescale::exp2_frac_bits`.
 pub fn exp2_frac_i32x4(b: &mut FunctionBuilder, bits: cl::Value, delta: cl::Value) -> cl::Value {
     let sign_m = isplat(b, 0x8000_0000u32 as i32 as i64);
     let sign = b.ins().band(bits, sign_m);
@@ -657,10 +678,9 @@ fn emit_row_map_i32x4(
 /// Applies [`exp2_frac_i32x4`] in place to `len` (i64) f32 values at `p`
 /// with one bit delta `delta` (i32 scalar from [`emit_frac_delta`]).
 ///
-/// `delta == 0` (the running max did not move) changes nothing but
-/// subnormals, which it flushes to ±0: such a row is first only read, as in
-/// [`emit_exp2_scale_row`]. The splatted delta goes through a stack slot:
-/// Cranelift's elaboration otherwise recomputes the whole scalar chain of
+/// `delta == 0` (the running max did not move) is the identity: such a row
+/// is skipped, as in [`emit_exp2_scale_row`]. The splatted delta goes
+/// through a stack slot: Cranelift's elaboration otherwise recomputes the whole scalar chain of
 /// [`emit_frac_delta`] (clamps, rounding, conversion: ~40 instructions) next
 /// to every 4-lane step of the loop.
 pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, delta: cl::Value) {
@@ -668,7 +688,7 @@ pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value,
     let hi = b.ins().iconst(types::I32, 1i64 << 23);
     let d = b.ins().smax(delta, lo);
     let d = b.ins().smin(d, hi);
-    emit_row_unless_zero_step(b, p, len, d, &mut |b| {
+    emit_row_unless_zero_step(b, d, &mut |b| {
         let ds = b.ins().splat(types::I32X4, d);
         let slot = b.create_sized_stack_slot(cl::StackSlotData::new(
             cl::StackSlotKind::ExplicitSlot,
@@ -684,24 +704,17 @@ pub fn emit_exp2_frac_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value,
 }
 
 /// Emits `rewrite` (which maps the `len` f32 values at `p` in place) unless
-/// `step` (i32) is 0 and the row holds no subnormal and no tail of fewer than
-/// 4 values: a zero step changes nothing else, so such a row is only read.
+/// `step` (i32) is 0: a zero step is the identity
+/// (`amla_runtime::rescale`), so such a row is not even read.
 fn emit_row_unless_zero_step(
     b: &mut FunctionBuilder,
-    p: cl::Value,
-    len: cl::Value,
     step: cl::Value,
     rewrite: &mut dyn FnMut(&mut FunctionBuilder),
 ) {
-    let scan = b.create_block();
     let full = b.create_block();
     let done = b.create_block();
     let is0 = b.ins().icmp_imm_s(IntCC::Equal, step, 0);
-    b.ins().brif(is0, scan, &[], full, &[]);
-    b.switch_to_block(scan);
-    b.seal_block(scan);
-    let needed = emit_has_subnormal_or_tail(b, p, len);
-    b.ins().brif(needed, full, &[], done, &[]);
+    b.ins().brif(is0, done, &[], full, &[]);
     b.switch_to_block(full);
     b.seal_block(full);
     rewrite(b);
@@ -714,82 +727,15 @@ fn emit_row_unless_zero_step(
 /// with one exponent `n` (i32 scalar, any value; clamped to `[-512, 512]`
 /// like the runtime): 4 lanes at a time, then one at a time.
 ///
-/// `n == 0` (the running max did not move: most rows of most blocks) changes
-/// nothing but subnormals, which it flushes to ±0: such a row is first only
-/// read, and rewritten (by the same code as any other `n`) only if it holds
-/// a subnormal or has a tail of fewer than 4 values. Bit for bit the same
-/// result, without the store traffic.
+/// `n == 0` (the running max did not move: most rows of most blocks) is the
+/// identity: such a row is skipped without being read.
 pub fn emit_exp2_scale_row(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value, n: cl::Value) {
     let lo = b.ins().iconst(types::I32, -512);
     let hi = b.ins().iconst(types::I32, 512);
     let n = b.ins().smax(n, lo);
     let n = b.ins().smin(n, hi);
-    emit_row_unless_zero_step(b, p, len, n, &mut |b| {
+    emit_row_unless_zero_step(b, n, &mut |b| {
         let ns = b.ins().splat(types::I32X4, n);
         emit_row_map_i32x4(b, p, len, &mut |b, v| exp2_scale_i32x4(b, v, ns));
     });
-}
-
-/// Non-zero (i8) when the `len` f32 values at `p` hold a subnormal, or when
-/// `len` is not a multiple of 4 (the tail is not scanned).
-fn emit_has_subnormal_or_tail(b: &mut FunctionBuilder, p: cl::Value, len: cl::Value) -> cl::Value {
-    // 4 vectors an iteration (one address, one loop test), then the rest
-    // one vector at a time.
-    let n4 = b.ins().sshr_imm_u(len, 2);
-    let n16 = b.ins().band_imm_u(n4, !3);
-    let zero = b.ins().iconst(types::I64, 0);
-    let none = isplat(b, 0);
-    let acc = emit_subnormal_scan(b, p, zero, n16, 4, none);
-    let acc = emit_subnormal_scan(b, p, n16, n4, 1, acc);
-    let any = b.ins().vany_true(acc);
-    let tail = b.ins().band_imm_u(len, 3);
-    let tail = b.ins().icmp_imm_s(IntCC::NotEqual, tail, 0);
-    b.ins().bor(any, tail)
-}
-
-/// ORs into `acc` (i32x4) the subnormal lanes of the 4-lane vectors
-/// `start..end` at `p`, `unroll` vectors an iteration (`end - start` a
-/// multiple of `unroll`).
-fn emit_subnormal_scan(
-    b: &mut FunctionBuilder,
-    p: cl::Value,
-    start: cl::Value,
-    end: cl::Value,
-    unroll: i64,
-    acc: cl::Value,
-) -> cl::Value {
-    let header = b.create_block();
-    let body = b.create_block();
-    let exit = b.create_block();
-    b.append_block_param(header, types::I64);
-    b.append_block_param(header, types::I32X4);
-    b.append_block_param(exit, types::I32X4);
-    b.ins().jump(header, &[start.into(), acc.into()]);
-    b.switch_to_block(header);
-    let i = b.block_params(header)[0];
-    let acc = b.block_params(header)[1];
-    let c = b.ins().icmp(IntCC::SignedLessThan, i, end);
-    b.ins().brif(c, body, &[], exit, &[acc.into()]);
-    b.switch_to_block(body);
-    b.seal_block(body);
-    let o = b.ins().ishl_imm_u(i, 4);
-    let a = b.ins().iadd(p, o);
-    // Subnormal: 0 < |bits| < 2^23, i.e. |bits| - 1 < 2^23 - 1 unsigned.
-    let abs_m = isplat(b, 0x7FFF_FFFF);
-    let one = isplat(b, 1);
-    let lim = isplat(b, 0x007F_FFFF);
-    let mut acc2 = acc;
-    for k in 0..unroll {
-        let v = b.ins().load(types::I32X4, mf(), a, (16 * k) as i32);
-        let abs = b.ins().band(v, abs_m);
-        let t = b.ins().isub(abs, one);
-        let m = b.ins().icmp(IntCC::UnsignedLessThan, t, lim);
-        acc2 = b.ins().bor(acc2, m);
-    }
-    let i2 = b.ins().iadd_imm_s(i, unroll);
-    b.ins().jump(header, &[i2.into(), acc2.into()]);
-    b.seal_block(header);
-    b.switch_to_block(exit);
-    b.seal_block(exit);
-    b.block_params(exit)[0]
 }

@@ -152,21 +152,29 @@ fn transcendental_special_values() {
     assert_eq!(e2, vec![f32::from_bits(1), 0.0, 2f32.powi(-127)]);
 }
 
-/// `n == 0` rows are only scanned unless they hold a subnormal (or a tail):
-/// the result must still be `exp2_scale_bits` bit for bit, wherever the
-/// subnormal sits.
+/// `n == 0` rows are skipped: the zero step is the identity, subnormals
+/// included, exactly as `exp2_scale_bits(x, 0)`, wherever the subnormal sits
+/// and whatever the row's tail; a non-zero exponent still flushes them.
 #[test]
-fn exp2_scale_row_with_zero_exponent_flushes_subnormals_anywhere() {
+fn exp2_scale_row_with_zero_exponent_is_the_identity() {
     use amla_runtime::rescale::exp2_scale_bits;
     let jit = super::rescale::JitRescale::new().unwrap();
     for len in [4usize, 8, 7, 13, 16, 20, 35, 64] {
-        for (pos, mut data) in rows_with_one_subnormal(len) {
-            let want: Vec<u32> = data
-                .iter()
-                .map(|&b| exp2_scale_bits(f32::from_bits(b), 0).to_bits())
-                .collect();
-            jit.apply(&mut data, 0);
-            assert_eq!(data, want, "len {len}, subnormal at {pos:?}");
+        for (pos, data) in rows_with_one_subnormal(len) {
+            for n in [0, -1] {
+                let want: Vec<u32> = data
+                    .iter()
+                    .map(|&b| exp2_scale_bits(f32::from_bits(b), n).to_bits())
+                    .collect();
+                let mut got = data.clone();
+                jit.apply(&mut got, n);
+                assert_eq!(got, want, "n {n}, len {len}, subnormal at {pos:?}");
+                assert_eq!(
+                    n == 0,
+                    got == data,
+                    "n {n}, len {len}, subnormal at {pos:?}"
+                );
+            }
         }
     }
     // A non-zero exponent still scales.
@@ -192,24 +200,30 @@ fn rows_with_one_subnormal(len: usize) -> impl Iterator<Item = (Option<usize>, V
 }
 
 /// The fractional add with a zero step (`x` in `[-2^-24, 2^-24]`: the
-/// running max did not move) only scans a row unless it holds a subnormal or
-/// a tail; the result must still be `exp2_frac_bits` bit for bit, wherever
-/// the subnormal sits (in the 4-vector unrolled part of the scan or the
-/// one-vector rest), and a non-zero step still rewrites every value.
+/// running max did not move) leaves a row as it is, subnormals included,
+/// as `exp2_frac_bits(x, 0)` does; the smallest non-zero step flushes them,
+/// and a larger one rewrites every value.
 #[test]
-fn exp2_frac_row_with_zero_step_flushes_subnormals_anywhere() {
+fn exp2_frac_row_with_zero_step_is_the_identity() {
     use amla_runtime::rescale::{exp2_frac_bits, frac_delta};
     let jit = super::rescale::JitFracRescale::new().unwrap();
-    for x in [0.0f32, -0.0, 1e-9] {
-        assert_eq!(frac_delta(x), 0, "{x}");
+    let tiny = 1.0 / 8_388_608.0; // frac_delta 1
+    for x in [0.0f32, -0.0, 1e-9, tiny, -tiny] {
+        let d = frac_delta(x);
         for len in [4usize, 7, 16, 20, 35, 64] {
-            for (pos, mut data) in rows_with_one_subnormal(len) {
+            for (pos, data) in rows_with_one_subnormal(len) {
                 let want: Vec<u32> = data
                     .iter()
-                    .map(|&b| exp2_frac_bits(f32::from_bits(b), 0).to_bits())
+                    .map(|&b| exp2_frac_bits(f32::from_bits(b), d).to_bits())
                     .collect();
-                jit.apply(&mut data, x);
-                assert_eq!(data, want, "x {x}, len {len}, subnormal at {pos:?}");
+                let mut got = data.clone();
+                jit.apply(&mut got, x);
+                assert_eq!(got, want, "x {x}, len {len}, subnormal at {pos:?}");
+                assert_eq!(
+                    d == 0,
+                    got == data,
+                    "x {x}, len {len}, subnormal at {pos:?}"
+                );
             }
         }
     }
