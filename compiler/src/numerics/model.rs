@@ -33,6 +33,21 @@ fn bf(x: f32) -> f32 {
     bf16::from_f32(x).to_f32()
 }
 
+/// Which value the Cube multiplies in [`run_row_with`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Operand {
+    /// `bf16(P · c)` (with `c` rounded to bf16 first where the variant
+    /// rounds it): what the pass emits.
+    #[default]
+    Kernel,
+    /// A what-if no integer rescale can emit (the Cube takes bf16
+    /// operands): `bf16(P) · c` in f32, FlashAttention's rounding of `P`
+    /// times the variant's per-block factor. The difference between the
+    /// two is exactly where `P · c` is rounded (`docs/NUMERICS.md`, "Where
+    /// AMLA's extra error came from", item 8).
+    FlashRounding,
+}
+
 /// Runs one row: `scores` (natural-log units, `-inf` for masked keys) in
 /// blocks of `block`, values `v` (`scores.len()` rows of `dv`), with the
 /// given variant and compensation, as the pass rewrites the kernel.
@@ -43,6 +58,19 @@ pub fn run_row(
     block: usize,
     variant: RescaleVariant,
     compensation: bool,
+) -> RowTrace {
+    run_row_with(scores, v, dv, block, variant, compensation, Operand::Kernel)
+}
+
+/// [`run_row`] with the Cube's operand chosen by `operand`.
+pub fn run_row_with(
+    scores: &[f32],
+    v: &[f32],
+    dv: usize,
+    block: usize,
+    variant: RescaleVariant,
+    compensation: bool,
+    operand: Operand,
 ) -> RowTrace {
     let log2e = std::f32::consts::LOG2_E;
     let mut m = f32::NEG_INFINITY; // carried max, base 2 (M for ceil)
@@ -118,7 +146,10 @@ pub fn run_row(
                 *a = exp2_scale_bits(*a, n);
             }
         }
-        let pm: Vec<f32> = p.iter().map(|x| bf(x * c)).collect();
+        let pm: Vec<f32> = match operand {
+            Operand::Kernel => p.iter().map(|x| bf(x * c)).collect(),
+            Operand::FlashRounding => p.iter().map(|x| bf(*x) * c).collect(),
+        };
         for (k, &pk) in pm.iter().enumerate() {
             trace.max_p = trace.max_p.max(pk);
             let row = &v[(bi * block + k) * dv..(bi * block + k + 1) * dv];
@@ -155,6 +186,42 @@ pub fn run_row(
         f32::INFINITY
     };
     trace
+}
+
+/// FlashAttention's row as `mla_decode.amla` writes it (mul-to-add
+/// disabled): `p = exp(s - m_new)` and `alpha = exp(m - m_new)` in f32,
+/// `l = l·alpha + Σ p`, `acc = acc·alpha + Σ bf16(p)·v`, `out = acc / l`
+/// (0 where `l` is not positive), `lse = m + ln l`. `steps` is empty.
+pub fn flash_row(scores: &[f32], v: &[f32], dv: usize, block: usize) -> RowTrace {
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    let mut acc = vec![0f32; dv];
+    let mut max_p = 0f32;
+    for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
+        let m_new = sb.iter().copied().fold(m, f32::max);
+        let alpha = (m - m_new).exp();
+        let p: Vec<f32> = sb.iter().map(|s| (s - m_new).exp()).collect();
+        acc.iter_mut().for_each(|a| *a *= alpha);
+        for (k, &pk) in p.iter().enumerate() {
+            let pk = bf(pk);
+            max_p = max_p.max(pk);
+            let row = &v[(bi * block + k) * dv..(bi * block + k + 1) * dv];
+            for (a, x) in acc.iter_mut().zip(row) {
+                *a += pk * bf(*x);
+            }
+        }
+        l = l * alpha + p.iter().sum::<f32>();
+        m = m_new;
+    }
+    RowTrace {
+        max_p,
+        steps: Vec::new(),
+        l,
+        out: acc
+            .iter()
+            .map(|a| if l > 0.0 { a / l } else { 0.0 })
+            .collect(),
+        lse: if l > 0.0 { m + l.ln() } else { f32::INFINITY },
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +339,54 @@ mod tests {
             let a = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, comp);
             assert_ne!(a.out, x.out, "{a:?} {x:?}");
         }
+    }
+
+    #[test]
+    fn exact_with_flash_attentions_rounding_of_p_is_flash_attention() {
+        // Rows whose max moves by fractions across blocks: `exact` takes
+        // only whole, exact steps, so with the what-if operand `bf16(P)·c`
+        // it is FlashAttention (`flash_row`) up to f32 rounding (exp2 of
+        // base-2 scores against exp); with the operand the Cube takes,
+        // `bf16(P·c)`, it is not (docs/NUMERICS.md, item 8).
+        let mut seed = 11;
+        let dv = 8;
+        let mut differs = 0;
+        for trial in 0..40 {
+            let spread = [1.0f32, 5.0, 12.0][trial % 3];
+            let scores: Vec<f32> = (0..300).map(|_| lcg(&mut seed) * spread).collect();
+            let v: Vec<f32> = (0..300 * dv).map(|_| lcg(&mut seed)).collect();
+            let f = flash_row(&scores, &v, dv, 64);
+            let (want, lse) = exact(&scores, &v, dv);
+            let x = run_row_with(
+                &scores,
+                &v,
+                dv,
+                64,
+                RescaleVariant::Exact,
+                false,
+                Operand::FlashRounding,
+            );
+            let k = run_row_with(
+                &scores,
+                &v,
+                dv,
+                64,
+                RescaleVariant::Exact,
+                false,
+                Operand::Kernel,
+            );
+            assert!(x.steps.iter().all(|&s| s <= 0), "{x:?}");
+            for ((a, b), w) in x.out.iter().zip(&f.out).zip(&want) {
+                assert!((a - b).abs() <= 2e-6, "trial {trial}: {a} vs flash {b}");
+                assert!((f64::from(*b) - w).abs() < 2e-2, "flash {b} vs {w}");
+            }
+            assert!((f64::from(f.lse) - lse).abs() <= 1e-5 * lse.abs().max(1.0));
+            differs += usize::from(k.out != x.out);
+        }
+        assert!(
+            differs > 30,
+            "the operand knob changed only {differs} of 40 rows"
+        );
     }
 
     /// FlashAttention's `l` for one row, as a kernel writes it (no guard):
