@@ -94,25 +94,41 @@ pub fn run_row_with(
     let mut cof_prev = 1f32;
     let mut mu = 0f32; // anchored: the grid's anchor, the first block's max
     for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
-        let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
-        let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m_new = m.max(if nearest { r } else { r.ceil() });
-        // Unguarded, as the kernel wrote it: NaN while the row has seen no key.
-        let ms = m_new;
-        let p: Vec<f32> = s2.iter().map(|x| (x - ms).exp2()).collect();
+        // anchored/exact keep the kernel's natural-log max, `p` and `alpha`
+        // and take the base-2 max only for the grid; the others carry the
+        // base-2 max.
+        let (m_new, p) = if anchored {
+            let m_new = sb.iter().copied().fold(m, f32::max);
+            (
+                m_new,
+                sb.iter().map(|s| (s - m_new).exp()).collect::<Vec<f32>>(),
+            )
+        } else {
+            let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
+            let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m_new = m.max(if nearest { r } else { r.ceil() });
+            // Unguarded, as the kernel wrote it: NaN while the row has seen no key.
+            (m_new, s2.iter().map(|x| (x - m_new).exp2()).collect())
+        };
         let first = m == f32::NEG_INFINITY;
         if anchored && first {
-            mu = m_new;
+            mu = m_new * log2e;
         }
-        // The max relative to the grid's anchor (0 but for anchored).
+        // The base-2 max relative to the grid's anchor (0 but for anchored).
         let (mo, mn) = if anchored {
-            (m - mu, m_new - mu)
+            (m * log2e - mu, m_new * log2e - mu)
         } else {
             (m, m_new)
         };
         let (step, alpha_l, c) = if nearest {
             let step = mo.round() - mn.round();
-            let alpha = if first { 1.0 } else { (m - m_new).exp2() };
+            let alpha = if first {
+                1.0
+            } else if anchored {
+                (m - m_new).exp()
+            } else {
+                (m - m_new).exp2()
+            };
             (step, alpha, leftover(mn))
         } else {
             let step = m - m_new;
@@ -164,7 +180,7 @@ pub fn run_row_with(
     let ms = if m == f32::NEG_INFINITY {
         0.0
     } else if anchored {
-        m - mu
+        m * log2e - mu
     } else {
         m
     };
@@ -180,7 +196,9 @@ pub fn run_row_with(
         .iter()
         .map(|a| if l > 0.0 { a * g / l } else { 0.0 })
         .collect();
-    trace.lse = if l > 0.0 {
+    trace.lse = if l > 0.0 && anchored {
+        m + l.ln()
+    } else if l > 0.0 {
         m * std::f32::consts::LN_2 + l.ln()
     } else {
         f32::INFINITY
@@ -301,6 +319,14 @@ mod tests {
             // c = 1: the largest P is exactly 1 and every step a whole 0.
             assert_eq!(a.max_p, 1.0, "{a:?}");
             assert!(a.steps.iter().all(|&s| s == 0), "{a:?}");
+            // Without compensation it is FlashAttention bit for bit.
+            let a0 = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, false);
+            let f = flash_row(&scores, &v, 1, 16);
+            assert_eq!(
+                (&a0.out, a0.l, a0.lse),
+                (&f.out, f.l, f.lse),
+                "{a0:?} {f:?}"
+            );
             // cann's c is 2^frac(m), rounded: its largest operand is not 1.
             let h = run_row(&scores, &v, 1, 16, RescaleVariant::Cann, true);
             let m2 = scores[0] * std::f32::consts::LOG2_E;
