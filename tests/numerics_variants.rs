@@ -127,6 +127,38 @@ fn empty_sequences_give_zero_and_infinite_lse_in_every_variant_and_flash() {
 }
 
 #[test]
+fn anchored_and_exact_are_flash_attention_bit_for_bit_on_one_block() {
+    // One KV block (N <= 128): the grid is anchored at the block's max, so
+    // c = 1 and the Cube multiplies the kernel's own bf16(exp(s - m_new));
+    // `l`, `m` and `lse` are the kernel's own too. Every bit of `out` and
+    // `lse` equals FlashAttention's (docs/NUMERICS.md, item 2).
+    for n in ["1", "77", "128"] {
+        let dims = [("B", "2"), ("H", "32"), ("N", n)];
+        let outputs = |v: [(&'static str, &'static str); 2]| {
+            let mut d = dims.to_vec();
+            d.extend(v);
+            let s = run("mla_decode.amla", &d, Vec::new());
+            s.output
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.data.to_f64()))
+                .collect::<Vec<_>>()
+        };
+        let flash = outputs([("RESCALE", "flash"), ("COMPENSATE", "0")]);
+        for v in ["anchored", "exact"] {
+            let got = outputs([("RESCALE", v), ("COMPENSATE", "0")]);
+            for ((name, g), (_, f)) in got.iter().zip(&flash) {
+                let same = g.iter().zip(f).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same && g.len() == f.len(),
+                    "{v} N = {n}: `{name}` differs from FlashAttention's"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn bad_option_values_are_clear_errors() {
     let src = source("mla_decode.amla");
     for (k, v, want) in [

@@ -33,6 +33,21 @@ fn bf(x: f32) -> f32 {
     bf16::from_f32(x).to_f32()
 }
 
+/// Which value the Cube multiplies in [`run_row_with`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Operand {
+    /// `bf16(P · c)` (with `c` rounded to bf16 first where the variant
+    /// rounds it): what the pass emits.
+    #[default]
+    Kernel,
+    /// A what-if no integer rescale can emit (the Cube takes bf16
+    /// operands): `bf16(P) · c` in f32, FlashAttention's rounding of `P`
+    /// times the variant's per-block factor. The difference between the
+    /// two is exactly where `P · c` is rounded (`docs/NUMERICS.md`, "Where
+    /// AMLA's extra error came from", item 8).
+    FlashRounding,
+}
+
 /// Runs one row: `scores` (natural-log units, `-inf` for masked keys) in
 /// blocks of `block`, values `v` (`scores.len()` rows of `dv`), with the
 /// given variant and compensation, as the pass rewrites the kernel.
@@ -43,6 +58,19 @@ pub fn run_row(
     block: usize,
     variant: RescaleVariant,
     compensation: bool,
+) -> RowTrace {
+    run_row_with(scores, v, dv, block, variant, compensation, Operand::Kernel)
+}
+
+/// [`run_row`] with the Cube's operand chosen by `operand`.
+pub fn run_row_with(
+    scores: &[f32],
+    v: &[f32],
+    dv: usize,
+    block: usize,
+    variant: RescaleVariant,
+    compensation: bool,
+    operand: Operand,
 ) -> RowTrace {
     let log2e = std::f32::consts::LOG2_E;
     let mut m = f32::NEG_INFINITY; // carried max, base 2 (M for ceil)
@@ -66,25 +94,41 @@ pub fn run_row(
     let mut cof_prev = 1f32;
     let mut mu = 0f32; // anchored: the grid's anchor, the first block's max
     for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
-        let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
-        let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m_new = m.max(if nearest { r } else { r.ceil() });
-        // Unguarded, as the kernel wrote it: NaN while the row has seen no key.
-        let ms = m_new;
-        let p: Vec<f32> = s2.iter().map(|x| (x - ms).exp2()).collect();
+        // anchored/exact keep the kernel's natural-log max, `p` and `alpha`
+        // and take the base-2 max only for the grid; the others carry the
+        // base-2 max.
+        let (m_new, p) = if anchored {
+            let m_new = sb.iter().copied().fold(m, f32::max);
+            (
+                m_new,
+                sb.iter().map(|s| (s - m_new).exp()).collect::<Vec<f32>>(),
+            )
+        } else {
+            let s2: Vec<f32> = sb.iter().map(|s| s * log2e).collect();
+            let r = s2.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m_new = m.max(if nearest { r } else { r.ceil() });
+            // Unguarded, as the kernel wrote it: NaN while the row has seen no key.
+            (m_new, s2.iter().map(|x| (x - m_new).exp2()).collect())
+        };
         let first = m == f32::NEG_INFINITY;
         if anchored && first {
-            mu = m_new;
+            mu = m_new * log2e;
         }
-        // The max relative to the grid's anchor (0 but for anchored).
+        // The base-2 max relative to the grid's anchor (0 but for anchored).
         let (mo, mn) = if anchored {
-            (m - mu, m_new - mu)
+            (m * log2e - mu, m_new * log2e - mu)
         } else {
             (m, m_new)
         };
         let (step, alpha_l, c) = if nearest {
             let step = mo.round() - mn.round();
-            let alpha = if first { 1.0 } else { (m - m_new).exp2() };
+            let alpha = if first {
+                1.0
+            } else if anchored {
+                (m - m_new).exp()
+            } else {
+                (m - m_new).exp2()
+            };
             (step, alpha, leftover(mn))
         } else {
             let step = m - m_new;
@@ -118,7 +162,10 @@ pub fn run_row(
                 *a = exp2_scale_bits(*a, n);
             }
         }
-        let pm: Vec<f32> = p.iter().map(|x| bf(x * c)).collect();
+        let pm: Vec<f32> = match operand {
+            Operand::Kernel => p.iter().map(|x| bf(x * c)).collect(),
+            Operand::FlashRounding => p.iter().map(|x| bf(*x) * c).collect(),
+        };
         for (k, &pk) in pm.iter().enumerate() {
             trace.max_p = trace.max_p.max(pk);
             let row = &v[(bi * block + k) * dv..(bi * block + k + 1) * dv];
@@ -133,7 +180,7 @@ pub fn run_row(
     let ms = if m == f32::NEG_INFINITY {
         0.0
     } else if anchored {
-        m - mu
+        m * log2e - mu
     } else {
         m
     };
@@ -149,12 +196,50 @@ pub fn run_row(
         .iter()
         .map(|a| if l > 0.0 { a * g / l } else { 0.0 })
         .collect();
-    trace.lse = if l > 0.0 {
+    trace.lse = if l > 0.0 && anchored {
+        m + l.ln()
+    } else if l > 0.0 {
         m * std::f32::consts::LN_2 + l.ln()
     } else {
         f32::INFINITY
     };
     trace
+}
+
+/// FlashAttention's row as `mla_decode.amla` writes it (mul-to-add
+/// disabled): `p = exp(s - m_new)` and `alpha = exp(m - m_new)` in f32,
+/// `l = l·alpha + Σ p`, `acc = acc·alpha + Σ bf16(p)·v`, `out = acc / l`
+/// (0 where `l` is not positive), `lse = m + ln l`. `steps` is empty.
+pub fn flash_row(scores: &[f32], v: &[f32], dv: usize, block: usize) -> RowTrace {
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    let mut acc = vec![0f32; dv];
+    let mut max_p = 0f32;
+    for (bi, sb) in scores.chunks(block.max(1)).enumerate() {
+        let m_new = sb.iter().copied().fold(m, f32::max);
+        let alpha = (m - m_new).exp();
+        let p: Vec<f32> = sb.iter().map(|s| (s - m_new).exp()).collect();
+        acc.iter_mut().for_each(|a| *a *= alpha);
+        for (k, &pk) in p.iter().enumerate() {
+            let pk = bf(pk);
+            max_p = max_p.max(pk);
+            let row = &v[(bi * block + k) * dv..(bi * block + k + 1) * dv];
+            for (a, x) in acc.iter_mut().zip(row) {
+                *a += pk * bf(*x);
+            }
+        }
+        l = l * alpha + p.iter().sum::<f32>();
+        m = m_new;
+    }
+    RowTrace {
+        max_p,
+        steps: Vec::new(),
+        l,
+        out: acc
+            .iter()
+            .map(|a| if l > 0.0 { a / l } else { 0.0 })
+            .collect(),
+        lse: if l > 0.0 { m + l.ln() } else { f32::INFINITY },
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +319,14 @@ mod tests {
             // c = 1: the largest P is exactly 1 and every step a whole 0.
             assert_eq!(a.max_p, 1.0, "{a:?}");
             assert!(a.steps.iter().all(|&s| s == 0), "{a:?}");
+            // Without compensation it is FlashAttention bit for bit.
+            let a0 = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, false);
+            let f = flash_row(&scores, &v, 1, 16);
+            assert_eq!(
+                (&a0.out, a0.l, a0.lse),
+                (&f.out, f.l, f.lse),
+                "{a0:?} {f:?}"
+            );
             // cann's c is 2^frac(m), rounded: its largest operand is not 1.
             let h = run_row(&scores, &v, 1, 16, RescaleVariant::Cann, true);
             let m2 = scores[0] * std::f32::consts::LOG2_E;
@@ -272,6 +365,54 @@ mod tests {
             let a = run_row(&scores, &v, 1, 16, RescaleVariant::Anchored, comp);
             assert_ne!(a.out, x.out, "{a:?} {x:?}");
         }
+    }
+
+    #[test]
+    fn exact_with_flash_attentions_rounding_of_p_is_flash_attention() {
+        // Rows whose max moves by fractions across blocks: `exact` takes
+        // only whole, exact steps, so with the what-if operand `bf16(P)·c`
+        // it is FlashAttention (`flash_row`) up to f32 rounding (exp2 of
+        // base-2 scores against exp); with the operand the Cube takes,
+        // `bf16(P·c)`, it is not (docs/NUMERICS.md, item 8).
+        let mut seed = 11;
+        let dv = 8;
+        let mut differs = 0;
+        for trial in 0..40 {
+            let spread = [1.0f32, 5.0, 12.0][trial % 3];
+            let scores: Vec<f32> = (0..300).map(|_| lcg(&mut seed) * spread).collect();
+            let v: Vec<f32> = (0..300 * dv).map(|_| lcg(&mut seed)).collect();
+            let f = flash_row(&scores, &v, dv, 64);
+            let (want, lse) = exact(&scores, &v, dv);
+            let x = run_row_with(
+                &scores,
+                &v,
+                dv,
+                64,
+                RescaleVariant::Exact,
+                false,
+                Operand::FlashRounding,
+            );
+            let k = run_row_with(
+                &scores,
+                &v,
+                dv,
+                64,
+                RescaleVariant::Exact,
+                false,
+                Operand::Kernel,
+            );
+            assert!(x.steps.iter().all(|&s| s <= 0), "{x:?}");
+            for ((a, b), w) in x.out.iter().zip(&f.out).zip(&want) {
+                assert!((a - b).abs() <= 2e-6, "trial {trial}: {a} vs flash {b}");
+                assert!((f64::from(*b) - w).abs() < 2e-2, "flash {b} vs {w}");
+            }
+            assert!((f64::from(f.lse) - lse).abs() <= 1e-5 * lse.abs().max(1.0));
+            differs += usize::from(k.out != x.out);
+        }
+        assert!(
+            differs > 30,
+            "the operand knob changed only {differs} of 40 rows"
+        );
     }
 
     /// FlashAttention's `l` for one row, as a kernel writes it (no guard):

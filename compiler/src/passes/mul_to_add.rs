@@ -73,15 +73,21 @@
 //!
 //!   with compensation `lc` is rescaled by `2^n · cof_prev / cof` exactly.
 //! - `anchored` (the default): `cann` with the integer grid anchored at
-//!   the row's first max `mu` instead of at 0, and no `1e-6` bias. The
-//!   integer part is `round(m - mu)`, so on the first block `c = 2^0 = 1`
-//!   and the Cube multiplies FlashAttention's own `bf16(P)`; `c` (and the
+//!   the row's first max `mu` instead of at 0, and no `1e-6` bias. It
+//!   keeps the kernel's own natural-log `m_new`, `p = exp(s - m_new)`,
+//!   `alpha` (for `l`) and `lse`, and takes the base-2 max `m2 = m · log2 e`
+//!   (an `[H]` multiply; the max of the rounded `s · log2 e`, a positive
+//!   factor keeping the order) only for the grid. The integer part is
+//!   `round(m2 - mu)`, so on the first block `c = 2^0 = 1` and the Cube
+//!   multiplies FlashAttention's own `bf16(p)`, bit for bit; `c` (and the
 //!   fractional step) appear only once the max has moved by a fraction:
 //!
 //! ```text
-//! %mu  = select %first, %m_new, %mu.1       // carried, from 0
-//! %c   = exp2 ((%m_new - %mu) - round (%m_new - %mu))
-//! %nf  = round (%m.1 - %mu) - round (%m_new - %mu)
+//! %m2_new = mul %m_new, %log2e              // %m_new, %p: the kernel's
+//! %mu     = select %first, %m2_new, %mu.1   // carried, from 0
+//! %c      = exp2 ((%m2_new - %mu) - round (%m2_new - %mu))
+//! %nf     = round (%m2 - %mu) - round (%m2_new - %mu)   // %m2 = %m.1 · log2e
+//! %pc     = mul %p, broadcast f32(bf16(%c))
 //! ```
 //!
 //! - `exact`: `anchored`'s grid with `c` kept in f32, so nothing is left to
@@ -147,16 +153,17 @@ pub enum RescaleVariant {
     /// `2^n · cof_prev / cof` in f32.
     Cann,
     /// `cann` with the integer grid anchored at the row's first max `mu`
-    /// (the max of the first block that has a visible key): `M = mu +
-    /// round(m - mu)`, so `c = 2^(m - M)` is exactly 1, and the Cube's
-    /// operand exactly FlashAttention's `bf16(P)`, until the max moves by a
-    /// fraction; the correction is `eps = 1.5 · (cof_prev / cof - 1)`
-    /// (no bias: a step whose `c` did not change is a whole, exact step).
-    /// The default.
+    /// (the base-2 max of the first block that has a visible key):
+    /// `M = mu + round(m2 - mu)`, so `c = 2^(m2 - M)` is exactly 1 until the
+    /// max moves by a fraction. `p`, `alpha`, `l` and the carried max stay
+    /// the kernel's own (natural log), so until then the Cube's operand is
+    /// FlashAttention's `bf16(p)` bit for bit; the correction is
+    /// `eps = 1.5 · (cof_prev / cof - 1)` (no bias: a step whose `c` did not
+    /// change is a whole, exact step). The default.
     #[default]
     Anchored,
-    /// `anchored`'s grid with `c` kept in f32: the Cube multiplies
-    /// `bf16(P · c)`, one rounding of `2^(s2 - M)`, so there is no rounding
+    /// `anchored`'s grid (and its natural-log `p`) with `c` kept in f32:
+    /// the Cube multiplies `bf16(p · c)`, one rounding, so there is no rounding
     /// of `c` to correct, no `cof`, no fractional step: every step is a
     /// whole, exact integer add (clamped at -255), and the normaliser is
     /// `l · c_last` (f32).
@@ -706,8 +713,16 @@ fn rewrite(
             "compensation skipped: no carried `l = l * alpha + rowsum(p)` to pair `lc` with".into(),
         );
     }
+    // `anchored` and `exact` keep the kernel's own natural-log max, `p` and
+    // `alpha` (so the Cube multiplies FlashAttention's `bf16(p)` bit for
+    // bit until the max moves by a fraction) and take the base-2 max only
+    // for the grid: `m · log2 e` rounded to f32 is the max of the rounded
+    // `s · log2 e` (a positive factor keeps the order), so the grid is the
+    // base-2 form's. Their new code goes after `p`, which it scales.
+    let natural = anchored;
+    let after = if natural { m.p } else { m.m_new };
     let (_, pos) = k
-        .position(m.body, k.def_inst(m.m_new).ok_or("m_new has no op")?)
+        .position(m.body, k.def_inst(after).ok_or("m_new has no op")?)
         .ok_or("m_new not in the loop")?;
     let mut b = crate::ir::Builder::at(k, m.body, pos + 1);
     let fc = |b: &mut crate::ir::Builder, x: f64, shape: &[u64]| -> Result<Value, String> {
@@ -731,40 +746,55 @@ fn rewrite(
         b.named(InstKind::Unary(UnaryOp::Exp2, dm), "alpha")
             .map_err(e)
     };
-    let log2e = fc(&mut b, LOG2_E, &s_shape)?;
-    let s2 = b
-        .named(InstKind::Binary(BinaryOp::Mul, m.s, log2e), "s2")
-        .map_err(e)?;
-    let r2 = b.value(InstKind::Reduce(ReduceOp::Max, s2)).map_err(e)?;
-    // Ceil: the carried max is the integer M. Nearest: it is the real
-    // base-2 max m, and M = round(m) (monotone, so M never decreases).
-    let cr = if nearest {
-        r2
+    // The carried max, the Cube's `p` before its factor, and the base-2
+    // max before and after this block (for the grid).
+    let (big_m, p2, m2_old, m2_new, ninf, zero) = if natural {
+        let log2e = fc(&mut b, LOG2_E, &rows)?;
+        let mo2 = bin(&mut b, BinaryOp::Mul, m_old, log2e)?;
+        let mn2 = b
+            .named(InstKind::Binary(BinaryOp::Mul, m.m_new, log2e), "m2_new")
+            .map_err(e)?;
+        let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
+        let zero = fc(&mut b, 0.0, &rows)?;
+        (m.m_new, m.p, mo2, mn2, ninf, zero)
     } else {
-        b.value(InstKind::Unary(UnaryOp::Ceil, r2)).map_err(e)?
+        let log2e = fc(&mut b, LOG2_E, &s_shape)?;
+        let s2 = b
+            .named(InstKind::Binary(BinaryOp::Mul, m.s, log2e), "s2")
+            .map_err(e)?;
+        let r2 = b.value(InstKind::Reduce(ReduceOp::Max, s2)).map_err(e)?;
+        // Ceil: the carried max is the integer M. Nearest: it is the real
+        // base-2 max m, and M = round(m) (monotone, so M never decreases).
+        let cr = if nearest {
+            r2
+        } else {
+            b.value(InstKind::Unary(UnaryOp::Ceil, r2)).map_err(e)?
+        };
+        let big_m = b
+            .named(
+                InstKind::Binary(BinaryOp::Max, m_old, cr),
+                if nearest { "m_new" } else { "M_new" },
+            )
+            .map_err(e)?;
+        let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
+        let zero = fc(&mut b, 0.0, &rows)?;
+        // P is taken against the unguarded max, as the kernel wrote it: a
+        // row whose scores are all -inf so far gets `exp2(-inf - -inf) =
+        // NaN`, the NaN of the kernel's own `exp(s - m_new)`, which then
+        // stays in `l` and `acc` as it does in FlashAttention (a compiler
+        // must not turn it into a finite value; the kernel guards such rows
+        // itself, e.g. with `where(l > 0.0, …)`, and that guard still sees
+        // the NaN).
+        let mb = b
+            .value(InstKind::Broadcast {
+                src: big_m,
+                shape: s_shape.clone(),
+            })
+            .map_err(e)?;
+        let d = bin(&mut b, BinaryOp::Sub, s2, mb)?;
+        let p2 = b.named(InstKind::Unary(UnaryOp::Exp2, d), "p").map_err(e)?;
+        (big_m, p2, m_old, big_m, ninf, zero)
     };
-    let big_m = b
-        .named(
-            InstKind::Binary(BinaryOp::Max, m_old, cr),
-            if nearest { "m_new" } else { "M_new" },
-        )
-        .map_err(e)?;
-    let ninf = fc(&mut b, f64::NEG_INFINITY, &rows)?;
-    let zero = fc(&mut b, 0.0, &rows)?;
-    // P is taken against the unguarded max, as the kernel wrote it: a row
-    // whose scores are all -inf so far gets `exp2(-inf - -inf) = NaN`, the
-    // NaN of the kernel's own `exp(s - m_new)`, which then stays in `l` and
-    // `acc` as it does in FlashAttention (a compiler must not turn it into
-    // a finite value; the kernel guards such rows itself, e.g. with
-    // `where(l > 0.0, …)`, and that guard still sees the NaN).
-    let mb = b
-        .value(InstKind::Broadcast {
-            src: big_m,
-            shape: s_shape.clone(),
-        })
-        .map_err(e)?;
-    let d = bin(&mut b, BinaryOp::Sub, s2, mb)?;
-    let p2 = b.named(InstKind::Unary(UnaryOp::Exp2, d), "p").map_err(e)?;
     let first = b.value(InstKind::Cmp(CmpOp::Eq, m_old, ninf)).map_err(e)?;
     let mut cof_new = None;
     let (step, alpha_l, p_mm) = if nearest {
@@ -773,12 +803,12 @@ fn rewrite(
         // Anchored: both relative to mu (set on the first block).
         let (m_o, m_n) = if let Some((mu_param, _)) = mu {
             let mn = b
-                .named(InstKind::Select(first, big_m, mu_param), "mu")
+                .named(InstKind::Select(first, m2_new, mu_param), "mu")
                 .map_err(e)?;
             mu_new = Some(mn);
             (
-                bin(&mut b, BinaryOp::Sub, m_old, mn)?,
-                bin(&mut b, BinaryOp::Sub, big_m, mn)?,
+                bin(&mut b, BinaryOp::Sub, m2_old, mn)?,
+                bin(&mut b, BinaryOp::Sub, m2_new, mn)?,
             )
         } else {
             (m_old, big_m)
@@ -786,7 +816,12 @@ fn rewrite(
         let ro = b.value(InstKind::Unary(int_op, m_o)).map_err(e)?;
         let rn = b.value(InstKind::Unary(int_op, m_n)).map_err(e)?;
         let step = bin(&mut b, BinaryOp::Sub, ro, rn)?;
-        let alpha_l = exact_alpha(&mut b, m_old, big_m)?;
+        // `l` keeps the kernel's own `alpha` where `p` is the kernel's.
+        let alpha_l = if natural {
+            m.alpha
+        } else {
+            exact_alpha(&mut b, m_old, big_m)?
+        };
         let (c, cb) = leftover(&mut b, m_n, int_op, opts.variant)?;
         if cann {
             let q = b
@@ -956,7 +991,13 @@ fn rewrite(
         let ms = b.value(InstKind::Select(empty, zero, m_out)).map_err(e)?;
         let ms = match mu {
             Some((_, mu_out)) => {
-                let d = bin(&mut b, BinaryOp::Sub, m_out, mu_out)?;
+                let m2 = if natural {
+                    let log2e = fc(&mut b, LOG2_E, &rows)?;
+                    bin(&mut b, BinaryOp::Mul, m_out, log2e)?
+                } else {
+                    m_out
+                };
+                let d = bin(&mut b, BinaryOp::Sub, m2, mu_out)?;
                 b.value(InstKind::Select(empty, zero, d)).map_err(e)?
             }
             None => ms,
@@ -1010,6 +1051,13 @@ fn rewrite(
         _ => acc_final,
     };
     let fold = if divs.is_empty() { None } else { denom };
+    if natural {
+        // The carried max is the kernel's own (natural-log) one.
+        k.replace_uses_in(outer, acc_out, acc_final);
+        fold_denominator(k, outer, &divs, fold, &acc_shape)?;
+        k.remove_carried(m.for_inst, m.ia);
+        return Ok(notes);
+    }
     let ln2 = fc(&mut b, LN_2, &rows)?;
     let m_name = b.kernel.values[m_out]
         .name
@@ -1044,24 +1092,39 @@ fn rewrite(
             _ => {}
         }
     }
-    if let Some(d) = fold {
-        for div in divs {
-            let (blk, dpos) = k.position(outer, div).ok_or("division not found")?;
-            let mut b = crate::ir::Builder::at(k, blk, dpos);
-            let db = b
-                .value(InstKind::Broadcast {
-                    src: d,
-                    shape: acc_shape.clone(),
-                })
-                .map_err(e)?;
-            if let InstKind::Binary(_, _, y) = &mut k.insts[div].kind {
-                *y = db;
-            }
-        }
-    }
+    fold_denominator(k, outer, &divs, fold, &acc_shape)?;
     // The accumulator is no longer carried.
     k.remove_carried(m.for_inst, m.ia);
     Ok(notes)
+}
+
+/// Makes the kernel's own divisions `divs` of the accumulator divide by
+/// `fold` (when there is one) instead of `l`.
+fn fold_denominator(
+    k: &mut Kernel,
+    outer: Block,
+    divs: &[Inst],
+    fold: Option<Value>,
+    acc_shape: &[u64],
+) -> Result<(), String> {
+    let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
+    let Some(d) = fold else {
+        return Ok(());
+    };
+    for &div in divs {
+        let (blk, dpos) = k.position(outer, div).ok_or("division not found")?;
+        let mut b = crate::ir::Builder::at(k, blk, dpos);
+        let db = b
+            .value(InstKind::Broadcast {
+                src: d,
+                shape: acc_shape.to_vec(),
+            })
+            .map_err(e)?;
+        if let InstKind::Binary(_, _, y) = &mut k.insts[div].kind {
+            *y = db;
+        }
+    }
+    Ok(())
 }
 
 /// `c = 2^(x - int(x))` (`int` is round or ceil) and `f32(bf16(c))`: the
