@@ -1,6 +1,16 @@
 //! Cranelift JIT backend: translates a split, placed kernel (a `cube` and a
 //! `vector` function) into two native entry points the runtime launches.
 //!
+//! # Flow
+//!
+//! Both functions are translated to CLIF on the calling thread (in function
+//! order: translation declares the runtime's entry points in the module),
+//! then compiled by Cranelift concurrently, the first on the calling thread
+//! and the other on a scoped thread (they share only the ISA), and their
+//! machine code and relocations are handed to the `JITModule` in function
+//! order (`define_function_bytes`). Each function's code is what compiling
+//! it alone gives; `--emit clif|asm` take the same path.
+//!
 //! # ABI
 //!
 //! Each function becomes `extern "C" fn(ctx: *const KernelCtx, work_item:
