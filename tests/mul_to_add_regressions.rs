@@ -8,6 +8,7 @@ use std::path::Path;
 
 use amla::compiler::diag::SourceFile;
 use amla::compiler::driver::{self, CompileOptions};
+use amla::compiler::passes::Explain;
 use amla::compiler::run::exec::RunConfig;
 use amla::compiler::run::inputs::InputOptions;
 use amla::compiler::run::session::{RunRequest, run_source};
@@ -21,8 +22,10 @@ fn variant(edit: impl Fn(&str) -> String) -> SourceFile {
     SourceFile::new("variant.amla", edited)
 }
 
+/// Options binding `defines`, with the `--explain` notes the tests read.
 fn options(defines: &[(&str, &str)]) -> CompileOptions {
     let mut o = CompileOptions::new().unwrap();
+    o.pipeline.explain = Explain::Record;
     for (k, v) in defines {
         o.defines.insert(*k, *v);
     }

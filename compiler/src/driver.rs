@@ -57,7 +57,8 @@ pub struct Compilation {
     pub ir: Kernel,
     /// IR dumps and timings the pipeline captured.
     pub report: PipelineReport,
-    /// `--explain` notes of the passes.
+    /// `--explain` notes of the passes (none unless
+    /// [`PipelineConfig::explain`] is [`passes::Explain::Record`]).
     pub notes: Vec<ExplainNote>,
 }
 
@@ -169,7 +170,8 @@ pub fn compile(src: &SourceFile, opts: &CompileOptions) -> Result<Compilation, C
     let mut ir = lowered.clone();
     let mut pipeline = passes::default_pipeline();
     pipeline.config = opts.pipeline.clone();
-    let cx = PassContext::new(&opts.target, opts.pass_options.clone());
+    let mut cx = PassContext::new(&opts.target, opts.pass_options.clone());
+    cx.explain = opts.pipeline.explain;
     let report = pipeline.run(&mut ir, &cx).map_err(CompileError::Pass)?;
     Ok(Compilation {
         hir,
@@ -200,4 +202,44 @@ pub fn pass_diagnostic(src: &SourceFile, p: &crate::passes::PassError) -> crate:
         _ => String::new(),
     };
     Diagnostic::new(code, span, p.to_string()).label(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::Explain;
+
+    const MLA: &str = include_str!("../../dsl-examples/mla_decode.amla");
+
+    /// Skipping the notes changes nothing but the notes: the same IR, and
+    /// `--explain` still gets every pass's notes, those naming values too.
+    #[test]
+    fn notes_are_written_only_when_recorded_and_change_no_ir() {
+        let src = SourceFile::new("mla_decode.amla", MLA);
+        let mut opts = CompileOptions::new().unwrap();
+        assert_eq!(opts.pipeline.explain, Explain::Skip);
+        let skipped = compile(&src, &opts).unwrap();
+        opts.pipeline.explain = Explain::Record;
+        let recorded = compile(&src, &opts).unwrap();
+        assert_eq!(
+            crate::ir::print(&skipped.ir),
+            crate::ir::print(&recorded.ir)
+        );
+        assert!(skipped.notes.is_empty(), "{:?}", skipped.notes);
+        for pass in ["mul-to-add", "preload", "tile", "plan-memory"] {
+            assert!(
+                recorded.notes.iter().any(|n| n.pass == pass),
+                "no note of {pass}: {:?}",
+                recorded.notes
+            );
+        }
+        assert!(
+            recorded
+                .notes
+                .iter()
+                .any(|n| n.pass == "tile" && n.text.contains("cube: matmul %")),
+            "{:?}",
+            recorded.notes
+        );
+    }
 }

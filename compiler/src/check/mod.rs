@@ -45,8 +45,8 @@ pub fn parse(src: &SourceFile) -> Result<ast::Kernel, Vec<Diagnostic>> {
 /// Parses and checks `src` with the `-D` bindings `defines`. On failure,
 /// returns every diagnostic found, in source order.
 pub fn check(src: &SourceFile, defines: &Defines) -> Result<hir::Kernel, Vec<Diagnostic>> {
-    let k = parse(src)?;
     on_big_stack(|| {
+        let k = parse(src)?;
         let mut c = Checker::new(defines);
         let kernel = c.kernel(&k);
         let mut diags = c.diags;

@@ -246,7 +246,7 @@ fn human(r: &BenchReport) -> String {
     if let Some(cpu) = &c.total_cpu {
         let _ = writeln!(
             o,
-            "  CPU time of the compiling thread: median {:.3} ms [{:.3} .. {:.3}]",
+            "  CPU time (all threads): median {:.3} ms [{:.3} .. {:.3}]",
             cpu.median_ms, cpu.min_ms, cpu.max_ms
         );
     }

@@ -104,6 +104,9 @@ pub fn run(args: &CompileArgs) -> u8 {
     opts.defines = args.defines.iter().cloned().collect::<Defines>();
     opts.pipeline.disabled = args.disable_pass.clone();
     opts.pipeline.time_passes = args.time_passes;
+    if args.explain {
+        opts.pipeline.explain = crate::passes::Explain::Record;
+    }
     opts.pipeline.print_after = match args.print_after.as_deref() {
         None => PrintAfter::None,
         Some("all") => PrintAfter::All,

@@ -1,6 +1,16 @@
 //! Cranelift JIT backend: translates a split, placed kernel (a `cube` and a
 //! `vector` function) into two native entry points the runtime launches.
 //!
+//! # Flow
+//!
+//! Both functions are translated to CLIF on the calling thread (in function
+//! order: translation declares the runtime's entry points in the module),
+//! then compiled by Cranelift concurrently, the first on the calling thread
+//! and the other on a scoped thread (they share only the ISA), and their
+//! machine code and relocations are handed to the `JITModule` in function
+//! order (`define_function_bytes`). Each function's code is what compiling
+//! it alone gives; `--emit clif|asm` take the same path.
+//!
 //! # ABI
 //!
 //! Each function becomes `extern "C" fn(ctx: *const KernelCtx, work_item:
@@ -79,13 +89,14 @@ mod tests;
 use std::collections::HashMap;
 
 use amla_runtime::launch::EntryFn;
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::UserFuncName;
-use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, ir as cl};
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
 
 use crate::ir::{DType, Func, InstKind, Kernel, Unit, Value};
 
@@ -407,6 +418,90 @@ struct Defined {
     scratch_bytes: u64,
 }
 
+/// A function translated to CLIF and declared in the module, on its way
+/// through Cranelift: [`define_all`] translates every function first (that
+/// needs the module), compiles them each on its own thread
+/// ([`compile_all`]: they share nothing but the ISA), then hands the
+/// machine code to the module in function order.
+struct Pending {
+    unit: Unit,
+    id: FuncId,
+    /// The symbol name (`<kernel>_<unit>`), for errors.
+    name: String,
+    ctx: Context,
+    clif: Option<String>,
+    sites: Vec<Box<str>>,
+    scratch_bytes: u64,
+}
+
+impl Pending {
+    /// Runs Cranelift on the function (optimisation, lowering, register
+    /// allocation, emission); the code stays in `self.ctx`.
+    fn compile(&mut self, isa: &dyn TargetIsa) -> Result<()> {
+        self.ctx
+            .compile(isa, &mut ControlPlane::default())
+            .map(|_| ())
+            .map_err(|e| {
+                let e = cranelift_module::ModuleError::from(e);
+                CodegenError::Cranelift(format!("{}: {e:?}", self.name))
+            })
+    }
+
+    /// Gives the compiled code and its relocations to the module.
+    fn define(self, module: &mut JITModule) -> Result<Defined> {
+        let code = self
+            .ctx
+            .compiled_code()
+            .ok_or_else(|| CodegenError::Cranelift(format!("{}: no compiled code", self.name)))?;
+        let relocs: Vec<ModuleReloc> = code
+            .buffer
+            .relocs()
+            .iter()
+            .map(|r| ModuleReloc::from_mach_reloc(r, &self.ctx.func, self.id))
+            .collect();
+        module
+            .define_function_bytes(
+                self.id,
+                u64::from(code.buffer.alignment),
+                code.code_buffer(),
+                &relocs,
+            )
+            .map_err(|e| CodegenError::Cranelift(format!("{}: {e:?}", self.name)))?;
+        let asm = code.vcode.clone().map(|a| format!("; {}\n{a}", self.name));
+        Ok(Defined {
+            unit: self.unit,
+            id: self.id,
+            clif: self.clif,
+            asm,
+            sites: self.sites,
+            scratch_bytes: self.scratch_bytes,
+        })
+    }
+}
+
+/// Compiles the functions concurrently: the first on this thread, every
+/// other on a scoped thread of its own (a kernel has at most a Cube and a
+/// Vector function, so at most one extra thread). Each function's result
+/// is the same as compiling it alone; the first error in function order is
+/// returned, and a panic in a thread is resumed here.
+fn compile_all(isa: &dyn TargetIsa, pending: &mut [Pending]) -> Result<()> {
+    let Some((first, rest)) = pending.split_first_mut() else {
+        return Ok(());
+    };
+    std::thread::scope(|s| {
+        let others: Vec<_> = rest
+            .iter_mut()
+            .map(|p| s.spawn(move || p.compile(isa)))
+            .collect();
+        let mut result = first.compile(isa);
+        for h in others {
+            let r = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            result = result.and(r);
+        }
+        result
+    })
+}
+
 /// Which text form of the functions [`define_all`] keeps (printing the CLIF
 /// of a large kernel costs a good part of its JIT time: only when asked).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -422,6 +517,19 @@ fn define_all(
     opts: &CodegenOptions,
     text: Text,
 ) -> Result<Vec<Defined>> {
+    let mut pending = translate_all(k, module, opts, text)?;
+    compile_all(module.isa(), &mut pending)?;
+    pending.into_iter().map(|p| p.define(module)).collect()
+}
+
+/// Declares the runtime's entry points and every function of `k` in
+/// `module` and translates each function to CLIF, in function order.
+fn translate_all(
+    k: &Kernel,
+    module: &mut JITModule,
+    opts: &CodegenOptions,
+    text: Text,
+) -> Result<Vec<Pending>> {
     let call_conv: CallConv = module.isa().default_call_conv();
     let mut imports = HashMap::new();
     let extra: &[(&str, &[u8])] = if opts.instrument.any() {
@@ -436,7 +544,7 @@ fn define_all(
             .map_err(cl_err)?;
         imports.insert(*name, id);
     }
-    let mut out = Vec::new();
+    let mut pending = Vec::new();
     let mut fctx = FunctionBuilderContext::new();
     for (n, f) in k.funcs.iter().enumerate() {
         if !matches!(f.unit, Unit::Cube | Unit::Vector) {
@@ -463,23 +571,17 @@ fn define_all(
         }
         let clif = (text == Text::Clif).then(|| format!("; {name}\n{}", ctx.func.display()));
         ctx.set_disasm(text == Text::Asm);
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| CodegenError::Cranelift(format!("{name}: {e:?}")))?;
-        let asm = ctx
-            .compiled_code()
-            .and_then(|c| c.vcode.clone())
-            .map(|a| format!("; {name}\n{a}"));
-        out.push(Defined {
+        pending.push(Pending {
             unit: f.unit,
             id,
+            name,
+            ctx,
             clif,
-            asm,
             sites: t.sites,
             scratch_bytes: t.scratch_bytes,
         });
     }
-    Ok(out)
+    Ok(pending)
 }
 
 fn sanitize(s: &str) -> String {

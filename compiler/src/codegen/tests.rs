@@ -1,5 +1,6 @@
 //! Unit tests of the SIMD building blocks: the exponent add against the
-//! runtime's definition, the transcendental polynomials against f64.
+//! runtime's definition, the transcendental polynomials against f64; and
+//! the concurrent JIT against compiling one function at a time.
 
 use super::rescale::{JitRescale, JitUnary};
 use crate::ir::UnaryOp;
@@ -236,5 +237,44 @@ fn exp2_frac_row_with_zero_step_is_the_identity() {
         jit.apply(&mut d, x);
         assert_eq!(d, want, "x {x}");
         assert_ne!(d[0], 1.0f32.to_bits());
+    }
+}
+
+/// [`super::compile_all`] (the functions on threads of their own) gives
+/// each function the machine code and relocations it gets compiled alone
+/// on this thread, and the kernel has both functions to overlap.
+#[test]
+fn concurrent_jit_emits_what_one_function_at_a_time_emits() {
+    use super::{CodegenOptions, Text, compile_all, host_isa, new_module, translate_all};
+    use cranelift_codegen::control::ControlPlane;
+    use cranelift_module::Module;
+    let src = crate::diag::SourceFile::new(
+        "mla_decode.amla",
+        include_str!("../../../dsl-examples/mla_decode.amla"),
+    );
+    let opts = crate::driver::CompileOptions::new().unwrap();
+    let k = crate::driver::compile(&src, &opts).unwrap().ir;
+    let code = |p: &super::Pending| {
+        let c = p.ctx.compiled_code().expect("compiled");
+        let relocs: Vec<String> = c.buffer.relocs().iter().map(|r| format!("{r:?}")).collect();
+        (c.code_buffer().to_vec(), relocs)
+    };
+    let opts = CodegenOptions::default();
+    let mut module = new_module(host_isa().unwrap());
+    let mut together = translate_all(&k, &mut module, &opts, Text::None).unwrap();
+    assert_eq!(together.len(), 2, "a cube and a vector function");
+    compile_all(module.isa(), &mut together).unwrap();
+    let mut alone_module = new_module(host_isa().unwrap());
+    let mut alone = translate_all(&k, &mut alone_module, &opts, Text::None).unwrap();
+    for (t, a) in together.iter().zip(&mut alone) {
+        a.ctx
+            .compile(alone_module.isa(), &mut ControlPlane::default())
+            .unwrap();
+        assert_eq!(code(t), code(a), "{}", t.name);
+    }
+    // SAFETY: nothing was defined or handed out.
+    unsafe {
+        module.free_memory();
+        alone_module.free_memory();
     }
 }

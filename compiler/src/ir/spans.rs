@@ -30,6 +30,11 @@ use crate::ir::SrcSpan;
 /// neighbours (see the module doc). Instructions that keep `None` have no
 /// spanned op anywhere near them (a kernel built without source).
 pub fn fill_missing_spans(k: &mut Kernel) {
+    // The common case between passes: every instruction, reachable or not,
+    // has a span already (checked without walking the blocks).
+    if k.insts.keys().all(|i| k.spans[i].is_some()) {
+        return;
+    }
     let mut order = Vec::new();
     let mut parent: HashMap<Inst, Inst> = HashMap::new();
     for f in &k.funcs {

@@ -163,6 +163,28 @@ pub struct ExplainNote {
     pub text: String,
 }
 
+/// Whether passes write their `--explain` notes. A note that names values
+/// prints them as the text form does, which names every value of the
+/// kernel: rendered for nobody, `tile`'s and `plan-memory`'s notes cost
+/// as much as those passes themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Explain {
+    /// Render and keep every note (`amlac compile --explain`; what a pass's
+    /// own function, such as [`tile::tile`], does with its default config).
+    Record,
+    /// Render no note ([`PipelineConfig`]'s default: compiling to run).
+    Skip,
+}
+
+impl Explain {
+    /// Pushes the note `note` renders onto `notes`, when notes are recorded.
+    pub fn push(self, notes: &mut Vec<String>, note: impl FnOnce() -> String) {
+        if self == Explain::Record {
+            notes.push(note());
+        }
+    }
+}
+
 /// What every pass can see: the target, the options, and a place for
 /// `--explain` notes.
 pub struct PassContext<'t> {
@@ -170,6 +192,10 @@ pub struct PassContext<'t> {
     pub target: &'t Target,
     /// Pass options.
     pub options: PassOptions,
+    /// Whether [`PassContext::note`] keeps notes ([`Explain::Record`] from
+    /// [`PassContext::new`]); passes hand it to their own functions so they
+    /// do not render notes nobody keeps.
+    pub explain: Explain,
     notes: RefCell<Vec<ExplainNote>>,
     current: Cell<&'static str>,
 }
@@ -180,13 +206,18 @@ impl<'t> PassContext<'t> {
         PassContext {
             target,
             options,
+            explain: Explain::Record,
             notes: RefCell::new(Vec::new()),
             current: Cell::new(""),
         }
     }
 
-    /// Records an `--explain` note from the running pass.
+    /// Records an `--explain` note from the running pass (dropped under
+    /// [`Explain::Skip`]).
     pub fn note(&self, text: impl Into<String>) {
+        if self.explain == Explain::Skip {
+            return;
+        }
         self.notes.borrow_mut().push(ExplainNote {
             pass: self.current.get(),
             text: text.into(),
@@ -314,6 +345,9 @@ pub struct PipelineConfig {
     pub time_passes: bool,
     /// Verify the input and the IR after every pass (default true).
     pub verify: bool,
+    /// Whether the passes write `--explain` notes (default
+    /// [`Explain::Skip`]).
+    pub explain: Explain,
 }
 
 impl Default for PipelineConfig {
@@ -323,6 +357,7 @@ impl Default for PipelineConfig {
             disabled: Vec::new(),
             time_passes: false,
             verify: true,
+            explain: Explain::Skip,
         }
     }
 }

@@ -134,7 +134,7 @@ use crate::ir::{
 use crate::target::Target;
 
 use super::plan_memory::{buffer_label, tile_label, value_label};
-use super::{Pass, PassContext, PassError};
+use super::{Explain, Pass, PassContext, PassError};
 
 /// The pass name used on the command line (`--print-after tile`).
 pub const NAME: &str = "tile";
@@ -145,12 +145,16 @@ pub struct TileConfig {
     /// Size chunks for half of each L0 buffer (ping-pong); when false, for
     /// the whole buffer (no overlap of MTE1 and Cube).
     pub double_buffer: bool,
+    /// Whether the report's notes are written ([`Explain::Record`] by
+    /// default; the pass takes [`PassContext::explain`]).
+    pub explain: Explain,
 }
 
 impl Default for TileConfig {
     fn default() -> Self {
         TileConfig {
             double_buffer: true,
+            explain: Explain::Record,
         }
     }
 }
@@ -274,7 +278,11 @@ impl Pass for Tile {
     }
 
     fn run(&self, k: &mut Kernel, cx: &PassContext) -> std::result::Result<(), PassError> {
-        let report = tile(k, cx.target, &self.config)?;
+        let config = TileConfig {
+            explain: cx.explain,
+            ..self.config.clone()
+        };
+        let report = tile(k, cx.target, &config)?;
         for n in report.notes {
             cx.note(n);
         }
@@ -367,9 +375,9 @@ pub fn tile(kernel: &mut Kernel, target: &Target, config: &TileConfig) -> Result
     for fi in 0..kernel.funcs.len() {
         match kernel.funcs[fi].unit {
             Unit::Any => {
-                report
-                    .notes
-                    .push("tile: the kernel is not split; nothing to do".into());
+                config.explain.push(&mut report.notes, || {
+                    "tile: the kernel is not split; nothing to do".into()
+                });
             }
             Unit::Vector => {}
             Unit::Cube => {
@@ -476,7 +484,7 @@ fn tile_func(
         })?;
         let (cm, cn, ck) = tiling.counts();
         let half = |s: u64| if config.double_buffer { s / 2 } else { s };
-        report.notes.push(format!(
+        config.explain.push(&mut report.notes, || format!(
             "cube: matmul {} {} x {}{}: M {}×{cm}, N {}×{cn}, K {}×{ck} = {} steps; chunks a {} B \
              (L0A half {}), b {} B (L0B half {}), c {} B (L0C half {})",
             value_label(k, c),

@@ -1,4 +1,5 @@
-//! Parser unit tests: the examples parse, errors read as words.
+//! Parser unit tests: the examples parse, errors read as words, nested
+//! big-stack calls share one thread.
 
 use super::ast::{ExprKind, StmtKind};
 use super::parse;
@@ -77,4 +78,16 @@ fn deep_nesting_is_refused() {
         "-".repeat(5000)
     );
     assert_eq!(err(&neg).0, Code::TooDeep);
+}
+
+/// `check` parses inside its own big-stack call: a nested call runs where
+/// it is instead of spawning a second thread.
+#[test]
+fn a_nested_big_stack_call_runs_on_the_same_thread() {
+    let (outer, inner) = super::on_big_stack(|| {
+        let outer = std::thread::current().id();
+        (outer, super::on_big_stack(|| std::thread::current().id()))
+    });
+    assert_eq!(outer, inner);
+    assert_ne!(outer, std::thread::current().id(), "spawned a thread");
 }

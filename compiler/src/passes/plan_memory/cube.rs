@@ -223,17 +223,19 @@ pub(super) fn plan_cube(
                     *b = c;
                 }
             }
-            report.notes.push(format!(
-                "cube: inserted `copy {} to {}` for an untiled matmul (run `tile` \
+            config.explain.push(&mut report.notes, || {
+                format!(
+                    "cube: inserted `copy {} to {}` for an untiled matmul (run `tile` \
                  before plan-memory to chunk and double-buffer it)",
-                value_label(k, operand),
-                want
-            ));
+                    value_label(k, operand),
+                    want
+                )
+            });
         }
     }
 
     // 3. Slots and allocation.
-    let (lin, units) = build_slots(k, body, &views, &mut report.notes)?;
+    let (lin, units) = build_slots(k, body, &views, config.explain, &mut report.notes)?;
     let mut offs = HashMap::new();
     for space in [Space::L1, Space::L0A, Space::L0B, Space::L0C] {
         let cap = capacity(target, space).unwrap_or(0);
@@ -244,7 +246,9 @@ pub(super) fn plan_cube(
     }
     write_offsets(k, &lin, &units, &offs, &views);
     for space in [Space::L1, Space::L0A, Space::L0B, Space::L0C] {
-        report.notes.push(peak_note(k, Unit::Cube, space, target));
+        config.explain.push(&mut report.notes, || {
+            peak_note(k, Unit::Cube, space, target)
+        });
     }
     Ok(())
 }

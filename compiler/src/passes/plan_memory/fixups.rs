@@ -9,6 +9,7 @@ pub(super) fn apply_fixups(
     k: &mut Kernel,
     lin: &Lin,
     fixups: Vec<Fixup>,
+    explain: Explain,
     notes: &mut Vec<String>,
 ) -> Result<()> {
     for f in fixups {
@@ -23,7 +24,7 @@ pub(super) fn apply_fixups(
                 if let InstKind::For { init, .. } = &mut k.insts[i].kind {
                     init[j] = c;
                 }
-                notes.push(format!(
+                explain.push(notes, || format!(
                     "copy of {} inserted before its loop: the loop-carried slot needs its own storage",
                     value_label(k, v)
                 ));
@@ -45,7 +46,7 @@ pub(super) fn apply_fixups(
                 if let InstKind::Yield(vs) = &mut k.insts[y].kind {
                     vs[j] = c;
                 }
-                notes.push(format!(
+                explain.push(notes, || format!(
                     "copy of {} inserted before `yield`: it is live together with the carried value it replaces",
                     value_label(k, v)
                 ));
@@ -59,7 +60,7 @@ pub(super) fn apply_fixups(
                 if let InstKind::Matmul { acc, .. } = &mut k.insts[m].kind {
                     *acc = Some(cp);
                 }
-                notes.push(format!(
+                explain.push(notes, || format!(
                     "copy of accumulator {} inserted: it is still needed after the matmul that accumulates into it",
                     value_label(k, c)
                 ));

@@ -132,7 +132,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::{Pass, PassContext, PassError};
+use super::{Explain, Pass, PassContext, PassError};
 use crate::ir::{
     Block, Builder, Index, Inst, InstKind, Kernel, Space, SrcSpan, Type, Unit, Value, ValueDef,
 };
@@ -167,6 +167,9 @@ pub struct PlanMemoryConfig {
     /// UB bytes left free above the planned tiles when the vector function
     /// has `gm` tiles, for codegen to stream them through UB.
     pub ub_stream_reserve: u64,
+    /// Whether the report's notes are written ([`Explain::Record`] by
+    /// default; the pass takes [`PassContext::explain`]).
+    pub explain: Explain,
 }
 
 impl Default for PlanMemoryConfig {
@@ -174,6 +177,7 @@ impl Default for PlanMemoryConfig {
         PlanMemoryConfig {
             align: Target::ascend910b().align.bytes,
             ub_stream_reserve: DEFAULT_UB_STREAM_RESERVE,
+            explain: Explain::Record,
         }
     }
 }
@@ -288,6 +292,7 @@ impl Pass for PlanMemory {
     fn run(&self, k: &mut Kernel, cx: &PassContext) -> std::result::Result<(), PassError> {
         let config = PlanMemoryConfig {
             align: cx.target.align.bytes,
+            explain: cx.explain,
             ..self.config.clone()
         };
         let report = plan_memory(k, cx.target, &config)?;

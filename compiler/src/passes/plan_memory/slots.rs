@@ -24,6 +24,7 @@ pub(super) fn build_slots(
     k: &mut Kernel,
     body: Block,
     views: &HashMap<Value, View>,
+    explain: Explain,
     notes: &mut Vec<String>,
 ) -> Result<(Lin, Vec<SlotUnit>)> {
     for _round in 0..4 {
@@ -79,7 +80,7 @@ pub(super) fn build_slots(
                 units.sort_by_key(|u| (u.start, std::cmp::Reverse(u.bytes), u.rep));
                 return Ok((lin, units));
             }
-            Err(fixups) => apply_fixups(k, &lin, fixups, notes)?,
+            Err(fixups) => apply_fixups(k, &lin, fixups, explain, notes)?,
         }
     }
     fail(

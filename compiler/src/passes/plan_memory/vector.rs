@@ -63,7 +63,7 @@ pub(super) fn plan_vector(
         }
     }
     let views = HashMap::new();
-    let (lin, units) = build_slots(k, body, &views, &mut report.notes)?;
+    let (lin, units) = build_slots(k, body, &views, config.explain, &mut report.notes)?;
 
     let ub = target.buffers.ub;
     let usable = ub.saturating_sub(config.ub_stream_reserve);
@@ -79,7 +79,7 @@ pub(super) fn plan_vector(
         if u.space == Space::Ub && align_up(u.bytes, config.align) > usable {
             u.space = Space::Gm;
             in_gm.insert(ui);
-            report.notes.push(format!(
+            config.explain.push(&mut report.notes, || format!(
                 "vector: {} ({} bytes) lives in gm: larger than the {usable} usable bytes of UB \
                  ({ub} minus {} kept free to stream gm tiles); codegen streams it through UB in \
                  row chunks",
@@ -113,13 +113,15 @@ pub(super) fn plan_vector(
                     .map_or("a loop".to_string(), |&i| {
                         format!("`{}`", k.insts[i].kind.opcode())
                     });
-                report.notes.push(format!(
-                    "vector: {} ({} bytes) lives in gm: UB ({cap} usable bytes) overflows \
+                config.explain.push(&mut report.notes, || {
+                    format!(
+                        "vector: {} ({} bytes) lives in gm: UB ({cap} usable bytes) overflows \
                      where {} is defined by {at}, and it is the largest tile live there",
-                    tile_label(k, units[victim].rep),
-                    units[victim].bytes,
-                    value_label(k, units[ov.unit].rep),
-                ));
+                        tile_label(k, units[victim].rep),
+                        units[victim].bytes,
+                        value_label(k, units[ov.unit].rep),
+                    )
+                });
                 units[victim].space = Space::Gm;
                 in_gm.insert(victim);
             }
@@ -140,8 +142,8 @@ pub(super) fn plan_vector(
         }
     }
     write_offsets(k, &lin, &units, &offs, &views);
-    report
-        .notes
-        .push(peak_note(k, Unit::Vector, Space::Ub, target));
+    config.explain.push(&mut report.notes, || {
+        peak_note(k, Unit::Vector, Space::Ub, target)
+    });
     Ok(())
 }
