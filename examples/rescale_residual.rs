@@ -24,57 +24,32 @@ const DV: usize = 512;
 const B: usize = 4;
 const BLOCK: usize = 128;
 
-/// One column: a name and how a row runs.
+/// One column: a name, and the variant and Cube operand of the model
+/// (`None`: FlashAttention).
 struct Column {
     name: &'static str,
-    run: fn(&[f32], &[f32]) -> RowTrace,
+    model: Option<(RescaleVariant, Operand)>,
+}
+
+impl Column {
+    fn run(&self, scores: &[f32], v: &[f32]) -> RowTrace {
+        match self.model {
+            None => flash_row(scores, v, DV, BLOCK),
+            Some((variant, op)) => run_row_with(scores, v, DV, BLOCK, variant, false, op),
+        }
+    }
 }
 
 fn columns() -> Vec<Column> {
-    fn anchored(op: Operand) -> impl Fn(&[f32], &[f32]) -> RowTrace {
-        move |s, v| run_row_with(s, v, DV, BLOCK, RescaleVariant::Anchored, false, op)
-    }
+    let col = |name, model| Column { name, model };
+    use Operand::{FlashRounding, Kernel};
+    use RescaleVariant::{Anchored, Exact};
     vec![
-        Column {
-            name: "flash",
-            run: |s, v| flash_row(s, v, DV, BLOCK),
-        },
-        Column {
-            name: "anchored",
-            run: |s, v| anchored(Operand::Kernel)(s, v),
-        },
-        Column {
-            name: "anchored@bf16(P)",
-            run: |s, v| anchored(Operand::FlashRounding)(s, v),
-        },
-        Column {
-            name: "exact",
-            run: |s, v| {
-                run_row_with(
-                    s,
-                    v,
-                    DV,
-                    BLOCK,
-                    RescaleVariant::Exact,
-                    false,
-                    Operand::Kernel,
-                )
-            },
-        },
-        Column {
-            name: "exact@bf16(P)",
-            run: |s, v| {
-                run_row_with(
-                    s,
-                    v,
-                    DV,
-                    BLOCK,
-                    RescaleVariant::Exact,
-                    false,
-                    Operand::FlashRounding,
-                )
-            },
-        },
+        col("flash", None),
+        col("anchored", Some((Anchored, Kernel))),
+        col("anchored@bf16(P)", Some((Anchored, FlashRounding))),
+        col("exact", Some((Exact, Kernel))),
+        col("exact@bf16(P)", Some((Exact, FlashRounding))),
     ]
 }
 
@@ -154,7 +129,7 @@ fn group(dist: Distribution, h: usize, n: usize, seed: u64, cols: &[Column], tal
             let s32: Vec<f32> = s64.iter().map(|&s| s as f32).collect();
             let want = reference(&s64, kvb, n);
             for (c, t) in cols.iter().zip(tally.iter_mut()) {
-                let got = (c.run)(&s32, &v);
+                let got = c.run(&s32, &v);
                 for (g, w) in got.out.iter().zip(&want) {
                     let g = f64::from(half::bf16::from_f32(*g).to_f32());
                     let d = (g - w).abs();

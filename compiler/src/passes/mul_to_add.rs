@@ -1051,80 +1051,64 @@ fn rewrite(
         _ => acc_final,
     };
     let fold = if divs.is_empty() { None } else { denom };
-    if natural {
-        // The carried max is the kernel's own (natural-log) one.
-        k.replace_uses_in(outer, acc_out, acc_final);
-        fold_denominator(k, outer, &divs, fold, &acc_shape)?;
-        k.remove_carried(m.for_inst, m.ia);
-        return Ok(notes);
-    }
-    let ln2 = fc(&mut b, LN_2, &rows)?;
-    let m_name = b.kernel.values[m_out]
-        .name
-        .clone()
-        .unwrap_or_else(|| "m".into());
-    let m_nat = b
-        .named(InstKind::Binary(BinaryOp::Mul, m_out, ln2), &m_name)
-        .map_err(e)?;
-    let mul_inst = k.def_inst(m_nat).ok_or("no op")?;
-    // The rewrite's own instructions after the loop (up to the conversion)
-    // read m_out and must keep reading it after the uses are replaced.
-    let (_, mpos) = k.position(outer, mul_inst).ok_or("no conversion")?;
-    let own: Vec<Inst> = k.blocks[outer].insts[fpos + 1..=mpos].to_vec();
-    k.replace_uses_in(outer, acc_out, acc_final);
-    k.replace_uses_in(outer, m_out, m_nat);
-    for i in own {
-        let swap = |o: &mut Value| {
-            if *o == m_nat {
-                *o = m_out;
+    // The carried max of `anchored` and `exact` is the kernel's own
+    // (natural log); the others' is base 2, converted back for the code
+    // after the loop.
+    if !natural {
+        let ln2 = fc(&mut b, LN_2, &rows)?;
+        let m_name = b.kernel.values[m_out]
+            .name
+            .clone()
+            .unwrap_or_else(|| "m".into());
+        let m_nat = b
+            .named(InstKind::Binary(BinaryOp::Mul, m_out, ln2), &m_name)
+            .map_err(e)?;
+        let mul_inst = k.def_inst(m_nat).ok_or("no op")?;
+        // The rewrite's own instructions after the loop (up to the
+        // conversion) read m_out and must keep reading it after the uses
+        // are replaced.
+        let (_, mpos) = k.position(outer, mul_inst).ok_or("no conversion")?;
+        let own: Vec<Inst> = k.blocks[outer].insts[fpos + 1..=mpos].to_vec();
+        k.replace_uses_in(outer, m_out, m_nat);
+        for i in own {
+            let swap = |o: &mut Value| {
+                if *o == m_nat {
+                    *o = m_out;
+                }
+            };
+            match &mut k.insts[i].kind {
+                InstKind::Binary(_, a, c) | InstKind::Cmp(_, a, c) => {
+                    swap(a);
+                    swap(c);
+                }
+                InstKind::Select(c, a, d) => {
+                    swap(c);
+                    swap(a);
+                    swap(d);
+                }
+                _ => {}
             }
-        };
-        match &mut k.insts[i].kind {
-            InstKind::Binary(_, a, c) | InstKind::Cmp(_, a, c) => {
-                swap(a);
-                swap(c);
-            }
-            InstKind::Select(c, a, d) => {
-                swap(c);
-                swap(a);
-                swap(d);
-            }
-            _ => {}
         }
     }
-    fold_denominator(k, outer, &divs, fold, &acc_shape)?;
+    k.replace_uses_in(outer, acc_out, acc_final);
+    if let Some(d) = fold {
+        for div in divs {
+            let (blk, dpos) = k.position(outer, div).ok_or("division not found")?;
+            let mut b = crate::ir::Builder::at(k, blk, dpos);
+            let db = b
+                .value(InstKind::Broadcast {
+                    src: d,
+                    shape: acc_shape.clone(),
+                })
+                .map_err(e)?;
+            if let InstKind::Binary(_, _, y) = &mut k.insts[div].kind {
+                *y = db;
+            }
+        }
+    }
     // The accumulator is no longer carried.
     k.remove_carried(m.for_inst, m.ia);
     Ok(notes)
-}
-
-/// Makes the kernel's own divisions `divs` of the accumulator divide by
-/// `fold` (when there is one) instead of `l`.
-fn fold_denominator(
-    k: &mut Kernel,
-    outer: Block,
-    divs: &[Inst],
-    fold: Option<Value>,
-    acc_shape: &[u64],
-) -> Result<(), String> {
-    let e = |e: crate::ir::typing::TypeError| format!("mul-to-add: {e}");
-    let Some(d) = fold else {
-        return Ok(());
-    };
-    for &div in divs {
-        let (blk, dpos) = k.position(outer, div).ok_or("division not found")?;
-        let mut b = crate::ir::Builder::at(k, blk, dpos);
-        let db = b
-            .value(InstKind::Broadcast {
-                src: d,
-                shape: acc_shape.to_vec(),
-            })
-            .map_err(e)?;
-        if let InstKind::Binary(_, _, y) = &mut k.insts[div].kind {
-            *y = db;
-        }
-    }
-    Ok(())
 }
 
 /// `c = 2^(x - int(x))` (`int` is round or ceil) and `f32(bf16(c))`: the
