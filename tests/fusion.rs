@@ -22,6 +22,15 @@ fn bits(t: &HostTensor) -> Vec<u32> {
 }
 
 fn outputs(path: &Path, defines: &[(&str, &str)], unfused: bool) -> Vec<(String, Vec<u32>)> {
+    outputs_with(path, defines, unfused, None)
+}
+
+fn outputs_with(
+    path: &Path,
+    defines: &[(&str, &str)],
+    unfused: bool,
+    given: Option<Vec<HostTensor>>,
+) -> Vec<(String, Vec<u32>)> {
     let text = std::fs::read_to_string(path).unwrap();
     let src = SourceFile::new(path.display().to_string(), text);
     let mut opts = CompileOptions::new().expect("built-in target");
@@ -36,7 +45,10 @@ fn outputs(path: &Path, defines: &[(&str, &str)], unfused: bool) -> Vec<(String,
     let exe = Executable::with_options(&c, &opts.target, &cg)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let specs = exe.input_specs().unwrap();
-    let inputs = generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
+    let inputs = match given {
+        Some(t) => t,
+        None => generate_all(&specs, &InputOptions::default(), |_| None).unwrap(),
+    };
     let cfg = RunConfig {
         cores: 2,
         ..RunConfig::default()
@@ -105,4 +117,67 @@ fn fusion_removes_loops_from_the_mla_decode_vector_code() {
         fused + 25 <= unfused,
         "fused code has {fused} branches, unfused {unfused}"
     );
+}
+
+#[test]
+fn a_row_maximum_is_ieee_maximum_in_any_order_fused_or_not() {
+    // Rows of 22 (five 4-lane steps and a tail of 2), each with one special
+    // pattern somewhere; the expected maximum is `f32::maximum` folded in
+    // any order: NaN if any element is NaN, +0 over -0.
+    let (b, r, c) = (2usize, 8usize, 22usize);
+    let mut x = vec![-1.5f32; b * r * c];
+    fn row(x: &mut [f32], n: usize) -> &mut [f32] {
+        &mut x[n * 22..(n + 1) * 22]
+    }
+    row(&mut x, 0).fill(-0.0);
+    row(&mut x, 0)[7] = 0.0; // +0 in a middle step
+    row(&mut x, 1).fill(-0.0);
+    row(&mut x, 1)[21] = 0.0; // +0 in the tail
+    row(&mut x, 2).fill(0.0);
+    row(&mut x, 2)[3] = -0.0;
+    row(&mut x, 3)[5] = f32::NAN; // NaN in a step
+    row(&mut x, 4)[20] = f32::NAN; // NaN in the tail
+    row(&mut x, 5).fill(f32::NEG_INFINITY);
+    row(&mut x, 6)[0] = f32::INFINITY;
+    row(&mut x, 6)[1] = f32::NAN;
+    for n in 7..b * r {
+        for (i, v) in row(&mut x, n).iter_mut().enumerate() {
+            *v = ((n * 31 + i * 17) % 23) as f32 - 11.0;
+        }
+    }
+    let want: Vec<f32> = x
+        .chunks(c)
+        .map(|row| {
+            row.iter().fold(f32::NEG_INFINITY, |a, &v| {
+                if a.is_nan() || v.is_nan() {
+                    f32::NAN
+                } else if a == v {
+                    if a.is_sign_positive() { a } else { v }
+                } else {
+                    a.max(v)
+                }
+            })
+        })
+        .collect();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels/row_stats.amla");
+    let input = || {
+        Some(vec![HostTensor {
+            name: "x".into(),
+            shape: vec![b, r, c],
+            data: HostData::F32(x.clone()),
+        }])
+    };
+    let fused = outputs_with(&path, &[], false, input());
+    let unfused = outputs_with(&path, &[], true, input());
+    assert_eq!(fused, unfused, "fused and op-per-loop bits differ");
+    let (name, m) = &fused[0];
+    assert_eq!(name, "m");
+    for (n, (&got, &w)) in m.iter().zip(&want).enumerate() {
+        let got = f32::from_bits(got);
+        assert!(
+            (got.is_nan() && w.is_nan()) || got.to_bits() == w.to_bits(),
+            "row {n}: rowmax {got:?} ({:#010x}), want {w:?}",
+            got.to_bits()
+        );
+    }
 }

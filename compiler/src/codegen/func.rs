@@ -548,6 +548,14 @@ impl FnCx<'_, '_> {
     }
 
     fn emit_inst(&mut self, i: Inst) -> Result<()> {
+        if self.fusion.deferred.contains(&i) {
+            // Emitted after its group (`fuse`), by `emit_now`.
+            return Ok(());
+        }
+        self.emit_now(i)
+    }
+
+    fn emit_now(&mut self, i: Inst) -> Result<()> {
         if self.fusion.absorbed.contains(&i) {
             if self.fusion.snapshot_at.contains(&i) {
                 return self.emit_snapshot(i);
@@ -574,7 +582,11 @@ impl FnCx<'_, '_> {
             self.register_site(i, unit)?;
         }
         if let Some(g) = self.fusion.at.get(&i).cloned() {
-            return self.emit_group(&g);
+            self.emit_group(&g)?;
+            for &d in &g.deferred {
+                self.emit_now(d)?;
+            }
+            return Ok(());
         }
         match kind {
             InstKind::Parallel { .. } => self.emit_parallel(i),

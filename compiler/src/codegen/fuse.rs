@@ -19,9 +19,14 @@
 //! two members may stand ops that are not members and do not read any
 //! member's result ("passed-over" ops: smaller Vector ops, scalar ops,
 //! flags, GM loads and stores, `atomic_exp_add`); they are emitted in their
-//! place, and the whole group is emitted at its **last** member. A group
-//! ends at an op that reads one of its results, or at one it cannot pass
-//! (a loop, a matmul, an `extract`, a copy, …).
+//! place, and the whole group is emitted at its **last** member. A pure
+//! op that reads a member's result (`l * alpha + rowsum(p)` between the
+//! `rowsum` and a later member) is **deferred**: emitted right after the
+//! group instead of in its place, and so is every pure op that reads a
+//! deferred result. A group ends at another op that reads one of its
+//! results, or at one it cannot pass (a loop, a matmul, an `extract`, a
+//! copy, …); if deferring makes it invalid, it ends before the first
+//! deferred op and planning resumes there.
 //!
 //! The fused loop runs over rows, then over 4-lane steps of a row, then the
 //! row's scalar tail, exactly as the op-per-loop code does per op:
@@ -31,7 +36,10 @@
 //!   same operations in the same order as unfused;
 //! - a reduction keeps four interleaved partial results over the row's
 //!   4-lane steps, combines them `(l0 ∘ l1) ∘ (l2 ∘ l3)`, then folds the
-//!   tail: the order of `emit_reduce`, bit for bit.
+//!   tail: the order of `emit_reduce`, bit for bit (a maximum runs as
+//!   `simd_math::running_max_step` in both);
+//! - a bf16 member's value is stored as the bits its rounding produced
+//!   (rounding an exact bf16 value again is the identity).
 //!
 //! # Invariant: the same memory effects
 //!
@@ -46,7 +54,12 @@
 //! - a passed-over op writes nothing the group reads or stores, and reads
 //!   nothing a member before it stores — except a per-row `broadcast`
 //!   source it overwrites later, which the group copies aside at the
-//!   broadcast's own position (a few hundred bytes on the stack).
+//!   broadcast's own position (a few hundred bytes on the stack);
+//! - a passed-over op writes nothing a member before it stores (a member
+//!   after it stores later in both orders);
+//! - nothing emitted between a deferred op's place and the group's end (a
+//!   passed-over op after it, a store of a member after it) writes what the
+//!   deferred op reads or writes, or reads what it writes.
 //!
 //! Before and after, for `s2 = (x * scale) …; m = rowmax(s2)`:
 //!
@@ -82,6 +95,9 @@ pub(crate) struct Group {
     pub stored: HashSet<Value>,
     /// Per-row broadcasts whose source is copied aside at their position.
     pub snapshot: HashSet<Inst>,
+    /// Ops that read a member's result, moved to just after the group, in
+    /// program order.
+    pub deferred: Vec<Inst>,
 }
 
 /// Fusion decisions of a function: filled block by block before emission.
@@ -93,6 +109,8 @@ pub(crate) struct Fusion {
     pub at: HashMap<Inst, Group>,
     /// Members other than a group's last (emitted with their group).
     pub absorbed: HashSet<Inst>,
+    /// Ops emitted right after their group instead of in their place.
+    pub deferred: HashSet<Inst>,
     /// Per-row broadcasts whose source is copied aside: the copy's address.
     pub snapshot_ptr: HashMap<Inst, cl::Value>,
     /// Broadcasts to copy aside when reached.
@@ -121,6 +139,11 @@ struct Cand {
     snapshot: HashSet<Inst>,
     /// Results of the group's reductions (known only after the row).
     reduced: HashSet<Value>,
+    /// Ops deferred to after the group, with the number of members and of
+    /// passed-over ops before each, and the op's index in its block.
+    deferred: Vec<(Inst, usize, usize, usize)>,
+    /// Results of deferred ops.
+    deferred_results: HashSet<Value>,
 }
 
 /// A byte range of one buffer.
@@ -254,6 +277,25 @@ impl FnCx<'_, '_> {
             )
     }
 
+    /// True for an op that may be moved to just after its group when it
+    /// reads a result of the group: a pure Vector op with a tile result
+    /// (no memory effect besides writing that result, no flag).
+    fn deferrable(&self, i: Inst) -> bool {
+        let k = self.k;
+        matches!(
+            k.kind(i),
+            InstKind::Unary(..)
+                | InstKind::Binary(..)
+                | InstKind::Cmp(..)
+                | InstKind::Select(..)
+                | InstKind::Cast(..)
+                | InstKind::Broadcast { .. }
+        ) && k.insts[i]
+            .results
+            .iter()
+            .all(|&r| k.ty(r).as_tile().is_some())
+    }
+
     /// Tiles member `m` reads from outside the group, and how.
     fn outside_reads(&self, m: Inst, results: &HashSet<Value>) -> Vec<(Value, Read)> {
         let k = self.k;
@@ -272,18 +314,29 @@ impl FnCx<'_, '_> {
         if self.fusion.off {
             return;
         }
+        self.plan_from(block, 0);
+    }
+
+    /// Plans the groups of `block` from its op at index `start` on.
+    fn plan_from(&mut self, block: Block, start: usize) {
         let k = self.k;
+        let insts = &k.blocks[block].insts;
         let mut cur: Option<Cand> = None;
-        for &i in &k.blocks[block].insts {
+        let mut at = start;
+        while at < insts.len() {
+            let i = insts[at];
+            at += 1;
             if let Some(c) = cur.as_mut() {
                 let shape = self.member_shape(i, Some(&c.results));
                 let mut reads_member = false;
                 let mut reads_reduced = false;
+                let mut reads_deferred = false;
                 k.kind(i).for_each_operand(|v| {
                     reads_member |= c.results.contains(&v);
                     reads_reduced |= c.reduced.contains(&v);
+                    reads_deferred |= c.deferred_results.contains(&v);
                 });
-                if shape == Some((c.rows, c.cols)) && !reads_reduced {
+                if shape == Some((c.rows, c.cols)) && !reads_reduced && !reads_deferred {
                     c.members.push(i);
                     c.results.extend(k.insts[i].results.iter().copied());
                     if matches!(k.kind(i), InstKind::Reduce(..)) {
@@ -292,12 +345,29 @@ impl FnCx<'_, '_> {
                     continue;
                 }
                 let small = shape.is_none_or(|(r, cl)| r * cl <= c.rows * c.cols);
-                if !reads_member && small && self.passable(i) && self.pass_over(c, i) {
+                if !reads_member
+                    && !reads_deferred
+                    && small
+                    && self.passable(i)
+                    && self.pass_over(c, i)
+                {
                     c.passed.push((i, c.members.len()));
                     continue;
                 }
+                if small && self.deferrable(i) {
+                    c.deferred
+                        .push((i, c.members.len(), c.passed.len(), at - 1));
+                    c.deferred_results
+                        .extend(k.insts[i].results.iter().copied());
+                    continue;
+                }
                 let c = cur.take().expect("open group");
-                self.close(c);
+                if let Some(resume) = self.close(c) {
+                    // Ops scanned as deferred that stay in place: plan
+                    // again from the first of them.
+                    at = resume;
+                    continue;
+                }
             }
             if let Some((rows, cols)) = self.member_shape(i, None) {
                 cur = Some(Cand {
@@ -308,11 +378,15 @@ impl FnCx<'_, '_> {
                     passed: Vec::new(),
                     snapshot: HashSet::new(),
                     reduced: HashSet::new(),
+                    deferred: Vec::new(),
+                    deferred_results: HashSet::new(),
                 });
             }
         }
-        if let Some(c) = cur {
-            self.close(c);
+        if let Some(c) = cur
+            && let Some(resume) = self.close(c)
+        {
+            self.plan_from(block, resume);
         }
     }
 
@@ -345,17 +419,48 @@ impl FnCx<'_, '_> {
     }
 
     /// Validates `c`, cutting it short until it is valid, and records it.
-    fn close(&mut self, mut c: Cand) {
-        while c.members.len() >= 2 {
+    /// Returns the block index to plan again from when ops scanned as
+    /// deferred stay in their place (they and what follows them were not
+    /// considered as starts of groups).
+    fn close(&mut self, mut c: Cand) -> Option<usize> {
+        let mut resume: Option<usize> = None;
+        loop {
             c.passed.retain(|&(_, before)| before < c.members.len());
+            // Deferred ops after the last member stay in their place.
+            let n = c.members.len();
+            if let Some(&(.., idx)) = c.deferred.iter().find(|d| d.1 >= n) {
+                resume = Some(resume.map_or(idx, |r| r.min(idx)));
+            }
+            c.deferred.retain(|&(_, before, ..)| before < n);
+            if c.members.len() < 2 {
+                return resume;
+            }
             if let Some(g) = self.validate(&c) {
                 for &m in &g.members[..g.members.len() - 1] {
                     self.fusion.absorbed.insert(m);
                 }
+                self.fusion.deferred.extend(g.deferred.iter().copied());
                 self.fusion.snapshot_at.extend(g.snapshot.iter().copied());
                 let last = *g.members.last().expect("members");
                 self.fusion.at.insert(last, g);
-                return;
+                return resume;
+            }
+            if let Some(&(_, before, passed, idx)) = c.deferred.first() {
+                resume = Some(resume.map_or(idx, |r| r.min(idx)));
+                // Without deferring: the group ends before the first
+                // deferred op.
+                c.members.truncate(before);
+                c.passed.truncate(passed);
+                c.deferred.clear();
+                c.deferred_results.clear();
+                c.results = c
+                    .members
+                    .iter()
+                    .flat_map(|&m| self.k.insts[m].results.iter().copied())
+                    .collect();
+                let members = &c.members;
+                c.snapshot.retain(|m| members.contains(m));
+                continue;
             }
             let m = c.members.pop().expect("members");
             for r in &self.k.insts[m].results {
@@ -413,8 +518,12 @@ impl FnCx<'_, '_> {
         for &(x, before) in &c.passed {
             for &r in &k.insts[x].results {
                 if k.ty(r).as_tile().is_some() {
+                    // A member after `x` writes after it in both orders.
                     let xr = self.range(r)?;
-                    if writes.iter().any(|(_, w, _, _)| overlap(&xr, w)) {
+                    if writes
+                        .iter()
+                        .any(|(_, w, _, pos)| *pos < before && overlap(&xr, w))
+                    {
                         return None;
                     }
                 }
@@ -436,12 +545,62 @@ impl FnCx<'_, '_> {
                 return None;
             }
         }
+        // A deferred op `d` now runs after everything that followed it up
+        // to the group's end: nothing there may write what `d` reads or
+        // writes, or read what `d` writes.
+        let tile_ranges = |i: Inst, results: bool| -> Option<Vec<Range>> {
+            let mut out = Vec::new();
+            let mut missing = false;
+            let mut add = |v: Value| {
+                if k.ty(v).as_tile().is_some() {
+                    match self.range(v) {
+                        Some(r) => out.push(r),
+                        None => missing = true,
+                    }
+                }
+            };
+            if results {
+                k.insts[i].results.iter().for_each(|&r| add(r));
+            } else {
+                k.kind(i).for_each_operand(&mut add);
+            }
+            (!missing).then_some(out)
+        };
+        let pos_of: HashMap<Inst, usize> =
+            c.members.iter().enumerate().map(|(n, &m)| (m, n)).collect();
+        for &(d, before, passed, _) in &c.deferred {
+            let dw = tile_ranges(d, true)?;
+            let dr = tile_ranges(d, false)?;
+            let hits = |r: &Range, also_reads: bool| {
+                dw.iter().any(|x| overlap(x, r)) || (also_reads && dr.iter().any(|x| overlap(x, r)))
+            };
+            for &(x, _) in &c.passed[passed..] {
+                if tile_ranges(x, true)?.iter().any(|r| hits(r, true))
+                    || tile_ranges(x, false)?.iter().any(|r| hits(r, false))
+                {
+                    return None;
+                }
+            }
+            if writes
+                .iter()
+                .any(|(_, w, _, pos)| *pos >= before && hits(w, true))
+            {
+                return None;
+            }
+            if reads
+                .iter()
+                .any(|(_, vr, _, m)| pos_of[m] >= before && hits(vr, false))
+            {
+                return None;
+            }
+        }
         Some(Group {
             members: c.members.clone(),
             rows: c.rows,
             cols: c.cols,
             stored,
             snapshot: c.snapshot.clone(),
+            deferred: c.deferred.iter().map(|d| d.0).collect(),
         })
     }
 
@@ -603,6 +762,9 @@ impl FnCx<'_, '_> {
                         wide: bool|
              -> Result<HashMap<Value, cl::Value>> {
                 let mut vals = per_row.clone();
+                // bf16 members' values as the bf16 bits `canonical` rounded
+                // them to: stored as they are (rounding again is the identity).
+                let mut bf16_bits: HashMap<Value, cl::Value> = HashMap::new();
                 for &r in &col_iota {
                     let x = c.b.ins().ireduce(types::I32, col);
                     let s = c.b.ins().splat(types::I32X4, x);
@@ -640,19 +802,25 @@ impl FnCx<'_, '_> {
                         return Err(e);
                     }
                     let y = f(&mut c.b, &xs);
-                    let y = canonical(&mut c.b, y, k.ty(r).dtype());
+                    let (y, bits) = canonical_bits(&mut c.b, y, k.ty(r).dtype());
+                    if let Some(h) = bits {
+                        bf16_bits.insert(r, h);
+                    }
                     vals.insert(r, y);
                 }
                 for &(r, p, d) in &outs {
                     let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
                     let a = c.b.ins().iadd(p, o);
                     let x = vals[&r];
-                    if wide {
-                        sm::store4(&mut c.b, a, d, x)
-                    } else {
-                        sm::store1(&mut c.b, a, d, x)
+                    match bf16_bits.get(&r) {
+                        Some(&h) if d == DType::Bf16 => sm::store_bf16_bits(&mut c.b, a, h, wide),
+                        _ => if wide {
+                            sm::store4(&mut c.b, a, d, x)
+                        } else {
+                            sm::store1(&mut c.b, a, d, x)
+                        }
+                        .ok_or_else(|| CodegenError::invalid(op, "lane type"))?,
                     }
-                    .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
                 }
                 Ok(vals)
             };
@@ -663,16 +831,37 @@ impl FnCx<'_, '_> {
                 .collect();
             if n4 > 0 {
                 let cnt = c.i64c(n4 as i64);
-                accs = c.counted_loop_carry(cnt, &accs.clone(), &mut |c, i, a| {
+                // Each reduction's accumulator, then the NaN mask of each
+                // maximum (`sm::running_max_step`).
+                let nr = reduces.len();
+                let mut init = accs.clone();
+                for _ in &reduces {
+                    init.push(sm::running_max_no_nan(&mut c.b));
+                }
+                let out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
                     let col = c.b.ins().imul_imm_s(i, 4);
                     let e = c.b.ins().iadd(row_e, col);
                     let vals = step(c, e, col, true)?;
-                    Ok(reduces
-                        .iter()
-                        .zip(a)
-                        .map(|(&(_, rop, inp, ..), &acc)| comb(&mut c.b, rop, acc, vals[&inp]))
-                        .collect())
+                    let mut next = a.to_vec();
+                    for (n, &(_, rop, inp, ..)) in reduces.iter().enumerate() {
+                        let v = vals[&inp];
+                        match rop {
+                            ReduceOp::Max => {
+                                let (m, nan) = sm::running_max_step(&mut c.b, a[n], a[nr + n], v);
+                                next[n] = m;
+                                next[nr + n] = nan;
+                            }
+                            ReduceOp::Sum => next[n] = comb(&mut c.b, rop, a[n], v),
+                        }
+                    }
+                    Ok(next)
                 })?;
+                for (n, &(_, rop, ..)) in reduces.iter().enumerate() {
+                    accs[n] = match rop {
+                        ReduceOp::Max => sm::running_max_finish(&mut c.b, out[n], out[nr + n]),
+                        ReduceOp::Sum => out[n],
+                    };
+                }
             }
             let mut sums: Vec<cl::Value> = Vec::new();
             for (&(_, rop, ..), &acc) in reduces.iter().zip(&accs) {
@@ -705,6 +894,15 @@ impl FnCx<'_, '_> {
 /// `v` as a store of dtype `d` and a reload give it (its lane type; bf16
 /// rounded to nearest even).
 fn canonical(b: &mut cranelift_frontend::FunctionBuilder, v: cl::Value, d: DType) -> cl::Value {
+    canonical_bits(b, v, d).0
+}
+
+/// [`canonical`], with the bf16 bits (one per i32 lane) when `d` is bf16.
+fn canonical_bits(
+    b: &mut cranelift_frontend::FunctionBuilder,
+    v: cl::Value,
+    d: DType,
+) -> (cl::Value, Option<cl::Value>) {
     let ty = sm::lane_type(d).expect("member dtypes have a lane type");
     let v = if b.func.dfg.value_type(v) == ty {
         v
@@ -713,8 +911,8 @@ fn canonical(b: &mut cranelift_frontend::FunctionBuilder, v: cl::Value, d: DType
     };
     if d == DType::Bf16 {
         let h = sm::f32x4_to_bf16_bits(b, v);
-        sm::bf16_bits_to_f32x4(b, h)
+        (sm::bf16_bits_to_f32x4(b, h), Some(h))
     } else {
-        v
+        (v, None)
     }
 }

@@ -76,6 +76,45 @@ pub fn lane_type(d: DType) -> Option<cl::Type> {
     }
 }
 
+/// One step of a lane-wise running maximum: `(acc, nan)` → the maximum of
+/// `acc` and `v` and the lanes where some `v` so far was NaN (an i32x4
+/// mask). Two `maxps` and an `and` on the loop-carried chain instead of
+/// Cranelift's NaN- and zero-exact `fmax` sequence: for non-NaN lanes
+/// `maxps(a, b) & maxps(b, a)` is IEEE `maximum` (equal values give the
+/// same bits, and `+0 & -0` is `+0`), so the result is that of any order of
+/// `fmax`; a NaN lane's junk is replaced by [`running_max_finish`].
+pub fn running_max_step(
+    b: &mut FunctionBuilder,
+    acc: cl::Value,
+    nan: cl::Value,
+    v: cl::Value,
+) -> (cl::Value, cl::Value) {
+    let pmax = |b: &mut FunctionBuilder, x: cl::Value, y: cl::Value| {
+        // `y < x ? x : y` lane-wise: x86 `maxps x, y`.
+        let lt = b.ins().fcmp(FloatCC::LessThan, y, x);
+        let m = bc(b, types::F32X4, lt);
+        b.ins().bitselect(m, x, y)
+    };
+    let m1 = pmax(b, acc, v);
+    let m2 = pmax(b, v, acc);
+    let acc = b.ins().band(m1, m2);
+    let uno = b.ins().fcmp(FloatCC::Unordered, v, v);
+    let nan = b.ins().bor(nan, uno);
+    (acc, nan)
+}
+
+/// The initial NaN mask of [`running_max_step`] (no NaN seen).
+pub fn running_max_no_nan(b: &mut FunctionBuilder) -> cl::Value {
+    isplat(b, 0)
+}
+
+/// The running maximum's lanes, a NaN lane as the canonical quiet NaN.
+pub fn running_max_finish(b: &mut FunctionBuilder, acc: cl::Value, nan: cl::Value) -> cl::Value {
+    let q = fsplat(b, f32::from_bits(0x7FC0_0000));
+    let m = bc(b, types::F32X4, nan);
+    b.ins().bitselect(m, q, acc)
+}
+
 /// f32x4 → bf16 bit patterns (round to nearest even; NaN → quiet NaN), one
 /// per i32 lane in `0..=0xFFFF`.
 pub fn f32x4_to_bf16_bits(b: &mut FunctionBuilder, v: cl::Value) -> cl::Value {
@@ -167,10 +206,7 @@ pub fn store4(b: &mut FunctionBuilder, p: cl::Value, d: DType, v: cl::Value) -> 
         }
         DType::Bf16 => {
             let h = f32x4_to_bf16_bits(b, v);
-            let n = b.ins().unarrow(h, h);
-            let q = bc(b, types::I64X2, n);
-            let x = b.ins().extractlane(q, 0);
-            b.ins().store(mf(), x, p, 0);
+            store_bf16_bits(b, p, h, true);
         }
         DType::Bool => {
             let m = bc(b, types::I32X4, v);
@@ -183,6 +219,20 @@ pub fn store4(b: &mut FunctionBuilder, p: cl::Value, d: DType, v: cl::Value) -> 
         DType::F16 => return None,
     }
     Some(())
+}
+
+/// Stores bf16 bit patterns (one per i32 lane, as [`f32x4_to_bf16_bits`]
+/// gives them): all 4 lanes when `wide`, else lane 0.
+pub fn store_bf16_bits(b: &mut FunctionBuilder, p: cl::Value, h: cl::Value, wide: bool) {
+    if wide {
+        let n = b.ins().unarrow(h, h);
+        let q = bc(b, types::I64X2, n);
+        let x = b.ins().extractlane(q, 0);
+        b.ins().store(mf(), x, p, 0);
+    } else {
+        let x = b.ins().extractlane(h, 0);
+        b.ins().istore16(mf(), x, p, 0);
+    }
 }
 
 /// Stores lane 0 of `v` as one element of `d` at `p`.
@@ -200,8 +250,7 @@ pub fn store1(b: &mut FunctionBuilder, p: cl::Value, d: DType, v: cl::Value) -> 
         }
         DType::Bf16 => {
             let h = f32x4_to_bf16_bits(b, v);
-            let x = b.ins().extractlane(h, 0);
-            b.ins().istore16(mf(), x, p, 0);
+            store_bf16_bits(b, p, h, false);
         }
         DType::Bool => {
             let v = bc(b, types::I32X4, v);

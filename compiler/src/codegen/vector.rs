@@ -448,12 +448,23 @@ impl<'a, 'f> FnCx<'a, 'f> {
             let mut acc = init;
             if n4 > 0 {
                 let cnt = c.i64c(n4 as i64);
-                acc = c.counted_loop_carry(cnt, &[init], &mut |c, i, a| {
+                let nan0 = sm::running_max_no_nan(&mut c.b);
+                let out = c.counted_loop_carry(cnt, &[init, nan0], &mut |c, i, a| {
                     let o = c.b.ins().imul_imm_s(i, 4 * d.bytes() as i64);
                     let p = c.b.ins().iadd(rp, o);
                     let v = sm::load4(&mut c.b, p, d).expect("float");
-                    Ok(vec![comb(&mut c.b, a[0], v)])
-                })?[0];
+                    Ok(match rop {
+                        ReduceOp::Max => {
+                            let (m, n) = sm::running_max_step(&mut c.b, a[0], a[1], v);
+                            vec![m, n]
+                        }
+                        ReduceOp::Sum => vec![comb(&mut c.b, a[0], v), a[1]],
+                    })
+                })?;
+                acc = match rop {
+                    ReduceOp::Max => sm::running_max_finish(&mut c.b, out[0], out[1]),
+                    ReduceOp::Sum => out[0],
+                };
             }
             let l: Vec<cl::Value> = (0..4u8).map(|l| c.b.ins().extractlane(acc, l)).collect();
             let x = comb(&mut c.b, l[0], l[1]);
