@@ -328,11 +328,24 @@ pub fn emit_memcpy(b: &mut FunctionBuilder, dst: cl::Value, src: cl::Value, byte
 }
 
 /// Copies `bytes` (an i64 value) bytes from `src` to `dst`
-/// (non-overlapping): 16 at a time, then single bytes.
+/// (non-overlapping): 64 at a time, then 16, then single bytes.
 pub fn emit_memcpy_dyn(b: &mut FunctionBuilder, dst: cl::Value, src: cl::Value, bytes: cl::Value) {
-    let n16 = b.ins().sshr_imm_u(bytes, 4);
+    let n64 = b.ins().sshr_imm_u(bytes, 6);
     let zero = b.ins().iconst(types::I64, 0);
-    range_loop(b, zero, n16, &mut |b, i| {
+    range_loop(b, zero, n64, &mut |b, i| {
+        let o = b.ins().ishl_imm_u(i, 6);
+        let sa = b.ins().iadd(src, o);
+        let da = b.ins().iadd(dst, o);
+        let v: Vec<cl::Value> = (0..4)
+            .map(|k| b.ins().load(types::I8X16, mf(), sa, 16 * k))
+            .collect();
+        for (k, v) in v.into_iter().enumerate() {
+            b.ins().store(mf(), v, da, 16 * k as i32);
+        }
+    });
+    let n16 = b.ins().sshr_imm_u(bytes, 4);
+    let start16 = b.ins().ishl_imm_u(n64, 2);
+    range_loop(b, start16, n16, &mut |b, i| {
         let o = b.ins().ishl_imm_u(i, 4);
         let sa = b.ins().iadd(src, o);
         let da = b.ins().iadd(dst, o);
