@@ -181,3 +181,16 @@ fn a_row_maximum_is_ieee_maximum_in_any_order_fused_or_not() {
         );
     }
 }
+
+#[test]
+fn a_load_read_in_place_past_the_end_reads_zeros() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels/point_past_the_end.amla");
+    let fused = outputs(&path, &[], false);
+    assert_eq!(fused, outputs(&path, &[], true));
+    let (name, y) = &fused[0];
+    assert_eq!(name, "y");
+    // Item 2 of 3 reads x[3]: zeros, so y = 0 * 2 + 1.
+    let last = &y[2 * 32..];
+    assert!(last.iter().all(|&b| b == 1.0f32.to_bits()), "{last:x?}");
+    assert!(y[..2 * 32].iter().any(|&b| b != 1.0f32.to_bits()));
+}

@@ -15,7 +15,9 @@
 //! that all produce tiles of one `[rows, cols]` shape (`rows_cols`):
 //! `unary`, `binary`, `cmp`, `select`, `cast` (no f16), `broadcast` of a
 //! scalar or of a per-row `[rows]` tile, `iota` along the last axis (or the
-//! rows of a rank-2 tile), plus `rowmax`/`rowsum` of a group value. Between
+//! rows of a rank-2 tile), a `load` of one contiguous GM run (points, then
+//! `..`; uninstrumented code only), read in place instead of copied first,
+//! plus `rowmax`/`rowsum` of a group value. Between
 //! two members may stand ops that are not members and do not read any
 //! member's result ("passed-over" ops: smaller Vector ops, scalar ops,
 //! flags, GM loads and stores, `atomic_exp_add`); they are emitted in their
@@ -55,6 +57,8 @@
 //!   nothing a member before it stores — except a per-row `broadcast`
 //!   source it overwrites later, which the group copies aside at the
 //!   broadcast's own position (a few hundred bytes on the stack);
+//! - a group that reads GM in place passes no flag op and no GM write (the
+//!   read happens where the group is emitted);
 //! - a passed-over op writes nothing a member before it stores (a member
 //!   after it stores later in both orders);
 //! - nothing emitted between a deferred op's place and the group's end (a
@@ -81,7 +85,9 @@ use cranelift_codegen::ir::{self as cl, InstBuilder, types};
 
 use super::func::FnCx;
 use super::{CodegenError, Result, simd_math as sm};
-use crate::ir::{Block, DType, Inst, InstKind, ReduceOp, Space, Type, Value};
+use cranelift_codegen::ir::condcodes::IntCC;
+
+use crate::ir::{Block, DType, Index, Inst, InstKind, ReduceOp, Space, TileType, Type, Value};
 
 /// One fused group.
 #[derive(Clone, Debug)]
@@ -144,6 +150,8 @@ struct Cand {
     deferred: Vec<(Inst, usize, usize, usize)>,
     /// Results of deferred ops.
     deferred_results: HashSet<Value>,
+    /// A member reads a GM tensor in place.
+    has_load: bool,
 }
 
 /// A byte range of one buffer.
@@ -217,6 +225,7 @@ impl FnCx<'_, '_> {
             InstKind::Iota { ref shape, axis } => {
                 axis as usize + 1 == shape.len() || (shape.len() == 2 && axis == 0)
             }
+            InstKind::Load { tensor, ref index } => self.fusable_load(tensor, index, tt),
             InstKind::Reduce(_, a) => {
                 let st = k.ty(a).as_tile()?;
                 return (results.is_some_and(|s| s.contains(&a))
@@ -275,6 +284,40 @@ impl FnCx<'_, '_> {
                     | InstKind::Iota { .. }
                     | InstKind::Reduce(..)
             )
+    }
+
+    /// A load the group can read in place: uninstrumented code, the tile's
+    /// dtype the tensor's, and an index of points then `..` only, so the
+    /// box is one contiguous run of the (row-major) tensor.
+    fn fusable_load(&self, tensor: crate::ir::Tensor, index: &[Index], tt: &TileType) -> bool {
+        if self.instrument.any() || self.k.tensors[tensor].dtype != tt.dtype {
+            return false;
+        }
+        let first_full = index
+            .iter()
+            .position(|ix| matches!(ix, Index::Full))
+            .unwrap_or(index.len());
+        first_full < index.len()
+            && index[..first_full]
+                .iter()
+                .all(|ix| matches!(ix, Index::Point(_)))
+            && index[first_full..]
+                .iter()
+                .all(|ix| matches!(ix, Index::Full))
+    }
+
+    /// Ops a group that reads a GM tensor in place cannot pass: the read
+    /// happens where the group is emitted, so nothing that orders GM
+    /// accesses or writes GM may come between.
+    fn orders_gm(&self, i: Inst) -> bool {
+        matches!(
+            self.k.kind(i),
+            InstKind::SetFlag(_)
+                | InstKind::WaitFlag(_)
+                | InstKind::Store { .. }
+                | InstKind::AtomicAdd { .. }
+                | InstKind::AtomicExpAdd { .. }
+        )
     }
 
     /// True for an op that may be moved to just after its group when it
@@ -337,6 +380,7 @@ impl FnCx<'_, '_> {
                     reads_deferred |= c.deferred_results.contains(&v);
                 });
                 if shape == Some((c.rows, c.cols)) && !reads_reduced && !reads_deferred {
+                    c.has_load |= matches!(k.kind(i), InstKind::Load { .. });
                     c.members.push(i);
                     c.results.extend(k.insts[i].results.iter().copied());
                     if matches!(k.kind(i), InstKind::Reduce(..)) {
@@ -349,6 +393,7 @@ impl FnCx<'_, '_> {
                     && !reads_deferred
                     && small
                     && self.passable(i)
+                    && !(c.has_load && self.orders_gm(i))
                     && self.pass_over(c, i)
                 {
                     c.passed.push((i, c.members.len()));
@@ -380,6 +425,7 @@ impl FnCx<'_, '_> {
                     reduced: HashSet::new(),
                     deferred: Vec::new(),
                     deferred_results: HashSet::new(),
+                    has_load: matches!(k.kind(i), InstKind::Load { .. }),
                 });
             }
         }
@@ -460,6 +506,9 @@ impl FnCx<'_, '_> {
                     .collect();
                 let members = &c.members;
                 c.snapshot.retain(|m| members.contains(m));
+                c.has_load = members
+                    .iter()
+                    .any(|&m| matches!(self.k.kind(m), InstKind::Load { .. }));
                 continue;
             }
             let m = c.members.pop().expect("members");
@@ -604,6 +653,52 @@ impl FnCx<'_, '_> {
         })
     }
 
+    /// The address a load member's elements are read from: the GM box
+    /// (contiguous, [`Self::fusable_load`]) when every point index is in
+    /// range, else the result's own tile, zero-filled (what the load gives
+    /// then).
+    fn in_place_load(
+        &mut self,
+        tensor: crate::ir::Tensor,
+        index: &[Index],
+        r: Value,
+    ) -> Result<cl::Value> {
+        let op = "load";
+        let dims = self.gm_box(tensor, index, op)?;
+        let base = self.gm[&tensor].base;
+        let mut off = self.i64c(0);
+        let mut inb = self.b.ins().iconst(types::I8, 1);
+        for d in dims.iter().filter(|d| d.point) {
+            let t = self.b.ins().imul(d.start, d.stride);
+            off = self.b.ins().iadd(off, t);
+            let ge = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, d.start, 0);
+            let lt = self.b.ins().icmp(IntCC::SignedLessThan, d.start, d.dim);
+            let both = self.b.ins().band(ge, lt);
+            inb = self.b.ins().band(inb, both);
+        }
+        let esz = self.k.tensors[tensor].dtype.bytes() as i64;
+        let bytes = self.b.ins().imul_imm_s(off, esz);
+        let gaddr = self.b.ins().iadd(base, bytes);
+        let t = self.tile(r, op)?;
+        if !t.dense() {
+            return Err(CodegenError::unsupported(
+                op,
+                format!("{r} is a strided view"),
+            ));
+        }
+        let tp = self.tile_ptr(&t, op)?;
+        let tbytes = t.ty.bytes();
+        let out = self.b.ins().icmp_imm_s(IntCC::Equal, inb, 0);
+        self.if_then(out, &mut |s| {
+            sm::emit_zero_fill(&mut s.b, tp, tbytes);
+            Ok(())
+        })?;
+        Ok(self.b.ins().select(inb, gaddr, tp))
+    }
+
     /// At an absorbed per-row broadcast: copies its source aside.
     pub(crate) fn emit_snapshot(&mut self, m: Inst) -> Result<()> {
         let op = "broadcast";
@@ -663,6 +758,10 @@ impl FnCx<'_, '_> {
                     } else {
                         row_iota.push(r);
                     }
+                }
+                InstKind::Load { tensor, ref index } => {
+                    let p = self.in_place_load(tensor, index, r)?;
+                    ptr.insert(r, (p, k.ty(r).dtype()));
                 }
                 ref kind => {
                     let mut operands = Vec::new();
@@ -807,6 +906,24 @@ impl FnCx<'_, '_> {
                         bf16_bits.insert(r, h);
                     }
                     vals.insert(r, y);
+                }
+                // A value read in place that no member computed with.
+                for v in outs.iter().map(|o| o.0).chain(reduces.iter().map(|r| r.2)) {
+                    if vals.contains_key(&v) {
+                        continue;
+                    }
+                    let &(p, d) = ptr
+                        .get(&v)
+                        .ok_or_else(|| CodegenError::invalid(op, format!("{v} has no value")))?;
+                    let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
+                    let a = c.b.ins().iadd(p, o);
+                    let x = if wide {
+                        sm::load4(&mut c.b, a, d)
+                    } else {
+                        sm::load1(&mut c.b, a, d)
+                    }
+                    .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
+                    vals.insert(v, x);
                 }
                 for &(r, p, d) in &outs {
                     let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
