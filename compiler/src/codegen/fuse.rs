@@ -806,15 +806,7 @@ impl FnCx<'_, '_> {
                 outs.push((r, p, t.ty.dtype));
             }
         }
-        let lanes = {
-            let z = self.i32c(0);
-            let mut v = self.b.ins().splat(types::I32X4, z);
-            for l in 1..4u8 {
-                let c = self.i32c(l as i64);
-                v = self.b.ins().insertlane(v, c, l);
-            }
-            v
-        };
+        let lanes = sm::lane_index(&mut self.b);
         let fns: Vec<Option<super::vector::BoxLaneFn>> = g
             .members
             .iter()

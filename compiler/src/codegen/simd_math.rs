@@ -76,6 +76,13 @@ pub fn lane_type(d: DType) -> Option<cl::Type> {
     }
 }
 
+/// The i32x4 `[0, 1, 2, 3]` (one constant-pool load).
+pub fn lane_index(b: &mut FunctionBuilder) -> cl::Value {
+    let bytes: Vec<u8> = (0..4i32).flat_map(|l| l.to_le_bytes()).collect();
+    let c = b.func.dfg.constants.insert(cl::ConstantData::from(bytes));
+    b.ins().vconst(types::I32X4, c)
+}
+
 /// One step of a lane-wise running maximum: `(acc, nan)` → the maximum of
 /// `acc` and `v` and the lanes where some `v` so far was NaN (an i32x4
 /// mask). Two `maxps` and an `and` on the loop-carried chain instead of
