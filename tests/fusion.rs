@@ -184,7 +184,7 @@ fn a_row_maximum_is_ieee_maximum_in_any_order_fused_or_not() {
 
 #[test]
 fn a_load_read_in_place_past_the_end_reads_zeros() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels/point_past_the_end.amla");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/point_past_the_end.amla");
     let fused = outputs(&path, &[], false);
     assert_eq!(fused, outputs(&path, &[], true));
     let (name, y) = &fused[0];
