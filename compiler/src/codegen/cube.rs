@@ -396,12 +396,23 @@ impl FnCx<'_, '_> {
         op: &str,
     ) -> Result<(cl::Value, cl::Value, cl::Value)> {
         let dims = self.gm_box(t, index, op)?;
+        if dims.iter().any(|d| !d.point || d.len != 1) {
+            return Err(CodegenError::invalid(op, "a scalar access needs points"));
+        }
+        Ok(self.gm_point_addr(t, &dims))
+    }
+
+    /// Address, in-range flag and element offset of the first element of
+    /// a box whose point dims are its only offset (the other dims start at
+    /// 0): the points' offset, and whether every point is inside its dim.
+    pub(crate) fn gm_point_addr(
+        &mut self,
+        t: crate::ir::Tensor,
+        dims: &[BoxDim],
+    ) -> (cl::Value, cl::Value, cl::Value) {
         let mut ok = self.b.ins().iconst(types::I8, 1);
         let mut off = self.i64c(0);
-        for d in &dims {
-            if !d.point || d.len != 1 {
-                return Err(CodegenError::invalid(op, "a scalar access needs points"));
-            }
+        for d in dims.iter().filter(|d| d.point) {
             let ge = self
                 .b
                 .ins()
@@ -415,7 +426,7 @@ impl FnCx<'_, '_> {
         let esz = self.k.tensors[t].dtype.bytes() as i64;
         let bytes = self.b.ins().imul_imm_s(off, esz);
         let addr = self.b.ins().iadd(self.gm[&t].base, bytes);
-        Ok((addr, ok, off))
+        (addr, ok, off)
     }
 
     pub(crate) fn emit_scalar_load(&mut self, i: Inst) -> Result<()> {

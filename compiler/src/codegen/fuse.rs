@@ -653,6 +653,18 @@ impl FnCx<'_, '_> {
         })
     }
 
+    /// The address and dtype of dense tile `v` (a strided view: unsupported).
+    fn dense_tile_ptr(&mut self, v: Value, op: &str) -> Result<(cl::Value, DType)> {
+        let t = self.tile(v, op)?;
+        if !t.dense() {
+            return Err(CodegenError::unsupported(
+                op,
+                format!("{v} is a strided view"),
+            ));
+        }
+        Ok((self.tile_ptr(&t, op)?, t.ty.dtype))
+    }
+
     /// The address a load member's elements are read from: the GM box
     /// (contiguous, [`Self::fusable_load`]) when every point index is in
     /// range, else the result's own tile, zero-filled (what the load gives
@@ -665,32 +677,9 @@ impl FnCx<'_, '_> {
     ) -> Result<cl::Value> {
         let op = "load";
         let dims = self.gm_box(tensor, index, op)?;
-        let base = self.gm[&tensor].base;
-        let mut off = self.i64c(0);
-        let mut inb = self.b.ins().iconst(types::I8, 1);
-        for d in dims.iter().filter(|d| d.point) {
-            let t = self.b.ins().imul(d.start, d.stride);
-            off = self.b.ins().iadd(off, t);
-            let ge = self
-                .b
-                .ins()
-                .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, d.start, 0);
-            let lt = self.b.ins().icmp(IntCC::SignedLessThan, d.start, d.dim);
-            let both = self.b.ins().band(ge, lt);
-            inb = self.b.ins().band(inb, both);
-        }
-        let esz = self.k.tensors[tensor].dtype.bytes() as i64;
-        let bytes = self.b.ins().imul_imm_s(off, esz);
-        let gaddr = self.b.ins().iadd(base, bytes);
-        let t = self.tile(r, op)?;
-        if !t.dense() {
-            return Err(CodegenError::unsupported(
-                op,
-                format!("{r} is a strided view"),
-            ));
-        }
-        let tp = self.tile_ptr(&t, op)?;
-        let tbytes = t.ty.bytes();
+        let (gaddr, inb, _) = self.gm_point_addr(tensor, &dims);
+        let (tp, _) = self.dense_tile_ptr(r, op)?;
+        let tbytes = self.k.ty(r).as_tile().map_or(0, |t| t.bytes());
         let out = self.b.ins().icmp_imm_s(IntCC::Equal, inb, 0);
         self.if_then(out, &mut |s| {
             sm::emit_zero_fill(&mut s.b, tp, tbytes);
@@ -773,15 +762,8 @@ impl FnCx<'_, '_> {
                         {
                             continue;
                         }
-                        let t = self.tile(v, op)?;
-                        if !t.dense() {
-                            return Err(CodegenError::unsupported(
-                                op,
-                                format!("{v} is a strided view"),
-                            ));
-                        }
-                        let p = self.tile_ptr(&t, op)?;
-                        ptr.insert(v, (p, t.ty.dtype));
+                        let p = self.dense_tile_ptr(v, op)?;
+                        ptr.insert(v, p);
                     }
                 }
             }
@@ -795,15 +777,8 @@ impl FnCx<'_, '_> {
                 let p = self.tile_ptr(&t, op)?;
                 reduces.push((r, rop, a, p, t.ty.dtype));
             } else if g.stored.contains(&r) {
-                let t = self.tile(r, op)?;
-                if !t.dense() {
-                    return Err(CodegenError::unsupported(
-                        op,
-                        format!("{r} is a strided view"),
-                    ));
-                }
-                let p = self.tile_ptr(&t, op)?;
-                outs.push((r, p, t.ty.dtype));
+                let (p, d) = self.dense_tile_ptr(r, op)?;
+                outs.push((r, p, d));
             }
         }
         let lanes = sm::lane_index(&mut self.b);
@@ -853,56 +828,14 @@ impl FnCx<'_, '_> {
                         wide: bool|
              -> Result<HashMap<Value, cl::Value>> {
                 let mut vals = per_row.clone();
-                // bf16 members' values as the bf16 bits `canonical` rounded
-                // them to: stored as they are (rounding again is the identity).
-                let mut bf16_bits: HashMap<Value, cl::Value> = HashMap::new();
-                for &r in &col_iota {
-                    let x = c.b.ins().ireduce(types::I32, col);
-                    let s = c.b.ins().splat(types::I32X4, x);
-                    let v = if wide { c.b.ins().iadd(s, lanes) } else { s };
-                    vals.insert(r, v);
-                }
-                for (n, &m) in g.members.iter().enumerate() {
-                    let Some(f) = &fns[n] else { continue };
-                    let r = k.insts[m].results[0];
-                    let mut args = Vec::new();
-                    let mut err = None;
-                    k.kind(m).for_each_operand(|v| args.push(v));
-                    let mut xs = Vec::new();
-                    for v in args {
-                        if let Some(&x) = vals.get(&v) {
-                            xs.push(x);
-                            continue;
-                        }
-                        let Some(&(p, d)) = ptr.get(&v) else {
-                            err = Some(CodegenError::invalid(op, format!("{v} has no value")));
-                            break;
-                        };
-                        let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
-                        let a = c.b.ins().iadd(p, o);
-                        let x = if wide {
-                            sm::load4(&mut c.b, a, d)
-                        } else {
-                            sm::load1(&mut c.b, a, d)
-                        }
-                        .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
-                        vals.insert(v, x);
-                        xs.push(x);
-                    }
-                    if let Some(e) = err {
-                        return Err(e);
-                    }
-                    let y = f(&mut c.b, &xs);
-                    let (y, bits) = canonical_bits(&mut c.b, y, k.ty(r).dtype());
-                    if let Some(h) = bits {
-                        bf16_bits.insert(r, h);
-                    }
-                    vals.insert(r, y);
-                }
-                // A value read in place that no member computed with.
-                for v in outs.iter().map(|o| o.0).chain(reduces.iter().map(|r| r.2)) {
-                    if vals.contains_key(&v) {
-                        continue;
+                // The value of `v` at element `e`: computed, or loaded from
+                // its tile (or read in place) once.
+                let value = |c: &mut FnCx<'_, '_>,
+                             vals: &mut HashMap<Value, cl::Value>,
+                             v: Value|
+                 -> Result<cl::Value> {
+                    if let Some(&x) = vals.get(&v) {
+                        return Ok(x);
                     }
                     let &(p, d) = ptr
                         .get(&v)
@@ -916,6 +849,36 @@ impl FnCx<'_, '_> {
                     }
                     .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
                     vals.insert(v, x);
+                    Ok(x)
+                };
+                // bf16 members' values as the bf16 bits `canonical` rounded
+                // them to: stored as they are (rounding again is the identity).
+                let mut bf16_bits: HashMap<Value, cl::Value> = HashMap::new();
+                for &r in &col_iota {
+                    let x = c.b.ins().ireduce(types::I32, col);
+                    let s = c.b.ins().splat(types::I32X4, x);
+                    let v = if wide { c.b.ins().iadd(s, lanes) } else { s };
+                    vals.insert(r, v);
+                }
+                for (n, &m) in g.members.iter().enumerate() {
+                    let Some(f) = &fns[n] else { continue };
+                    let r = k.insts[m].results[0];
+                    let mut args = Vec::new();
+                    k.kind(m).for_each_operand(|v| args.push(v));
+                    let mut xs = Vec::new();
+                    for v in args {
+                        xs.push(value(c, &mut vals, v)?);
+                    }
+                    let y = f(&mut c.b, &xs);
+                    let (y, bits) = canonical_bits(&mut c.b, y, k.ty(r).dtype());
+                    if let Some(h) = bits {
+                        bf16_bits.insert(r, h);
+                    }
+                    vals.insert(r, y);
+                }
+                // A value read in place that no member computed with.
+                for v in outs.iter().map(|o| o.0).chain(reduces.iter().map(|r| r.2)) {
+                    value(c, &mut vals, v)?;
                 }
                 for &(r, p, d) in &outs {
                     let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
@@ -941,11 +904,14 @@ impl FnCx<'_, '_> {
             if n4 > 0 {
                 let cnt = c.i64c(n4 as i64);
                 // Each reduction's accumulator, then the NaN mask of each
-                // maximum (`sm::running_max_step`).
-                let nr = reduces.len();
+                // maximum (`sm::running_max_step`), at `nan_at[n]`.
                 let mut init = accs.clone();
-                for _ in &reduces {
-                    init.push(sm::running_max_no_nan(&mut c.b));
+                let mut nan_at = Vec::new();
+                for &(_, rop, ..) in &reduces {
+                    nan_at.push((rop == ReduceOp::Max).then_some(init.len()));
+                    if rop == ReduceOp::Max {
+                        init.push(sm::running_max_no_nan(&mut c.b));
+                    }
                 }
                 let out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
                     let col = c.b.ins().imul_imm_s(i, 4);
@@ -954,21 +920,21 @@ impl FnCx<'_, '_> {
                     let mut next = a.to_vec();
                     for (n, &(_, rop, inp, ..)) in reduces.iter().enumerate() {
                         let v = vals[&inp];
-                        match rop {
-                            ReduceOp::Max => {
-                                let (m, nan) = sm::running_max_step(&mut c.b, a[n], a[nr + n], v);
+                        match nan_at[n] {
+                            Some(j) => {
+                                let (m, nan) = sm::running_max_step(&mut c.b, a[n], a[j], v);
                                 next[n] = m;
-                                next[nr + n] = nan;
+                                next[j] = nan;
                             }
-                            ReduceOp::Sum => next[n] = comb(&mut c.b, rop, a[n], v),
+                            None => next[n] = comb(&mut c.b, rop, a[n], v),
                         }
                     }
                     Ok(next)
                 })?;
-                for (n, &(_, rop, ..)) in reduces.iter().enumerate() {
-                    accs[n] = match rop {
-                        ReduceOp::Max => sm::running_max_finish(&mut c.b, out[n], out[nr + n]),
-                        ReduceOp::Sum => out[n],
+                for (n, acc) in accs.iter_mut().enumerate() {
+                    *acc = match nan_at[n] {
+                        Some(j) => sm::running_max_finish(&mut c.b, out[n], out[j]),
+                        None => out[n],
                     };
                 }
             }

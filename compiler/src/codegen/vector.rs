@@ -448,8 +448,12 @@ impl<'a, 'f> FnCx<'a, 'f> {
             let mut acc = init;
             if n4 > 0 {
                 let cnt = c.i64c(n4 as i64);
-                let nan0 = sm::running_max_no_nan(&mut c.b);
-                let out = c.counted_loop_carry(cnt, &[init, nan0], &mut |c, i, a| {
+                // A maximum also carries its NaN mask (`sm::running_max_step`).
+                let carry = match rop {
+                    ReduceOp::Max => vec![init, sm::running_max_no_nan(&mut c.b)],
+                    ReduceOp::Sum => vec![init],
+                };
+                let out = c.counted_loop_carry(cnt, &carry, &mut |c, i, a| {
                     let o = c.b.ins().imul_imm_s(i, 4 * d.bytes() as i64);
                     let p = c.b.ins().iadd(rp, o);
                     let v = sm::load4(&mut c.b, p, d).expect("float");
@@ -458,7 +462,7 @@ impl<'a, 'f> FnCx<'a, 'f> {
                             let (m, n) = sm::running_max_step(&mut c.b, a[0], a[1], v);
                             vec![m, n]
                         }
-                        ReduceOp::Sum => vec![comb(&mut c.b, a[0], v), a[1]],
+                        ReduceOp::Sum => vec![comb(&mut c.b, a[0], v)],
                     })
                 })?;
                 acc = match rop {
