@@ -303,11 +303,25 @@ thread_local! {
     static PANEL_SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Packs pairs `s0..s0+pc` of B into a buffer (see [`pairs::pack_b`]).
+type PackPairs = unsafe fn(&Gemm, &[bf16], &mut [u32], usize, usize);
+
 /// The packed-pairs driver with a given micro-kernel.
 ///
+/// `pack_b` packs B's pairs (the portable [`pairs::pack_b`] or a SIMD
+/// packer of the same layout and bits).
+///
 /// # Safety
-/// `uk` must be callable on this CPU; `g` checked against the slices.
-unsafe fn run_pairs(g: &Gemm, a: &[bf16], b: &[bf16], c: &mut [f32], uk: driver::MicroKernel<u32>) {
+/// `uk` and `pack_b` must be callable on this CPU; `g` checked against the
+/// slices.
+unsafe fn run_pairs(
+    g: &Gemm,
+    a: &[bf16],
+    b: &[bf16],
+    c: &mut [f32],
+    uk: driver::MicroKernel<u32>,
+    pack_b: PackPairs,
+) {
     let geo = driver::Geometry {
         mr: pairs::MR,
         nr: pairs::NR,
@@ -334,7 +348,8 @@ unsafe fn run_pairs(g: &Gemm, a: &[bf16], b: &[bf16], c: &mut [f32], uk: driver:
                 &mut s,
                 in_place_a,
                 |buf, s0, pc| pairs::pack_a(g, a, buf, s0, pc),
-                |buf, s0, pc| pairs::pack_b(g, b, buf, s0, pc),
+                // pack_b is callable (caller); drive sizes buf.
+                |buf, s0, pc| pack_b(g, b, buf, s0, pc),
                 uk,
             )
         }
@@ -396,7 +411,7 @@ impl CubeInput for bf16 {
                 #[cfg(target_arch = "x86_64")]
                 if path.is_supported() {
                     // SAFETY: avx512f + avx512bf16 detected just above.
-                    unsafe { run_pairs(g, a, b, c, x86::avx512bf16_kernel) };
+                    unsafe { run_pairs(g, a, b, c, x86::avx512bf16_kernel, x86::pack_b_pairs) };
                     return;
                 }
                 scalar(g, a, b, c)
@@ -427,7 +442,7 @@ pub fn matmul_bf16_pairs_emulated(
         return matmul_with_path(MatmulPath::Scalar, g, a, b, c);
     }
     // SAFETY: the emulated kernel needs no CPU feature; shapes checked.
-    unsafe { run_pairs(g, a, b, c, pairs::emulated_kernel) };
+    unsafe { run_pairs(g, a, b, c, pairs::emulated_kernel, pairs::pack_b) };
     Ok(())
 }
 

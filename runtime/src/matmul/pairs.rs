@@ -47,49 +47,60 @@ pub(crate) fn pack_a(g: &Gemm, a: &[bf16], buf: &mut [u32], s0: usize, pc: usize
 
 /// Packs pairs `s0..s0+pc` of B (`[K,N]` or `[N,K]`, stride `ldb`).
 pub(crate) fn pack_b(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usize, pc: usize) {
-    let zero = bf16::ZERO;
     for (nb, block) in buf.chunks_exact_mut(pc * NR).enumerate() {
-        let j0 = nb * NR;
-        let cols = NR.min(g.n - j0);
-        match g.b_layout {
-            BLayout::KN => {
+        pack_b_panel(g, b, block, nb * NR, s0, pc);
+    }
+}
+
+/// Packs pairs `s0..s0+pc` of the `NR` columns of B from `j0` (fewer at
+/// the right edge) into `block` (`pc * NR` pairs).
+pub(crate) fn pack_b_panel(
+    g: &Gemm,
+    b: &[bf16],
+    block: &mut [u32],
+    j0: usize,
+    s0: usize,
+    pc: usize,
+) {
+    let zero = bf16::ZERO;
+    let cols = NR.min(g.n - j0);
+    match g.b_layout {
+        BLayout::KN => {
+            for p in 0..pc {
+                let kk = 2 * (s0 + p);
+                let r0 = &b[kk * g.ldb + j0..][..cols];
+                let dst = &mut block[p * NR..p * NR + cols];
+                if kk + 1 < g.k {
+                    let r1 = &b[(kk + 1) * g.ldb + j0..][..cols];
+                    for ((d, &lo), &hi) in dst.iter_mut().zip(r0).zip(r1) {
+                        *d = pair(lo, hi);
+                    }
+                } else {
+                    for (d, &lo) in dst.iter_mut().zip(r0) {
+                        *d = pair(lo, zero);
+                    }
+                }
+            }
+        }
+        BLayout::NK if cfg!(target_endian = "little") && g.k.is_multiple_of(2) => {
+            // Whole pairs: a row of B is a row of little-endian u32 pairs.
+            for jj in 0..cols {
+                let row = &b[(j0 + jj) * g.ldb + 2 * s0..][..2 * pc];
+                let p32 = row.as_ptr() as *const u32;
+                for p in 0..pc {
+                    // SAFETY: pair p is elements 2p, 2p+1 of `row` (in
+                    // bounds); unaligned read; little-endian puts 2p low.
+                    block[p * NR + jj] = unsafe { p32.add(p).read_unaligned() };
+                }
+            }
+        }
+        BLayout::NK => {
+            for jj in 0..cols {
+                let j = j0 + jj;
+                let row = &b[j * g.ldb..j * g.ldb + g.k];
                 for p in 0..pc {
                     let kk = 2 * (s0 + p);
-                    let r0 = &b[kk * g.ldb + j0..][..cols];
-                    let dst = &mut block[p * NR..p * NR + cols];
-                    if kk + 1 < g.k {
-                        let r1 = &b[(kk + 1) * g.ldb + j0..][..cols];
-                        for ((d, &lo), &hi) in dst.iter_mut().zip(r0).zip(r1) {
-                            *d = pair(lo, hi);
-                        }
-                    } else {
-                        for (d, &lo) in dst.iter_mut().zip(r0) {
-                            *d = pair(lo, zero);
-                        }
-                    }
-                }
-            }
-            BLayout::NK if cfg!(target_endian = "little") && g.k.is_multiple_of(2) => {
-                // Whole pairs: a row of B is a row of little-endian u32 pairs.
-                for jj in 0..cols {
-                    let row = &b[(j0 + jj) * g.ldb + 2 * s0..][..2 * pc];
-                    let p32 = row.as_ptr() as *const u32;
-                    for p in 0..pc {
-                        // SAFETY: pair p is elements 2p, 2p+1 of `row` (in
-                        // bounds); unaligned read; little-endian puts 2p low.
-                        block[p * NR + jj] = unsafe { p32.add(p).read_unaligned() };
-                    }
-                }
-            }
-            BLayout::NK => {
-                for jj in 0..cols {
-                    let j = j0 + jj;
-                    let row = &b[j * g.ldb..j * g.ldb + g.k];
-                    for p in 0..pc {
-                        let kk = 2 * (s0 + p);
-                        block[p * NR + jj] =
-                            pair(row[kk], row.get(kk + 1).copied().unwrap_or(zero));
-                    }
+                    block[p * NR + jj] = pair(row[kk], row.get(kk + 1).copied().unwrap_or(zero));
                 }
             }
         }

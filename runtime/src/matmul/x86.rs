@@ -7,7 +7,9 @@
 
 use std::arch::x86_64::*;
 
-use super::{pairs, panels};
+use half::bf16;
+
+use super::{BLayout, Gemm, pairs, panels};
 
 /// AVX-512 BF16 kernel: 8 rows × 32 columns = 16 zmm accumulators. Per pair
 /// step: two B loads, eight 32-bit A broadcasts, sixteen `vdpbf16ps`.
@@ -119,4 +121,121 @@ pub(crate) unsafe fn avx2_kernel(
             _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
         }
     }
+}
+
+/// AVX-512 packing of B's pairs, the layout of [`pairs::pack_b`] (and the
+/// same bits: a test compares the two buffers). Full panels of `[K,N]` B
+/// interleave two rows of bf16 into pairs sixteen at a time; full panels of
+/// `[N,K]` B with whole pairs (even K) transpose 16 × 16 blocks of pairs in
+/// registers. Edge panels, odd-K `[N,K]` and the remainder of 16 pairs go
+/// through the scalar panel packer.
+///
+/// # Safety
+/// The CPU must support `avx512f`; `g` checked against `b` (`Gemm::check`),
+/// `buf` sized as for [`pairs::pack_b`].
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pack_b_pairs(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usize, pc: usize) {
+    const NR: usize = pairs::NR;
+    const _: () = assert!(NR == 32);
+    for (nb, block) in buf.chunks_exact_mut(pc * NR).enumerate() {
+        let j0 = nb * NR;
+        if g.n - j0 < NR {
+            pairs::pack_b_panel(g, b, block, j0, s0, pc);
+            continue;
+        }
+        match g.b_layout {
+            BLayout::KN => {
+                for p in 0..pc {
+                    let kk = 2 * (s0 + p);
+                    let r0 = &b[kk * g.ldb + j0..][..NR];
+                    let r1 = (kk + 1 < g.k).then(|| &b[(kk + 1) * g.ldb + j0..][..NR]);
+                    let dst = &mut block[p * NR..][..NR];
+                    for h in 0..2 {
+                        // SAFETY: r0/r1 hold NR bf16, dst NR u32 (sliced
+                        // above); unaligned 256- and 512-bit accesses.
+                        unsafe {
+                            let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                                r0.as_ptr().add(16 * h).cast(),
+                            ));
+                            let hi = match r1 {
+                                Some(r1) => _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                                    _mm256_loadu_si256(r1.as_ptr().add(16 * h).cast()),
+                                )),
+                                None => _mm512_setzero_si512(),
+                            };
+                            _mm512_storeu_si512(
+                                dst.as_mut_ptr().add(16 * h).cast(),
+                                _mm512_or_si512(lo, hi),
+                            );
+                        }
+                    }
+                }
+            }
+            BLayout::NK if g.k.is_multiple_of(2) => {
+                let full = pc / 16 * 16;
+                for jb in [0, 16] {
+                    let rows: [&[bf16]; 16] =
+                        std::array::from_fn(|t| &b[(j0 + jb + t) * g.ldb + 2 * s0..][..2 * pc]);
+                    for pb in (0..full).step_by(16) {
+                        // SAFETY: each row holds pc pairs, pb + 16 <= pc;
+                        // the stores land in block[(pb+q)*NR + jb..][..16],
+                        // inside block (pb + 15 < pc, jb + 16 <= NR).
+                        unsafe {
+                            let mut v = [_mm512_setzero_si512(); 16];
+                            for (vt, row) in v.iter_mut().zip(&rows) {
+                                *vt = _mm512_loadu_si512(row.as_ptr().add(2 * pb).cast());
+                            }
+                            let o = transpose16(v);
+                            for (q, oq) in o.iter().enumerate() {
+                                _mm512_storeu_si512(
+                                    block.as_mut_ptr().add((pb + q) * NR + jb).cast(),
+                                    *oq,
+                                );
+                            }
+                        }
+                    }
+                    for (t, row) in rows.iter().enumerate() {
+                        for p in full..pc {
+                            block[p * NR + jb + t] = u32::from(row[2 * p].to_bits())
+                                | (u32::from(row[2 * p + 1].to_bits()) << 16);
+                        }
+                    }
+                }
+            }
+            BLayout::NK => pairs::pack_b_panel(g, b, block, j0, s0, pc),
+        }
+    }
+}
+
+/// Transposes a 16 × 16 matrix of 32-bit elements held one row a register:
+/// output `c` holds column `c`. Unpacks of 32 and 64 bits transpose the
+/// 4 × 4 blocks inside each 128-bit lane, two rounds of lane shuffles
+/// transpose the 4 × 4 matrix of lanes.
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in (0..16).step_by(2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    // u[4g + c], lane L: column 4L + c of rows 4g..4g+4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in (0..16).step_by(4) {
+        u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+        u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+        u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+        u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+    }
+    let mut o = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let w0 = _mm512_shuffle_i32x4::<0x44>(u[c], u[4 + c]);
+        let w1 = _mm512_shuffle_i32x4::<0xEE>(u[c], u[4 + c]);
+        let w2 = _mm512_shuffle_i32x4::<0x44>(u[8 + c], u[12 + c]);
+        let w3 = _mm512_shuffle_i32x4::<0xEE>(u[8 + c], u[12 + c]);
+        o[c] = _mm512_shuffle_i32x4::<0x88>(w0, w2);
+        o[4 + c] = _mm512_shuffle_i32x4::<0xDD>(w0, w2);
+        o[8 + c] = _mm512_shuffle_i32x4::<0x88>(w1, w3);
+        o[12 + c] = _mm512_shuffle_i32x4::<0xDD>(w1, w3);
+    }
+    o
 }
