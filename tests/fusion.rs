@@ -1,5 +1,6 @@
-//! Fused Vector code (element-wise chains in one loop, `codegen::fuse`)
-//! gives the same bits as the op-per-loop code (`CodegenOptions::unfused`)
+//! Fused Vector code (element-wise chains in one loop, `codegen::fuse`) and
+//! Cube matmuls with their L1 → L0 copies folded in (`codegen::matmul_fold`)
+//! give the same bits as the op-per-call code (`CodegenOptions::unfused`)
 //! on every example and every extra kernel, with and without partial last
 //! blocks.
 
@@ -193,4 +194,46 @@ fn a_load_read_in_place_past_the_end_reads_zeros() {
     let last = &y[2 * 32..];
     assert!(last.iter().all(|&b| b == 1.0f32.to_bits()), "{last:x?}");
     assert!(y[..2 * 32].iter().any(|&b| b != 1.0f32.to_bits()));
+}
+
+/// Folding MLA decode's L1 → L0 copies and K chains into
+/// `amla_rt_matmul_folded` calls leaves the per-pipe calls, bytes and
+/// flops what the program's ops are (only the busy times differ), and the
+/// folded code makes far fewer runtime calls (per KV block, `Q·Kᵀ`'s six
+/// K tiles and twelve copies are one call, `P·V`'s five copies go).
+#[test]
+fn folded_matmuls_count_the_programs_copies_and_matmuls() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
+    let opts = CompileOptions::new().expect("built-in target");
+    let c = compile(&src, &opts).unwrap();
+    let run = |unfused| {
+        let cg = CodegenOptions {
+            unfused,
+            ..CodegenOptions::verified()
+        };
+        let clif = amla::compiler::codegen::emit_clif(&c.ir, &cg).unwrap();
+        let exe = Executable::with_options(&c, &opts.target, &cg).unwrap();
+        let specs = exe.input_specs().unwrap();
+        let inputs = generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
+        let out = exe.run(&inputs, &RunConfig::default()).unwrap();
+        let counts: Vec<_> = out
+            .report
+            .stats
+            .total
+            .iter()
+            .map(|(p, c)| (p, c.calls, c.bytes, c.flops))
+            .collect();
+        (clif, counts)
+    };
+    let (folded_clif, folded) = run(false);
+    let (plain_clif, plain) = run(true);
+    assert_eq!(folded, plain, "per-pipe (calls, bytes, flops)");
+    let n_calls = |clif: &str| clif.matches("= call ").count();
+    assert!(
+        n_calls(&folded_clif) + 20 <= n_calls(&plain_clif),
+        "folded code makes {} runtime calls, unfolded {}",
+        n_calls(&folded_clif),
+        n_calls(&plain_clif)
+    );
 }

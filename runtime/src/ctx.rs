@@ -294,6 +294,48 @@ impl UnitRt<'_> {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// Records `parts` operations of `pipe` that ran as one call from
+    /// `start_ns` to `end_ns`: the calls, bytes and flops are the sums of
+    /// the parts, the time is shared out evenly, and a trace gets one event
+    /// per part, one after the other.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_parts(
+        &self,
+        pipe: Pipe,
+        name: &str,
+        start_ns: u64,
+        end_ns: u64,
+        parts: u32,
+        bytes: u64,
+        flops: u64,
+    ) {
+        let dur = end_ns.saturating_sub(start_ns);
+        {
+            let mut st = self.stats.borrow_mut();
+            let n = u64::from(parts.max(1));
+            for p in 0..n {
+                let share = |x: u64| x / n + u64::from(p < x % n);
+                st.record(pipe, share(bytes), share(flops), share(dur));
+            }
+        }
+        self.runtime_ns
+            .set(self.runtime_ns.get().saturating_add(dur));
+        if let Some(t) = &self.trace {
+            let n = u64::from(parts.max(1));
+            let mut t = t.borrow_mut();
+            for p in 0..n {
+                t.push(TraceEvent {
+                    core: self.core,
+                    unit: self.unit,
+                    name: name.to_string(),
+                    category: pipe.name(),
+                    start_ns: start_ns + dur * p / n,
+                    end_ns: start_ns + dur * (p + 1) / n,
+                });
+            }
+        }
+    }
+
     /// Records one operation in the stats and, if tracing, the trace.
     pub fn record(
         &self,

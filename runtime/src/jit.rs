@@ -22,7 +22,7 @@ use crate::ctx::KernelCtx;
 use crate::dtype::DType;
 use crate::error::{RuntimeError, status};
 use crate::matmul::{AccumMode, BLayout, Gemm};
-use crate::ops::{Env, StoreMode, Tile};
+use crate::ops::{Env, Folded, StoreMode, Tile};
 use crate::rescale::exp2_scale_bits;
 use crate::units::Buffer;
 
@@ -82,6 +82,44 @@ fn gm_tile(env: &Env<'_>, index: u32, off: u64, stride: u64) -> Result<Tile, Run
         offset: size(off, "gm offset")?,
         stride: size(stride, "gm stride")?,
         dtype: dtype(d.dtype)?,
+    })
+}
+
+/// A [`Gemm`] from the JIT ABI's codes.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: u64,
+    n: u64,
+    k: u64,
+    lda: u64,
+    ldb: u64,
+    ldc: u64,
+    b_layout: u32,
+    mode: u32,
+) -> Result<Gemm, RuntimeError> {
+    let b_layout = match b_layout {
+        0 => BLayout::KN,
+        1 => BLayout::NK,
+        x => return Err(RuntimeError::BadArgument(format!("unknown B layout {x}"))),
+    };
+    let mode = match mode {
+        0 => AccumMode::Overwrite,
+        1 => AccumMode::Accumulate,
+        x => {
+            return Err(RuntimeError::BadArgument(format!(
+                "unknown accumulate mode {x}"
+            )));
+        }
+    };
+    Ok(Gemm {
+        m: size(m, "m")?,
+        n: size(n, "n")?,
+        k: size(k, "k")?,
+        lda: size(lda, "lda")?,
+        ldb: size(ldb, "ldb")?,
+        ldc: size(ldc, "ldc")?,
+        b_layout,
+        mode,
     })
 }
 
@@ -225,36 +263,62 @@ pub unsafe extern "C" fn amla_rt_matmul(
     // SAFETY: module contract.
     unsafe {
         run(ctx, |env| {
-            let b_layout = match b_layout {
-                0 => BLayout::KN,
-                1 => BLayout::NK,
-                x => return Err(RuntimeError::BadArgument(format!("unknown B layout {x}"))),
-            };
-            let mode = match mode {
-                0 => AccumMode::Overwrite,
-                1 => AccumMode::Accumulate,
-                x => {
-                    return Err(RuntimeError::BadArgument(format!(
-                        "unknown accumulate mode {x}"
-                    )));
-                }
-            };
-            let g = Gemm {
-                m: size(m, "m")?,
-                n: size(n, "n")?,
-                k: size(k, "k")?,
-                lda: size(lda, "lda")?,
-                ldb: size(ldb, "ldb")?,
-                ldc: size(ldc, "ldc")?,
-                b_layout,
-                mode,
-            };
+            let g = gemm(m, n, k, lda, ldb, ldc, b_layout, mode)?;
             env.matmul(
                 &g,
                 dtype(dtype_code)?,
                 size(a_off, "a_off")?,
                 size(b_off, "b_off")?,
                 size(c_off, "c_off")?,
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+/// Cube: [`amla_rt_matmul`] with A in `a_buf` (L0A or L1) and B in
+/// `b_buf` (L0B or L1), standing for `parts` matmuls of the program over
+/// consecutive K ranges and `copies` L1 → L0 copies (`copy_bytes` in all)
+/// the compiler folded into it (see `Env::matmul_folded`).
+///
+/// # Safety
+/// See the module contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn amla_rt_matmul_folded(
+    ctx: *const KernelCtx,
+    a_buf: u32,
+    a_off: u64,
+    lda: u64,
+    b_buf: u32,
+    b_off: u64,
+    ldb: u64,
+    c_off: u64,
+    ldc: u64,
+    m: u64,
+    n: u64,
+    k: u64,
+    b_layout: u32,
+    dtype_code: u32,
+    mode: u32,
+    parts: u32,
+    copies: u32,
+    copy_bytes: u64,
+) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            let g = gemm(m, n, k, lda, ldb, ldc, b_layout, mode)?;
+            env.matmul_folded(
+                &g,
+                dtype(dtype_code)?,
+                (local(a_buf)?, size(a_off, "a_off")?),
+                (local(b_buf)?, size(b_off, "b_off")?),
+                size(c_off, "c_off")?,
+                Folded {
+                    parts,
+                    copies,
+                    copy_bytes,
+                },
             )
             .map(|_| ())
         })
@@ -553,6 +617,7 @@ pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             amla_rt_copy_local_to_gm as *const u8,
         ),
         ("amla_rt_matmul", amla_rt_matmul as *const u8),
+        ("amla_rt_matmul_folded", amla_rt_matmul_folded as *const u8),
         ("amla_rt_set_flag", amla_rt_set_flag as *const u8),
         ("amla_rt_wait_flag", amla_rt_wait_flag as *const u8),
         ("amla_rt_exp2_scale_gm", amla_rt_exp2_scale_gm as *const u8),

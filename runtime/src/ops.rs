@@ -69,6 +69,28 @@ impl Tile {
     }
 }
 
+/// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
+/// program over consecutive K ranges of one C, and `copies` L1 → L0 copies
+/// of their operands (`copy_bytes` in all) that the call reads in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Folded {
+    /// Matmuls of the program (≥ 1).
+    pub parts: u32,
+    /// Folded operand copies.
+    pub copies: u32,
+    /// Their bytes (elements × element size).
+    pub copy_bytes: u64,
+}
+
+impl Folded {
+    /// One matmul, no folded copy.
+    pub const NONE: Folded = Folded {
+        parts: 1,
+        copies: 0,
+        copy_bytes: 0,
+    };
+}
+
 /// How a copy writes its destination.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -421,11 +443,46 @@ impl<'a> Env<'a> {
         b_off: usize,
         c_off: usize,
     ) -> Result<MatmulPath, RuntimeError> {
+        self.matmul_folded(
+            g,
+            dtype,
+            (Buffer::L0A, a_off),
+            (Buffer::L0B, b_off),
+            c_off,
+            Folded::NONE,
+        )
+    }
+
+    /// [`Env::matmul`] with A read from L0A or L1 and B from L0B or L1, at
+    /// the given element offsets: a matmul into which the compiler folded
+    /// the L1 → L0 copies of its operands, and possibly a chain of matmuls
+    /// accumulating into one C over consecutive K ranges (`fold` says how
+    /// many of each, so the per-pipe statistics count what the program
+    /// did). The copies' bytes are recorded on MTE1 with no busy time (the
+    /// packing of the micro-kernel does their work).
+    pub fn matmul_folded(
+        &self,
+        g: &Gemm,
+        dtype: DType,
+        (a_buf, a_off): (Buffer, usize),
+        (b_buf, b_off): (Buffer, usize),
+        c_off: usize,
+        fold: Folded,
+    ) -> Result<MatmulPath, RuntimeError> {
         let t0 = self.rt.now_ns();
         if !matches!(dtype, DType::Bf16 | DType::F16) {
             return Err(RuntimeError::BadArgument(format!(
                 "matmul inputs must be bf16 or f16, not {dtype}"
             )));
+        }
+        if !matches!(a_buf, Buffer::L0A | Buffer::L1) || !matches!(b_buf, Buffer::L0B | Buffer::L1)
+        {
+            return Err(RuntimeError::BadArgument(format!(
+                "matmul operands in {a_buf} and {b_buf} (needs l0a or l1, l0b or l1)"
+            )));
+        }
+        if fold.parts == 0 {
+            return Err(RuntimeError::BadArgument("matmul of 0 parts".into()));
         }
         let (al, bl, cl) = g.required_lens()?;
         let region = |buffer: Buffer,
@@ -451,12 +508,24 @@ impl<'a> Env<'a> {
                 }),
             }
         };
-        let a = region(Buffer::L0A, a_off, al, dtype, "A")?;
-        let b = region(Buffer::L0B, b_off, bl, dtype, "B")?;
+        let a = region(a_buf, a_off, al, dtype, "A")?;
+        let b = region(b_buf, b_off, bl, dtype, "B")?;
         let c = region(Buffer::L0C, c_off, cl, DType::F32, "C")?;
-        // SAFETY: the three regions are in-bounds, suitably aligned (64-byte
-        // bases, element offsets), in three distinct buffers owned by this
-        // thread, and no other reference to them is live during the call.
+        if fold.copies > 0 {
+            self.rt.record_parts(
+                Pipe::Mte1,
+                "copy l1->l0 (folded into matmul)",
+                t0,
+                t0,
+                fold.copies,
+                fold.copy_bytes,
+                0,
+            );
+        }
+        // SAFETY: the three regions are in-bounds and suitably aligned
+        // (64-byte bases, element offsets); C is in L0C, A and B (only read)
+        // in other buffers, all owned by this thread, and no other reference
+        // to them is live during the call.
         let path = unsafe {
             let c = std::slice::from_raw_parts_mut(c as *mut f32, cl);
             match dtype {
@@ -478,10 +547,18 @@ impl<'a> Env<'a> {
         }
         .map(|()| self.rt.matmul_path)?;
         let bytes = ((g.m * g.k + g.k * g.n) * dtype.size_bytes()) as u64;
-        self.rt.record(
+        let name = format!(
+            "matmul {}x{}x{}",
+            g.m,
+            g.n,
+            g.k.div_ceil(fold.parts as usize)
+        );
+        self.rt.record_parts(
             Pipe::Cube,
-            || format!("matmul {}x{}x{}", g.m, g.n, g.k),
+            &name,
             t0,
+            self.rt.now_ns(),
+            fold.parts,
             bytes,
             g.flops(),
         );

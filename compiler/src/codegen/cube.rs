@@ -578,6 +578,10 @@ impl FnCx<'_, '_> {
     }
 
     pub(crate) fn emit_copy(&mut self, i: Inst) -> Result<()> {
+        if self.matmul_fold.copies.contains(&i) {
+            // Its matmuls read the source in place (`matmul_fold`).
+            return Ok(());
+        }
         let InstKind::Copy { src, .. } = self.k.kind(i) else {
             return Err(CodegenError::invalid("copy", "not a copy"));
         };
@@ -788,6 +792,32 @@ impl FnCx<'_, '_> {
     }
 
     pub(crate) fn emit_matmul(&mut self, i: Inst) -> Result<()> {
+        if self.matmul_fold.deferred.contains(&i) {
+            // Run by the last matmul of its chain (`matmul_fold`).
+            return Ok(());
+        }
+        let chain = match self.matmul_fold.chains.get(&i) {
+            Some(c) => c.clone(),
+            None => vec![i],
+        };
+        let parts = chain
+            .iter()
+            .map(|&m| self.matmul_part(m))
+            .collect::<Result<Vec<_>>>()?;
+        let mut start = 0;
+        for j in 1..=parts.len() {
+            if j < parts.len() && parts[j - 1].continues_into(&parts[j]) {
+                continue;
+            }
+            self.emit_matmul_run(&parts[start..j], start == 0)?;
+            start = j;
+        }
+        Ok(())
+    }
+
+    /// One matmul's operands, shapes and codes: A and B where they are read
+    /// (a folded copy's source in L1, else the operand in L0A/L0B).
+    fn matmul_part(&mut self, i: Inst) -> Result<MatmulPart> {
         let InstKind::Matmul {
             a,
             b,
@@ -821,28 +851,160 @@ impl FnCx<'_, '_> {
             DType::F16 => 2,
             d => return Err(CodegenError::invalid(op, format!("{d} operands"))),
         };
-        let mode = match acc {
-            Some(c) => {
-                self.move_tile(*c, r, op)?;
+        let mut copies = Vec::new();
+        let mut operand = |cx: &mut Self, v: Value, t: TileRef| -> Result<Operand> {
+            let folded =
+                cx.k.def_inst(v)
+                    .filter(|c| cx.matmul_fold.copies.contains(c));
+            let t = match folded {
+                Some(c) => {
+                    let InstKind::Copy { src, .. } = cx.k.kind(c) else {
+                        return Err(CodegenError::invalid(op, "a folded operand is not a copy"));
+                    };
+                    copies.push(c);
+                    cx.tile(*src, op)?
+                }
+                None => t,
+            };
+            Ok(Operand {
+                buf: buf_code(t.ty.space, op)?,
+                off: t.elem_off(op)?,
+                stride: t.stride,
+            })
+        };
+        let a_op = operand(self, *a, ta.clone())?;
+        let b_op = operand(self, *b, tb.clone())?;
+        Ok(MatmulPart {
+            a: a_op,
+            b: b_op,
+            c_off: tc.elem_off(op)?,
+            c_stride: tc.stride,
+            result: r,
+            acc: *acc,
+            m: *m,
+            n,
+            k: *kk,
+            layout,
+            dtype,
+            elem_bytes: ta.ty.dtype.bytes(),
+            copies,
+        })
+    }
+
+    /// Emits `parts` (consecutive K ranges of one C, or one matmul) as one
+    /// call; `first`: the run starts its chain (its `acc` decides the mode).
+    fn emit_matmul_run(&mut self, parts: &[MatmulPart], first: bool) -> Result<()> {
+        let op = "matmul";
+        let (p0, last) = (&parts[0], &parts[parts.len() - 1]);
+        let mode = match (first, p0.acc) {
+            (true, Some(c)) => {
+                self.move_tile(c, p0.result, op)?;
                 1
             }
-            None => 0,
+            (true, None) => 0,
+            (false, _) => 1,
         };
-        let vals = [
-            ta.elem_off(op)?,
-            ta.stride,
-            tb.elem_off(op)?,
-            tb.stride,
-            tc.elem_off(op)?,
-            tc.stride,
-            *m,
-            n,
-            *kk,
-        ];
-        let mut args: Vec<cl::Value> = vals.iter().map(|&v| self.i64c(v as i64)).collect();
-        for w in [layout, dtype, mode] {
-            args.push(self.i32c(w));
+        let k_total: u64 = parts.iter().map(|p| p.k).sum();
+        let (mut copies, mut copy_bytes) = (0u32, 0u64);
+        for p in parts {
+            for c in &p.copies {
+                if self.matmul_fold.uncounted.remove(c) {
+                    let r = self.k.insts[*c].results[0];
+                    let t = self.tile(r, op)?;
+                    copies += 1;
+                    copy_bytes += t.ty.bytes();
+                }
+            }
         }
-        self.call("amla_rt_matmul", &args)
+        if parts.len() == 1 && p0.copies.is_empty() {
+            let vals = [
+                p0.a.off,
+                p0.a.stride,
+                p0.b.off,
+                p0.b.stride,
+                p0.c_off,
+                p0.c_stride,
+                p0.m,
+                p0.n,
+                p0.k,
+            ];
+            let mut args: Vec<cl::Value> = vals.iter().map(|&v| self.i64c(v as i64)).collect();
+            for w in [p0.layout, p0.dtype, mode] {
+                args.push(self.i32c(w));
+            }
+            return self.call("amla_rt_matmul", &args);
+        }
+        let w = |cx: &mut Self, x: u32| cx.i32c(i64::from(x));
+        let l = |cx: &mut Self, x: u64| cx.i64c(x as i64);
+        let args = [
+            w(self, p0.a.buf),
+            l(self, p0.a.off),
+            l(self, p0.a.stride),
+            w(self, p0.b.buf),
+            l(self, p0.b.off),
+            l(self, p0.b.stride),
+            l(self, last.c_off),
+            l(self, last.c_stride),
+            l(self, p0.m),
+            l(self, p0.n),
+            l(self, k_total),
+            w(self, p0.layout as u32),
+            w(self, p0.dtype as u32),
+            w(self, mode as u32),
+            w(self, parts.len() as u32),
+            w(self, copies),
+            l(self, copy_bytes),
+        ];
+        self.call("amla_rt_matmul_folded", &args)
+    }
+}
+
+/// Where a matmul reads an operand: buffer code, element offset, row stride.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Operand {
+    buf: u32,
+    off: u64,
+    stride: u64,
+}
+
+/// One matmul of a chain ([`super::matmul_fold`]).
+struct MatmulPart {
+    a: Operand,
+    b: Operand,
+    c_off: u64,
+    c_stride: u64,
+    result: Value,
+    acc: Option<Value>,
+    m: u64,
+    n: u64,
+    k: u64,
+    layout: i64,
+    dtype: i64,
+    elem_bytes: u64,
+    /// The folded copies whose sources it reads.
+    copies: Vec<Inst>,
+}
+
+impl MatmulPart {
+    /// Whether `next` continues this part's K range: the same C, shapes,
+    /// codes and strides, both operands folded, A's and B's K windows
+    /// adjacent, and this part's K even (a bf16 pair never straddles two
+    /// parts, so one call sums exactly what the parts do).
+    fn continues_into(&self, next: &MatmulPart) -> bool {
+        let b_step = if self.layout == 0 {
+            self.k * self.b.stride
+        } else {
+            self.k
+        };
+        self.copies.len() == 2
+            && next.copies.len() == 2
+            && self.k.is_multiple_of(2)
+            && (self.m, self.n, self.layout, self.dtype, self.elem_bytes)
+                == (next.m, next.n, next.layout, next.dtype, next.elem_bytes)
+            && (self.c_off, self.c_stride) == (next.c_off, next.c_stride)
+            && (self.a.buf, self.a.stride, self.b.buf, self.b.stride)
+                == (next.a.buf, next.a.stride, next.b.buf, next.b.stride)
+            && next.a.off == self.a.off + self.k
+            && next.b.off == self.b.off + b_step
     }
 }

@@ -111,6 +111,8 @@ pub(crate) struct FnCx<'a, 'f> {
     pub scratch_bytes: u64,
     /// Fused element-wise chains ([`super::fuse`]).
     pub fusion: super::fuse::Fusion,
+    /// Copies folded into matmuls and matmul chains ([`super::matmul_fold`]).
+    pub matmul_fold: super::matmul_fold::MatmulFold,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -181,6 +183,10 @@ pub(crate) fn translate(
         scratch_bytes: 0,
         fusion: super::fuse::Fusion {
             off: opts.unfused,
+            ..Default::default()
+        },
+        matmul_fold: super::matmul_fold::MatmulFold {
+            off: opts.unfused || instrument.any(),
             ..Default::default()
         },
     };
@@ -538,6 +544,7 @@ impl FnCx<'_, '_> {
     /// `yield`, whose operands it returns.
     pub fn emit_block(&mut self, block: crate::ir::Block) -> Result<Vec<Value>> {
         self.plan_fusion(block);
+        self.plan_matmul_fold(block);
         for &i in &self.k.blocks[block].insts {
             if let InstKind::Yield(vs) = self.k.kind(i) {
                 return Ok(vs.clone());

@@ -78,6 +78,7 @@ pub mod abi;
 pub mod cube;
 mod func;
 mod fuse;
+mod matmul_fold;
 pub mod rescale;
 mod scalar;
 pub mod simd_math;
@@ -109,7 +110,9 @@ pub struct CodegenOptions {
     /// default code has no check in it).
     pub instrument: Instrument,
     /// Emit every Vector op as its own loop instead of fusing element-wise
-    /// chains ([`fuse`]): the reference the fused code is tested against.
+    /// chains ([`fuse`]), and every Cube copy and matmul as its own runtime
+    /// call instead of folding L1 → L0 copies and K chains into one matmul
+    /// call ([`matmul_fold`]): the reference both are tested against.
     pub unfused: bool,
 }
 
