@@ -3,13 +3,20 @@
 //!
 //! # Flow
 //!
-//! Both functions are translated to CLIF on the calling thread (in function
-//! order: translation declares the runtime's entry points in the module),
-//! then compiled by Cranelift concurrently, the first on the calling thread
-//! and the other on a scoped thread (they share only the ISA), and their
-//! machine code and relocations are handed to the `JITModule` in function
-//! order (`define_function_bytes`). Each function's code is what compiling
-//! it alone gives; `--emit clif|asm` take the same path.
+//! The runtime's entry points and both functions are declared in the module
+//! in function order, then the functions are translated to CLIF on the
+//! calling thread, the Vector function first (its compile is usually the
+//! longer one): its Cranelift compile starts on a scoped thread as soon as
+//! it is translated, while the Cube function is translated and compiled on
+//! the calling thread. Their machine code and relocations are handed to the
+//! `JITModule` in function order (`define_function_bytes`). Each function's
+//! code is what compiling it alone gives; `--emit clif|asm` take the same
+//! path.
+//!
+//! The Cube function, mostly calls into the runtime, is register-allocated
+//! with Cranelift's single-pass allocator (a fraction of the backtracking
+//! allocator's compile time, no slower at run time); the Vector function's
+//! SIMD loops get the backtracking allocator ([`Isas`]).
 //!
 //! # ABI
 //!
@@ -372,9 +379,9 @@ impl Grid {
     }
 }
 
-/// The target ISA for emission snapshots: x86-64 with SSE4.2 and nothing
-/// newer, independent of the host.
-fn fixed_isa() -> Result<OwnedTargetIsa> {
+/// The target ISA for emission snapshots, with `flags`: x86-64 with SSE4.2
+/// and nothing newer, independent of the host.
+fn fixed_isa_with(flags: settings::Flags) -> Result<OwnedTargetIsa> {
     let triple: target_lexicon::Triple = "x86_64-unknown-linux-gnu"
         .parse()
         .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
@@ -382,21 +389,70 @@ fn fixed_isa() -> Result<OwnedTargetIsa> {
     for f in ["has_sse3", "has_ssse3", "has_sse41", "has_sse42"] {
         ib.enable(f).map_err(cl_err)?;
     }
-    ib.finish(shared_flags()?).map_err(cl_err)
+    ib.finish(flags).map_err(cl_err)
 }
 
 fn host_isa() -> Result<OwnedTargetIsa> {
+    host_isa_with(shared_flags()?)
+}
+
+fn host_isa_with(flags: settings::Flags) -> Result<OwnedTargetIsa> {
     let ib = cranelift_native::builder().map_err(|e| CodegenError::Cranelift(e.to_string()))?;
-    ib.finish(shared_flags()?).map_err(cl_err)
+    ib.finish(flags).map_err(cl_err)
 }
 
 fn shared_flags() -> Result<settings::Flags> {
+    Ok(settings::Flags::new(shared_builder()?))
+}
+
+fn shared_builder() -> Result<settings::Builder> {
     let mut fb = settings::builder();
     fb.set("opt_level", "speed").map_err(cl_err)?;
     fb.set("use_colocated_libcalls", "false").map_err(cl_err)?;
     fb.set("is_pic", "false").map_err(cl_err)?;
     fb.set("enable_verifier", "false").map_err(cl_err)?;
+    Ok(fb)
+}
+
+/// [`shared_flags`] with the single-pass register allocator: the Cube
+/// function's flags.
+fn cube_flags() -> Result<settings::Flags> {
+    let mut fb = shared_builder()?;
+    fb.set("regalloc_algorithm", "single_pass")
+        .map_err(cl_err)?;
     Ok(settings::Flags::new(fb))
+}
+
+/// The ISAs a kernel's functions are compiled with: one per unit (the same
+/// target, different flags). The module's own ISA is `vector`'s.
+struct Isas {
+    vector: OwnedTargetIsa,
+    cube: OwnedTargetIsa,
+}
+
+impl Isas {
+    /// For the host: [`host_isa`], and [`cube_flags`] for the Cube.
+    fn host() -> Result<Isas> {
+        Ok(Isas {
+            vector: host_isa()?,
+            cube: host_isa_with(cube_flags()?)?,
+        })
+    }
+
+    /// For the emission snapshots: [`fixed_isa`]'s target.
+    fn fixed() -> Result<Isas> {
+        Ok(Isas {
+            vector: fixed_isa_with(shared_flags()?)?,
+            cube: fixed_isa_with(cube_flags()?)?,
+        })
+    }
+
+    fn of(&self, unit: Unit) -> &dyn TargetIsa {
+        match unit {
+            Unit::Cube => &*self.cube,
+            _ => &*self.vector,
+        }
+    }
 }
 
 fn new_module(isa: OwnedTargetIsa) -> JITModule {
@@ -422,10 +478,8 @@ struct Defined {
 }
 
 /// A function translated to CLIF and declared in the module, on its way
-/// through Cranelift: [`define_all`] translates every function first (that
-/// needs the module), compiles them each on its own thread
-/// ([`compile_all`]: they share nothing but the ISA), then hands the
-/// machine code to the module in function order.
+/// through Cranelift ([`translate_and_compile`]), then handed to the module
+/// as machine code ([`Pending::define`]).
 struct Pending {
     unit: Unit,
     id: FuncId,
@@ -482,29 +536,6 @@ impl Pending {
     }
 }
 
-/// Compiles the functions concurrently: the first on this thread, every
-/// other on a scoped thread of its own (a kernel has at most a Cube and a
-/// Vector function, so at most one extra thread). Each function's result
-/// is the same as compiling it alone; the first error in function order is
-/// returned, and a panic in a thread is resumed here.
-fn compile_all(isa: &dyn TargetIsa, pending: &mut [Pending]) -> Result<()> {
-    let Some((first, rest)) = pending.split_first_mut() else {
-        return Ok(());
-    };
-    std::thread::scope(|s| {
-        let others: Vec<_> = rest
-            .iter_mut()
-            .map(|p| s.spawn(move || p.compile(isa)))
-            .collect();
-        let mut result = first.compile(isa);
-        for h in others {
-            let r = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            result = result.and(r);
-        }
-        result
-    })
-}
-
 /// Which text form of the functions [`define_all`] keeps (printing the CLIF
 /// of a large kernel costs a good part of its JIT time: only when asked).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -517,22 +548,26 @@ enum Text {
 fn define_all(
     k: &Kernel,
     module: &mut JITModule,
+    isas: &Isas,
     opts: &CodegenOptions,
     text: Text,
 ) -> Result<Vec<Defined>> {
-    let mut pending = translate_all(k, module, opts, text)?;
-    compile_all(module.isa(), &mut pending)?;
+    let pending = translate_and_compile(k, module, isas, opts, text)?;
     pending.into_iter().map(|p| p.define(module)).collect()
 }
 
+/// What [`declare_all`] declared in the module.
+struct Declared {
+    /// The runtime's entry points.
+    imports: HashMap<&'static str, FuncId>,
+    /// Each function's id and symbol name, in function order.
+    funcs: Vec<(FuncId, String)>,
+}
+
 /// Declares the runtime's entry points and every function of `k` in
-/// `module` and translates each function to CLIF, in function order.
-fn translate_all(
-    k: &Kernel,
-    module: &mut JITModule,
-    opts: &CodegenOptions,
-    text: Text,
-) -> Result<Vec<Pending>> {
+/// `module`, in function order (so the ids do not depend on the order the
+/// functions are translated in).
+fn declare_all(k: &Kernel, module: &mut JITModule, opts: &CodegenOptions) -> Result<Declared> {
     let call_conv: CallConv = module.isa().default_call_conv();
     let mut imports = HashMap::new();
     let extra: &[(&str, &[u8])] = if opts.instrument.any() {
@@ -547,9 +582,8 @@ fn translate_all(
             .map_err(cl_err)?;
         imports.insert(*name, id);
     }
-    let mut pending = Vec::new();
-    let mut fctx = FunctionBuilderContext::new();
-    for (n, f) in k.funcs.iter().enumerate() {
+    let mut funcs = Vec::new();
+    for f in &k.funcs {
         if !matches!(f.unit, Unit::Cube | Unit::Vector) {
             return Err(CodegenError::invalid(
                 "func",
@@ -564,27 +598,109 @@ fn translate_all(
         let id = module
             .declare_function(&name, Linkage::Local, &sig)
             .map_err(cl_err)?;
-        let mut ctx = Context::new();
-        ctx.func.signature = sig;
-        ctx.func.name = UserFuncName::user(0, n as u32);
-        let t = func::translate(k, f, module, &imports, opts, &mut ctx.func, &mut fctx)?;
-        if opts.verify {
-            cranelift_codegen::verify_function(&ctx.func, module.isa())
-                .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
-        }
-        let clif = (text == Text::Clif).then(|| format!("; {name}\n{}", ctx.func.display()));
-        ctx.set_disasm(text == Text::Asm);
-        pending.push(Pending {
-            unit: f.unit,
-            id,
-            name,
-            ctx,
-            clif,
-            sites: t.sites,
-            scratch_bytes: t.scratch_bytes,
-        });
+        funcs.push((id, name));
     }
-    Ok(pending)
+    Ok(Declared { imports, funcs })
+}
+
+/// Translates function `n` of `k` (declared as `d` says) to CLIF.
+fn translate_one(
+    k: &Kernel,
+    n: usize,
+    d: &Declared,
+    module: &mut JITModule,
+    opts: &CodegenOptions,
+    text: Text,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<Pending> {
+    let f = &k.funcs[n];
+    let (id, name) = d.funcs[n].clone();
+    let mut ctx = Context::new();
+    ctx.func.signature = abi::entry_signature(module.isa().default_call_conv());
+    ctx.func.name = UserFuncName::user(0, n as u32);
+    let t = func::translate(k, f, module, &d.imports, opts, &mut ctx.func, fctx)?;
+    if opts.verify {
+        cranelift_codegen::verify_function(&ctx.func, module.isa())
+            .map_err(|e| CodegenError::Cranelift(format!("{name}: {e}")))?;
+    }
+    let clif = (text == Text::Clif).then(|| format!("; {name}\n{}", ctx.func.display()));
+    ctx.set_disasm(text == Text::Asm);
+    Ok(Pending {
+        unit: f.unit,
+        id,
+        name,
+        ctx,
+        clif,
+        sites: t.sites,
+        scratch_bytes: t.scratch_bytes,
+    })
+}
+
+/// Declares `k`'s functions ([`declare_all`]), translates each to CLIF and
+/// compiles it with its unit's ISA ([`Isas::of`]). Translation needs the
+/// module, so it runs on this thread, the Vector function first; every
+/// function but the last translated is compiled on a scoped thread of its
+/// own, started as soon as it is translated, and the last one here (a
+/// kernel has at most a Cube and a Vector function, so at most one extra
+/// thread). The functions share nothing but the ISAs: each one's code is
+/// what compiling it alone gives. Returned in function order; the error is
+/// the first translation error in function order, else the first compile
+/// error; a panic in a thread is resumed here.
+fn translate_and_compile(
+    k: &Kernel,
+    module: &mut JITModule,
+    isas: &Isas,
+    opts: &CodegenOptions,
+    text: Text,
+) -> Result<Vec<Pending>> {
+    let d = declare_all(k, module, opts)?;
+    let mut order: Vec<usize> = (0..k.funcs.len()).collect();
+    order.sort_by_key(|&n| k.funcs[n].unit != Unit::Vector);
+    let Some((&last, early)) = order.split_last() else {
+        return Ok(Vec::new());
+    };
+    let mut done: Vec<Option<Pending>> = (0..k.funcs.len()).map(|_| None).collect();
+    // (stage: 0 translation, 1 compile; function; error).
+    let mut errors: Vec<(u8, usize, CodegenError)> = Vec::new();
+    let mut fctx = FunctionBuilderContext::new();
+    std::thread::scope(|s| {
+        let mut threads = Vec::new();
+        for &n in early {
+            match translate_one(k, n, &d, module, opts, text, &mut fctx) {
+                Ok(mut p) => {
+                    let isa = isas.of(p.unit);
+                    threads.push((
+                        n,
+                        s.spawn(move || {
+                            let r = p.compile(isa);
+                            (p, r)
+                        }),
+                    ));
+                }
+                Err(e) => errors.push((0, n, e)),
+            }
+        }
+        match translate_one(k, last, &d, module, opts, text, &mut fctx) {
+            Ok(mut p) => {
+                if let Err(e) = p.compile(isas.of(p.unit)) {
+                    errors.push((1, last, e));
+                }
+                done[last] = Some(p);
+            }
+            Err(e) => errors.push((0, last, e)),
+        }
+        for (n, h) in threads {
+            let (p, r) = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            if let Err(e) = r {
+                errors.push((1, n, e));
+            }
+            done[n] = Some(p);
+        }
+    });
+    if let Some((_, _, e)) = errors.into_iter().min_by_key(|e| (e.0, e.1)) {
+        return Err(e);
+    }
+    Ok(done.into_iter().flatten().collect())
 }
 
 fn sanitize(s: &str) -> String {
@@ -595,8 +711,9 @@ fn sanitize(s: &str) -> String {
 
 /// JIT-compiles `k` for the host (host SIMD features, `opt_level=speed`).
 pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
-    let mut module = new_module(host_isa()?);
-    let defs = match define_all(k, &mut module, opts, Text::None) {
+    let isas = Isas::host()?;
+    let mut module = new_module(isas.vector.clone());
+    let defs = match define_all(k, &mut module, &isas, opts, Text::None) {
         Ok(d) => d,
         Err(e) => {
             // SAFETY: no code of this module was handed out.
@@ -644,10 +761,12 @@ pub fn compile(k: &Kernel, opts: &CodegenOptions) -> Result<CompiledKernel> {
 }
 
 fn emit_text(k: &Kernel, opts: &CodegenOptions, asm: bool) -> Result<String> {
-    let mut module = new_module(fixed_isa()?);
+    let isas = Isas::fixed()?;
+    let mut module = new_module(isas.vector.clone());
     let r = define_all(
         k,
         &mut module,
+        &isas,
         opts,
         if asm { Text::Asm } else { Text::Clif },
     );

@@ -240,14 +240,17 @@ fn exp2_frac_row_with_zero_step_is_the_identity() {
     }
 }
 
-/// [`super::compile_all`] (the functions on threads of their own) gives
-/// each function the machine code and relocations it gets compiled alone
-/// on this thread, and the kernel has both functions to overlap.
+/// [`super::translate_and_compile`] (the Vector function translated first
+/// and compiled on a thread of its own while the Cube is translated and
+/// compiled) gives each function the machine code and relocations it gets
+/// translated in function order and compiled alone on this thread with its
+/// unit's ISA, and the kernel has both functions to overlap.
 #[test]
 fn concurrent_jit_emits_what_one_function_at_a_time_emits() {
-    use super::{CodegenOptions, Text, compile_all, host_isa, new_module, translate_all};
-    use cranelift_codegen::control::ControlPlane;
-    use cranelift_module::Module;
+    use super::{
+        CodegenOptions, Isas, Text, declare_all, new_module, translate_and_compile, translate_one,
+    };
+    use cranelift_frontend::FunctionBuilderContext;
     let src = crate::diag::SourceFile::new(
         "mla_decode.amla",
         include_str!("../../../dsl-examples/mla_decode.amla"),
@@ -260,17 +263,21 @@ fn concurrent_jit_emits_what_one_function_at_a_time_emits() {
         (c.code_buffer().to_vec(), relocs)
     };
     let opts = CodegenOptions::default();
-    let mut module = new_module(host_isa().unwrap());
-    let mut together = translate_all(&k, &mut module, &opts, Text::None).unwrap();
+    let isas = Isas::host().unwrap();
+    let mut module = new_module(isas.vector.clone());
+    let together = translate_and_compile(&k, &mut module, &isas, &opts, Text::None).unwrap();
     assert_eq!(together.len(), 2, "a cube and a vector function");
-    compile_all(module.isa(), &mut together).unwrap();
-    let mut alone_module = new_module(host_isa().unwrap());
-    let mut alone = translate_all(&k, &mut alone_module, &opts, Text::None).unwrap();
-    for (t, a) in together.iter().zip(&mut alone) {
-        a.ctx
-            .compile(alone_module.isa(), &mut ControlPlane::default())
-            .unwrap();
-        assert_eq!(code(t), code(a), "{}", t.name);
+    let units: Vec<_> = together.iter().map(|p| p.unit).collect();
+    let want: Vec<_> = k.funcs.iter().map(|f| f.unit).collect();
+    assert_eq!(units, want, "function order");
+    let mut alone_module = new_module(isas.vector.clone());
+    let d = declare_all(&k, &mut alone_module, &opts).unwrap();
+    let mut fctx = FunctionBuilderContext::new();
+    for (n, t) in together.iter().enumerate() {
+        let mut a =
+            translate_one(&k, n, &d, &mut alone_module, &opts, Text::None, &mut fctx).unwrap();
+        a.compile(isas.of(a.unit)).unwrap();
+        assert_eq!(code(t), code(&a), "{}", t.name);
     }
     // SAFETY: nothing was defined or handed out.
     unsafe {

@@ -13,7 +13,8 @@
 //!    machines these benchmarks run on are shared and drift);
 //! 4. per-unit figures from the launch statistics, peak resident memory, and
 //!    heap allocations per launch after warm-up (when the process counts
-//!    them, see [`CountingAlloc`]).
+//!    them, see [`CountingAlloc`]; they are counted only during the timed
+//!    launches, so compiles and everything else pay nothing for it).
 //!
 //! FLOPs are the model's useful work, from the kernel's `// @reference:`
 //! kind and tensor shapes (MLA: `2·B·Sq·H·N·(576+512)`; see [`model_flops`]);
@@ -24,7 +25,7 @@
 //! Nothing here asserts a time: tests check the report's shape only.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use amla_runtime::matmul::MatmulPath;
@@ -40,28 +41,57 @@ use super::tensor::HostTensor;
 use crate::diag::SourceFile;
 use crate::driver::{self, CompileError, CompileOptions};
 
-/// A global allocator that counts allocations: install it in a binary
-/// (`#[global_allocator] static A: CountingAlloc = CountingAlloc;`, as
-/// `amlac` does) and [`allocations`] reports how many happened.
+/// A global allocator that counts allocations while an [`AllocationWindow`]
+/// is open: install it in a binary (`#[global_allocator] static A:
+/// CountingAlloc = CountingAlloc;`, as `amlac` does) and [`allocations`]
+/// reports how many were counted. Outside a window an allocation costs one
+/// relaxed load more than the system allocator's.
 pub struct CountingAlloc;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Open [`AllocationWindow`]s.
+static WINDOWS: AtomicUsize = AtomicUsize::new(0);
+
+fn count() {
+    if WINDOWS.load(Ordering::Relaxed) != 0 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// While one is alive, [`CountingAlloc`] counts the allocations of every
+/// thread.
+pub struct AllocationWindow(());
+
+impl AllocationWindow {
+    /// Starts counting (windows nest).
+    pub fn open() -> AllocationWindow {
+        WINDOWS.fetch_add(1, Ordering::Relaxed);
+        AllocationWindow(())
+    }
+}
+
+impl Drop for AllocationWindow {
+    fn drop(&mut self) {
+        WINDOWS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: forwards to the system allocator; the counter has no effect on
 // the memory handed out.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller's contract is System's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: as above.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -71,9 +101,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Heap allocations so far (this call's own probe allocation included),
-/// when [`CountingAlloc`] is the global allocator (`None` otherwise).
+/// Heap allocations counted so far, in [`AllocationWindow`]s (this call's
+/// own probe allocation included), when [`CountingAlloc`] is the global
+/// allocator (`None` otherwise).
 pub fn allocations() -> Option<u64> {
+    let _window = AllocationWindow::open();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let probe = std::hint::black_box(Box::new(0u64));
     drop(probe);
@@ -549,11 +581,13 @@ pub fn bench_source(
     for _ in 0..req.launches.max(1) {
         let p = probe(req.peak_sample).map_or(first.flops_per_s, |p| p.flops_per_s);
         let c0 = process_cpu_seconds();
+        let window = AllocationWindow::open();
         let a0 = allocations();
         let t = Instant::now();
         let launched = exe.launch_in_place(&mut prepared).map_err(run_err)?;
         let dt = t.elapsed().as_secs_f64();
         let a1 = allocations();
+        drop(window);
         if let (Some(c0), Some(c1)) = (c0, process_cpu_seconds()) {
             cpu_times.push(c1 - c0);
         }

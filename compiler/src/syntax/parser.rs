@@ -35,12 +35,12 @@ fn parse_here(text: &str) -> Result<Kernel, Vec<Diagnostic>> {
     if let Some(d) = check_nesting(text) {
         return Err(vec![d]);
     }
-    // Collect the literal tokens pest tried at the error position, so that
-    // messages can say "expected `;`" (a process-wide, idempotent switch).
-    pest::set_error_detail(true);
+    // The first parse collects no error detail (tracking every attempt
+    // costs more than the parse itself); a failed one is parsed again with
+    // detail, see `detailed_error`.
     let mut pairs = match AmlaParser::parse(Rule::file, text) {
         Ok(p) => p,
-        Err(e) => return Err(vec![syntax_error(text, &e)]),
+        Err(e) => return Err(vec![syntax_error(text, &detailed_error(text, e))]),
     };
     let Some(file) = pairs.next() else {
         unreachable!("a successful parse of `file` yields one pair")
@@ -54,6 +54,23 @@ fn parse_here(text: &str) -> Result<Kernel, Vec<Diagnostic>> {
             Err(b.diags)
         }
     }
+}
+
+/// Parses `text`, which failed with `plain`, again with pest's error detail
+/// on: the literal tokens tried at the error position, so that messages can
+/// say "expected `;`". The switch is process-wide and read when a parse
+/// starts, so detailed parses take a lock, and the switch is on only while
+/// one runs (parses elsewhere meanwhile just collect detail they drop).
+fn detailed_error(text: &str, plain: pest::error::Error<Rule>) -> pest::error::Error<Rule> {
+    static DETAIL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = DETAIL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    pest::set_error_detail(true);
+    let again = AmlaParser::parse(Rule::file, text);
+    pest::set_error_detail(false);
+    // The parse is deterministic: it fails again, at the same place.
+    again.err().unwrap_or(plain)
 }
 
 /// Refuses bracket nesting deeper than [`MAX_DEPTH`] before pest sees it,
