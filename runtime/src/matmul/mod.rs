@@ -356,7 +356,10 @@ unsafe fn run_pairs(
     });
 }
 
-/// The f32-panel driver with a given micro-kernel.
+/// Packs K values `s0..s0+pc` of B into f32 panels (see [`panels::pack_b`]).
+type PackPanels<T> = unsafe fn(&Gemm, &[T], &mut [f32], usize, usize);
+
+/// The f32-panel driver with a given micro-kernel and B packer.
 ///
 /// # Safety
 /// As [`run_pairs`].
@@ -366,6 +369,7 @@ unsafe fn run_panels<T: CubeInput>(
     b: &[T],
     c: &mut [f32],
     uk: driver::MicroKernel<f32>,
+    pack_b: PackPanels<T>,
 ) {
     let geo = driver::Geometry {
         mr: panels::MR,
@@ -384,7 +388,7 @@ unsafe fn run_panels<T: CubeInput>(
                 &mut s,
                 None,
                 |buf, s0, pc| panels::pack_a(g, a, buf, s0, pc),
-                |buf, s0, pc| panels::pack_b(g, b, buf, s0, pc),
+                |buf, s0, pc| pack_b(g, b, buf, s0, pc),
                 uk,
             )
         }
@@ -394,12 +398,25 @@ unsafe fn run_panels<T: CubeInput>(
 fn f32_panel_path<T: CubeInput>(g: &Gemm, a: &[T], b: &[T], c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if MatmulPath::Avx2Fma.is_supported() {
+        if T::DTYPE == crate::dtype::DType::Bf16 {
+            // SAFETY: `CubeInput` is sealed (bf16 and f16) and DTYPE says T
+            // is bf16: the same type, so the same layout.
+            let (a, b) = unsafe {
+                (
+                    std::slice::from_raw_parts(a.as_ptr() as *const bf16, a.len()),
+                    std::slice::from_raw_parts(b.as_ptr() as *const bf16, b.len()),
+                )
+            };
+            // SAFETY: avx2 + fma detected just above.
+            unsafe { run_panels(g, a, b, c, x86::avx2_kernel, x86::pack_b_panels_bf16) };
+            return;
+        }
         // SAFETY: avx2 + fma detected just above.
-        unsafe { run_panels(g, a, b, c, x86::avx2_kernel) };
+        unsafe { run_panels(g, a, b, c, x86::avx2_kernel, panels::pack_b::<T>) };
         return;
     }
     // SAFETY: the portable kernel needs no CPU feature.
-    unsafe { run_panels(g, a, b, c, panels::portable_kernel) };
+    unsafe { run_panels(g, a, b, c, panels::portable_kernel, panels::pack_b::<T>) };
 }
 
 impl CubeInput for bf16 {
@@ -459,7 +476,7 @@ pub fn matmul_panels_portable<T: CubeInput>(
         return matmul_with_path(MatmulPath::Scalar, g, a, b, c);
     }
     // SAFETY: the portable kernel needs no CPU feature; shapes checked.
-    unsafe { run_panels(g, a, b, c, panels::portable_kernel) };
+    unsafe { run_panels(g, a, b, c, panels::portable_kernel, panels::pack_b::<T>) };
     Ok(())
 }
 

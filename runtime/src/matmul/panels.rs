@@ -31,23 +31,35 @@ pub(crate) fn pack_a<T: CubeInput>(g: &Gemm, a: &[T], buf: &mut [f32], s0: usize
 /// Packs K values `s0..s0+pc` of B.
 pub(crate) fn pack_b<T: CubeInput>(g: &Gemm, b: &[T], buf: &mut [f32], s0: usize, pc: usize) {
     for (nb, block) in buf.chunks_exact_mut(pc * NR).enumerate() {
-        let j0 = nb * NR;
-        let cols = NR.min(g.n - j0);
-        match g.b_layout {
-            BLayout::KN => {
-                for p in 0..pc {
-                    let src = &b[(s0 + p) * g.ldb + j0..][..cols];
-                    for (d, v) in block[p * NR..p * NR + cols].iter_mut().zip(src) {
-                        *d = v.to_f32();
-                    }
+        pack_b_panel(g, b, block, nb * NR, s0, pc);
+    }
+}
+
+/// Packs K values `s0..s0+pc` of the `NR` columns of B from `j0` (fewer at
+/// the right edge) into `block` (`pc * NR` values).
+pub(crate) fn pack_b_panel<T: CubeInput>(
+    g: &Gemm,
+    b: &[T],
+    block: &mut [f32],
+    j0: usize,
+    s0: usize,
+    pc: usize,
+) {
+    let cols = NR.min(g.n - j0);
+    match g.b_layout {
+        BLayout::KN => {
+            for p in 0..pc {
+                let src = &b[(s0 + p) * g.ldb + j0..][..cols];
+                for (d, v) in block[p * NR..p * NR + cols].iter_mut().zip(src) {
+                    *d = v.to_f32();
                 }
             }
-            BLayout::NK => {
-                for jj in 0..cols {
-                    let src = &b[(j0 + jj) * g.ldb + s0..][..pc];
-                    for (p, v) in src.iter().enumerate() {
-                        block[p * NR + jj] = v.to_f32();
-                    }
+        }
+        BLayout::NK => {
+            for jj in 0..cols {
+                let src = &b[(j0 + jj) * g.ldb + s0..][..pc];
+                for (p, v) in src.iter().enumerate() {
+                    block[p * NR + jj] = v.to_f32();
                 }
             }
         }

@@ -325,3 +325,54 @@ fn avx512_b_packing_matches_portable() {
         }
     }
 }
+
+/// The AVX2 f32-panel packer of bf16 B writes the same bits as the
+/// portable one (NaNs, infinities and subnormals among the values).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_panel_packing_matches_portable() {
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        eprintln!("avx2 not available: AVX2 panel packing not run");
+        return;
+    }
+    let mut rng = Rng(23);
+    let specials = [0x7FC1u16, 0xFF81, 0x7F80, 0x0001, 0x8000, 0x7FFF];
+    for &(n, k) in &[
+        (16, 1),
+        (32, 96),
+        (40, 33),
+        (96, 576),
+        (17, 64),
+        (128, 128),
+        (15, 40),
+        (48, 35),
+    ] {
+        for layout in [BLayout::KN, BLayout::NK] {
+            for pad in [0, 3] {
+                let mut g = Gemm::dense(6, n, k, layout, AccumMode::Overwrite);
+                g.ldb += pad;
+                let (_, bl, _) = g.required_lens().unwrap();
+                let mut b: Vec<bf16> = rng.vec(bl);
+                for (i, s) in specials.iter().enumerate() {
+                    if let Some(x) = b.get_mut(i * 7) {
+                        *x = bf16::from_bits(*s);
+                    }
+                }
+                for (s0, pc) in [(0, k), (k / 3, k - k / 3), (0, k.min(13))] {
+                    if pc == 0 {
+                        continue;
+                    }
+                    let len = n.div_ceil(panels::NR) * pc * panels::NR;
+                    let mut want = vec![f32::from_bits(0xDEAD_BEEF); len];
+                    let mut got = want.clone();
+                    panels::pack_b(&g, &b, &mut want, s0, pc);
+                    // SAFETY: avx2 detected above; g describes b; the
+                    // buffer is sized as pack_b's.
+                    unsafe { super::x86::pack_b_panels_bf16(&g, &b, &mut got, s0, pc) };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{g:?} s0={s0} pc={pc}");
+                }
+            }
+        }
+    }
+}

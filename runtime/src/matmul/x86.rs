@@ -239,3 +239,112 @@ fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
     }
     o
 }
+
+/// AVX2 packing of a bf16 B into f32 panels, the layout and bits of
+/// [`panels::pack_b`] (a test compares the two buffers): bf16 → f32 is a
+/// 16-bit shift, with the quiet bit set on NaNs as `half` does. Full panels
+/// of `[K,N]` B convert eight values at a time, of `[N,K]` B transpose
+/// 8 × 8 blocks in registers; edge panels and the remainder of 8 K values
+/// go through the scalar panel packer.
+///
+/// # Safety
+/// The CPU must support `avx2`; `g` checked against `b` (`Gemm::check`),
+/// `buf` sized as for [`panels::pack_b`].
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pack_b_panels_bf16(
+    g: &Gemm,
+    b: &[bf16],
+    buf: &mut [f32],
+    s0: usize,
+    pc: usize,
+) {
+    const NR: usize = panels::NR;
+    const _: () = assert!(NR == 16);
+    for (nb, block) in buf.chunks_exact_mut(pc * NR).enumerate() {
+        let j0 = nb * NR;
+        if g.n - j0 < NR {
+            panels::pack_b_panel(g, b, block, j0, s0, pc);
+            continue;
+        }
+        match g.b_layout {
+            BLayout::KN => {
+                for p in 0..pc {
+                    let src = &b[(s0 + p) * g.ldb + j0..][..NR];
+                    let dst = &mut block[p * NR..][..NR];
+                    for h in 0..2 {
+                        // SAFETY: src holds NR bf16, dst NR f32 (sliced above).
+                        unsafe {
+                            let v = _mm_loadu_si128(src.as_ptr().add(8 * h).cast());
+                            _mm256_storeu_ps(dst.as_mut_ptr().add(8 * h), bf16x8_to_f32(v));
+                        }
+                    }
+                }
+            }
+            BLayout::NK => {
+                let full = pc / 8 * 8;
+                for jb in [0, 8] {
+                    let mut rows: [&[bf16]; 8] = [&[]; 8];
+                    for (t, row) in rows.iter_mut().enumerate() {
+                        *row = &b[(j0 + jb + t) * g.ldb + s0..][..pc];
+                    }
+                    for pb in (0..full).step_by(8) {
+                        // SAFETY: each row holds pc values, pb + 8 <= pc; the
+                        // stores land in block[(pb+q)*NR + jb..][..8], inside
+                        // block (pb + 7 < pc, jb + 8 <= NR).
+                        unsafe {
+                            let mut v = [_mm256_setzero_ps(); 8];
+                            for (vt, row) in v.iter_mut().zip(&rows) {
+                                *vt = bf16x8_to_f32(_mm_loadu_si128(row.as_ptr().add(pb).cast()));
+                            }
+                            let o = transpose8(v);
+                            for (q, oq) in o.iter().enumerate() {
+                                _mm256_storeu_ps(block.as_mut_ptr().add((pb + q) * NR + jb), *oq);
+                            }
+                        }
+                    }
+                    for (t, row) in rows.iter().enumerate() {
+                        for p in full..pc {
+                            block[p * NR + jb + t] = row[p].to_f32();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Eight bf16 bit patterns to f32, as `half`'s `to_f32`: the bits shifted
+/// up 16, NaNs with the quiet bit set.
+#[target_feature(enable = "avx2")]
+fn bf16x8_to_f32(v: __m128i) -> __m256 {
+    let x = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v));
+    let mag = _mm256_and_si256(x, _mm256_set1_epi32(0x7FFF_FFFF));
+    let nan = _mm256_cmpgt_epi32(mag, _mm256_set1_epi32(0x7F80_0000));
+    let quiet = _mm256_and_si256(nan, _mm256_set1_epi32(0x0040_0000));
+    _mm256_castsi256_ps(_mm256_or_si256(x, quiet))
+}
+
+/// Transposes an 8 × 8 matrix of f32 held one row a register: output `c`
+/// holds column `c`.
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let mut t = [_mm256_setzero_ps(); 8];
+    for i in (0..8).step_by(2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    // u[4g + c], 128-bit lane L: column 4L + c of rows 4g..4g+4.
+    let mut u = [_mm256_setzero_ps(); 8];
+    for g in [0, 4] {
+        u[g] = _mm256_shuffle_ps::<0x44>(t[g], t[g + 2]);
+        u[g + 1] = _mm256_shuffle_ps::<0xEE>(t[g], t[g + 2]);
+        u[g + 2] = _mm256_shuffle_ps::<0x44>(t[g + 1], t[g + 3]);
+        u[g + 3] = _mm256_shuffle_ps::<0xEE>(t[g + 1], t[g + 3]);
+    }
+    let mut o = [_mm256_setzero_ps(); 8];
+    for c in 0..4 {
+        o[c] = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);
+        o[4 + c] = _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]);
+    }
+    o
+}
