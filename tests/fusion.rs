@@ -237,3 +237,60 @@ fn folded_matmuls_count_the_programs_copies_and_matmuls() {
         n_calls(&plain_clif)
     );
 }
+
+/// A copy whose L1 source is overwritten before its matmul runs is not
+/// folded: the edited program (a load of sequence 0's KV block into `%k`'s
+/// L1 bytes between `%k_k0`'s copy to L0B and the first matmul) gives the
+/// same bits folded and op-per-call, and they differ from the unedited
+/// program's (sequence 1's later K tiles read the clobbered bytes in both).
+#[test]
+fn a_copy_whose_source_is_overwritten_before_its_matmul_is_not_folded() {
+    use amla::compiler::ir;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
+    let mut opts = CompileOptions::new().expect("built-in target");
+    for (n, v) in [("B", "2"), ("H", "16"), ("N", "256")] {
+        opts.defines.insert(n, v);
+    }
+    let c = compile(&src, &opts).unwrap();
+    let text = ir::print::print(&c.ir);
+    let copy = text
+        .lines()
+        .find(|l| l.contains("%k_k0_l0b = copy %k_k0 to l0b"))
+        .expect("the first K tile's copy");
+    let load = text
+        .lines()
+        .find(|l| l.contains("%k = load kv[%b, %j+:128, ..]"))
+        .expect("the K block load");
+    let clobber = load
+        .replace("%k = ", "%clobber = ")
+        .replace("kv[%b,", "kv[%0,");
+    let edited_text = text.replacen(copy, &format!("{copy}\n{clobber}"), 1);
+    assert_ne!(edited_text, text);
+    let k = ir::parse::parse(&edited_text).unwrap_or_else(|e| panic!("{e:?}"));
+    ir::verify::verify(&k).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut edited = c.clone();
+    edited.ir = k;
+    let run = |c: &amla::compiler::driver::Compilation, unfused| {
+        let cg = CodegenOptions {
+            unfused,
+            ..CodegenOptions::verified()
+        };
+        let exe = Executable::with_options(c, &opts.target, &cg).unwrap();
+        let specs = exe.input_specs().unwrap();
+        let inputs = generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
+        let out = exe.run(&inputs, &RunConfig::default()).unwrap();
+        out.outputs.iter().map(bits).collect::<Vec<_>>()
+    };
+    let folded = run(&edited, false);
+    assert_eq!(
+        folded,
+        run(&edited, true),
+        "edited program, folded against op-per-call"
+    );
+    assert_ne!(
+        folded,
+        run(&c, false),
+        "the clobbering load changes the result"
+    );
+}
