@@ -27,7 +27,7 @@ mod print;
 mod stmt;
 mod verify;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 pub use crate::diag::SourceFile;
 pub use defines::Defines;
@@ -75,26 +75,26 @@ pub(crate) struct Checker<'d> {
     pub(crate) diags: Vec<Diagnostic>,
     defines: &'d Defines,
     dims: Vec<hir::DimDecl>,
-    dim_names: HashMap<String, DimId>,
+    dim_names: FxHashMap<String, DimId>,
     /// Dims with a `dim` declaration (to refuse a second one).
-    dim_declared: HashMap<DimId, Span>,
+    dim_declared: FxHashMap<DimId, Span>,
     consts: Vec<hir::ConstDecl>,
     /// `false` for a const whose value failed to evaluate.
     const_ok: Vec<bool>,
-    const_names: HashMap<String, ConstId>,
+    const_names: FxHashMap<String, ConstId>,
     params: Vec<hir::Param>,
-    param_names: HashMap<String, ParamId>,
+    param_names: FxHashMap<String, ParamId>,
     /// Where each parameter name was first declared.
-    param_spans: HashMap<String, Span>,
+    param_spans: FxHashMap<String, Span>,
     locals: Vec<hir::Local>,
     /// Locals whose value failed to check: reading them is silent `Err`.
     local_err: Vec<bool>,
     /// The value of each `let` (followed by the slice simplifier).
-    let_value: HashMap<hir::LocalId, hir::ExprId>,
+    let_value: FxHashMap<hir::LocalId, hir::ExprId>,
     /// Least value of each loop / parallel variable, when known.
-    var_min: HashMap<hir::LocalId, i64>,
+    var_min: FxHashMap<hir::LocalId, i64>,
     /// The step of each `for` variable (the paged-cache check).
-    var_step: HashMap<hir::LocalId, i64>,
+    var_step: FxHashMap<hir::LocalId, i64>,
     exprs: Vec<hir::Expr>,
     /// Innermost last: (name, local) bindings of each open block.
     scopes: Vec<Vec<(String, hir::LocalId)>>,
@@ -106,19 +106,19 @@ impl<'d> Checker<'d> {
             diags: Vec::new(),
             defines,
             dims: Vec::new(),
-            dim_names: HashMap::new(),
-            dim_declared: HashMap::new(),
+            dim_names: FxHashMap::default(),
+            dim_declared: FxHashMap::default(),
             consts: Vec::new(),
             const_ok: Vec::new(),
-            const_names: HashMap::new(),
+            const_names: FxHashMap::default(),
             params: Vec::new(),
-            param_names: HashMap::new(),
-            param_spans: HashMap::new(),
+            param_names: FxHashMap::default(),
+            param_spans: FxHashMap::default(),
             locals: Vec::new(),
             local_err: Vec::new(),
-            var_min: HashMap::new(),
-            var_step: HashMap::new(),
-            let_value: HashMap::new(),
+            var_min: FxHashMap::default(),
+            var_step: FxHashMap::default(),
+            let_value: FxHashMap::default(),
             exprs: Vec::new(),
             scopes: Vec::new(),
         }

@@ -8,13 +8,13 @@
 //! through the [`Builder`], so every copied result is typed again by the
 //! typing rules.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::typing::{result_types, same_modulo_space};
 use super::{Block, Builder, Inst, InstKind, Kernel, Value, ValueDef};
 
 /// Values of a source region mapped to their copies.
-pub type ValueMap = HashMap<Value, Value>;
+pub type ValueMap = FxHashMap<Value, Value>;
 
 /// What a copy does with an operand that is not in its [`ValueMap`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -205,7 +205,7 @@ func any {
         let mut k = parse(LOOP).unwrap();
         let (body, f, store) = parts(&k);
         let pos = k.blocks[body].insts.len() - 1;
-        let mut map = ValueMap::new();
+        let mut map = ValueMap::default();
         let copy = Builder::at(&mut k, body, pos)
             .clone_inst(f, &mut map, Unmapped::Keep)
             .unwrap();
@@ -226,7 +226,7 @@ func any {
         let mut k = parse(LOOP).unwrap();
         let (body, f, _) = parts(&k);
         let e = Builder::at_end(&mut k, body)
-            .clone_inst(f, &mut ValueMap::new(), Unmapped::Error)
+            .clone_inst(f, &mut ValueMap::default(), Unmapped::Error)
             .unwrap_err();
         assert!(e.contains("has no copy here"), "{e}");
     }

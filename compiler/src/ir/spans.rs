@@ -21,7 +21,7 @@
 //! cloning has no span; rule 1 gives it the span of `q[b]` in `let qt =
 //! q[b];`, so a capacity error about `%qt` points there.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::{Inst, Kernel, Type, ValueDef};
 use crate::ir::SrcSpan;
@@ -36,7 +36,7 @@ pub fn fill_missing_spans(k: &mut Kernel) {
         return;
     }
     let mut order = Vec::new();
-    let mut parent: HashMap<Inst, Inst> = HashMap::new();
+    let mut parent: FxHashMap<Inst, Inst> = FxHashMap::default();
     for f in &k.funcs {
         collect(k, f.body, None, &mut order, &mut parent);
     }
@@ -44,7 +44,7 @@ pub fn fill_missing_spans(k: &mut Kernel) {
         return;
     }
     // Rule 1: names.
-    let mut by_name: HashMap<String, SrcSpan> = HashMap::new();
+    let mut by_name: FxHashMap<String, SrcSpan> = FxHashMap::default();
     for &i in &order {
         if let Some(s) = k.spans[i] {
             for &r in &k.insts[i].results {
@@ -103,7 +103,7 @@ pub fn fill_missing_spans(k: &mut Kernel) {
     }
     // Rule 3: users, latest first so that chains of index math inherit the
     // span of the op they end in.
-    let mut user_span: HashMap<super::Value, SrcSpan> = HashMap::new();
+    let mut user_span: FxHashMap<super::Value, SrcSpan> = FxHashMap::default();
     for &i in order.iter().rev() {
         let s = match k.spans[i] {
             Some(s) => Some(s),
@@ -144,7 +144,7 @@ fn collect(
     block: super::Block,
     up: Option<Inst>,
     order: &mut Vec<Inst>,
-    parent: &mut HashMap<Inst, Inst>,
+    parent: &mut FxHashMap<Inst, Inst>,
 ) {
     for &i in &k.blocks[block].insts {
         order.push(i);

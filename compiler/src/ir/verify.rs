@@ -37,7 +37,7 @@
 //! - **header**: dim and tensor names unique, tensor dims exist, no `bool`
 //!   tensors.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt;
 
 use super::inst::{InstKind, Unit};
@@ -137,15 +137,15 @@ pub fn verify_with(k: &Kernel, cfg: &VerifyConfig) -> Result<(), VerifyError> {
         cfg,
         names: std::cell::OnceCell::new(),
         errors: Vec::new(),
-        defined: HashSet::new(),
-        visible: HashSet::new(),
+        defined: FxHashSet::default(),
+        visible: FxHashSet::default(),
         scope: Vec::new(),
-        owned: HashSet::new(),
-        placed_insts: HashSet::new(),
+        owned: FxHashSet::default(),
+        placed_insts: FxHashSet::default(),
         func: String::new(),
         unit: Unit::Any,
         parallels: 0,
-        sets: HashMap::new(),
+        sets: FxHashMap::default(),
         waits: Vec::new(),
     };
     v.header();
@@ -164,20 +164,20 @@ struct Verifier<'a> {
     names: std::cell::OnceCell<Names>,
     errors: Vec<VerifyIssue>,
     /// Values defined so far (anywhere).
-    defined: HashSet<Value>,
+    defined: FxHashSet<Value>,
     /// Values visible at the current point.
-    visible: HashSet<Value>,
+    visible: FxHashSet<Value>,
     /// Values made visible, in order, to pop when a block ends.
     scope: Vec<Value>,
     /// Blocks already claimed by a func or loop.
-    owned: HashSet<Block>,
+    owned: FxHashSet<Block>,
     /// Instructions already seen in some block.
-    placed_insts: HashSet<Inst>,
+    placed_insts: FxHashSet<Inst>,
     func: String,
     unit: Unit,
     parallels: u32,
     /// Flag ids set per unit.
-    sets: HashMap<Unit, HashSet<u32>>,
+    sets: FxHashMap<Unit, FxHashSet<u32>>,
     /// `(unit, id, func label, inst text)` of every wait.
     waits: Vec<(Unit, u32, String, Inst)>,
 }
@@ -213,13 +213,13 @@ impl Verifier<'_> {
 
     fn header(&mut self) {
         let k = self.k;
-        let mut seen = HashSet::new();
+        let mut seen = FxHashSet::default();
         for d in k.dims.values() {
             if !seen.insert(d.name.as_str()) {
                 self.kernel_error(format!("dim `{}` is declared twice", d.name));
             }
         }
-        let mut seen = HashSet::new();
+        let mut seen = FxHashSet::default();
         for t in k.tensors.values() {
             if !seen.insert(t.name.as_str()) {
                 self.kernel_error(format!("tensor `{}` is declared twice", t.name));

@@ -29,7 +29,7 @@ use crate::target::Target;
 /// Checks every tile of `k` (lowered, before any pass) against the buffers
 /// of `target`; the first tile that cannot fit is the error.
 pub fn check_capacities(k: &Kernel, target: &Target) -> Result<(), PassError> {
-    let mut operands = std::collections::HashSet::new();
+    let mut operands = rustc_hash::FxHashSet::default();
     for f in &k.funcs {
         k.walk(f.body, &mut |i| {
             if let InstKind::Matmul { a, b, .. } = k.kind(i) {

@@ -32,7 +32,7 @@
 //! store out[%c0], %m
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::ir::{Block, Inst, InstKind, Kernel, Value, ValueDef};
 
@@ -45,12 +45,12 @@ enum Work {
 struct Marker<'k> {
     k: &'k Kernel,
     /// Loop body → the loop instruction owning it.
-    owner: HashMap<Block, Inst>,
+    owner: FxHashMap<Block, Inst>,
     /// Instruction → the block it sits in.
-    parent: HashMap<Inst, Block>,
-    insts: HashSet<Inst>,
-    values: HashSet<Value>,
-    slots: HashSet<(Inst, usize)>,
+    parent: FxHashMap<Inst, Block>,
+    insts: FxHashSet<Inst>,
+    values: FxHashSet<Value>,
+    slots: FxHashSet<(Inst, usize)>,
     work: Vec<Work>,
 }
 
@@ -167,11 +167,11 @@ pub fn remove_dead(k: &mut Kernel) {
     let kr: &Kernel = k;
     let mut m = Marker {
         k: kr,
-        owner: HashMap::new(),
-        parent: HashMap::new(),
-        insts: HashSet::new(),
-        values: HashSet::new(),
-        slots: HashSet::new(),
+        owner: FxHashMap::default(),
+        parent: FxHashMap::default(),
+        insts: FxHashSet::default(),
+        values: FxHashSet::default(),
+        slots: FxHashSet::default(),
         work: Vec::new(),
     };
     for f in &kr.funcs {
@@ -196,7 +196,7 @@ pub fn remove_dead(k: &mut Kernel) {
     }
 }
 
-fn sweep(k: &mut Kernel, block: Block, live: &HashSet<Inst>, slots: &HashSet<(Inst, usize)>) {
+fn sweep(k: &mut Kernel, block: Block, live: &FxHashSet<Inst>, slots: &FxHashSet<(Inst, usize)>) {
     let Some(bd) = k.blocks.get(block) else {
         return;
     };
@@ -219,7 +219,7 @@ fn sweep(k: &mut Kernel, block: Block, live: &HashSet<Inst>, slots: &HashSet<(In
 }
 
 /// Removes the dead carried slots of `for` instruction `f`.
-fn prune_slots(k: &mut Kernel, f: Inst, body: Block, slots: &HashSet<(Inst, usize)>) {
+fn prune_slots(k: &mut Kernel, f: Inst, body: Block, slots: &FxHashSet<(Inst, usize)>) {
     let n = k.insts[f].results.len();
     let keep: Vec<bool> = (0..n).map(|s| slots.contains(&(f, s))).collect();
     if keep.iter().all(|&x| x) {

@@ -249,7 +249,7 @@
 //! }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::ir::edit::{Unmapped, ValueMap};
 use crate::ir::{
@@ -471,9 +471,9 @@ struct Stages {
     /// initial value.
     dummy: Vec<Inst>,
     /// Flags set in A.
-    a_sets: HashSet<u32>,
+    a_sets: FxHashSet<u32>,
     /// Flags waited on in B.
-    b_waits: HashSet<u32>,
+    b_waits: FxHashSet<u32>,
 }
 
 /// Splits the body of `f` into its stages and checks what the rewrite
@@ -496,8 +496,8 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, Str
         return Err("preload: internal: no wait in the candidate".into());
     };
     let (a, b) = (insts[..w].to_vec(), insts[w..].to_vec());
-    let carried: HashSet<Value> = k.blocks[body].params[1..].iter().copied().collect();
-    let mut a_sets = HashSet::new();
+    let carried: FxHashSet<Value> = k.blocks[body].params[1..].iter().copied().collect();
+    let mut a_sets = FxHashSet::default();
     for &i in &a {
         match k.kind(i) {
             InstKind::Parallel { .. } | InstKind::For { .. } => {
@@ -526,7 +526,7 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, Str
             ));
         }
     }
-    let mut b_waits = HashSet::new();
+    let mut b_waits = FxHashSet::default();
     for &i in &b {
         k.walk_one(i, &mut |x| {
             if let InstKind::WaitFlag(g) = k.kind(x) {
@@ -537,7 +537,7 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, Str
     // Values B (and the yield) take from A: with `carry`, tiles travel
     // through the loops as carried values and only scalars are recomputed
     // in B; otherwise everything is recomputed.
-    let mut a_def: HashMap<Value, Inst> = HashMap::new();
+    let mut a_def: FxHashMap<Value, Inst> = FxHashMap::default();
     for &i in &a {
         for &r in &k.insts[i].results {
             a_def.insert(r, i);
@@ -554,7 +554,7 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, Str
         });
     }
     // Deterministic order: by definition.
-    let order: HashMap<Inst, usize> = a.iter().enumerate().map(|(n, &i)| (i, n)).collect();
+    let order: FxHashMap<Inst, usize> = a.iter().enumerate().map(|(n, &i)| (i, n)).collect();
     frontier.sort_by_key(|v| {
         let i = a_def[v];
         (order[&i], k.insts[i].results.iter().position(|r| r == v))
@@ -582,10 +582,10 @@ fn stages(k: &Kernel, f: Inst, ws: &[Tensor], carry: bool) -> Result<Stages, Str
 fn closure(
     k: &Kernel,
     a: &[Inst],
-    a_def: &HashMap<Value, Inst>,
+    a_def: &FxHashMap<Value, Inst>,
     roots: Vec<Value>,
 ) -> Result<Vec<Inst>, String> {
-    let mut need: HashSet<Inst> = HashSet::new();
+    let mut need: FxHashSet<Inst> = FxHashSet::default();
     let mut work = roots;
     while let Some(v) = work.pop() {
         let Some(&i) = a_def.get(&v) else { continue };
@@ -667,7 +667,7 @@ fn analyze(k: &Kernel, cube: Block, vector: Block, f: Inst) -> Result<Plan, Stri
     };
     // The crossing workspaces accessed directly in the body; those also
     // touched by atomics (an accumulator) are not crossings.
-    let mut atomics = HashSet::new();
+    let mut atomics = FxHashSet::default();
     for b in [cube, vector] {
         k.walk(b, &mut |i| {
             if let InstKind::AtomicAdd { tensor, .. } | InstKind::AtomicExpAdd { tensor, .. } =
@@ -805,7 +805,7 @@ fn pipeline(
     k.blocks[pb].insts.remove(pos);
     // Initial values of the carried tiles: stage A's values at block `lo`
     // (the prologue's block; never used when the loop runs no block).
-    let mut dmap = HashMap::from([(iv, lo)]);
+    let mut dmap = FxHashMap::from_iter([(iv, lo)]);
     let tmp = k.blocks.push(Default::default());
     clone_insts(k, &dummy, tmp, &mut dmap)?;
     let moved = std::mem::take(&mut k.blocks[tmp].insts);
@@ -863,7 +863,7 @@ fn pipeline(
         let mut b = Builder::at_end(k, steady);
         bin(&mut b, BinaryOp::Add, sparams[0], ds)?
     };
-    let mut amap = HashMap::from([(iv, ja)]);
+    let mut amap = FxHashMap::from_iter([(iv, ja)]);
     clone_insts(k, &a, steady, &mut amap)?;
     let next: Vec<Value> = carried_tiles.iter().map(|v| amap[v]).collect();
     second_stage(
@@ -913,7 +913,7 @@ fn second_stage(
     y: Inst,
     tiles_out: Vec<Value>,
 ) -> Result<(), String> {
-    let mut map: HashMap<Value, Value> = params
+    let mut map: FxHashMap<Value, Value> = params
         .iter()
         .copied()
         .zip(new_params.iter().copied())

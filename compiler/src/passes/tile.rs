@@ -125,7 +125,7 @@
 //! }
 //! ```
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 
 use crate::ir::{
@@ -389,7 +389,7 @@ pub fn tile(kernel: &mut Kernel, target: &Target, config: &TileConfig) -> Result
     Ok(report)
 }
 
-fn block_map(k: &Kernel, block: Block, out: &mut HashMap<Inst, Block>) {
+fn block_map(k: &Kernel, block: Block, out: &mut FxHashMap<Inst, Block>) {
     for &i in &k.blocks[block].insts {
         out.insert(i, block);
         if let Some(b) = k.insts[i].kind.body() {
@@ -511,7 +511,7 @@ fn tile_func(
 /// Emits instructions at one place, with a cache of `iconst`s.
 struct Emit<'k> {
     b: Builder<'k>,
-    consts: HashMap<i64, Value>,
+    consts: FxHashMap<i64, Value>,
 }
 
 impl Emit<'_> {
@@ -593,7 +593,7 @@ fn rewrite(k: &mut Kernel, func_body: Block, m: Inst, t: &Tiling) -> Result<()> 
         return Ok(());
     };
     let c = k.insts[m].results[0];
-    let mut blocks = HashMap::new();
+    let mut blocks = FxHashMap::default();
     block_map(k, func_body, &mut blocks);
     let block = blocks[&m];
     let (nm, nn, nk) = t.counts();
@@ -714,7 +714,7 @@ fn rewrite(k: &mut Kernel, func_body: Block, m: Inst, t: &Tiling) -> Result<()> 
     );
     let mut e = Emit {
         b: Builder::at(k, block, at),
-        consts: HashMap::new(),
+        consts: FxHashMap::default(),
     };
 
     // The steps.

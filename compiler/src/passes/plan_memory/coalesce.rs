@@ -7,11 +7,11 @@ use super::*;
 
 #[derive(Default)]
 pub(super) struct Slots {
-    pub(super) parent: HashMap<Value, Value>,
+    pub(super) parent: FxHashMap<Value, Value>,
     /// Every value unioned into a representative's slot (representative
     /// included), so that [`try_join`] compares two slots' members without
     /// scanning every value (which made coalescing quadratic in the kernel).
-    group: HashMap<Value, Vec<Value>>,
+    group: FxHashMap<Value, Vec<Value>>,
 }
 
 impl Slots {
@@ -52,8 +52,8 @@ impl Slots {
         self.group.get(&root).cloned().unwrap_or_else(|| vec![root])
     }
 
-    pub(super) fn members(&mut self, vals: &[Value]) -> HashMap<Value, Vec<Value>> {
-        let mut m: HashMap<Value, Vec<Value>> = HashMap::new();
+    pub(super) fn members(&mut self, vals: &[Value]) -> FxHashMap<Value, Vec<Value>> {
+        let mut m: FxHashMap<Value, Vec<Value>> = FxHashMap::default();
         for &v in vals {
             let r = self.find(v);
             m.entry(r).or_default().push(v);
@@ -116,8 +116,8 @@ pub(super) struct SlotPlan {
 pub(super) fn try_join(
     k: &Kernel,
     lin: &Lin,
-    ranges: &HashMap<Value, (u32, u32)>,
-    views: &HashMap<Value, View>,
+    ranges: &FxHashMap<Value, (u32, u32)>,
+    views: &FxHashMap<Value, View>,
     slots: &mut Slots,
     x: Value,
     y: Value,
@@ -159,8 +159,8 @@ pub(super) fn try_join(
 pub(super) fn coalesce(
     k: &Kernel,
     lin: &Lin,
-    ranges: &HashMap<Value, (u32, u32)>,
-    views: &HashMap<Value, View>,
+    ranges: &FxHashMap<Value, (u32, u32)>,
+    views: &FxHashMap<Value, View>,
 ) -> std::result::Result<SlotPlan, Vec<Fixup>> {
     let mut slots = Slots::default();
     let mut carried = Vec::new();

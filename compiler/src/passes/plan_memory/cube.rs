@@ -18,7 +18,7 @@ pub(super) fn const_of(k: &Kernel, v: Value) -> Option<i64> {
 
 pub(super) fn view_of(
     k: &Kernel,
-    views: &HashMap<Value, View>,
+    views: &FxHashMap<Value, View>,
     src: Value,
     index: &[Index],
     what: Value,
@@ -72,7 +72,7 @@ pub(super) fn view_of(
     Ok(out)
 }
 
-pub(super) fn block_map(k: &Kernel, block: Block, out: &mut HashMap<Inst, Block>) {
+pub(super) fn block_map(k: &Kernel, block: Block, out: &mut FxHashMap<Inst, Block>) {
     for &i in &k.blocks[block].insts {
         out.insert(i, block);
         if let Some(b) = k.insts[i].kind.body() {
@@ -92,7 +92,7 @@ pub(super) fn plan_cube(
     //    their initial value, which comes earlier).
     let mut insts = Vec::new();
     k.walk(body, &mut |i| insts.push(i));
-    let mut views: HashMap<Value, View> = HashMap::new();
+    let mut views: FxHashMap<Value, View> = FxHashMap::default();
     let mut matmuls = Vec::new();
     for &i in &insts {
         let kind = k.insts[i].kind.clone();
@@ -184,7 +184,7 @@ pub(super) fn plan_cube(
     }
 
     // 2. Matmul operands go through L0A/L0B; the accumulator is in L0C.
-    let mut blocks = HashMap::new();
+    let mut blocks = FxHashMap::default();
     block_map(k, body, &mut blocks);
     for m in matmuls {
         let InstKind::Matmul { a, b, acc, .. } = k.insts[m].kind.clone() else {
@@ -236,7 +236,7 @@ pub(super) fn plan_cube(
 
     // 3. Slots and allocation.
     let (lin, units) = build_slots(k, body, &views, config.explain, &mut report.notes)?;
-    let mut offs = HashMap::new();
+    let mut offs = FxHashMap::default();
     for space in [Space::L1, Space::L0A, Space::L0B, Space::L0C] {
         let cap = capacity(target, space).unwrap_or(0);
         match linear_scan(&units, space, cap, config.align) {

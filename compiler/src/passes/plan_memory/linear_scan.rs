@@ -23,8 +23,8 @@ pub(super) fn linear_scan(
     space: Space,
     cap: u64,
     align: u64,
-) -> std::result::Result<HashMap<usize, u64>, Overflow> {
-    let mut offs = HashMap::new();
+) -> std::result::Result<FxHashMap<usize, u64>, Overflow> {
+    let mut offs = FxHashMap::default();
     let mut active: Vec<(usize, u64, u64)> = Vec::new(); // unit, offset, size
     for (ui, u) in units.iter().enumerate() {
         if u.space != space {

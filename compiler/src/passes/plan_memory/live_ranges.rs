@@ -8,15 +8,15 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Lin {
     /// Execution pre-order position of each instruction.
-    pub(super) pos: HashMap<Inst, u32>,
+    pub(super) pos: FxHashMap<Inst, u32>,
     /// Position after the body of each loop.
-    pub(super) end: HashMap<Inst, u32>,
+    pub(super) end: FxHashMap<Inst, u32>,
     /// The block holding each instruction.
-    pub(super) block_of: HashMap<Inst, Block>,
+    pub(super) block_of: FxHashMap<Inst, Block>,
     /// The loop owning each body block.
-    pub(super) owner: HashMap<Block, Inst>,
+    pub(super) owner: FxHashMap<Block, Inst>,
     /// The instruction at each position (loop ends have none).
-    pub(super) at: HashMap<u32, Inst>,
+    pub(super) at: FxHashMap<u32, Inst>,
     /// All instructions in pre-order.
     pub(super) order: Vec<Inst>,
     /// Tile values defined in the function (loop parameters, results).
@@ -122,9 +122,9 @@ impl View {
 pub(super) fn live_ranges(
     k: &Kernel,
     lin: &Lin,
-    views: &HashMap<Value, View>,
-) -> Result<HashMap<Value, (u32, u32)>> {
-    let mut ranges: HashMap<Value, (u32, u32)> = HashMap::new();
+    views: &FxHashMap<Value, View>,
+) -> Result<FxHashMap<Value, (u32, u32)>> {
+    let mut ranges: FxHashMap<Value, (u32, u32)> = FxHashMap::default();
     for &v in &lin.tiles {
         if !views.contains_key(&v) {
             let d = lin.def_pos(k, v);

@@ -129,7 +129,7 @@
 //! }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt;
 
 use super::{Explain, Pass, PassContext, PassError};

@@ -11,8 +11,8 @@ pub(super) fn write_offsets(
     k: &mut Kernel,
     lin: &Lin,
     units: &[SlotUnit],
-    offs: &HashMap<usize, u64>,
-    views: &HashMap<Value, View>,
+    offs: &FxHashMap<usize, u64>,
+    views: &FxHashMap<Value, View>,
 ) {
     for &v in &lin.tiles {
         k.offsets.set(v, None);

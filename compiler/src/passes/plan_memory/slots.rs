@@ -23,7 +23,7 @@ pub(super) struct SlotUnit {
 pub(super) fn build_slots(
     k: &mut Kernel,
     body: Block,
-    views: &HashMap<Value, View>,
+    views: &FxHashMap<Value, View>,
     explain: Explain,
     notes: &mut Vec<String>,
 ) -> Result<(Lin, Vec<SlotUnit>)> {
@@ -39,7 +39,7 @@ pub(super) fn build_slots(
                     .filter(|v| !views.contains_key(v))
                     .collect();
                 let groups = plan.slots.members(&vals);
-                let mut carried_by: HashMap<Value, Vec<(u32, u32)>> = HashMap::new();
+                let mut carried_by: FxHashMap<Value, Vec<(u32, u32)>> = FxHashMap::default();
                 for (p, s, e) in &plan.carried {
                     let r = plan.slots.find(*p);
                     carried_by.entry(r).or_default().push((*s, *e));

@@ -43,7 +43,7 @@ pub(crate) fn check_placement(k: &Kernel, target: &Target) {
     for f in &k.funcs {
         let lin = Lin::new(k, f.body);
         // Views: l1 extracts.
-        let mut views = HashMap::new();
+        let mut views = FxHashMap::default();
         for &v in &lin.tiles {
             if let Some(i) = k.def_inst(v)
                 && let InstKind::Extract { src, .. } = &k.insts[i].kind

@@ -62,12 +62,12 @@ pub(super) fn plan_vector(
             }
         }
     }
-    let views = HashMap::new();
+    let views = FxHashMap::default();
     let (lin, units) = build_slots(k, body, &views, config.explain, &mut report.notes)?;
 
     let ub = target.buffers.ub;
     let usable = ub.saturating_sub(config.ub_stream_reserve);
-    let mut in_gm: HashSet<usize> = HashSet::new();
+    let mut in_gm: FxHashSet<usize> = FxHashSet::default();
     let mut units = units;
     // Slots already in GM (a copy to gm) stay there.
     for (ui, u) in units.iter().enumerate() {

@@ -16,9 +16,9 @@ pub(super) struct Analysis {
     /// Every instruction in pre-order.
     pub(super) order: Vec<Inst>,
     /// The loop that owns a block.
-    pub(super) owner: HashMap<Block, Inst>,
+    pub(super) owner: FxHashMap<Block, Inst>,
     /// Uses of each value.
-    pub(super) uses: HashMap<Value, Vec<Use>>,
+    pub(super) uses: FxHashMap<Value, Vec<Use>>,
 }
 
 impl Analysis {
@@ -69,8 +69,8 @@ impl Analysis {
             grid,
             grid_div,
             order: Vec::new(),
-            owner: HashMap::new(),
-            uses: HashMap::new(),
+            owner: FxHashMap::default(),
+            uses: FxHashMap::default(),
         };
         an.scan(k, top)?;
         Ok(an)

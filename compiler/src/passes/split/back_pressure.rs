@@ -7,7 +7,7 @@ impl SplitState {
     /// Step 5: "slot free" flags for crossings inside loops that the
     /// existing flags do not already protect (see the module docs).
     pub(super) fn add_back_pressure(&mut self, k: &mut Kernel) -> Result<(), String> {
-        let mut parents = HashMap::new();
+        let mut parents = FxHashMap::default();
         for f in &k.funcs {
             fill_parents(k, f.body, &mut parents);
         }

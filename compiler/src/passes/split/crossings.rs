@@ -7,7 +7,7 @@ impl SplitState {
     /// Step 2: workspaces and flags for values used on the other unit.
     pub(super) fn plan_crossings(&mut self, k: &mut Kernel) -> Result<(), String> {
         // Parents of every instruction.
-        let mut parent = HashMap::new();
+        let mut parent = FxHashMap::default();
         fill_parents(k, self.an.top, &mut parent);
         self.parent = parent;
         let mut defs: Vec<(Value, Pos, Block)> = Vec::new();
@@ -23,7 +23,7 @@ impl SplitState {
                 defs.push((r, Pos::After(i), b));
             }
         }
-        let mut names: HashSet<String> = k.tensors.values().map(|t| t.name.clone()).collect();
+        let mut names: FxHashSet<String> = k.tensors.values().map(|t| t.name.clone()).collect();
         for (v, pos, b) in defs {
             let Some(from) = self.home.get(&v).and_then(|h| h.unit()) else {
                 continue;

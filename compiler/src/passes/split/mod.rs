@@ -142,7 +142,7 @@
 //! }
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::ir::{
     Block, DType, Dim, Func, Index, Inst, InstKind, Kernel, Tensor, Type, Unit, Value, inst::Axis,
@@ -349,30 +349,30 @@ struct Crossing {
 /// The pass's working state.
 struct SplitState {
     an: Analysis,
-    home: HashMap<Value, Home>,
+    home: FxHashMap<Value, Home>,
     /// Unit of each `store` / `atomic_add` / `atomic_exp_add`.
-    eff: HashMap<Inst, Unit>,
-    parent: HashMap<Inst, Block>,
-    emits: HashMap<(Pos, Unit), Vec<Emit>>,
+    eff: FxHashMap<Inst, Unit>,
+    parent: FxHashMap<Inst, Block>,
+    emits: FxHashMap<(Pos, Unit), Vec<Emit>>,
     crossings: Vec<Crossing>,
     next_flag: u32,
     max_flags: u32,
     /// Carried values each unit keeps, per original `for` body.
-    for_map: HashMap<(Inst, Unit), Inst>,
+    for_map: FxHashMap<(Inst, Unit), Inst>,
 }
 
 impl SplitState {
     fn new(an: Analysis, max_flags: u32) -> SplitState {
         SplitState {
             an,
-            home: HashMap::new(),
-            eff: HashMap::new(),
-            parent: HashMap::new(),
-            emits: HashMap::new(),
+            home: FxHashMap::default(),
+            eff: FxHashMap::default(),
+            parent: FxHashMap::default(),
+            emits: FxHashMap::default(),
             crossings: Vec::new(),
             next_flag: 0,
             max_flags,
-            for_map: HashMap::new(),
+            for_map: FxHashMap::default(),
         }
     }
 
@@ -390,7 +390,7 @@ impl SplitState {
     }
 }
 
-fn lookup(map: &HashMap<Value, Value>, v: Value, u: Unit) -> Result<Value, String> {
+fn lookup(map: &FxHashMap<Value, Value>, v: Value, u: Unit) -> Result<Value, String> {
     map.get(&v)
         .copied()
         .ok_or_else(|| format!("split: internal: {v} is not available on the {}", u.name()))
@@ -419,7 +419,7 @@ fn insert(k: &mut Kernel, b: Block, pos: usize, kind: InstKind) -> Result<Inst, 
         .map_err(|e| format!("split: internal: {}", e.0))
 }
 
-fn fill_parents(k: &Kernel, b: Block, parent: &mut HashMap<Inst, Block>) {
+fn fill_parents(k: &Kernel, b: Block, parent: &mut FxHashMap<Inst, Block>) {
     for &i in &k.blocks[b].insts {
         parent.insert(i, b);
         if let Some(body) = k.kind(i).body() {

@@ -10,7 +10,7 @@ impl SplitState {
     /// Step 4: the program of unit `u`.
     pub(super) fn build(&mut self, k: &mut Kernel, u: Unit) -> Result<Func, String> {
         let body = k.blocks.push(Default::default());
-        let mut map = HashMap::new();
+        let mut map = FxHashMap::default();
         let top = self.an.top;
         self.clone_block(k, u, top, body, &mut map, &[])?;
         Ok(Func {
@@ -26,7 +26,7 @@ impl SplitState {
         u: Unit,
         p: Pos,
         dst: Block,
-        map: &mut HashMap<Value, Value>,
+        map: &mut FxHashMap<Value, Value>,
     ) -> Result<(), String> {
         let Some(list) = self.emits.get(&(p, u)) else {
             return Ok(());
@@ -68,7 +68,7 @@ impl SplitState {
         &self,
         k: &mut Kernel,
         v: Value,
-        map: &HashMap<Value, Value>,
+        map: &FxHashMap<Value, Value>,
         u: Unit,
         dst: Block,
     ) -> Result<Vec<Index>, String> {
@@ -94,7 +94,7 @@ impl SplitState {
         u: Unit,
         src: Block,
         dst: Block,
-        map: &mut HashMap<Value, Value>,
+        map: &mut FxHashMap<Value, Value>,
         kept: &[usize],
     ) -> Result<(), String> {
         self.do_emits(k, u, Pos::Start(src), dst, map)?;
@@ -130,7 +130,7 @@ impl SplitState {
         u: Unit,
         i: Inst,
         dst: Block,
-        map: &mut HashMap<Value, Value>,
+        map: &mut FxHashMap<Value, Value>,
     ) -> Result<(), String> {
         match k.kind(i).clone() {
             InstKind::Parallel { axes, body } => {
