@@ -69,6 +69,10 @@ impl Tile {
     }
 }
 
+/// The copy path name of L1 → L0 copies folded into a matmul call (trace
+/// events `copy <path>`; the host cost model counts them under it).
+pub const FOLDED_COPY_PATH: &str = "l1->l0 (folded into matmul)";
+
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
 /// program over consecutive K ranges of one C, and `copies` L1 → L0 copies
 /// of their operands (`copy_bytes` in all) that the call reads in place.
@@ -514,7 +518,7 @@ impl<'a> Env<'a> {
         if fold.copies > 0 {
             self.rt.record_parts(
                 Pipe::Mte1,
-                "copy l1->l0 (folded into matmul)",
+                &format!("copy {FOLDED_COPY_PATH}"),
                 t0,
                 t0,
                 fold.copies,

@@ -42,7 +42,7 @@
 //! - A **copy** folds when its result is in L0A (L0B), its source is a
 //!   rank-2 L1 tile of the same dtype and shape, every reader is a matmul
 //!   of the same block reading it as A (B), and nothing from the copy to
-//!   the last reader's call writes L1 (see [`FnCx::writes_no_l1`]): the
+//!   the last reader's call writes L1 (see [`Planner::writes_no_l1`]): the
 //!   source still holds what the copy would have read when the call reads
 //!   it.
 //! - A matmul **chains** onto the one before it when it accumulates that
@@ -55,7 +55,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ir::{Block, Inst, InstKind, Space, Value};
+use crate::ir::{Block, Inst, InstKind, Kernel, Space, Value};
 
 use super::func::FnCx;
 
@@ -81,6 +81,42 @@ impl FnCx<'_, '_> {
         if self.matmul_fold.off {
             return;
         }
+        let plan = Planner {
+            k: self.k,
+            uses: &self.fusion.uses,
+        }
+        .plan(block);
+        self.matmul_fold
+            .uncounted
+            .extend(plan.copies.iter().copied());
+        self.matmul_fold.copies.extend(plan.copies);
+        for chain in plan.chains {
+            let (&last, rest) = chain.split_last().expect("non-empty chain");
+            self.matmul_fold.deferred.extend(rest.iter().copied());
+            self.matmul_fold.chains.insert(last, chain);
+        }
+    }
+}
+
+/// What [`Planner::plan`] decided for one block.
+#[derive(Default)]
+pub(crate) struct BlockPlan {
+    /// Copies whose readers read their source in place.
+    pub copies: Vec<Inst>,
+    /// Chains of two or more matmuls, each in program order.
+    pub chains: Vec<Vec<Inst>>,
+}
+
+/// The folding rule on IR alone (codegen and the host cost model share it).
+pub(crate) struct Planner<'a> {
+    pub k: &'a Kernel,
+    /// Every value's users (anywhere in the function).
+    pub uses: &'a HashMap<Value, Vec<Inst>>,
+}
+
+impl Planner<'_> {
+    /// The folded copies and matmul chains of `block`.
+    pub(crate) fn plan(&self, block: Block) -> BlockPlan {
         let k = self.k;
         let insts = &k.blocks[block].insts;
         let pos: HashMap<Inst, usize> = insts.iter().enumerate().map(|(p, &i)| (i, p)).collect();
@@ -113,18 +149,12 @@ impl FnCx<'_, '_> {
                     cands.remove(&r);
                 }
                 None => {
-                    for (c, _) in cands.values() {
-                        self.matmul_fold.copies.insert(*c);
-                        self.matmul_fold.uncounted.insert(*c);
-                    }
-                    for chain in chains {
-                        if chain.len() > 1 {
-                            let (&last, rest) = chain.split_last().expect("non-empty chain");
-                            self.matmul_fold.deferred.extend(rest.iter().copied());
-                            self.matmul_fold.chains.insert(last, chain);
-                        }
-                    }
-                    return;
+                    let mut copies: Vec<Inst> = cands.values().map(|(c, _)| *c).collect();
+                    copies.sort_by_key(|c| pos[c]);
+                    return BlockPlan {
+                        copies,
+                        chains: chains.into_iter().filter(|c| c.len() > 1).collect(),
+                    };
                 }
             }
         }
@@ -150,7 +180,7 @@ impl FnCx<'_, '_> {
         {
             return None;
         }
-        let readers = self.fusion.uses.get(&r)?.clone();
+        let readers = self.uses.get(&r)?.clone();
         let ok = !readers.is_empty()
             && readers.iter().all(|&m| {
                 pos.get(&m).is_some_and(|&p| p > pos[&i])
@@ -186,7 +216,7 @@ impl FnCx<'_, '_> {
                 let InstKind::Matmul { b_layout: pl, .. } = k.kind(prev) else {
                     return None;
                 };
-                let only_reader = self.fusion.uses.get(&c).is_some_and(|u| u == &[m]);
+                let only_reader = self.uses.get(&c).is_some_and(|u| u == &[m]);
                 (only_reader
                     && pl == b_layout
                     && folded(m)

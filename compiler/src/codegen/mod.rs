@@ -85,7 +85,7 @@ pub mod abi;
 pub mod cube;
 mod func;
 mod fuse;
-mod matmul_fold;
+pub(crate) mod matmul_fold;
 pub mod rescale;
 mod scalar;
 pub mod simd_math;

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::ir::Inst;
+
 use super::{FlagAct, Flat, Op, Pipe, Side, SimConfig, SimError, UnitProgram};
 use crate::ir::{
     BLayout, BinaryOp, Block, CmpOp, DType, Dim, Index, InstKind, Kernel, Role, Space, Tensor,
@@ -206,6 +208,11 @@ struct Walker<'a> {
     host: Option<&'a Host>,
     /// Work per host cost category ([`UnitProgram::work`]).
     work: BTreeMap<String, (u64, u64)>,
+    /// Host: the copies and chained matmuls codegen folds into matmul
+    /// calls (`codegen::matmul_fold`): the copies cost nothing, a chain
+    /// makes one runtime call.
+    folded: HashSet<Inst>,
+    chained: HashSet<Inst>,
 }
 
 impl<'a> Walker<'a> {
@@ -244,7 +251,34 @@ impl<'a> Walker<'a> {
             loads_at: HashMap::new(),
             host: t.host.as_ref(),
             work: BTreeMap::new(),
+            folded: HashSet::new(),
+            chained: HashSet::new(),
         }
+        .with_folding()
+    }
+
+    /// Host: what `codegen::matmul_fold` folds (the default code's rule).
+    fn with_folding(mut self) -> Self {
+        if self.host.is_none() {
+            return self;
+        }
+        let k = self.k;
+        let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
+        for f in &k.funcs {
+            k.walk(f.body, &mut |i| {
+                k.kind(i)
+                    .for_each_operand(|v| uses.entry(v).or_default().push(i));
+            });
+        }
+        let planner = crate::codegen::matmul_fold::Planner { k, uses: &uses };
+        for (block, _) in k.blocks.iter() {
+            let plan = planner.plan(block);
+            self.folded.extend(plan.copies);
+            for chain in plan.chains {
+                self.chained.extend(chain[1..].iter().copied());
+            }
+        }
+        self
     }
 
     /// Counts one op of host cost category `cat` with quantity `qty`.
@@ -866,6 +900,11 @@ impl<'a> Walker<'a> {
                 };
                 self.count(&format!("{from}->{to}"), bytes);
                 let ns = match self.host {
+                    Some(_) if self.folded.contains(&i) => {
+                        // Read in place by its matmuls: no call, no time.
+                        self.tally(format!("copy {}", amla_runtime::FOLDED_COPY_PATH), bytes);
+                        0.0
+                    }
                     Some(h) => self.host_copy(h, format!("{from}->{to}"), bytes, pipe),
                     None => self.move_ns(bytes, pipe, mem, false),
                 };
@@ -914,7 +953,11 @@ impl<'a> Walker<'a> {
                             None => macs as f64 / h.cube.macs_per_ns,
                         };
                         self.tally(format!("matmul {shape}"), macs);
-                        ns + self.host_call()
+                        // A chain's later matmuls run in its first's call.
+                        match self.chained.contains(&i) {
+                            true => ns,
+                            false => ns + self.host_call(),
+                        }
                     }
                     None => padded as f64 / macs / self.clock(),
                 };
