@@ -297,12 +297,12 @@ impl UnitRt<'_> {
     /// Records `parts` operations of `pipe` that ran as one call from
     /// `start_ns` to `end_ns`: the calls, bytes and flops are the sums of
     /// the parts, the time is shared out evenly, and a trace gets one event
-    /// per part, one after the other.
+    /// per part, one after the other (`name` is only called when tracing).
     #[allow(clippy::too_many_arguments)]
     pub fn record_parts(
         &self,
         pipe: Pipe,
-        name: &str,
+        name: impl FnOnce() -> String,
         start_ns: u64,
         end_ns: u64,
         parts: u32,
@@ -310,9 +310,9 @@ impl UnitRt<'_> {
         flops: u64,
     ) {
         let dur = end_ns.saturating_sub(start_ns);
+        let n = u64::from(parts.max(1));
         {
             let mut st = self.stats.borrow_mut();
-            let n = u64::from(parts.max(1));
             for p in 0..n {
                 let share = |x: u64| x / n + u64::from(p < x % n);
                 st.record(pipe, share(bytes), share(flops), share(dur));
@@ -321,13 +321,13 @@ impl UnitRt<'_> {
         self.runtime_ns
             .set(self.runtime_ns.get().saturating_add(dur));
         if let Some(t) = &self.trace {
-            let n = u64::from(parts.max(1));
+            let name = name();
             let mut t = t.borrow_mut();
             for p in 0..n {
                 t.push(TraceEvent {
                     core: self.core,
                     unit: self.unit,
-                    name: name.to_string(),
+                    name: name.clone(),
                     category: pipe.name(),
                     start_ns: start_ns + dur * p / n,
                     end_ns: start_ns + dur * (p + 1) / n,
@@ -345,20 +345,6 @@ impl UnitRt<'_> {
         bytes: u64,
         flops: u64,
     ) {
-        let end = self.now_ns();
-        let dur = end.saturating_sub(start_ns);
-        self.stats.borrow_mut().record(pipe, bytes, flops, dur);
-        self.runtime_ns
-            .set(self.runtime_ns.get().saturating_add(dur));
-        if let Some(t) = &self.trace {
-            t.borrow_mut().push(TraceEvent {
-                core: self.core,
-                unit: self.unit,
-                name: name(),
-                category: pipe.name(),
-                start_ns,
-                end_ns: end,
-            });
-        }
+        self.record_parts(pipe, name, start_ns, self.now_ns(), 1, bytes, flops);
     }
 }

@@ -518,7 +518,7 @@ impl<'a> Env<'a> {
         if fold.copies > 0 {
             self.rt.record_parts(
                 Pipe::Mte1,
-                &format!("copy {FOLDED_COPY_PATH}"),
+                || format!("copy {FOLDED_COPY_PATH}"),
                 t0,
                 t0,
                 fold.copies,
@@ -551,15 +551,10 @@ impl<'a> Env<'a> {
         }
         .map(|()| self.rt.matmul_path)?;
         let bytes = ((g.m * g.k + g.k * g.n) * dtype.size_bytes()) as u64;
-        let name = format!(
-            "matmul {}x{}x{}",
-            g.m,
-            g.n,
-            g.k.div_ceil(fold.parts as usize)
-        );
+        let part_k = g.k.div_ceil(fold.parts as usize);
         self.rt.record_parts(
             Pipe::Cube,
-            &name,
+            || format!("matmul {}x{}x{part_k}", g.m, g.n),
             t0,
             self.rt.now_ns(),
             fold.parts,

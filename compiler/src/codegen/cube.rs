@@ -886,7 +886,6 @@ impl FnCx<'_, '_> {
             k: *kk,
             layout,
             dtype,
-            elem_bytes: ta.ty.dtype.bytes(),
             copies,
         })
     }
@@ -980,7 +979,6 @@ struct MatmulPart {
     k: u64,
     layout: i64,
     dtype: i64,
-    elem_bytes: u64,
     /// The folded copies whose sources it reads.
     copies: Vec<Inst>,
 }
@@ -999,8 +997,8 @@ impl MatmulPart {
         self.copies.len() == 2
             && next.copies.len() == 2
             && self.k.is_multiple_of(2)
-            && (self.m, self.n, self.layout, self.dtype, self.elem_bytes)
-                == (next.m, next.n, next.layout, next.dtype, next.elem_bytes)
+            && (self.m, self.n, self.layout, self.dtype)
+                == (next.m, next.n, next.layout, next.dtype)
             && (self.c_off, self.c_stride) == (next.c_off, next.c_stride)
             && (self.a.buf, self.a.stride, self.b.buf, self.b.stride)
                 == (next.a.buf, next.a.stride, next.b.buf, next.b.stride)
