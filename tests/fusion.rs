@@ -294,3 +294,124 @@ fn a_copy_whose_source_is_overwritten_before_its_matmul_is_not_folded() {
         "the clobbering load changes the result"
     );
 }
+
+/// The matmuls of a KV block read it in GM in place when its load's box
+/// lies inside `kv` (the trace has one folded load per such block), and
+/// the partial last block (N = 300) is copied into L1, zero-filled, as
+/// op-per-call code does: the same bits and the same per-pipe calls,
+/// bytes and flops either way.
+#[test]
+fn a_kv_block_inside_the_tensor_is_read_in_gm_by_its_matmuls() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
+    let mut opts = CompileOptions::new().expect("built-in target");
+    for (n, v) in [("B", "2"), ("H", "16"), ("N", "300")] {
+        opts.defines.insert(n, v);
+    }
+    let c = compile(&src, &opts).unwrap();
+    let run = |unfused| {
+        let cg = CodegenOptions {
+            unfused,
+            ..CodegenOptions::verified()
+        };
+        let exe = Executable::with_options(&c, &opts.target, &cg).unwrap();
+        let specs = exe.input_specs().unwrap();
+        let inputs = generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
+        let cfg = RunConfig {
+            trace: true,
+            ..RunConfig::default()
+        };
+        let out = exe.run(&inputs, &cfg).unwrap();
+        // The Cube's: op-per-call Vector code copies its GM inputs to UB
+        // (fused code reads them in place), so the Vector's MTE2 differs.
+        let mut cube = amla_runtime::stats::PipeStats::default();
+        for u in &out.report.stats.units {
+            if u.unit == amla_runtime::UnitKind::Cube {
+                cube.merge(&u.pipes);
+            }
+        }
+        let counts: Vec<_> = cube
+            .iter()
+            .map(|(p, c)| (p, c.calls, c.bytes, c.flops))
+            .collect();
+        let names: Vec<String> = out
+            .report
+            .trace
+            .expect("traced")
+            .events
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let outs: Vec<_> = out.outputs.iter().map(bits).collect();
+        (outs, counts, names)
+    };
+    let (folded, folded_counts, folded_names) = run(false);
+    let (plain, plain_counts, plain_names) = run(true);
+    assert_eq!(folded, plain, "folded against op-per-call bits");
+    assert_eq!(
+        folded_counts, plain_counts,
+        "the Cube's per-pipe (calls, bytes, flops)"
+    );
+    let count = |names: &[String], n: &str| names.iter().filter(|x| *x == n).count();
+    let in_place = format!("copy {}", amla_runtime::FOLDED_LOAD_PATH);
+    // Per sequence: blocks 0 and 1 (QK and PV loads each) lie inside kv;
+    // block 2 (rows 256..384 of 300) is partial: its two loads copy.
+    assert_eq!(count(&plain_names, &in_place), 0);
+    assert_eq!(count(&folded_names, &in_place), 2 * 4, "{folded_names:?}");
+    assert_eq!(
+        count(&folded_names, "copy gm->l1"),
+        count(&plain_names, "copy gm->l1") - 2 * 4
+    );
+}
+
+/// A load whose L1 tile is overwritten before its copies read it is not
+/// read in GM in place: the edited program (a load of sequence 0's KV
+/// block into `%k`'s L1 bytes right after `%k`'s load) gives the same bits
+/// folded and op-per-call, and they differ from the unedited program's.
+#[test]
+fn a_load_whose_tile_is_overwritten_before_its_copies_is_not_read_in_gm() {
+    use amla::compiler::ir;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
+    let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
+    let mut opts = CompileOptions::new().expect("built-in target");
+    for (n, v) in [("B", "2"), ("H", "16"), ("N", "256")] {
+        opts.defines.insert(n, v);
+    }
+    let c = compile(&src, &opts).unwrap();
+    let text = ir::print::print(&c.ir);
+    let load = text
+        .lines()
+        .find(|l| l.contains("%k = load kv[%b, %j+:128, ..]"))
+        .expect("the K block load");
+    let clobber = load
+        .replace("%k = ", "%clobber = ")
+        .replace("kv[%b,", "kv[%0,");
+    let edited_text = text.replacen(load, &format!("{load}\n{clobber}"), 1);
+    assert_ne!(edited_text, text);
+    let k = ir::parse::parse(&edited_text).unwrap_or_else(|e| panic!("{e:?}"));
+    ir::verify::verify(&k).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut edited = c.clone();
+    edited.ir = k;
+    let run = |c: &amla::compiler::driver::Compilation, unfused| {
+        let cg = CodegenOptions {
+            unfused,
+            ..CodegenOptions::verified()
+        };
+        let exe = Executable::with_options(c, &opts.target, &cg).unwrap();
+        let specs = exe.input_specs().unwrap();
+        let inputs = generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
+        let out = exe.run(&inputs, &RunConfig::default()).unwrap();
+        out.outputs.iter().map(bits).collect::<Vec<_>>()
+    };
+    let folded = run(&edited, false);
+    assert_eq!(
+        folded,
+        run(&edited, true),
+        "edited program, folded against op-per-call"
+    );
+    assert_ne!(
+        folded,
+        run(&c, false),
+        "the clobbering load changes the result"
+    );
+}

@@ -22,7 +22,7 @@ use crate::ctx::KernelCtx;
 use crate::dtype::DType;
 use crate::error::{RuntimeError, status};
 use crate::matmul::{AccumMode, BLayout, Gemm};
-use crate::ops::{Env, Folded, StoreMode, Tile};
+use crate::ops::{Env, Folded, MatmulSrc, StoreMode, Tile};
 use crate::rescale::exp2_scale_bits;
 use crate::units::Buffer;
 
@@ -276,10 +276,12 @@ pub unsafe extern "C" fn amla_rt_matmul(
     }
 }
 
-/// Cube: [`amla_rt_matmul`] with A in `a_buf` (L0A or L1) and B in
-/// `b_buf` (L0B or L1), standing for `parts` matmuls of the program over
-/// consecutive K ranges and `copies` L1 → L0 copies (`copy_bytes` in all)
-/// the compiler folded into it (see `Env::matmul_folded`).
+/// Cube: [`amla_rt_matmul`] with A in `a_buf` (L0A, L1 or GM buffer
+/// `a_gm`) and B in `b_buf` (L0B, L1 or GM buffer `b_gm`), standing for
+/// `parts` matmuls of the program over consecutive K ranges, `copies` L1 →
+/// L0 copies (`copy_bytes` in all) and `loads` GM → L1 loads (`load_bytes`)
+/// the compiler folded into it (see `Env::matmul_folded`). A GM operand
+/// must be a tensor no unit writes during the launch.
 ///
 /// # Safety
 /// See the module contract.
@@ -287,9 +289,11 @@ pub unsafe extern "C" fn amla_rt_matmul(
 pub unsafe extern "C" fn amla_rt_matmul_folded(
     ctx: *const KernelCtx,
     a_buf: u32,
+    a_gm: u32,
     a_off: u64,
     lda: u64,
     b_buf: u32,
+    b_gm: u32,
     b_off: u64,
     ldb: u64,
     c_off: u64,
@@ -303,7 +307,18 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
     parts: u32,
     copies: u32,
     copy_bytes: u64,
+    loads: u32,
+    load_bytes: u64,
 ) -> i32 {
+    let src = |buf: u32, gm: u32, off: u64, what: &str| -> Result<MatmulSrc, RuntimeError> {
+        let buffer = Buffer::from_code(buf)
+            .ok_or_else(|| RuntimeError::BadArgument(format!("unknown buffer code {buf}")))?;
+        Ok(MatmulSrc {
+            buffer,
+            gm_index: gm,
+            offset: size(off, what)?,
+        })
+    };
     // SAFETY: module contract.
     unsafe {
         run(ctx, |env| {
@@ -311,13 +326,15 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
             env.matmul_folded(
                 &g,
                 dtype(dtype_code)?,
-                (local(a_buf)?, size(a_off, "a_off")?),
-                (local(b_buf)?, size(b_off, "b_off")?),
+                src(a_buf, a_gm, a_off, "a_off")?,
+                src(b_buf, b_gm, b_off, "b_off")?,
                 size(c_off, "c_off")?,
                 Folded {
                     parts,
                     copies,
                     copy_bytes,
+                    loads,
+                    load_bytes,
                 },
             )
             .map(|_| ())

@@ -141,6 +141,20 @@ impl Unit<'_> {
     ) -> Result<MatmulPath, RuntimeError> {
         self.env.matmul(g, dtype, a_off, b_off, c_off)
     }
+    /// `C (+)= A·B` with A and B read where they are (L0A/L0B, L1, or a GM
+    /// tensor no unit writes during the launch), standing for what `fold`
+    /// says (see `Env::matmul_folded`; Cube only).
+    pub fn matmul_folded(
+        &mut self,
+        g: &Gemm,
+        dtype: DType,
+        a: crate::ops::MatmulSrc,
+        b: crate::ops::MatmulSrc,
+        c_off: usize,
+        fold: crate::ops::Folded,
+    ) -> Result<MatmulPath, RuntimeError> {
+        self.env.matmul_folded(g, dtype, a, b, c_off, fold)
+    }
     /// Sets cross-core flag `id`.
     pub fn set_flag(&mut self, id: u32) -> Result<(), RuntimeError> {
         self.env.set_flag(id)

@@ -73,9 +73,14 @@ impl Tile {
 /// events `copy <path>`; the host cost model counts them under it).
 pub const FOLDED_COPY_PATH: &str = "l1->l0 (folded into matmul)";
 
+/// The copy path name of GM → L1 loads folded into a matmul call (the
+/// matmul reads the GM tensor in place; trace events `copy <path>`).
+pub const FOLDED_LOAD_PATH: &str = "gm->l1 (folded into matmul)";
+
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
-/// program over consecutive K ranges of one C, and `copies` L1 → L0 copies
-/// of their operands (`copy_bytes` in all) that the call reads in place.
+/// program over consecutive K ranges of one C, `copies` L1 → L0 copies
+/// of their operands (`copy_bytes` in all) and `loads` GM → L1 loads
+/// (`load_bytes`) that the call reads in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Folded {
     /// Matmuls of the program (≥ 1).
@@ -84,15 +89,47 @@ pub struct Folded {
     pub copies: u32,
     /// Their bytes (elements × element size).
     pub copy_bytes: u64,
+    /// Folded GM → L1 loads.
+    pub loads: u32,
+    /// Their bytes.
+    pub load_bytes: u64,
 }
 
 impl Folded {
-    /// One matmul, no folded copy.
+    /// One matmul, nothing folded.
     pub const NONE: Folded = Folded {
         parts: 1,
         copies: 0,
         copy_bytes: 0,
+        loads: 0,
+        load_bytes: 0,
     };
+}
+
+/// Where a matmul reads an operand: element `offset` of a local buffer, or
+/// of GM buffer `gm_index` when `buffer` is [`Buffer::Gm`] (a tensor no
+/// unit writes during the launch: the compiler folds only loads of those,
+/// so the matmul reads it with plain loads under any
+/// [`crate::gm::GmAccess`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSrc {
+    /// The buffer.
+    pub buffer: Buffer,
+    /// For [`Buffer::Gm`]: the GM buffer index; ignored otherwise.
+    pub gm_index: u32,
+    /// The operand's first element, in elements of its dtype.
+    pub offset: usize,
+}
+
+impl MatmulSrc {
+    /// Element `offset` of local buffer `buffer`.
+    pub const fn local(buffer: Buffer, offset: usize) -> Self {
+        MatmulSrc {
+            buffer,
+            gm_index: 0,
+            offset,
+        }
+    }
 }
 
 /// How a copy writes its destination.
@@ -450,26 +487,27 @@ impl<'a> Env<'a> {
         self.matmul_folded(
             g,
             dtype,
-            (Buffer::L0A, a_off),
-            (Buffer::L0B, b_off),
+            MatmulSrc::local(Buffer::L0A, a_off),
+            MatmulSrc::local(Buffer::L0B, b_off),
             c_off,
             Folded::NONE,
         )
     }
 
-    /// [`Env::matmul`] with A read from L0A or L1 and B from L0B or L1, at
-    /// the given element offsets: a matmul into which the compiler folded
-    /// the L1 → L0 copies of its operands, and possibly a chain of matmuls
-    /// accumulating into one C over consecutive K ranges (`fold` says how
-    /// many of each, so the per-pipe statistics count what the program
-    /// did). The copies' bytes are recorded on MTE1 with no busy time (the
+    /// [`Env::matmul`] with A read from L0A, L1 or GM and B from L0B, L1 or
+    /// GM, at the given element offsets: a matmul into which the compiler
+    /// folded the L1 → L0 copies of its operands (and the GM → L1 loads
+    /// before them), and possibly a chain of matmuls accumulating into one
+    /// C over consecutive K ranges (`fold` says how many of each, so the
+    /// per-pipe statistics count what the program did). The copies' bytes
+    /// are recorded on MTE1, the loads' on MTE2, with no busy time (the
     /// packing of the micro-kernel does their work).
     pub fn matmul_folded(
         &self,
         g: &Gemm,
         dtype: DType,
-        (a_buf, a_off): (Buffer, usize),
-        (b_buf, b_off): (Buffer, usize),
+        a_src: MatmulSrc,
+        b_src: MatmulSrc,
         c_off: usize,
         fold: Folded,
     ) -> Result<MatmulPath, RuntimeError> {
@@ -479,24 +517,42 @@ impl<'a> Env<'a> {
                 "matmul inputs must be bf16 or f16, not {dtype}"
             )));
         }
-        if !matches!(a_buf, Buffer::L0A | Buffer::L1) || !matches!(b_buf, Buffer::L0B | Buffer::L1)
+        let (a_buf, b_buf) = (a_src.buffer, b_src.buffer);
+        if !matches!(a_buf, Buffer::L0A | Buffer::L1 | Buffer::Gm)
+            || !matches!(b_buf, Buffer::L0B | Buffer::L1 | Buffer::Gm)
         {
             return Err(RuntimeError::BadArgument(format!(
-                "matmul operands in {a_buf} and {b_buf} (needs l0a or l1, l0b or l1)"
+                "matmul operands in {a_buf} and {b_buf} (needs l0a, l1 or gm, l0b, l1 or gm)"
             )));
         }
         if fold.parts == 0 {
             return Err(RuntimeError::BadArgument("matmul of 0 parts".into()));
         }
         let (al, bl, cl) = g.required_lens()?;
-        let region = |buffer: Buffer,
-                      off: usize,
+        let region = |src: MatmulSrc,
                       len: usize,
                       dt: DType,
+                      (rows, cols, ld): (usize, usize, usize),
                       what: &str|
          -> Result<*mut u8, RuntimeError> {
-            let (base, bytes) = self.local_base(buffer)?;
-            let cap = bytes / dt.size_bytes() as u64;
+            let (buffer, off) = (src.buffer, src.offset);
+            let (base, cap) = if buffer == Buffer::Gm {
+                let t = Tile {
+                    buffer,
+                    gm_index: src.gm_index,
+                    offset: off,
+                    stride: ld,
+                    dtype: dt,
+                };
+                let s = self.resolve(&t)?;
+                if len > 0 {
+                    self.race_note(&s, &t, rows, cols, AccessKind::Read, "matmul operand")?;
+                }
+                (s.base, s.cap)
+            } else {
+                let (base, bytes) = self.local_base(buffer)?;
+                (base, bytes / dt.size_bytes() as u64)
+            };
             let end = (off as u64).checked_add(len as u64);
             match end {
                 Some(e) if e <= cap => {
@@ -505,16 +561,44 @@ impl<'a> Env<'a> {
                 }
                 _ => Err(RuntimeError::OutOfBounds {
                     what: format!("matmul {what}"),
-                    buffer: buffer.name().into(),
+                    buffer: match buffer {
+                        Buffer::Gm => format!(
+                            "gm buffer {} `{}`",
+                            src.gm_index,
+                            self.gm_name(src.gm_index as usize)
+                        ),
+                        b => b.name().into(),
+                    },
                     start: off as u64,
                     end: end.unwrap_or(u64::MAX),
                     capacity: cap,
                 }),
             }
         };
-        let a = region(a_buf, a_off, al, dtype, "A")?;
-        let b = region(b_buf, b_off, bl, dtype, "B")?;
-        let c = region(Buffer::L0C, c_off, cl, DType::F32, "C")?;
+        let b_rc = match g.b_layout {
+            matmul::BLayout::KN => (g.k, g.n, g.ldb),
+            matmul::BLayout::NK => (g.n, g.k, g.ldb),
+        };
+        let a = region(a_src, al, dtype, (g.m, g.k, g.lda), "A")?;
+        let b = region(b_src, bl, dtype, b_rc, "B")?;
+        let c = region(
+            MatmulSrc::local(Buffer::L0C, c_off),
+            cl,
+            DType::F32,
+            (g.m, g.n, g.ldc),
+            "C",
+        )?;
+        if fold.loads > 0 {
+            self.rt.record_parts(
+                Pipe::Mte2,
+                || format!("copy {FOLDED_LOAD_PATH}"),
+                t0,
+                t0,
+                fold.loads,
+                fold.load_bytes,
+                0,
+            );
+        }
         if fold.copies > 0 {
             self.rt.record_parts(
                 Pipe::Mte1,
@@ -527,9 +611,11 @@ impl<'a> Env<'a> {
             );
         }
         // SAFETY: the three regions are in-bounds and suitably aligned
-        // (64-byte bases, element offsets); C is in L0C, A and B (only read)
-        // in other buffers, all owned by this thread, and no other reference
-        // to them is live during the call.
+        // (64-byte bases, element offsets); C is in L0C, owned by this
+        // thread; A and B (only read) are in other local buffers of this
+        // thread or in GM tensors no unit writes during the launch
+        // (`MatmulSrc`), and no mutable reference to them is live during
+        // the call.
         let path = unsafe {
             let c = std::slice::from_raw_parts_mut(c as *mut f32, cl);
             match dtype {

@@ -963,3 +963,75 @@ fn jit_errors_carry_details() {
         status::BAD_ARGUMENT
     );
 }
+
+/// A matmul reading A and B in GM in place gives the bits of one reading
+/// them in L0A/L0B after copies, records the folded loads on MTE2, and a
+/// GM operand past its tensor's end is an out-of-bounds error naming it.
+#[test]
+fn a_matmul_reads_gm_operands_in_place() {
+    let run = |in_place: bool, b_off: usize| {
+        let mut p = ping_pong_gm(1);
+        let (a, b, s) = (p.a, p.b, p.s);
+        let cube = move |u: &mut Unit<'_>, _: u64| -> Result<(), RuntimeError> {
+            let g = Gemm::dense(M, N, K, BLayout::KN, AccumMode::Overwrite);
+            if in_place {
+                let gm = |id: GmId, offset| MatmulSrc {
+                    buffer: Buffer::Gm,
+                    gm_index: id.0,
+                    offset,
+                };
+                let fold = Folded {
+                    loads: 2,
+                    load_bytes: ((M * K + K * N) * 2) as u64,
+                    ..Folded::NONE
+                };
+                u.matmul_folded(&g, DType::Bf16, gm(a, 0), gm(b, b_off), 0, fold)?;
+            } else {
+                for (dst, id, rows, cols) in [(Buffer::L0A, a, M, K), (Buffer::L0B, b, K, N)] {
+                    u.copy(
+                        &Tile::local(dst, 0, cols, DType::Bf16),
+                        &Tile::gm(id, 0, cols, DType::Bf16),
+                        rows,
+                        cols,
+                        StoreMode::Overwrite,
+                    )?;
+                }
+                u.matmul(&g, DType::Bf16, 0, 0, 0)?;
+            }
+            u.copy(
+                &Tile::gm(s, 0, N, DType::F32),
+                &Tile::local(Buffer::L0C, 0, N, DType::F32),
+                M,
+                N,
+                StoreMode::Overwrite,
+            )
+        };
+        let k = Kernel {
+            name: "gm_matmul",
+            cube: Entry::Rust(&cube),
+            vector: Entry::Idle,
+        };
+        let r = launch(&k, &mut p.gm, 1, &CoreConfig::default(), &cfg(1));
+        let bits: Vec<u32> =
+            p.gm.slice::<f32>(s)
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+        r.map(|rep| (bits, rep.stats.total.get(Pipe::Mte2)))
+    };
+    let (in_place, mte2_in_place) = run(true, 0).unwrap();
+    let (copied, mte2_copied) = run(false, 0).unwrap();
+    assert_eq!(in_place, copied);
+    assert!(in_place.iter().any(|&b| b != 0));
+    assert_eq!(
+        (mte2_in_place.calls, mte2_in_place.bytes),
+        (mte2_copied.calls, mte2_copied.bytes)
+    );
+    assert_eq!(mte2_in_place.busy_ns, 0);
+    let e = run(true, 1).unwrap_err();
+    assert!(
+        matches!(&e, RuntimeError::OutOfBounds { buffer, .. } if buffer.contains("`b`")),
+        "{e}"
+    );
+}

@@ -100,9 +100,9 @@ pub const SYMBOLS: &[(&str, &[u8])] = &[
     ("amla_rt_copy_local_to_gm", b"wllwwllllw"),
     // a_off, lda, b_off, ldb, c_off, ldc, m, n, k, b_layout, dtype, mode
     ("amla_rt_matmul", b"lllllllllwww"),
-    // a_buf, a_off, lda, b_buf, b_off, ldb, c_off, ldc, m, n, k, b_layout,
-    // dtype, mode, parts, copies, copy_bytes
-    ("amla_rt_matmul_folded", b"wllwlllllllwwwwwl"),
+    // a_buf, a_gm, a_off, lda, b_buf, b_gm, b_off, ldb, c_off, ldc, m, n, k,
+    // b_layout, dtype, mode, parts, copies, copy_bytes, loads, load_bytes
+    ("amla_rt_matmul_folded", b"wwllwwlllllllwwwwwlwl"),
     ("amla_rt_set_flag", b"w"),
     ("amla_rt_wait_flag", b"wl"),
     // bytes, out pointer

@@ -248,6 +248,54 @@ impl FnCx<'_, '_> {
     }
 
     pub(crate) fn emit_load(&mut self, i: Inst) -> Result<()> {
+        if self.matmul_fold.loads.contains(&i) {
+            return self.emit_folded_load(i);
+        }
+        self.emit_load_copy(i)
+    }
+
+    /// A load whose matmuls read GM in place (`matmul_fold`): when the box
+    /// lies inside the tensor, nothing is copied (its matmul calls get the
+    /// tensor's address); else it is copied into L1 (zero-filled) as any
+    /// load, and they read L1.
+    fn emit_folded_load(&mut self, i: Inst) -> Result<()> {
+        let InstKind::Load { tensor, index } = self.k.kind(i) else {
+            return Err(CodegenError::invalid("load", "not a load"));
+        };
+        let (tensor, index) = (*tensor, index.clone());
+        let r = self.k.insts[i].results[0];
+        let t = self.tile(r, "load")?;
+        let dims = self.gm_box(tensor, &index, "load")?;
+        let mut full = self.b.ins().iconst(types::I8, 1);
+        let mut gm_off = self.i64c(0);
+        for d in &dims {
+            let (lo, _, ext) = self.clamp_dim(d.start, d.len, d.dim);
+            let whole = self.b.ins().icmp_imm_s(IntCC::Equal, ext, d.len as i64);
+            full = self.b.ins().band(full, whole);
+            let o = self.b.ins().imul(lo, d.stride);
+            gm_off = self.b.ins().iadd(gm_off, o);
+        }
+        let row = dims
+            .iter()
+            .find(|d| !d.point)
+            .ok_or_else(|| CodegenError::invalid("load", "a folded load needs two ranges"))?;
+        let src = super::matmul_fold::GmSrc {
+            full,
+            gm_off,
+            row_stride: row.stride,
+            gm_index: self.gm[&tensor].index,
+            l1_off: t.elem_off("load")?,
+            l1_stride: t.stride,
+            bytes: t.ty.bytes(),
+        };
+        let partial = self.b.ins().icmp_imm_s(IntCC::Equal, full, 0);
+        self.if_then(partial, &mut |s| s.emit_load_copy(i))?;
+        self.matmul_fold.gm_src.insert(r, src);
+        self.matmul_fold.uncounted_loads.insert(r);
+        Ok(())
+    }
+
+    fn emit_load_copy(&mut self, i: Inst) -> Result<()> {
         let InstKind::Load { tensor, index } = self.k.kind(i) else {
             return Err(CodegenError::invalid("load", "not a load"));
         };
@@ -856,20 +904,29 @@ impl FnCx<'_, '_> {
             let folded =
                 cx.k.def_inst(v)
                     .filter(|c| cx.matmul_fold.copies.contains(c));
-            let t = match folded {
+            let (t, gm) = match folded {
                 Some(c) => {
                     let InstKind::Copy { src, .. } = cx.k.kind(c) else {
                         return Err(CodegenError::invalid(op, "a folded operand is not a copy"));
                     };
                     copies.push(c);
-                    cx.tile(*src, op)?
+                    // A folded load's tile, or a view of one.
+                    let mut root = *src;
+                    while let Some(InstKind::Extract { src: l, .. }) =
+                        cx.k.def_inst(root).map(|d| cx.k.kind(d))
+                    {
+                        root = *l;
+                    }
+                    let gm = cx.matmul_fold.gm_src.contains_key(&root).then_some(root);
+                    (cx.tile(*src, op)?, gm)
                 }
-                None => t,
+                None => (t, None),
             };
             Ok(Operand {
                 buf: buf_code(t.ty.space, op)?,
                 off: t.elem_off(op)?,
                 stride: t.stride,
+                gm,
             })
         };
         let a_op = operand(self, *a, ta.clone())?;
@@ -933,15 +990,33 @@ impl FnCx<'_, '_> {
             }
             return self.call("amla_rt_matmul", &args);
         }
+        // Folded loads this call reads first: counted when they read GM.
+        let mut loads = self.i32c(0);
+        let mut load_bytes = self.i64c(0);
+        for o in [&p0.a, &p0.b] {
+            let Some(root) = o.gm else { continue };
+            if self.matmul_fold.uncounted_loads.remove(&root) {
+                let g = self.matmul_fold.gm_src[&root];
+                let one = self.b.ins().uextend(types::I32, g.full);
+                loads = self.b.ins().iadd(loads, one);
+                let (zero, n) = (self.i64c(0), self.i64c(g.bytes as i64));
+                let bytes = self.b.ins().select(g.full, n, zero);
+                load_bytes = self.b.ins().iadd(load_bytes, bytes);
+            }
+        }
         let w = |cx: &mut Self, x: u32| cx.i32c(i64::from(x));
         let l = |cx: &mut Self, x: u64| cx.i64c(x as i64);
+        let [a_buf, a_gm, a_off, a_stride] = self.operand_args(&p0.a)?;
+        let [b_buf, b_gm, b_off, b_stride] = self.operand_args(&p0.b)?;
         let args = [
-            w(self, p0.a.buf),
-            l(self, p0.a.off),
-            l(self, p0.a.stride),
-            w(self, p0.b.buf),
-            l(self, p0.b.off),
-            l(self, p0.b.stride),
+            a_buf,
+            a_gm,
+            a_off,
+            a_stride,
+            b_buf,
+            b_gm,
+            b_off,
+            b_stride,
             l(self, last.c_off),
             l(self, last.c_stride),
             l(self, p0.m),
@@ -953,17 +1028,54 @@ impl FnCx<'_, '_> {
             w(self, parts.len() as u32),
             w(self, copies),
             l(self, copy_bytes),
+            loads,
+            load_bytes,
         ];
         self.call("amla_rt_matmul_folded", &args)
     }
+
+    /// An operand's `(buffer code, gm index, element offset, row stride)`
+    /// arguments: static, or, for a view of a folded load, the tensor in GM
+    /// when the load's box lay inside it and its L1 tile otherwise.
+    fn operand_args(&mut self, o: &Operand) -> Result<[cl::Value; 4]> {
+        let Some(root) = o.gm else {
+            return Ok([
+                self.i32c(i64::from(o.buf)),
+                self.i32c(0),
+                self.i64c(o.off as i64),
+                self.i64c(o.stride as i64),
+            ]);
+        };
+        let g = self.matmul_fold.gm_src[&root];
+        if o.stride != g.l1_stride || o.off < g.l1_off {
+            return Err(CodegenError::invalid(
+                "matmul",
+                "a folded load's view is not inside its tile",
+            ));
+        }
+        let rel = o.off - g.l1_off;
+        let (r0, c0) = (rel / g.l1_stride, rel % g.l1_stride);
+        let t = self.b.ins().imul_imm_s(g.row_stride, r0 as i64);
+        let t = self.b.ins().iadd(g.gm_off, t);
+        let goff = self.b.ins().iadd_imm_s(t, c0 as i64);
+        let (gm_code, l1_code) = (self.i32c(0), self.i32c(i64::from(o.buf)));
+        let buf = self.b.ins().select(g.full, gm_code, l1_code);
+        let l1_off = self.i64c(o.off as i64);
+        let off = self.b.ins().select(g.full, goff, l1_off);
+        let l1_stride = self.i64c(o.stride as i64);
+        let stride = self.b.ins().select(g.full, g.row_stride, l1_stride);
+        Ok([buf, self.i32c(i64::from(g.gm_index)), off, stride])
+    }
 }
 
-/// Where a matmul reads an operand: buffer code, element offset, row stride.
+/// Where a matmul reads an operand: buffer code, element offset, row stride
+/// (in L1 when it is a view of a folded load, `gm`: that load's tile).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Operand {
     buf: u32,
     off: u64,
     stride: u64,
+    gm: Option<Value>,
 }
 
 /// One matmul of a chain ([`super::matmul_fold`]).
@@ -1000,8 +1112,21 @@ impl MatmulPart {
             && (self.m, self.n, self.layout, self.dtype)
                 == (next.m, next.n, next.layout, next.dtype)
             && (self.c_off, self.c_stride) == (next.c_off, next.c_stride)
-            && (self.a.buf, self.a.stride, self.b.buf, self.b.stride)
-                == (next.a.buf, next.a.stride, next.b.buf, next.b.stride)
+            && (
+                self.a.buf,
+                self.a.stride,
+                self.a.gm,
+                self.b.buf,
+                self.b.stride,
+                self.b.gm,
+            ) == (
+                next.a.buf,
+                next.a.stride,
+                next.a.gm,
+                next.b.buf,
+                next.b.stride,
+                next.b.gm,
+            )
             && next.a.off == self.a.off + self.k
             && next.b.off == self.b.off + b_step
     }

@@ -35,6 +35,18 @@
 //! `%qt` and `%k` in L1 (row stride 576), which records two matmuls and
 //! four MTE1 copies in the per-pipe statistics, as the program has.
 //!
+//! A GM → L1 load whose tile only folded copies read goes the same way:
+//! the tile's bytes are the GM tensor's, so the matmuls read the tensor in
+//! place (`%k = load kv[%b, %j+:128, ..]` above is a view of `kv` with row
+//! stride 576, which is also its L1 stride). Whether the box lies inside
+//! the tensor is only known at run time: when it does, the load copies
+//! nothing and the call gets the tensor's address (buffer code 0, the GM
+//! index, the element offset); when it does not (the partial last KV
+//! block), the load is the zero-filling copy into L1 it always was and the
+//! call reads L1. The call records the folded load on MTE2 (its bytes, no
+//! busy time, trace path `amla_runtime::FOLDED_LOAD_PATH`), so the
+//! per-pipe statistics still count the program's loads.
+//!
 //! # When
 //!
 //! Never in instrumented code or under `CodegenOptions::unfused`; else:
@@ -52,6 +64,14 @@
 //!   emitted at its last matmul; its parts whose operands are adjacent K
 //!   windows (each of even K: the pair path's pairs must not straddle
 //!   parts) run as one call, the others as calls of their own, in order.
+//! - A **load** folds when its result is a rank-2 L1 tile of the tensor's
+//!   dtype whose columns are the tensor's last dim, every reader is a
+//!   folded copy of the same block or an `extract` view placed inside the
+//!   tile whose readers are such (views of views too), nothing from the
+//!   load to the last of those copies' calls writes L1 over the tile
+//!   ([`Planner::writes_l1_outside`]), and no op of the kernel writes the
+//!   tensor (a `store`, `atomic_add` or `atomic_exp_add`): GM then holds
+//!   what the load would have copied whenever a matmul reads it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -73,6 +93,33 @@ pub(crate) struct MatmulFold {
     pub deferred: HashSet<Inst>,
     /// A chain's last matmul → the chain's matmuls, in program order.
     pub chains: HashMap<Inst, Vec<Inst>>,
+    /// GM → L1 loads whose folded copies' matmuls read GM in place when the
+    /// load's box lies inside the tensor.
+    pub loads: HashSet<Inst>,
+    /// Each folded load's result → where its tile lies in GM (filled when
+    /// the load is emitted).
+    pub gm_src: HashMap<Value, GmSrc>,
+    /// Folded loads the statistics have not counted yet.
+    pub uncounted_loads: HashSet<Value>,
+}
+
+/// Where a folded load's tile lies in GM, as JIT values of its block.
+#[derive(Clone, Copy)]
+pub(crate) struct GmSrc {
+    /// The box lies inside the tensor (i8 0/1): else the load ran as a
+    /// copy into L1 and the matmuls read L1.
+    pub full: cranelift_codegen::ir::Value,
+    /// Element offset of the tile's first element in the tensor.
+    pub gm_off: cranelift_codegen::ir::Value,
+    /// The tensor's stride between the tile's rows (elements).
+    pub row_stride: cranelift_codegen::ir::Value,
+    /// The GM buffer index.
+    pub gm_index: u32,
+    /// The tile's element offset and row stride in L1.
+    pub l1_off: u64,
+    pub l1_stride: u64,
+    /// The tile's bytes.
+    pub bytes: u64,
 }
 
 impl FnCx<'_, '_> {
@@ -90,6 +137,7 @@ impl FnCx<'_, '_> {
             .uncounted
             .extend(plan.copies.iter().copied());
         self.matmul_fold.copies.extend(plan.copies);
+        self.matmul_fold.loads.extend(plan.loads);
         for chain in plan.chains {
             let (&last, rest) = chain.split_last().expect("non-empty chain");
             self.matmul_fold.deferred.extend(rest.iter().copied());
@@ -105,6 +153,8 @@ pub(crate) struct BlockPlan {
     pub copies: Vec<Inst>,
     /// Chains of two or more matmuls, each in program order.
     pub chains: Vec<Vec<Inst>>,
+    /// GM → L1 loads read in place by the matmuls of their folded copies.
+    pub loads: Vec<Inst>,
 }
 
 /// The folding rule on IR alone (codegen and the host cost model share it).
@@ -151,9 +201,28 @@ impl Planner<'_> {
                 None => {
                     let mut copies: Vec<Inst> = cands.values().map(|(c, _)| *c).collect();
                     copies.sort_by_key(|c| pos[c]);
+                    // Each folded copy → the position of its last reader's call.
+                    let read_until: HashMap<Inst, usize> = cands
+                        .values()
+                        .map(|(c, readers)| {
+                            let last = readers
+                                .iter()
+                                .map(|m| pos[end_of.get(m).unwrap_or(m)])
+                                .max()
+                                .unwrap_or(pos[c]);
+                            (*c, last)
+                        })
+                        .collect();
+                    let written = self.written_tensors();
+                    let loads = insts
+                        .iter()
+                        .copied()
+                        .filter(|&i| self.foldable_load(i, insts, &read_until, &written, &pos))
+                        .collect();
                     return BlockPlan {
                         copies,
                         chains: chains.into_iter().filter(|c| c.len() > 1).collect(),
+                        loads,
                     };
                 }
             }
@@ -189,6 +258,130 @@ impl Planner<'_> {
                             && *acc != Some(r))
             });
         ok.then_some((r, readers))
+    }
+
+    /// Whether `i` is a GM → L1 load whose tile only folded copies of this
+    /// block read (directly or through `extract` views placed inside it), of a
+    /// rank-2 box whose columns are the tensor's last dim, from a tensor
+    /// nothing in the kernel writes, and nothing from the load to the last
+    /// of those copies' matmul calls writes L1 over the tile: its matmuls
+    /// can read the tensor in place whenever they would have read the tile
+    /// (the tensor holds the same bytes all launch long).
+    fn foldable_load(
+        &self,
+        i: Inst,
+        insts: &[Inst],
+        read_until: &HashMap<Inst, usize>,
+        written: &HashSet<crate::ir::Tensor>,
+        pos: &HashMap<Inst, usize>,
+    ) -> bool {
+        let k = self.k;
+        let InstKind::Load { tensor, index } = k.kind(i) else {
+            return false;
+        };
+        let Some(&r) = k.insts[i].results.first() else {
+            return false;
+        };
+        let Some(rt) = k.ty(r).as_tile() else {
+            return false;
+        };
+        let ranges = index
+            .iter()
+            .filter(|x| !matches!(x, crate::ir::Index::Point(_)))
+            .count();
+        if rt.space != Space::L1
+            || rt.shape.len() != 2
+            || rt.dtype != k.tensors[*tensor].dtype
+            || written.contains(tensor)
+            || ranges != 2
+            || index
+                .last()
+                .is_none_or(|x| matches!(x, crate::ir::Index::Point(_)))
+        {
+            return false;
+        }
+        let mut copies: Vec<Inst> = Vec::new();
+        if !self.read_by_folded_copies(r, r, i, read_until, pos, &mut copies) {
+            return false;
+        }
+        let (Some(lo), bytes) = (k.offsets[r], rt.bytes()) else {
+            return false;
+        };
+        let until = copies
+            .iter()
+            .map(|c| read_until[c])
+            .max()
+            .unwrap_or(pos[&i]);
+        insts[pos[&i] + 1..until]
+            .iter()
+            .all(|&j| self.writes_no_l1(j) || self.writes_l1_outside(j, lo, lo + bytes))
+    }
+
+    /// Whether every L1 tile `i` writes is placed outside bytes `lo..hi`
+    /// (an op with a nested block: no).
+    fn writes_l1_outside(&self, i: Inst, lo: u64, hi: u64) -> bool {
+        let k = self.k;
+        if k.kind(i).body().is_some() || matches!(k.kind(i), InstKind::Yield(_)) {
+            return false;
+        }
+        k.insts[i].results.iter().all(|&r| match k.ty(r).as_tile() {
+            Some(t) if matches!(t.space, Space::L1 | Space::Any) => {
+                t.space == Space::L1 && k.offsets[r].is_some_and(|o| o + t.bytes() <= lo || o >= hi)
+            }
+            _ => true,
+        })
+    }
+
+    /// Whether every reader of `v` (the load `load`'s tile `root`, or a view
+    /// of it) is a folded copy after the load, or an `extract` view placed
+    /// inside `root` whose readers are such too; collects the copies.
+    fn read_by_folded_copies(
+        &self,
+        v: Value,
+        root: Value,
+        load: Inst,
+        read_until: &HashMap<Inst, usize>,
+        pos: &HashMap<Inst, usize>,
+        copies: &mut Vec<Inst>,
+    ) -> bool {
+        let k = self.k;
+        let Some(users) = self.uses.get(&v).filter(|u| !u.is_empty()) else {
+            return false;
+        };
+        users.iter().all(|&u| {
+            if pos.get(&u).is_none_or(|&p| p <= pos[&load]) {
+                return false;
+            }
+            if read_until.contains_key(&u) {
+                copies.push(u);
+                return true;
+            }
+            let (InstKind::Extract { src, .. }, Some(&e)) = (k.kind(u), k.insts[u].results.first())
+            else {
+                return false;
+            };
+            *src == v
+                && k.ty(e).as_tile().is_some_and(|t| t.space == Space::L1)
+                && self.placed_inside(e, root)
+                && self.read_by_folded_copies(e, root, load, read_until, pos, copies)
+        })
+    }
+
+    /// The tensors some op of the kernel writes.
+    fn written_tensors(&self) -> HashSet<crate::ir::Tensor> {
+        let k = self.k;
+        let mut out = HashSet::new();
+        for f in &k.funcs {
+            k.walk(f.body, &mut |i| match k.kind(i) {
+                InstKind::Store { tensor, .. }
+                | InstKind::AtomicAdd { tensor, .. }
+                | InstKind::AtomicExpAdd { tensor, .. } => {
+                    out.insert(*tensor);
+                }
+                _ => {}
+            });
+        }
+        out
     }
 
     /// Maximal chains of matmuls of `insts` (a matmul alone is a chain of

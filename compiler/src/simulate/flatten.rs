@@ -213,6 +213,9 @@ struct Walker<'a> {
     /// makes one runtime call.
     folded: HashSet<Inst>,
     chained: HashSet<Inst>,
+    /// Host: GM → L1 loads codegen folds into matmul calls: free when the
+    /// box lies inside the tensor (the matmuls read it in place).
+    folded_loads: HashSet<Inst>,
 }
 
 impl<'a> Walker<'a> {
@@ -253,6 +256,7 @@ impl<'a> Walker<'a> {
             work: BTreeMap::new(),
             folded: HashSet::new(),
             chained: HashSet::new(),
+            folded_loads: HashSet::new(),
         }
         .with_folding()
     }
@@ -274,6 +278,7 @@ impl<'a> Walker<'a> {
         for (block, _) in k.blocks.iter() {
             let plan = planner.plan(block);
             self.folded.extend(plan.copies);
+            self.folded_loads.extend(plan.loads);
             for chain in plan.chains {
                 self.chained.extend(chain[1..].iter().copied());
             }
@@ -645,6 +650,23 @@ impl<'a> Walker<'a> {
         self.root.insert(result, r);
     }
 
+    /// Whether every index of a GM access lies inside its tensor dim (a
+    /// load copies nothing clamped or zero-filled).
+    fn box_inside(&self, tensor: Tensor, index: &[Index]) -> bool {
+        let shape = &self.k.tensors[tensor].shape;
+        index.iter().zip(shape).all(|(ix, d)| {
+            let dim = self.dim_value(d);
+            match ix {
+                Index::Point(v) => (0..dim).contains(&self.s(*v)),
+                Index::Range { start, len } => {
+                    let st = self.s(*start);
+                    st >= 0 && st.saturating_add(*len as i64) <= dim
+                }
+                Index::Full => true,
+            }
+        })
+    }
+
     fn dim_value(&self, d: &Dim) -> i64 {
         match d {
             Dim::Const(n) => *n as i64,
@@ -728,6 +750,13 @@ impl<'a> Walker<'a> {
                 }
                 let mem = self.mem_of(*tensor, index, true);
                 let ns = match self.host {
+                    Some(_)
+                        if self.folded_loads.contains(&i) && self.box_inside(*tensor, index) =>
+                    {
+                        // Read in place by its matmuls: no call, no time.
+                        self.tally(format!("copy {}", amla_runtime::FOLDED_LOAD_PATH), bytes);
+                        0.0
+                    }
                     Some(h) => self.host_copy(h, format!("gm->{}", tt.space), bytes, Pipe::Mte2),
                     None => self.move_ns(bytes, Pipe::Mte2, Some(mem), false),
                 };
