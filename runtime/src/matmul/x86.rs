@@ -148,7 +148,18 @@ pub(crate) unsafe fn pack_b_pairs(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usi
                 for p in 0..pc {
                     let kk = 2 * (s0 + p);
                     let r0 = &b[kk * g.ldb + j0..][..NR];
-                    let r1 = (kk + 1 < g.k).then(|| &b[(kk + 1) * g.ldb + j0..][..NR]);
+                    // The second row of the pair (past K: zeros).
+                    let r1 = if kk + 1 < g.k {
+                        &b[(kk + 1) * g.ldb + j0..][..NR]
+                    } else {
+                        &ZERO_ROW[..]
+                    };
+                    // The rows PREFETCH_PAIRS pairs on, while these pack.
+                    for ahead in [kk + 2 * PREFETCH_PAIRS, kk + 2 * PREFETCH_PAIRS + 1] {
+                        if ahead < g.k {
+                            prefetch(&b[ahead * g.ldb + j0]);
+                        }
+                    }
                     let dst = &mut block[p * NR..][..NR];
                     for h in 0..2 {
                         // SAFETY: r0/r1 hold NR bf16, dst NR u32 (sliced
@@ -157,12 +168,9 @@ pub(crate) unsafe fn pack_b_pairs(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usi
                             let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
                                 r0.as_ptr().add(16 * h).cast(),
                             ));
-                            let hi = match r1 {
-                                Some(r1) => _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                                    _mm256_loadu_si256(r1.as_ptr().add(16 * h).cast()),
-                                )),
-                                None => _mm512_setzero_si512(),
-                            };
+                            let hi = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                                _mm256_loadu_si256(r1.as_ptr().add(16 * h).cast()),
+                            ));
                             _mm512_storeu_si512(
                                 dst.as_mut_ptr().add(16 * h).cast(),
                                 _mm512_or_si512(lo, hi),
@@ -176,7 +184,15 @@ pub(crate) unsafe fn pack_b_pairs(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usi
                 for jb in [0, 16] {
                     let rows: [&[bf16]; 16] =
                         std::array::from_fn(|t| &b[(j0 + jb + t) * g.ldb + 2 * s0..][..2 * pc]);
+                    // The next 16 rows of B, a 64-byte line of each per step
+                    // (the same columns these steps read), while these pack.
+                    let next = j0 + jb + 16;
                     for pb in (0..full).step_by(16) {
+                        if next + 16 <= g.n {
+                            for t in 0..16 {
+                                prefetch(&b[(next + t) * g.ldb + 2 * (s0 + pb)]);
+                            }
+                        }
                         // SAFETY: each row holds pc pairs, pb + 16 <= pc;
                         // the stores land in block[(pb+q)*NR + jb..][..16],
                         // inside block (pb + 15 < pc, jb + 16 <= NR).
@@ -205,6 +221,22 @@ pub(crate) unsafe fn pack_b_pairs(g: &Gemm, b: &[bf16], buf: &mut [u32], s0: usi
             BLayout::NK => pairs::pack_b_panel(g, b, block, j0, s0, pc),
         }
     }
+}
+
+/// The missing second row of a last odd pair (`[K, N]` B, odd K).
+static ZERO_ROW: [bf16; pairs::NR] = [bf16::ZERO; pairs::NR];
+
+/// How many pairs ahead the `[K, N]` packing prefetches B's rows.
+const PREFETCH_PAIRS: usize = 8;
+
+/// Asks for the cache line holding `x` (a hint: no fault, no effect on
+/// results). B read in place in GM streams in from memory: the packing
+/// asks for the lines it reads next while it works on these.
+#[inline(always)]
+fn prefetch(x: &bf16) {
+    // SAFETY: a prefetch reads nothing architecturally; `x` is a valid
+    // reference anyway.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const bf16).cast()) }
 }
 
 /// Transposes a 16 × 16 matrix of 32-bit elements held one row a register:
