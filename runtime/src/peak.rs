@@ -117,22 +117,30 @@ fn measure(path: MatmulPath, threads: usize, sample: Duration, samples: usize) -
     let per_block = t.elapsed().as_secs_f64() / 4.0;
     let blocks = ((sample.as_secs_f64() / per_block.max(1e-9)) as u64).max(1);
     let flops = flops_per_block(path) as f64 * blocks as f64 * threads as f64;
+    // The span is timed by the probe threads themselves, from the first
+    // one's start to the last one's end: the spawning thread may not be
+    // running when they start (more runnable threads than CPUs), and a
+    // start time it took late would make the span too short.
     let rates = (0..samples.max(1))
         .map(|_| {
-            let start = Barrier::new(threads + 1);
-            let end = Barrier::new(threads + 1);
+            let start = Barrier::new(threads);
             std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| {
-                        start.wait();
-                        std::hint::black_box(run_blocks(path, blocks));
-                        end.wait();
-                    });
-                }
-                start.wait();
-                let t = Instant::now();
-                end.wait();
-                flops / t.elapsed().as_secs_f64()
+                let spans: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let t0 = Instant::now();
+                            std::hint::black_box(run_blocks(path, blocks));
+                            (t0, Instant::now())
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|h| h.join().expect("peak probe thread"))
+                    .collect();
+                let first = spans.iter().map(|s| s.0).min().expect("one thread");
+                let last = spans.iter().map(|s| s.1).max().expect("one thread");
+                flops / (last - first).as_secs_f64().max(1e-9)
             })
         })
         .collect();
