@@ -132,6 +132,19 @@ impl MatmulSrc {
     }
 }
 
+/// `len` elements of `T` at `p` (empty when `len` is 0, whatever `p` is).
+///
+/// # Safety
+/// With `len > 0`, `p` must be aligned and valid for reads of `len`
+/// elements that nothing writes during `'s`.
+unsafe fn ahead_slice<'s, T>(p: *const u8, len: usize) -> &'s [T] {
+    match len {
+        0 => &[],
+        // SAFETY: the caller's contract.
+        _ => unsafe { std::slice::from_raw_parts(p as *const T, len) },
+    }
+}
+
 /// How a copy writes its destination.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -581,6 +594,23 @@ impl<'a> Env<'a> {
         };
         let a = region(a_src, al, dtype, (g.m, g.k, g.lda), "A")?;
         let b = region(b_src, bl, dtype, b_rc, "B")?;
+        // A B read in GM in place is a stream (the next KV block follows
+        // this one): the call asks the caches for the rows after it, as
+        // many as it reads, inside the tensor.
+        let ahead_len = if b_buf == Buffer::Gm {
+            let t = Tile {
+                buffer: Buffer::Gm,
+                gm_index: b_src.gm_index,
+                offset: b_src.offset,
+                stride: g.ldb,
+                dtype,
+            };
+            let cap = self.resolve(&t)?.cap as usize;
+            let span = b_rc.0 * b_rc.2;
+            span.min(cap.saturating_sub(b_src.offset + span))
+        } else {
+            0
+        };
         let c = region(
             MatmulSrc::local(Buffer::L0C, c_off),
             cl,
@@ -615,23 +645,28 @@ impl<'a> Env<'a> {
         // thread; A and B (only read) are in other local buffers of this
         // thread or in GM tensors no unit writes during the launch
         // (`MatmulSrc`), and no mutable reference to them is live during
-        // the call.
+        // the call. The `ahead` rows follow B inside its GM tensor
+        // (`ahead_len` is clamped to its capacity; 0, an empty slice, for a
+        // local B).
         let path = unsafe {
             let c = std::slice::from_raw_parts_mut(c as *mut f32, cl);
+            let after_b = b.wrapping_add(b_rc.0 * b_rc.2 * dtype.size_bytes());
             match dtype {
-                DType::Bf16 => matmul::matmul_with_path(
+                DType::Bf16 => matmul::matmul_with_path_ahead(
                     self.rt.matmul_path,
                     g,
                     std::slice::from_raw_parts(a as *const bf16, al),
                     std::slice::from_raw_parts(b as *const bf16, bl),
                     c,
+                    ahead_slice::<bf16>(after_b, ahead_len),
                 ),
-                _ => matmul::matmul_with_path(
+                _ => matmul::matmul_with_path_ahead(
                     self.rt.matmul_path,
                     g,
                     std::slice::from_raw_parts(a as *const f16, al),
                     std::slice::from_raw_parts(b as *const f16, bl),
                     c,
+                    ahead_slice::<f16>(after_b, ahead_len),
                 ),
             }
         }

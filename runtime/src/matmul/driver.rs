@@ -14,6 +14,9 @@
 //!   never written outside `[0, m) × [0, n)`.
 //! - The first K block loads C only in accumulate mode; later blocks always
 //!   accumulate.
+//! - `ahead` (memory the caller reads next, e.g. the next KV block of B
+//!   streamed from GM) is asked for, a few cache lines after each
+//!   micro-tile, spread over the whole call: a hint that changes no result.
 
 use super::{AccumMode, Gemm};
 
@@ -43,6 +46,47 @@ pub(crate) type MicroKernel<P> = unsafe fn(
 pub(crate) struct InPlaceA<P> {
     pub base: *const P,
     pub row_stride: usize,
+}
+
+/// Memory a matmul asks the caches for while it computes (see the module
+/// invariants): `bytes` bytes from `base`, inside one allocation.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead {
+    pub base: *const u8,
+    pub bytes: usize,
+}
+
+impl Ahead {
+    /// Nothing to ask for.
+    pub const NONE: Ahead = Ahead {
+        base: std::ptr::null(),
+        bytes: 0,
+    };
+
+    /// The bytes of `s`.
+    pub fn of<T>(s: &[T]) -> Ahead {
+        Ahead {
+            base: s.as_ptr().cast(),
+            bytes: std::mem::size_of_val(s),
+        }
+    }
+}
+
+/// Asks for the next `n` cache lines of `ahead` from line `*next` on
+/// (stopping at its end), and moves `*next` past them.
+#[inline(always)]
+fn prefetch_lines(ahead: &Ahead, next: &mut usize, n: usize) {
+    let end = (*next + n).min(ahead.bytes.div_ceil(64));
+    for _line in *next..end {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint that reads nothing architecturally;
+        // the address is inside `ahead`'s allocation anyway.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(ahead.base.add(_line * 64).cast());
+        }
+    }
+    *next = end.max(*next);
 }
 
 /// The largest `MR × NR` of any path.
@@ -80,10 +124,15 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
     pack_a: impl Fn(&mut [P], usize, usize),
     pack_b: impl Fn(&mut [P], usize, usize),
     uk: MicroKernel<P>,
+    ahead: Ahead,
 ) {
     let (mr, nr) = (geo.mr, geo.nr);
     let mblocks = g.m.div_ceil(mr);
     let nblocks = g.n.div_ceil(nr);
+    // `ahead`'s lines, spread evenly over the micro-tiles of the call.
+    let tiles = geo.steps.div_ceil(geo.kc) * mblocks * nblocks;
+    let per_tile = ahead.bytes.div_ceil(64).div_ceil(tiles.max(1));
+    let mut next_line = 0;
     // Edge tiles go through this scratch tile (no allocation per call).
     let mut tile_buf = [0f32; MAX_TILE];
     assert!(mr * nr <= MAX_TILE, "micro-tile {mr}x{nr} exceeds MAX_TILE");
@@ -120,6 +169,7 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
                     ),
                     None => (abuf[mb * pc * mr..].as_ptr(), 1, mr),
                 };
+                prefetch_lines(&ahead, &mut next_line, per_tile);
                 if rows == mr && cols == nr {
                     let cp = c[i0 * g.ldc + j0..].as_mut_ptr();
                     // SAFETY: the panels hold pc*mr / pc*nr elements; the tile

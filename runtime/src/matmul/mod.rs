@@ -138,7 +138,7 @@ mod sealed {
 pub trait CubeInput: Element + sealed::Sealed {
     /// Runs the matmul on `path` (already known to be supported).
     #[doc(hidden)]
-    fn dispatch(path: MatmulPath, g: &Gemm, a: &[Self], b: &[Self], c: &mut [f32]);
+    fn dispatch(path: MatmulPath, g: &Gemm, a: &[Self], b: &[Self], c: &mut [f32], ahead: &[Self]);
 }
 
 /// Shape, strides, layout and mode of one matmul.
@@ -250,6 +250,20 @@ pub fn matmul_with_path<T: CubeInput>(
     b: &[T],
     c: &mut [f32],
 ) -> Result<(), RuntimeError> {
+    matmul_with_path_ahead(path, g, a, b, c, &[])
+}
+
+/// [`matmul_with_path`], asking the caches for `ahead` while it computes
+/// (the memory a stream of matmuls reads next, e.g. the next block of a B
+/// read in GM in place). A hint: the result does not depend on it.
+pub fn matmul_with_path_ahead<T: CubeInput>(
+    path: MatmulPath,
+    g: &Gemm,
+    a: &[T],
+    b: &[T],
+    c: &mut [f32],
+    ahead: &[T],
+) -> Result<(), RuntimeError> {
     if !path.is_supported() {
         return Err(RuntimeError::BadArgument(format!(
             "matmul path {path} is not supported by this CPU"
@@ -267,7 +281,7 @@ pub fn matmul_with_path<T: CubeInput>(
         }
         return Ok(());
     }
-    T::dispatch(path, g, a, b, c);
+    T::dispatch(path, g, a, b, c, ahead);
     Ok(())
 }
 
@@ -321,6 +335,7 @@ unsafe fn run_pairs(
     c: &mut [f32],
     uk: driver::MicroKernel<u32>,
     pack_b: PackPairs,
+    ahead: driver::Ahead,
 ) {
     let geo = driver::Geometry {
         mr: pairs::MR,
@@ -351,6 +366,7 @@ unsafe fn run_pairs(
                 // pack_b is callable (caller); drive sizes buf.
                 |buf, s0, pc| pack_b(g, b, buf, s0, pc),
                 uk,
+                ahead,
             )
         }
     });
@@ -370,6 +386,7 @@ unsafe fn run_panels<T: CubeInput>(
     c: &mut [f32],
     uk: driver::MicroKernel<f32>,
     pack_b: PackPanels<T>,
+    ahead: driver::Ahead,
 ) {
     let geo = driver::Geometry {
         mr: panels::MR,
@@ -390,12 +407,14 @@ unsafe fn run_panels<T: CubeInput>(
                 |buf, s0, pc| panels::pack_a(g, a, buf, s0, pc),
                 |buf, s0, pc| pack_b(g, b, buf, s0, pc),
                 uk,
+                ahead,
             )
         }
     });
 }
 
-fn f32_panel_path<T: CubeInput>(g: &Gemm, a: &[T], b: &[T], c: &mut [f32]) {
+fn f32_panel_path<T: CubeInput>(g: &Gemm, a: &[T], b: &[T], c: &mut [f32], ahead: &[T]) {
+    let ahead = driver::Ahead::of(ahead);
     #[cfg(target_arch = "x86_64")]
     if MatmulPath::Avx2Fma.is_supported() {
         if T::DTYPE == crate::dtype::DType::Bf16 {
@@ -408,27 +427,38 @@ fn f32_panel_path<T: CubeInput>(g: &Gemm, a: &[T], b: &[T], c: &mut [f32]) {
                 )
             };
             // SAFETY: avx2 + fma detected just above.
-            unsafe { run_panels(g, a, b, c, x86::avx2_kernel, x86::pack_b_panels_bf16) };
+            unsafe { run_panels(g, a, b, c, x86::avx2_kernel, x86::pack_b_panels_bf16, ahead) };
             return;
         }
         // SAFETY: avx2 + fma detected just above.
-        unsafe { run_panels(g, a, b, c, x86::avx2_kernel, panels::pack_b::<T>) };
+        unsafe { run_panels(g, a, b, c, x86::avx2_kernel, panels::pack_b::<T>, ahead) };
         return;
     }
     // SAFETY: the portable kernel needs no CPU feature.
-    unsafe { run_panels(g, a, b, c, panels::portable_kernel, panels::pack_b::<T>) };
+    unsafe {
+        run_panels(
+            g,
+            a,
+            b,
+            c,
+            panels::portable_kernel,
+            panels::pack_b::<T>,
+            ahead,
+        )
+    };
 }
 
 impl CubeInput for bf16 {
-    fn dispatch(path: MatmulPath, g: &Gemm, a: &[Self], b: &[Self], c: &mut [f32]) {
+    fn dispatch(path: MatmulPath, g: &Gemm, a: &[Self], b: &[Self], c: &mut [f32], ahead: &[Self]) {
         match path {
             MatmulPath::Scalar => scalar(g, a, b, c),
-            MatmulPath::Avx2Fma => f32_panel_path(g, a, b, c),
+            MatmulPath::Avx2Fma => f32_panel_path(g, a, b, c, ahead),
             MatmulPath::Avx512Bf16 => {
                 #[cfg(target_arch = "x86_64")]
                 if path.is_supported() {
+                    let (uk, pack) = (x86::avx512bf16_kernel, x86::pack_b_pairs);
                     // SAFETY: avx512f + avx512bf16 detected just above.
-                    unsafe { run_pairs(g, a, b, c, x86::avx512bf16_kernel, x86::pack_b_pairs) };
+                    unsafe { run_pairs(g, a, b, c, uk, pack, driver::Ahead::of(ahead)) };
                     return;
                 }
                 scalar(g, a, b, c)
@@ -438,10 +468,10 @@ impl CubeInput for bf16 {
 }
 
 impl CubeInput for f16 {
-    fn dispatch(path: MatmulPath, g: &Gemm, a: &[Self], b: &[Self], c: &mut [f32]) {
+    fn dispatch(path: MatmulPath, g: &Gemm, a: &[Self], b: &[Self], c: &mut [f32], ahead: &[Self]) {
         match path {
             MatmulPath::Scalar => scalar(g, a, b, c),
-            MatmulPath::Avx2Fma | MatmulPath::Avx512Bf16 => f32_panel_path(g, a, b, c),
+            MatmulPath::Avx2Fma | MatmulPath::Avx512Bf16 => f32_panel_path(g, a, b, c, ahead),
         }
     }
 }
@@ -459,7 +489,17 @@ pub fn matmul_bf16_pairs_emulated(
         return matmul_with_path(MatmulPath::Scalar, g, a, b, c);
     }
     // SAFETY: the emulated kernel needs no CPU feature; shapes checked.
-    unsafe { run_pairs(g, a, b, c, pairs::emulated_kernel, pairs::pack_b) };
+    unsafe {
+        run_pairs(
+            g,
+            a,
+            b,
+            c,
+            pairs::emulated_kernel,
+            pairs::pack_b,
+            driver::Ahead::NONE,
+        )
+    };
     Ok(())
 }
 
@@ -476,7 +516,10 @@ pub fn matmul_panels_portable<T: CubeInput>(
         return matmul_with_path(MatmulPath::Scalar, g, a, b, c);
     }
     // SAFETY: the portable kernel needs no CPU feature; shapes checked.
-    unsafe { run_panels(g, a, b, c, panels::portable_kernel, panels::pack_b::<T>) };
+    unsafe {
+        let (uk, pack) = (panels::portable_kernel, panels::pack_b::<T>);
+        run_panels(g, a, b, c, uk, pack, driver::Ahead::NONE)
+    };
     Ok(())
 }
 

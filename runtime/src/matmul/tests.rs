@@ -376,3 +376,39 @@ fn avx2_panel_packing_matches_portable() {
         }
     }
 }
+
+/// Asking the caches for memory ahead (`matmul_with_path_ahead`) changes
+/// no bit of C on any path this CPU has, bf16 and f16, with an `ahead`
+/// shorter, as long as and far longer than the call's tiles.
+#[test]
+fn the_ahead_hint_changes_no_result() {
+    fn case<T: CubeInput>(seed: u64) {
+        let mut rng = Rng(seed);
+        for layout in [BLayout::KN, BLayout::NK] {
+            let g = Gemm::dense(64, 96, 130, layout, AccumMode::Overwrite);
+            let (al, bl, cl) = g.required_lens().unwrap();
+            let a: Vec<T> = rng.vec(al);
+            let b: Vec<T> = rng.vec(bl);
+            let after: Vec<T> = rng.vec(3 * bl);
+            for path in [
+                MatmulPath::Scalar,
+                MatmulPath::Avx2Fma,
+                MatmulPath::Avx512Bf16,
+            ] {
+                if !path.is_supported() {
+                    continue;
+                }
+                let mut want = vec![0f32; cl];
+                matmul_with_path(path, &g, &a, &b, &mut want).unwrap();
+                for len in [1, bl, 3 * bl] {
+                    let mut got = vec![f32::NAN; cl];
+                    matmul_with_path_ahead(path, &g, &a, &b, &mut got, &after[..len]).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{path} {layout:?} ahead {len}");
+                }
+            }
+        }
+    }
+    case::<bf16>(31);
+    case::<f16>(37);
+}
