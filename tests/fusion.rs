@@ -245,6 +245,14 @@ fn folded_matmuls_count_the_programs_copies_and_matmuls() {
 /// program's (sequence 1's later K tiles read the clobbered bytes in both).
 #[test]
 fn a_copy_whose_source_is_overwritten_before_its_matmul_is_not_folded() {
+    clobbered_k_gives_op_per_call_bits("%k_k0_l0b = copy %k_k0 to l0b");
+}
+
+/// MLA decode (B = 2, H = 16, N = 256) with a load of sequence 0's KV
+/// block into `%k`'s L1 bytes inserted after the line containing `after`:
+/// the edited program gives the same bits folded and op-per-call, and they
+/// differ from the unedited program's.
+fn clobbered_k_gives_op_per_call_bits(after: &str) {
     use amla::compiler::ir;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
     let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
@@ -254,10 +262,10 @@ fn a_copy_whose_source_is_overwritten_before_its_matmul_is_not_folded() {
     }
     let c = compile(&src, &opts).unwrap();
     let text = ir::print::print(&c.ir);
-    let copy = text
+    let at = text
         .lines()
-        .find(|l| l.contains("%k_k0_l0b = copy %k_k0 to l0b"))
-        .expect("the first K tile's copy");
+        .find(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("no line with {after}"));
     let load = text
         .lines()
         .find(|l| l.contains("%k = load kv[%b, %j+:128, ..]"))
@@ -265,7 +273,7 @@ fn a_copy_whose_source_is_overwritten_before_its_matmul_is_not_folded() {
     let clobber = load
         .replace("%k = ", "%clobber = ")
         .replace("kv[%b,", "kv[%0,");
-    let edited_text = text.replacen(copy, &format!("{copy}\n{clobber}"), 1);
+    let edited_text = text.replacen(at, &format!("{at}\n{clobber}"), 1);
     assert_ne!(edited_text, text);
     let k = ir::parse::parse(&edited_text).unwrap_or_else(|e| panic!("{e:?}"));
     ir::verify::verify(&k).unwrap_or_else(|e| panic!("{e:?}"));
@@ -365,53 +373,10 @@ fn a_kv_block_inside_the_tensor_is_read_in_gm_by_its_matmuls() {
 }
 
 /// A load whose L1 tile is overwritten before its copies read it is not
-/// read in GM in place: the edited program (a load of sequence 0's KV
-/// block into `%k`'s L1 bytes right after `%k`'s load) gives the same bits
-/// folded and op-per-call, and they differ from the unedited program's.
+/// read in GM in place: the edited program (the clobbering load right after
+/// `%k`'s load, before any copy) gives the op-per-call bits, which read
+/// the clobbered tile.
 #[test]
 fn a_load_whose_tile_is_overwritten_before_its_copies_is_not_read_in_gm() {
-    use amla::compiler::ir;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
-    let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
-    let mut opts = CompileOptions::new().expect("built-in target");
-    for (n, v) in [("B", "2"), ("H", "16"), ("N", "256")] {
-        opts.defines.insert(n, v);
-    }
-    let c = compile(&src, &opts).unwrap();
-    let text = ir::print::print(&c.ir);
-    let load = text
-        .lines()
-        .find(|l| l.contains("%k = load kv[%b, %j+:128, ..]"))
-        .expect("the K block load");
-    let clobber = load
-        .replace("%k = ", "%clobber = ")
-        .replace("kv[%b,", "kv[%0,");
-    let edited_text = text.replacen(load, &format!("{load}\n{clobber}"), 1);
-    assert_ne!(edited_text, text);
-    let k = ir::parse::parse(&edited_text).unwrap_or_else(|e| panic!("{e:?}"));
-    ir::verify::verify(&k).unwrap_or_else(|e| panic!("{e:?}"));
-    let mut edited = c.clone();
-    edited.ir = k;
-    let run = |c: &amla::compiler::driver::Compilation, unfused| {
-        let cg = CodegenOptions {
-            unfused,
-            ..CodegenOptions::verified()
-        };
-        let exe = Executable::with_options(c, &opts.target, &cg).unwrap();
-        let specs = exe.input_specs().unwrap();
-        let inputs = generate_all(&specs, &InputOptions::default(), |_| None).unwrap();
-        let out = exe.run(&inputs, &RunConfig::default()).unwrap();
-        out.outputs.iter().map(bits).collect::<Vec<_>>()
-    };
-    let folded = run(&edited, false);
-    assert_eq!(
-        folded,
-        run(&edited, true),
-        "edited program, folded against op-per-call"
-    );
-    assert_ne!(
-        folded,
-        run(&c, false),
-        "the clobbering load changes the result"
-    );
+    clobbered_k_gives_op_per_call_bits("%k = load kv[%b, %j+:128, ..]");
 }
