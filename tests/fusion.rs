@@ -183,6 +183,94 @@ fn a_row_maximum_is_ieee_maximum_in_any_order_fused_or_not() {
     }
 }
 
+/// Outlined `exp`s (`codegen/fuse.rs`): a chain of two (three phases), a
+/// value and a mask carried from phase 0 to phase 2, a bf16 `exp`, rows
+/// with a tail; the fused code calls the runtime's `exp` (the op-per-loop
+/// code never does) and gives the op-per-loop bits, on the default inputs
+/// and on rows full of specials.
+#[test]
+fn outlined_exps_give_the_bits_of_one_loop_per_op() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/exp_phases.amla");
+    let src = SourceFile::new("exp_phases.amla", std::fs::read_to_string(&path).unwrap());
+    let opts = CompileOptions::new().expect("built-in target");
+    let c = compile(&src, &opts).unwrap();
+    let exp_calls = |unfused| {
+        let cg = CodegenOptions {
+            unfused,
+            ..CodegenOptions::default()
+        };
+        let clif = amla::compiler::codegen::emit_clif(&c.ir, &cg).unwrap();
+        // The runtime's `exp` is the only import without a status.
+        let Some(f) = clif.lines().find_map(|l| {
+            let l = l.trim();
+            let (sig, _) = l.split_once(" = (i64, i64) system_v")?;
+            Some(sig.to_string())
+        }) else {
+            return 0;
+        };
+        let fname = clif
+            .lines()
+            .find_map(|l| {
+                let (n, rest) = l.trim().split_once(" = u0:")?;
+                rest.ends_with(&format!(" {f}")).then(|| n.to_string())
+            })
+            .expect("the exp import");
+        clif.matches(&format!("call {fname}(")).count()
+    };
+    assert_eq!(exp_calls(true), 0);
+    assert_eq!(exp_calls(false), 3);
+    same_bits(
+        outputs(&path, &[], false),
+        outputs(&path, &[], true),
+        "default inputs",
+    );
+    let (b, r, cols) = (2usize, 8usize, 37usize);
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::from_bits(1),
+        -f32::from_bits(0x007F_FFFF),
+        200.0,
+        -300.0,
+        177.445_68,
+        -208.0,
+    ];
+    let x: Vec<f32> = (0..b * r * cols)
+        .map(|i| {
+            if i % 5 == 0 {
+                specials[(i / 5) % specials.len()]
+            } else {
+                ((i * 37) % 101) as f32 * 0.9 - 45.0
+            }
+        })
+        .collect();
+    let input = || {
+        Some(vec![HostTensor {
+            name: "x".into(),
+            shape: vec![b, r, cols],
+            data: HostData::F32(x.clone()),
+        }])
+    };
+    same_bits(
+        outputs_with(&path, &[], false, input()),
+        outputs_with(&path, &[], true, input()),
+        "specials",
+    );
+}
+
+/// Fused outputs `a` and op-per-loop outputs `b` are the same bits.
+fn same_bits(a: Vec<(String, Vec<u32>)>, b: Vec<(String, Vec<u32>)>, what: &str) {
+    assert_eq!(a.len(), b.len());
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        let diff = x.iter().zip(y).filter(|(p, q)| p != q).count();
+        assert_eq!(diff, 0, "{what}: `{n}` differs in {diff} elements");
+    }
+}
+
 #[test]
 fn a_load_read_in_place_past_the_end_reads_zeros() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/point_past_the_end.amla");

@@ -647,5 +647,6 @@ pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             "amla_rt_exp2_scale_f32",
             amla_rt_exp2_scale_f32 as *const u8,
         ),
+        ("amla_rt_exp_f32", crate::vexp::amla_rt_exp_f32 as *const u8),
     ]
 }

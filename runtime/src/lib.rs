@@ -33,6 +33,7 @@ pub mod race;
 pub mod rescale;
 pub mod stats;
 pub mod trace;
+pub mod vexp;
 
 pub use ctx::KernelCtx;
 pub use launch::{Entry, EntryFn, Kernel, LaunchReport, RustEntry, Unit, launch};

@@ -122,6 +122,20 @@ pub const INSTRUMENT_SYMBOLS: &[(&str, &[u8])] = &[
     ("amla_rt_note_gm", b"wllllw"),
 ];
 
+/// The runtime's in-place `exp` over f32 (`amla_runtime::vexp`), which
+/// fused loops call once per row: `(ptr, len)`, no context, no status.
+/// Declared in every module but imported into a function only when it is
+/// called, so functions without an outlined `exp` keep their text.
+pub const EXP_SYMBOL: &str = "amla_rt_exp_f32";
+
+/// The signature of [`EXP_SYMBOL`].
+pub fn exp_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(types::I64));
+    sig.params.push(AbiParam::new(types::I64));
+    sig
+}
+
 /// The Cranelift signature of runtime symbol `params` (see [`SYMBOLS`]).
 pub fn symbol_signature(params: &[u8], call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);

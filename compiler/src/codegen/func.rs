@@ -113,6 +113,10 @@ pub(crate) struct FnCx<'a, 'f> {
     pub fusion: super::fuse::Fusion,
     /// Copies folded into matmuls and matmul chains ([`super::matmul_fold`]).
     pub matmul_fold: super::matmul_fold::MatmulFold,
+    /// [`abi::EXP_SYMBOL`]: its module id, and its reference once imported
+    /// into this function ([`Self::call_exp`]).
+    exp_fn: Option<FuncId>,
+    exp_ref: Option<cl::FuncRef>,
 }
 
 /// A GM tensor as JIT code sees it.
@@ -189,6 +193,8 @@ pub(crate) fn translate(
             off: opts.unfused || instrument.any(),
             ..Default::default()
         },
+        exp_fn: imports.get(abi::EXP_SYMBOL).copied(),
+        exp_ref: None,
     };
     cx.fusion_uses(f.body);
     cx.prologue(f)?;
@@ -240,6 +246,39 @@ impl FnCx<'_, '_> {
         let st = self.b.inst_results(call)[0];
         let c = self.b.ins().icmp_imm_s(IntCC::NotEqual, st, 0);
         self.fail_if(c, st);
+        Ok(())
+    }
+
+    /// Calls the runtime's in-place `exp` on `len` (i64) f32 at `p`,
+    /// importing [`abi::EXP_SYMBOL`] into the function at the first call
+    /// (as `Module::declare_func_in_func` would).
+    pub fn call_exp(&mut self, p: cl::Value, len: cl::Value) -> Result<()> {
+        let f = match self.exp_ref {
+            Some(f) => f,
+            None => {
+                let id = self.exp_fn.ok_or_else(|| {
+                    CodegenError::Cranelift(format!("runtime symbol {} missing", abi::EXP_SYMBOL))
+                })?;
+                let cc = self.b.func.signature.call_conv;
+                let signature = self.b.func.import_signature(abi::exp_signature(cc));
+                let name = self
+                    .b
+                    .func
+                    .declare_imported_user_function(cl::UserExternalName {
+                        namespace: 0,
+                        index: id.as_u32(),
+                    });
+                let f = self.b.func.import_function(cl::ExtFuncData {
+                    name: cl::ExternalName::user(name),
+                    signature,
+                    colocated: false,
+                    patchable: false,
+                });
+                self.exp_ref = Some(f);
+                f
+            }
+        };
+        self.b.ins().call(f, &[p, len]);
         Ok(())
     }
 

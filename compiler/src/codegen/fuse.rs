@@ -7,7 +7,7 @@
 //! Codegen still translates the IR it is given without rewriting it: fusion
 //! only decides *where* an op's lane code is emitted. The op-per-loop code
 //! (`CodegenOptions::unfused`) is the reference; the fused code computes the
-//! same bits (`codegen::tests::fused_matches_unfused`).
+//! same bits (`tests/fusion.rs`).
 //!
 //! # The rule
 //!
@@ -42,6 +42,48 @@
 //!   `simd_math::running_max_step` in both);
 //! - a bf16 member's value is stored as the bits its rounding produced
 //!   (rounding an exact bf16 value again is the identity).
+//!
+//! # Outlined `exp`
+//!
+//! Cranelift's x86 SIMD is 128-bit, so an `exp` in the loop is the
+//! polynomial 4 lanes at a time (~50 instructions, its constants reloaded
+//! every step). A member `exp` whose input a member computes is instead
+//! **outlined** when the rows have at least 32 columns (`OUTLINE_MIN_COLS`;
+//! shorter rows keep it inline: the call and the buffer round trip cost
+//! about what the wide polynomial saves — `tests/kernels/row_stats.amla` at
+//! `B=64 R=128`, median kernel time of 3 alternated `amlac bench` runs,
+//! inline → outlined: 16 columns 0.47 → 0.50 ms, 24: 0.77 → 0.71, 32:
+//! 1.01 → 0.72, 64: 1.10 → 0.85): the row's loop is split into phases at
+//! each outlined `exp`. Phase 0 computes every member that needs no
+//! outlined `exp`'s result and stores each outlined `exp`'s input into a
+//! per-row stack buffer (`cols × 4` bytes); then one call per buffer,
+//! `amla_rt_exp_f32(buf, cols)` (`amla_runtime::vexp`: AVX-512, AVX2 or
+//! scalar, chosen by the runtime, bit-identical to `simd_math::exp_f32x4`
+//! on all 2^32 inputs), turns it into the `exp`'s results in place; phase 1
+//! reads them from the buffer (rounded to the `exp`'s dtype as the inline
+//! lane code would) and computes the members that depend on them, and so on
+//! for chains of `exp`s. A value computed in one phase and read in a later
+//! one goes through a row buffer of its own. Each reduction runs in the
+//! phase its input is computed in, with the same four lane partials,
+//! `(l0 ∘ l1) ∘ (l2 ∘ l3)` and tail as before; each stored value is stored
+//! in its phase. Codegen always emits the call (no host CPU check: the
+//! emitted code is the same on every machine). Not outlined (one phase):
+//! row buffers of over 2^14 lanes in all (`OUTLINE_MAX_LANES`, on the
+//! unit's stack), or a value stored in one phase in place over a tile a
+//! later phase reads. The op-per-loop `exp` (`unfused`, the reference)
+//! keeps `exp_f32x4`, so `tests/fusion.rs` compares the two.
+//!
+//! Before and after, per row of `mla_decode`'s `[128, 128]` group
+//! (`p = exp(s - m_new)`, `pc = bf16(p * c)`, `rowsum(p)`):
+//!
+//! ```text
+//! before: 32 steps: load s, sub m, exp (inline, 4 lanes), mul c, round
+//!         to bf16, store pc, add p to the rowsum lanes; combine
+//! after:  32 steps: load s, sub m, store to buf;
+//!         call amla_rt_exp_f32(buf, 128) (8 AVX-512 vectors);
+//!         32 steps: load p from buf, mul c, round to bf16, store pc, add p
+//!         to the rowsum lanes; combine
+//! ```
 //!
 //! # Invariant: the same memory effects
 //!
@@ -87,7 +129,9 @@ use super::func::FnCx;
 use super::{CodegenError, Result, simd_math as sm};
 use cranelift_codegen::ir::condcodes::IntCC;
 
-use crate::ir::{Block, DType, Index, Inst, InstKind, ReduceOp, Space, TileType, Type, Value};
+use crate::ir::{
+    Block, DType, Index, Inst, InstKind, ReduceOp, Space, TileType, Type, UnaryOp, Value,
+};
 
 /// One fused group.
 #[derive(Clone, Debug)]
@@ -156,6 +200,28 @@ struct Cand {
 
 /// A byte range of one buffer.
 type Range = (Space, u64, u64);
+
+/// Rows shorter than this keep `exp` inline (the call and the buffer
+/// round trip cost about what the wide polynomial saves; measured in the
+/// module comment).
+const OUTLINE_MIN_COLS: u64 = 32;
+/// At most this many 4-byte lanes of row buffers per group (they are on the
+/// unit's stack).
+const OUTLINE_MAX_LANES: u64 = 1 << 14;
+
+/// The phases of a group's row loop ([`FnCx::plan_phases`]), by member
+/// index.
+#[derive(Clone)]
+struct Phases {
+    /// The phase each member is computed in.
+    of: Vec<usize>,
+    /// Number of phases (1: nothing outlined).
+    count: usize,
+    /// `exp` members computed by the runtime routine on a row buffer.
+    outlined: Vec<bool>,
+    /// Members a later phase reads (through a row buffer).
+    carried: Vec<bool>,
+}
 
 fn overlap(a: &Range, b: &Range) -> bool {
     a.0 == b.0 && a.1 < b.2 && b.1 < a.2
@@ -795,6 +861,36 @@ impl FnCx<'_, '_> {
             })
             .collect::<Result<_>>()?;
         let (rows, cols) = (g.rows, g.cols);
+        let ph = self.plan_phases(g, &fns);
+        // Row buffers (stack, `cols` lanes of 4 bytes each): an outlined
+        // `exp`'s (its input, then in place its result), by the exp's
+        // result; a carried value's, by the value.
+        let mut buf: HashMap<Value, cl::Value> = HashMap::new();
+        for (n, &m) in g.members.iter().enumerate() {
+            if ph.outlined[n] || ph.carried[n] {
+                let slot = self.b.create_sized_stack_slot(cl::StackSlotData::new(
+                    cl::StackSlotKind::ExplicitSlot,
+                    (cols * 4) as u32,
+                    4,
+                ));
+                let a = self.b.ins().stack_addr(types::I64, slot, 0);
+                buf.insert(k.insts[m].results[0], a);
+            }
+        }
+        let outlined: HashSet<Value> = g
+            .members
+            .iter()
+            .enumerate()
+            .filter(|&(n, _)| ph.outlined[n])
+            .map(|(_, &m)| k.insts[m].results[0])
+            .collect();
+        let vphase: HashMap<Value, usize> = g
+            .members
+            .iter()
+            .enumerate()
+            .map(|(n, &m)| (k.insts[m].results[0], ph.of[n]))
+            .collect();
+        let phase_of = |v: Value| vphase.get(&v).copied().unwrap_or(0);
         let ident = |rop: ReduceOp| match rop {
             ReduceOp::Max => f32::NEG_INFINITY,
             ReduceOp::Sum => 0.0,
@@ -821,20 +917,57 @@ impl FnCx<'_, '_> {
                 let v = c.b.ins().splat(types::I32X4, x);
                 per_row.insert(r, v);
             }
-            // One step: element `e` (i64, from the tile start), column `col`.
+            // One step of phase `q`: element `e` (i64, from the tile start),
+            // column `col`.
             let step = |c: &mut FnCx<'_, '_>,
                         e: cl::Value,
                         col: cl::Value,
-                        wide: bool|
+                        wide: bool,
+                        q: usize|
              -> Result<HashMap<Value, cl::Value>> {
                 let mut vals = per_row.clone();
-                // The value of `v` at element `e`: computed, or loaded from
-                // its tile (or read in place) once.
+                // Column `col` of row buffer `bp`.
+                let buf_at = |c: &mut FnCx<'_, '_>, bp: cl::Value| {
+                    let o = c.b.ins().imul_imm_s(col, 4);
+                    c.b.ins().iadd(bp, o)
+                };
+                // An outlined `exp`'s result at `col`, as f32 lanes.
+                let exp_result = |c: &mut FnCx<'_, '_>, bp: cl::Value| -> Result<cl::Value> {
+                    let a = buf_at(c, bp);
+                    if wide {
+                        sm::load4(&mut c.b, a, DType::F32)
+                    } else {
+                        sm::load1(&mut c.b, a, DType::F32)
+                    }
+                    .ok_or_else(|| CodegenError::invalid(op, "exp buffer"))
+                };
+                // The value of `v` at element `e`: computed, or read from
+                // its row buffer (an earlier phase's), or loaded from its
+                // tile (or read in place) once.
                 let value = |c: &mut FnCx<'_, '_>,
                              vals: &mut HashMap<Value, cl::Value>,
                              v: Value|
                  -> Result<cl::Value> {
                     if let Some(&x) = vals.get(&v) {
+                        return Ok(x);
+                    }
+                    if let Some(&bp) = buf.get(&v) {
+                        let d = k.ty(v).dtype();
+                        let x = if outlined.contains(&v) {
+                            let y = exp_result(c, bp)?;
+                            canonical(&mut c.b, y, d)
+                        } else {
+                            let ty = sm::lane_type(d)
+                                .ok_or_else(|| CodegenError::invalid(op, "lane type"))?;
+                            let a = buf_at(c, bp);
+                            if wide {
+                                c.b.ins().load(ty, super::func::mf(), a, 0)
+                            } else {
+                                let x = c.b.ins().load(ty.lane_type(), super::func::mf(), a, 0);
+                                c.b.ins().splat(ty, x)
+                            }
+                        };
+                        vals.insert(v, x);
                         return Ok(x);
                     }
                     let &(p, d) = ptr
@@ -862,25 +995,59 @@ impl FnCx<'_, '_> {
                 }
                 for (n, &m) in g.members.iter().enumerate() {
                     let Some(f) = &fns[n] else { continue };
-                    let r = k.insts[m].results[0];
-                    let mut args = Vec::new();
-                    k.kind(m).for_each_operand(|v| args.push(v));
-                    let mut xs = Vec::new();
-                    for v in args {
-                        xs.push(value(c, &mut vals, v)?);
+                    if ph.of[n] != q {
+                        continue;
                     }
-                    let y = f(&mut c.b, &xs);
+                    let r = k.insts[m].results[0];
+                    let y = if ph.outlined[n] {
+                        exp_result(c, buf[&r])?
+                    } else {
+                        let mut args = Vec::new();
+                        k.kind(m).for_each_operand(|v| args.push(v));
+                        let mut xs = Vec::new();
+                        for v in args {
+                            xs.push(value(c, &mut vals, v)?);
+                        }
+                        f(&mut c.b, &xs)
+                    };
                     let (y, bits) = canonical_bits(&mut c.b, y, k.ty(r).dtype());
                     if let Some(h) = bits {
                         bf16_bits.insert(r, h);
                     }
                     vals.insert(r, y);
                 }
+                // What a later phase reads: an outlined exp's input, a
+                // carried value.
+                for (n, &m) in g.members.iter().enumerate() {
+                    let r = k.insts[m].results[0];
+                    let x = if ph.outlined[n] && ph.of[n] == q + 1 {
+                        let InstKind::Unary(_, a) = *k.kind(m) else {
+                            return Err(CodegenError::invalid(op, "outlined exp"));
+                        };
+                        value(c, &mut vals, a)?
+                    } else if ph.carried[n] && ph.of[n] == q {
+                        vals[&r]
+                    } else {
+                        continue;
+                    };
+                    let a = buf_at(c, buf[&r]);
+                    if wide {
+                        c.b.ins().store(super::func::mf(), x, a, 0);
+                    } else {
+                        let x = c.b.ins().extractlane(x, 0);
+                        c.b.ins().store(super::func::mf(), x, a, 0);
+                    }
+                }
                 // A value read in place that no member computed with.
-                for v in outs.iter().map(|o| o.0).chain(reduces.iter().map(|r| r.2)) {
+                for v in outs
+                    .iter()
+                    .map(|o| o.0)
+                    .chain(reduces.iter().map(|r| r.2))
+                    .filter(|&v| phase_of(v) == q)
+                {
                     value(c, &mut vals, v)?;
                 }
-                for &(r, p, d) in &outs {
+                for &(r, p, d) in outs.iter().filter(|o| phase_of(o.0) == q) {
                     let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
                     let a = c.b.ins().iadd(p, o);
                     let x = vals[&r];
@@ -897,64 +1064,87 @@ impl FnCx<'_, '_> {
                 Ok(vals)
             };
             let n4 = cols / 4;
-            let mut accs: Vec<cl::Value> = reduces
-                .iter()
-                .map(|&(_, rop, ..)| sm::fsplat(&mut c.b, ident(rop)))
-                .collect();
-            if n4 > 0 {
-                let cnt = c.i64c(n4 as i64);
-                // Each reduction's accumulator, then the NaN mask of each
-                // maximum (`sm::running_max_step`), at `nan_at[n]`.
-                let mut init = accs.clone();
-                let mut nan_at = Vec::new();
-                for &(_, rop, ..) in &reduces {
-                    nan_at.push((rop == ReduceOp::Max).then_some(init.len()));
-                    if rop == ReduceOp::Max {
-                        init.push(sm::running_max_no_nan(&mut c.b));
-                    }
-                }
-                let out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
-                    let col = c.b.ins().imul_imm_s(i, 4);
-                    let e = c.b.ins().iadd(row_e, col);
-                    let vals = step(c, e, col, true)?;
-                    let mut next = a.to_vec();
-                    for (n, &(_, rop, inp, ..)) in reduces.iter().enumerate() {
-                        let v = vals[&inp];
-                        match nan_at[n] {
-                            Some(j) => {
-                                let (m, nan) = sm::running_max_step(&mut c.b, a[n], a[j], v);
-                                next[n] = m;
-                                next[j] = nan;
-                            }
-                            None => next[n] = comb(&mut c.b, rop, a[n], v),
+            let mut sums: Vec<Option<cl::Value>> = vec![None; reduces.len()];
+            for q in 0..ph.count {
+                // The reductions of this phase's values, by index.
+                let act: Vec<usize> = (0..reduces.len())
+                    .filter(|&n| phase_of(reduces[n].2) == q)
+                    .collect();
+                let mut accs: Vec<cl::Value> = act
+                    .iter()
+                    .map(|&n| sm::fsplat(&mut c.b, ident(reduces[n].1)))
+                    .collect();
+                if n4 > 0 {
+                    let cnt = c.i64c(n4 as i64);
+                    // Each reduction's accumulator, then the NaN mask of each
+                    // maximum (`sm::running_max_step`), at `nan_at[j]`.
+                    let mut init = accs.clone();
+                    let mut nan_at = Vec::new();
+                    for &n in &act {
+                        let rop = reduces[n].1;
+                        nan_at.push((rop == ReduceOp::Max).then_some(init.len()));
+                        if rop == ReduceOp::Max {
+                            init.push(sm::running_max_no_nan(&mut c.b));
                         }
                     }
-                    Ok(next)
-                })?;
-                for (n, acc) in accs.iter_mut().enumerate() {
-                    *acc = match nan_at[n] {
-                        Some(j) => sm::running_max_finish(&mut c.b, out[n], out[j]),
-                        None => out[n],
-                    };
+                    let out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
+                        let col = c.b.ins().imul_imm_s(i, 4);
+                        let e = c.b.ins().iadd(row_e, col);
+                        let vals = step(c, e, col, true, q)?;
+                        let mut next = a.to_vec();
+                        for (j, &n) in act.iter().enumerate() {
+                            let (_, rop, inp, ..) = reduces[n];
+                            let v = vals[&inp];
+                            match nan_at[j] {
+                                Some(t) => {
+                                    let (m, nan) = sm::running_max_step(&mut c.b, a[j], a[t], v);
+                                    next[j] = m;
+                                    next[t] = nan;
+                                }
+                                None => next[j] = comb(&mut c.b, rop, a[j], v),
+                            }
+                        }
+                        Ok(next)
+                    })?;
+                    for (j, acc) in accs.iter_mut().enumerate() {
+                        *acc = match nan_at[j] {
+                            Some(t) => sm::running_max_finish(&mut c.b, out[j], out[t]),
+                            None => out[j],
+                        };
+                    }
+                }
+                let mut part: Vec<cl::Value> = Vec::new();
+                for (&n, &acc) in act.iter().zip(&accs) {
+                    let rop = reduces[n].1;
+                    let l: Vec<cl::Value> =
+                        (0..4u8).map(|l| c.b.ins().extractlane(acc, l)).collect();
+                    let x = comb(&mut c.b, rop, l[0], l[1]);
+                    let y = comb(&mut c.b, rop, l[2], l[3]);
+                    part.push(comb(&mut c.b, rop, x, y));
+                }
+                for t in n4 * 4..cols {
+                    let col = c.i64c(t as i64);
+                    let e = c.b.ins().iadd_imm_s(row_e, t as i64);
+                    let vals = step(c, e, col, false, q)?;
+                    for (j, &n) in act.iter().enumerate() {
+                        let (_, rop, inp, ..) = reduces[n];
+                        let v = c.b.ins().extractlane(vals[&inp], 0);
+                        part[j] = comb(&mut c.b, rop, part[j], v);
+                    }
+                }
+                for (&n, s) in act.iter().zip(part) {
+                    sums[n] = Some(s);
+                }
+                // The row's exps whose inputs this phase wrote.
+                for (n, &m) in g.members.iter().enumerate() {
+                    if ph.outlined[n] && ph.of[n] == q + 1 {
+                        let len = c.i64c(cols as i64);
+                        c.call_exp(buf[&k.insts[m].results[0]], len)?;
+                    }
                 }
             }
-            let mut sums: Vec<cl::Value> = Vec::new();
-            for (&(_, rop, ..), &acc) in reduces.iter().zip(&accs) {
-                let l: Vec<cl::Value> = (0..4u8).map(|l| c.b.ins().extractlane(acc, l)).collect();
-                let x = comb(&mut c.b, rop, l[0], l[1]);
-                let y = comb(&mut c.b, rop, l[2], l[3]);
-                sums.push(comb(&mut c.b, rop, x, y));
-            }
-            for t in n4 * 4..cols {
-                let col = c.i64c(t as i64);
-                let e = c.b.ins().iadd_imm_s(row_e, t as i64);
-                let vals = step(c, e, col, false)?;
-                for (n, &(_, rop, inp, ..)) in reduces.iter().enumerate() {
-                    let v = c.b.ins().extractlane(vals[&inp], 0);
-                    sums[n] = comb(&mut c.b, rop, sums[n], v);
-                }
-            }
-            for (&(_, _, _, p, od), &s) in reduces.iter().zip(&sums) {
+            for (&(_, _, _, p, od), s) in reduces.iter().zip(&sums) {
+                let s = s.ok_or_else(|| CodegenError::invalid(op, "reduction phase"))?;
                 let v = c.b.ins().splat(types::F32X4, s);
                 let o = c.b.ins().imul_imm_s(row, od.bytes() as i64);
                 let a = c.b.ins().iadd(p, o);
@@ -963,6 +1153,107 @@ impl FnCx<'_, '_> {
             }
             Ok(())
         })
+    }
+
+    /// Splits group `g`'s row loop into phases at its outlined `exp`s (see
+    /// the module comment): every member's phase, which members are
+    /// outlined and which values a later phase reads from a row buffer.
+    /// One phase (nothing outlined) when the rows are short, the buffers
+    /// too big, or a phase would read a tile an earlier phase overwrote.
+    fn plan_phases(&self, g: &Group, fns: &[Option<super::vector::BoxLaneFn>]) -> Phases {
+        let k = self.k;
+        let len = g.members.len();
+        let flat = Phases {
+            of: vec![0; len],
+            count: 1,
+            outlined: vec![false; len],
+            carried: vec![false; len],
+        };
+        if g.cols < OUTLINE_MIN_COLS {
+            return flat;
+        }
+        let idx: HashMap<Value, usize> = g
+            .members
+            .iter()
+            .enumerate()
+            .map(|(n, &m)| (k.insts[m].results[0], n))
+            .collect();
+        // The member computing `v` with lane code, if any.
+        let computed = |v: Value| idx.get(&v).copied().filter(|&j| fns[j].is_some());
+        let mut ph = flat.clone();
+        for (n, &m) in g.members.iter().enumerate() {
+            let mut p = 0;
+            k.kind(m).for_each_operand(|v| {
+                if let Some(&j) = idx.get(&v) {
+                    p = p.max(ph.of[j]);
+                }
+            });
+            if fns[n].is_some()
+                && let InstKind::Unary(UnaryOp::Exp, a) = *k.kind(m)
+                && computed(a).is_some()
+            {
+                ph.outlined[n] = true;
+                p += 1;
+            }
+            ph.of[n] = p;
+        }
+        ph.count = ph.of.iter().max().map_or(1, |&p| p + 1);
+        if ph.count == 1 {
+            return flat;
+        }
+        // A value carried to a later phase (an outlined exp reads its
+        // input from its own buffer).
+        let mut reads: Vec<(Range, usize)> = Vec::new();
+        for (n, &m) in g.members.iter().enumerate() {
+            if fns[n].is_none() || ph.outlined[n] {
+                continue;
+            }
+            let mut operands = Vec::new();
+            k.kind(m).for_each_operand(|v| operands.push(v));
+            for v in operands {
+                match computed(v) {
+                    Some(j) => {
+                        if !ph.outlined[j] && ph.of[j] < ph.of[n] {
+                            ph.carried[j] = true;
+                        }
+                    }
+                    None => {
+                        // Read from memory in this phase: an outside tile or
+                        // an in-place load.
+                        let in_memory = idx
+                            .get(&v)
+                            .is_none_or(|&j| matches!(k.kind(g.members[j]), InstKind::Load { .. }));
+                        if in_memory && k.ty(v).as_tile().is_some() {
+                            let Some(r) = self.range(v) else {
+                                return flat;
+                            };
+                            reads.push((r, ph.of[n]));
+                        }
+                    }
+                }
+            }
+        }
+        let bufs = (0..len)
+            .filter(|&n| ph.outlined[n] || ph.carried[n])
+            .count() as u64;
+        if bufs * g.cols > OUTLINE_MAX_LANES {
+            return flat;
+        }
+        // A store in one phase over a tile a later phase reads (an in-place
+        // result): element `e` would be read after it is overwritten.
+        for (n, &m) in g.members.iter().enumerate() {
+            let r = k.insts[m].results[0];
+            if !g.stored.contains(&r) || matches!(k.kind(m), InstKind::Reduce(..)) {
+                continue;
+            }
+            let Some(w) = self.range(r) else {
+                return flat;
+            };
+            if reads.iter().any(|(v, q)| *q > ph.of[n] && overlap(&w, v)) {
+                return flat;
+            }
+        }
+        ph
     }
 }
 

@@ -582,6 +582,14 @@ fn declare_all(k: &Kernel, module: &mut JITModule, opts: &CodegenOptions) -> Res
             .map_err(cl_err)?;
         imports.insert(*name, id);
     }
+    let id = module
+        .declare_function(
+            abi::EXP_SYMBOL,
+            Linkage::Import,
+            &abi::exp_signature(call_conv),
+        )
+        .map_err(cl_err)?;
+    imports.insert(abi::EXP_SYMBOL, id);
     let mut funcs = Vec::new();
     for f in &k.funcs {
         if !matches!(f.unit, Unit::Cube | Unit::Vector) {

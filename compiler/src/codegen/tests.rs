@@ -285,3 +285,29 @@ fn concurrent_jit_emits_what_one_function_at_a_time_emits() {
         alone_module.free_memory();
     }
 }
+
+/// The runtime's `exp` routine (`amla_runtime::vexp`, which fused loops
+/// call on a row's `exp` inputs) gives the JIT's `exp_f32x4` bits on every
+/// supported path, on the sampled inputs (specials, thresholds ±2 ulp,
+/// around every `k·ln2/2`, random patterns and values) and every edge
+/// pattern. All 2^32 inputs: the `jit_exp_exhaustive` example.
+#[test]
+fn runtime_exp_is_bit_identical_to_the_jit() {
+    use amla_runtime::vexp::{available_paths, exp_in_place_with, sample_inputs};
+    let mut xs = sample_inputs(200_000);
+    xs.extend(edge_patterns().into_iter().map(f32::from_bits));
+    let want = JitUnary::new(UnaryOp::Exp).unwrap().apply(&xs);
+    for p in available_paths() {
+        let mut got = xs.clone();
+        exp_in_place_with(p, &mut got);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{}: exp({:#010x})",
+                p.name(),
+                xs[i].to_bits()
+            );
+        }
+    }
+}
