@@ -205,6 +205,11 @@ type Range = (Space, u64, u64);
 /// round trip cost about what the wide polynomial saves; measured in the
 /// module comment).
 const OUTLINE_MIN_COLS: u64 = 32;
+/// 4-lane steps per iteration of a fused row loop: fewer loop-counter,
+/// address and spill-reload instructions per step (`mla_decode`'s score
+/// loop spends about a third of its instructions on them at one step).
+const STEP_UNROLL: u64 = 4;
+
 /// At most this many 4-byte lanes of row buffers per group (they are on the
 /// unit's stack).
 const OUTLINE_MAX_LANES: u64 = 1 << 14;
@@ -917,20 +922,19 @@ impl FnCx<'_, '_> {
                 let v = c.b.ins().splat(types::I32X4, x);
                 per_row.insert(r, v);
             }
-            // One step of phase `q`: element `e` (i64, from the tile start),
-            // column `col`.
+            // One step of phase `q`: element `e + off` (`e` an i64 from the
+            // tile start, `off` a constant, so that the steps of an unrolled
+            // iteration share `e`'s address arithmetic), column `col + off`.
             let step = |c: &mut FnCx<'_, '_>,
                         e: cl::Value,
                         col: cl::Value,
+                        off: i64,
                         wide: bool,
                         q: usize|
              -> Result<HashMap<Value, cl::Value>> {
                 let mut vals = per_row.clone();
-                // Column `col` of row buffer `bp`.
-                let buf_at = |c: &mut FnCx<'_, '_>, bp: cl::Value| {
-                    let o = c.b.ins().imul_imm_s(col, 4);
-                    c.b.ins().iadd(bp, o)
-                };
+                // Column `col + off` of row buffer `bp`.
+                let buf_at = |c: &mut FnCx<'_, '_>, bp: cl::Value| at(c, bp, col, off, 4);
                 // An outlined `exp`'s result at `col`, as f32 lanes.
                 let exp_result = |c: &mut FnCx<'_, '_>, bp: cl::Value| -> Result<cl::Value> {
                     let a = buf_at(c, bp);
@@ -973,8 +977,7 @@ impl FnCx<'_, '_> {
                     let &(p, d) = ptr
                         .get(&v)
                         .ok_or_else(|| CodegenError::invalid(op, format!("{v} has no value")))?;
-                    let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
-                    let a = c.b.ins().iadd(p, o);
+                    let a = at(c, p, e, off, d.bytes() as i64);
                     let x = if wide {
                         sm::load4(&mut c.b, a, d)
                     } else {
@@ -988,7 +991,8 @@ impl FnCx<'_, '_> {
                 // them to: stored as they are (rounding again is the identity).
                 let mut bf16_bits: HashMap<Value, cl::Value> = HashMap::new();
                 for &r in &col_iota {
-                    let x = c.b.ins().ireduce(types::I32, col);
+                    let ck = c.b.ins().iadd_imm_s(col, off);
+                    let x = c.b.ins().ireduce(types::I32, ck);
                     let s = c.b.ins().splat(types::I32X4, x);
                     let v = if wide { c.b.ins().iadd(s, lanes) } else { s };
                     vals.insert(r, v);
@@ -1048,8 +1052,7 @@ impl FnCx<'_, '_> {
                     value(c, &mut vals, v)?;
                 }
                 for &(r, p, d) in outs.iter().filter(|o| phase_of(o.0) == q) {
-                    let o = c.b.ins().imul_imm_s(e, d.bytes() as i64);
-                    let a = c.b.ins().iadd(p, o);
+                    let a = at(c, p, e, off, d.bytes() as i64);
                     let x = vals[&r];
                     match bf16_bits.get(&r) {
                         Some(&h) if d == DType::Bf16 => sm::store_bf16_bits(&mut c.b, a, h, wide),
@@ -1075,7 +1078,6 @@ impl FnCx<'_, '_> {
                     .map(|&n| sm::fsplat(&mut c.b, ident(reduces[n].1)))
                     .collect();
                 if n4 > 0 {
-                    let cnt = c.i64c(n4 as i64);
                     // Each reduction's accumulator, then the NaN mask of each
                     // maximum (`sm::running_max_step`), at `nan_at[j]`.
                     let mut init = accs.clone();
@@ -1087,25 +1089,50 @@ impl FnCx<'_, '_> {
                             init.push(sm::running_max_no_nan(&mut c.b));
                         }
                     }
-                    let out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
-                        let col = c.b.ins().imul_imm_s(i, 4);
-                        let e = c.b.ins().iadd(row_e, col);
-                        let vals = step(c, e, col, true, q)?;
-                        let mut next = a.to_vec();
-                        for (j, &n) in act.iter().enumerate() {
-                            let (_, rop, inp, ..) = reduces[n];
-                            let v = vals[&inp];
-                            match nan_at[j] {
-                                Some(t) => {
-                                    let (m, nan) = sm::running_max_step(&mut c.b, a[j], a[t], v);
-                                    next[j] = m;
-                                    next[t] = nan;
+                    // Folds one step's values into the accumulators `a`.
+                    let advance =
+                        |c: &mut FnCx<'_, '_>,
+                         a: &[cl::Value],
+                         vals: &HashMap<Value, cl::Value>| {
+                            let mut next = a.to_vec();
+                            for (j, &n) in act.iter().enumerate() {
+                                let (_, rop, inp, ..) = reduces[n];
+                                let v = vals[&inp];
+                                match nan_at[j] {
+                                    Some(t) => {
+                                        let (m, nan) =
+                                            sm::running_max_step(&mut c.b, a[j], a[t], v);
+                                        next[j] = m;
+                                        next[t] = nan;
+                                    }
+                                    None => next[j] = comb(&mut c.b, rop, a[j], v),
                                 }
-                                None => next[j] = comb(&mut c.b, rop, a[j], v),
                             }
+                            next
+                        };
+                    // `STEP_UNROLL` steps an iteration, then the steps left
+                    // over straight: the steps run in the same order, so
+                    // every lane's reduction folds its elements in the same
+                    // order as one step an iteration would.
+                    let unroll = STEP_UNROLL.min(n4);
+                    let (iters, left) = (n4 / unroll, n4 % unroll);
+                    let cnt = c.i64c(iters as i64);
+                    let mut out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
+                        let col = c.b.ins().imul_imm_s(i, (unroll * 4) as i64);
+                        let e = c.b.ins().iadd(row_e, col);
+                        let mut a = a.to_vec();
+                        for u in 0..unroll {
+                            let vals = step(c, e, col, (u * 4) as i64, true, q)?;
+                            a = advance(c, &a, &vals);
                         }
-                        Ok(next)
+                        Ok(a)
                     })?;
+                    for s in iters * unroll..iters * unroll + left {
+                        let col = c.i64c((s * 4) as i64);
+                        let e = c.b.ins().iadd(row_e, col);
+                        let vals = step(c, e, col, 0, true, q)?;
+                        out = advance(c, &out, &vals);
+                    }
                     for (j, acc) in accs.iter_mut().enumerate() {
                         *acc = match nan_at[j] {
                             Some(t) => sm::running_max_finish(&mut c.b, out[j], out[t]),
@@ -1125,7 +1152,7 @@ impl FnCx<'_, '_> {
                 for t in n4 * 4..cols {
                     let col = c.i64c(t as i64);
                     let e = c.b.ins().iadd_imm_s(row_e, t as i64);
-                    let vals = step(c, e, col, false, q)?;
+                    let vals = step(c, e, col, 0, false, q)?;
                     for (j, &n) in act.iter().enumerate() {
                         let (_, rop, inp, ..) = reduces[n];
                         let v = c.b.ins().extractlane(vals[&inp], 0);
@@ -1259,6 +1286,18 @@ impl FnCx<'_, '_> {
 
 /// `v` as a store of dtype `d` and a reload give it (its lane type; bf16
 /// rounded to nearest even).
+/// The address of element `i + k` of a run of `bytes`-byte elements at `p`
+/// (`k` a constant, folded into the access's displacement).
+fn at(c: &mut FnCx<'_, '_>, p: cl::Value, i: cl::Value, k: i64, bytes: i64) -> cl::Value {
+    let o = c.b.ins().imul_imm_s(i, bytes);
+    let a = c.b.ins().iadd(p, o);
+    if k == 0 {
+        a
+    } else {
+        c.b.ins().iadd_imm_s(a, k * bytes)
+    }
+}
+
 fn canonical(b: &mut cranelift_frontend::FunctionBuilder, v: cl::Value, d: DType) -> cl::Value {
     canonical_bits(b, v, d).0
 }
