@@ -723,9 +723,22 @@ fn emit_row_map_i32x4(
     len: cl::Value,
     op: &mut dyn FnMut(&mut FunctionBuilder, cl::Value) -> cl::Value,
 ) {
-    let n4 = b.ins().sshr_imm_u(len, 2);
+    // Four 4-lane steps an iteration (one address computation and one loop
+    // test for 16 values), then the 4-lane steps left over, then the tail.
+    let n16 = b.ins().sshr_imm_u(len, 4);
     let zero = b.ins().iconst(types::I64, 0);
-    range_loop(b, zero, n4, &mut |b, i| {
+    range_loop(b, zero, n16, &mut |b, i| {
+        let o = b.ins().ishl_imm_u(i, 6);
+        let a = b.ins().iadd(p, o);
+        for k in 0..4 {
+            let v = b.ins().load(types::I32X4, mf(), a, 16 * k);
+            let r = op(b, v);
+            b.ins().store(mf(), r, a, 16 * k);
+        }
+    });
+    let n4 = b.ins().sshr_imm_u(len, 2);
+    let first4 = b.ins().ishl_imm_u(n16, 2);
+    range_loop(b, first4, n4, &mut |b, i| {
         let o = b.ins().ishl_imm_u(i, 4);
         let a = b.ins().iadd(p, o);
         let v = b.ins().load(types::I32X4, mf(), a, 0);
