@@ -69,9 +69,17 @@
 //!   folded copy of the same block or an `extract` view placed inside the
 //!   tile whose readers are such (views of views too), nothing from the
 //!   load to the last of those copies' calls writes L1 over the tile
-//!   ([`Planner::writes_l1_outside`]), and no op of the kernel writes the
-//!   tensor (a `store`, `atomic_add` or `atomic_exp_add`): GM then holds
-//!   what the load would have copied whenever a matmul reads it.
+//!   ([`Planner::writes_l1_outside`]), and no op of this function writes
+//!   the tensor (a `store`, `atomic_add` or `atomic_exp_add`). Then GM
+//!   holds what the load would have copied whenever a matmul reads it: a
+//!   tensor nothing writes holds the same bytes all launch long; one only
+//!   the other unit writes (`ws_cast`, MLA's P tile, which the Vector
+//!   stores and the Cube loads for P·V) folds only when this function
+//!   raises no flag from the load to the last call. The schedule orders
+//!   every write of the other unit against the load (`split` inserts the
+//!   flags): a write before the load is before the calls too, and a write
+//!   after it waits on a flag this function raises after the load, which
+//!   is then after the calls as well.
 
 use std::collections::{HashMap, HashSet};
 
@@ -146,6 +154,15 @@ impl FnCx<'_, '_> {
     }
 }
 
+/// Who writes a tensor, seen from the function a block is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writer {
+    /// That function (perhaps others too).
+    ThisFunction,
+    /// Only other functions (the other unit: a workspace between them).
+    OtherFunctions,
+}
+
 /// What [`Planner::plan`] decided for one block.
 #[derive(Default)]
 pub(crate) struct BlockPlan {
@@ -213,7 +230,7 @@ impl Planner<'_> {
                             (*c, last)
                         })
                         .collect();
-                    let written = self.written_tensors();
+                    let written = self.written_tensors(block);
                     let loads = insts
                         .iter()
                         .copied()
@@ -263,16 +280,17 @@ impl Planner<'_> {
     /// Whether `i` is a GM → L1 load whose tile only folded copies of this
     /// block read (directly or through `extract` views placed inside it), of a
     /// rank-2 box whose columns are the tensor's last dim, from a tensor
-    /// nothing in the kernel writes, and nothing from the load to the last
-    /// of those copies' matmul calls writes L1 over the tile: its matmuls
-    /// can read the tensor in place whenever they would have read the tile
-    /// (the tensor holds the same bytes all launch long).
+    /// this function does not write (and, when another does, raising no
+    /// flag from the load to the last call; see the module docs), and
+    /// nothing from the load to the last of those copies' matmul calls
+    /// writes L1 over the tile: its matmuls can read the tensor in place
+    /// whenever they would have read the tile.
     fn foldable_load(
         &self,
         i: Inst,
         insts: &[Inst],
         read_until: &HashMap<Inst, usize>,
-        written: &HashSet<crate::ir::Tensor>,
+        written: &HashMap<crate::ir::Tensor, Writer>,
         pos: &HashMap<Inst, usize>,
     ) -> bool {
         let k = self.k;
@@ -292,7 +310,7 @@ impl Planner<'_> {
         if rt.space != Space::L1
             || rt.shape.len() != 2
             || rt.dtype != k.tensors[*tensor].dtype
-            || written.contains(tensor)
+            || written.get(tensor) == Some(&Writer::ThisFunction)
             || ranges != 2
             || index
                 .last()
@@ -312,7 +330,20 @@ impl Planner<'_> {
             .map(|c| read_until[c])
             .max()
             .unwrap_or(pos[&i]);
-        insts[pos[&i] + 1..until]
+        let window = &insts[pos[&i] + 1..until];
+        // Written by another unit: that unit's writes are ordered against
+        // the load by flags, and the writes after the load wait on a flag
+        // this function raises after it. With no `set_flag` from the load
+        // to the last call, that flag is raised after the calls too, so
+        // they read what the load would have.
+        if written.get(tensor) == Some(&Writer::OtherFunctions)
+            && window
+                .iter()
+                .any(|&j| matches!(k.kind(j), InstKind::SetFlag(_)))
+        {
+            return false;
+        }
+        window
             .iter()
             .all(|&j| self.writes_no_l1(j) || self.writes_l1_outside(j, lo, lo + bytes))
     }
@@ -367,19 +398,35 @@ impl Planner<'_> {
         })
     }
 
-    /// The tensors some op of the kernel writes.
-    fn written_tensors(&self) -> HashSet<crate::ir::Tensor> {
+    /// The tensors some op of the kernel writes (a `store`, `atomic_add`
+    /// or `atomic_exp_add`), and whether the function holding `block` is
+    /// one of their writers.
+    fn written_tensors(&self, block: Block) -> HashMap<crate::ir::Tensor, Writer> {
         let k = self.k;
-        let mut out = HashSet::new();
+        let mut out = HashMap::new();
         for f in &k.funcs {
-            k.walk(f.body, &mut |i| match k.kind(i) {
-                InstKind::Store { tensor, .. }
-                | InstKind::AtomicAdd { tensor, .. }
-                | InstKind::AtomicExpAdd { tensor, .. } => {
-                    out.insert(*tensor);
+            let mut here = f.body == block;
+            let mut writes = Vec::new();
+            k.walk(f.body, &mut |i| {
+                here |= k.kind(i).body() == Some(block);
+                match k.kind(i) {
+                    InstKind::Store { tensor, .. }
+                    | InstKind::AtomicAdd { tensor, .. }
+                    | InstKind::AtomicExpAdd { tensor, .. } => writes.push(*tensor),
+                    _ => {}
                 }
-                _ => {}
             });
+            for t in writes {
+                let w = if here {
+                    Writer::ThisFunction
+                } else {
+                    Writer::OtherFunctions
+                };
+                let e = out.entry(t).or_insert(w);
+                if w == Writer::ThisFunction {
+                    *e = w;
+                }
+            }
         }
         out
     }
@@ -472,5 +519,78 @@ impl Planner<'_> {
             return false;
         };
         vo >= so && vo < so + st.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SourceFile;
+    use crate::driver::{CompileOptions, compile};
+    use crate::ir::Unit;
+
+    const MLA: &str = include_str!("../../../dsl-examples/mla_decode.amla");
+
+    /// MLA decode's IR after the pipeline, as text.
+    fn mla_ir() -> String {
+        let src = SourceFile::new("mla_decode.amla", MLA);
+        let c = compile(&src, &CompileOptions::new().unwrap()).unwrap();
+        crate::ir::print(&c.ir)
+    }
+
+    /// The Cube's `load ws_cast[…]` ops the planner reads in GM, and all of
+    /// them, of the kernel `text`.
+    fn ws_cast_loads(text: &str) -> (usize, usize) {
+        let k = crate::ir::parse(text).expect("the printed IR parses");
+        let f = k.func(Unit::Cube).expect("a cube func");
+        let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
+        let mut blocks = vec![f.body];
+        k.walk(f.body, &mut |i| {
+            k.kind(i)
+                .for_each_operand(|v| uses.entry(v).or_default().push(i));
+            blocks.extend(k.kind(i).body());
+        });
+        let ws = k
+            .tensors
+            .iter()
+            .find(|(_, t)| t.name == "ws_cast")
+            .map(|(id, _)| id)
+            .expect("the ws_cast workspace");
+        let is_ws_load =
+            |i: &Inst| matches!(k.kind(*i), InstKind::Load { tensor, .. } if *tensor == ws);
+        let planner = Planner { k: &k, uses: &uses };
+        let (mut folded, mut all) = (0, 0);
+        for b in blocks {
+            all += k.blocks[b].insts.iter().filter(|i| is_ws_load(i)).count();
+            folded += planner
+                .plan(b)
+                .loads
+                .iter()
+                .filter(|i| is_ws_load(i))
+                .count();
+        }
+        (folded, all)
+    }
+
+    /// The P tile the Vector writes into `ws_cast` and the Cube loads for
+    /// P·V is read in GM by the matmuls (the Cube raises no flag between
+    /// the load and them); with a `set_flag` right after the load, the
+    /// Vector could overwrite the slot before the matmuls read it, so the
+    /// load stays a copy.
+    #[test]
+    fn a_tile_the_other_unit_writes_is_read_in_gm_only_with_no_flag_raised_before_its_matmuls() {
+        let text = mla_ir();
+        let (folded, all) = ws_cast_loads(&text);
+        assert!(all >= 2, "ws_cast loads: {all}");
+        assert_eq!(folded, all);
+        let mut edited = String::new();
+        for line in text.lines() {
+            edited.push_str(line);
+            edited.push('\n');
+            if line.contains("= load ws_cast[") {
+                edited.push_str("      set_flag 0\n");
+            }
+        }
+        assert_eq!(ws_cast_loads(&edited), (0, all));
     }
 }
