@@ -32,6 +32,7 @@ pub mod dce;
 pub mod mul_to_add;
 pub mod plan_memory;
 pub mod preload;
+pub mod range_fold;
 pub mod split;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -94,6 +95,7 @@ pub fn codegen_ready(k: &Kernel) -> Result<(), String> {
 /// line here, e.g. `"split" => Some(Box::new(split::Split)),`.
 pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
     match name {
+        "range-fold" => Some(Box::new(range_fold::RangeFold)),
         "mul-to-add" => Some(Box::new(mul_to_add::MulToAdd)),
         "split" => Some(Box::new(split::Split)),
         "preload" => Some(Box::new(preload::Preload)),
