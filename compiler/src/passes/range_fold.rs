@@ -150,7 +150,7 @@ impl Interval {
     }
 
     /// `-x` for `x` in `self` (`-i32::MIN` wraps: no interval).
-    pub fn neg(self) -> Option<Interval> {
+    pub fn negated(self) -> Option<Interval> {
         Interval::new(-self.hi, -self.lo)
     }
 
@@ -313,7 +313,9 @@ impl Analysis<'_> {
                 let (a, b) = (self.int(*a), self.int(*b));
                 a.zip(b).and_then(|(a, b)| a.binary(*op, b)).map(Fact::Int)
             }
-            InstKind::Unary(UnaryOp::Neg, a) => self.int(*a).and_then(Interval::neg).map(Fact::Int),
+            InstKind::Unary(UnaryOp::Neg, a) => {
+                self.int(*a).and_then(Interval::negated).map(Fact::Int)
+            }
             InstKind::Unary(UnaryOp::Not, a) => self.boolean(*a).map(|x| Fact::Bool(!x)),
             InstKind::Cmp(op, a, b) => {
                 let (a, b) = (self.int(*a), self.int(*b));
@@ -512,7 +514,7 @@ mod tests {
             iv(1 << 16, 1 << 16).binary(BinaryOp::Mul, iv(1 << 15, 1 << 15)),
             None
         );
-        assert_eq!(iv(min, 0).neg(), None);
+        assert_eq!(iv(min, 0).negated(), None);
         assert_eq!(iv(-4, 7).binary(BinaryOp::Min, iv(0, 3)), Some(iv(-4, 3)));
         assert_eq!(iv(-4, 7).binary(BinaryOp::Max, iv(0, 3)), Some(iv(0, 7)));
         assert_eq!(iv(1, 2).binary(BinaryOp::Div, iv(1, 2)), None);
