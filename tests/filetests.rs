@@ -158,6 +158,7 @@ fn doc_example(doc: &str) -> Option<(String, String)> {
 fn every_pass_doc_example_is_real_ir_and_what_the_pass_prints() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("compiler/src/passes");
     for (pass, file) in [
+        ("range-fold", "range_fold.rs"),
         ("split", "split/mod.rs"),
         ("tile", "tile.rs"),
         ("plan-memory", "plan_memory/mod.rs"),

@@ -43,7 +43,7 @@ fn every_example_after_every_pass() {
             let lowered = c.lowered.to_string();
             assert_round_trips("lower", &lowered);
             insta::assert_snapshot!("0-lower", lowered);
-            assert_eq!(c.report.dumps.len(), 5, "one dump per pass");
+            assert_eq!(c.report.dumps.len(), 6, "one dump per pass");
             for (i, d) in c.report.dumps.iter().enumerate() {
                 assert_round_trips(d.pass, &d.ir);
                 insta::assert_snapshot!(format!("{}-{}", i + 1, d.pass), d.ir);

@@ -226,7 +226,7 @@ mod tests {
             crate::ir::print(&recorded.ir)
         );
         assert!(skipped.notes.is_empty(), "{:?}", skipped.notes);
-        for pass in ["mul-to-add", "preload", "tile", "plan-memory"] {
+        for pass in ["range-fold", "mul-to-add", "preload", "tile", "plan-memory"] {
             assert!(
                 recorded.notes.iter().any(|n| n.pass == pass),
                 "no note of {pass}: {:?}",

@@ -9,15 +9,20 @@
 //!
 //! The order ([`PASS_ORDER`]) and why:
 //!
-//! 1. `mul-to-add`: rewrites the online-softmax rescale into AMLA's integer
+//! 1. `range-fold`: replaces a `select` whose integer comparison is decided
+//!    for every element (the KV-block mask when N is a multiple of the block
+//!    size) by the operand it takes (first: the rest sees the simpler
+//!    kernel, and it must precede `plan-memory`, since the kept operand
+//!    lives longer);
+//! 2. `mul-to-add`: rewrites the online-softmax rescale into AMLA's integer
 //!    exponent add (before split, while the whole kernel is one func);
-//! 2. `split`: cuts the `any` func into a `cube` and a `vector` func joined
+//! 3. `split`: cuts the `any` func into a `cube` and a `vector` func joined
 //!    by GM workspaces and flags;
-//! 3. `preload`: software-pipelines the Cube's QK of block `j + d` ahead of
+//! 4. `preload`: software-pipelines the Cube's QK of block `j + d` ahead of
 //!    PV of block `j` (needs the split funcs and their flags);
-//! 4. `tile`: cuts Cube matmuls into L0-sized, double-buffered sub-tiles
+//! 5. `tile`: cuts Cube matmuls into L0-sized, double-buffered sub-tiles
 //!    (before placement: a whole `[128, 576]` operand cannot fit L0A);
-//! 5. `plan-memory`: places every tile in a buffer and gives it an offset
+//! 6. `plan-memory`: places every tile in a buffer and gives it an offset
 //!    (last, after preload multi-buffers and tile cuts).
 //!
 //! Each pass file (`passes/<name>.rs`) registers itself by adding one line
@@ -32,6 +37,7 @@ pub mod dce;
 pub mod mul_to_add;
 pub mod plan_memory;
 pub mod preload;
+pub mod range_fold;
 pub mod split;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -45,7 +51,14 @@ use crate::ir::{Kernel, Space, SrcSpan, VerifyConfig, print, verify_with};
 use crate::target::Target;
 
 /// The passes of the default pipeline, in order (see the module docs).
-pub const PASS_ORDER: &[&str] = &["mul-to-add", "split", "preload", "tile", "plan-memory"];
+pub const PASS_ORDER: &[&str] = &[
+    "range-fold",
+    "mul-to-add",
+    "split",
+    "preload",
+    "tile",
+    "plan-memory",
+];
 
 /// The passes codegen needs: `split` (a `cube` and a `vector` func) and
 /// `plan-memory` (every tile placed). A pipeline without them can print IR
@@ -94,6 +107,7 @@ pub fn codegen_ready(k: &Kernel) -> Result<(), String> {
 /// line here, e.g. `"split" => Some(Box::new(split::Split)),`.
 pub fn registry(name: &str) -> Option<Box<dyn Pass>> {
     match name {
+        "range-fold" => Some(Box::new(range_fold::RangeFold)),
         "mul-to-add" => Some(Box::new(mul_to_add::MulToAdd)),
         "split" => Some(Box::new(split::Split)),
         "preload" => Some(Box::new(preload::Preload)),
@@ -634,7 +648,7 @@ mod tests {
         );
         assert_eq!(
             p.run(&mut k, &cx).unwrap_err().to_string(),
-            "unknown pass `splt` (valid passes: mul-to-add, split, preload, tile, plan-memory, rename)"
+            "unknown pass `splt` (valid passes: range-fold, mul-to-add, split, preload, tile, plan-memory, rename)"
         );
     }
 

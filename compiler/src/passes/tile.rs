@@ -1,7 +1,7 @@
 //! `tile`: hierarchical tiling of the Cube's matmuls.
 //!
 //! **Pass order.** `tile` runs *before* `plan-memory`
-//! (`mul-to-add → split → preload → tile → plan-memory`): it works on
+//! (`range-fold → mul-to-add → split → preload → tile → plan-memory`): it works on
 //! unplaced IR and emits `copy … to l0a|l0b` chunks that `plan-memory` then
 //! places; run after `plan-memory` it refuses untiled matmuls (their
 //! operands would already have been placed whole, which for MLA does not

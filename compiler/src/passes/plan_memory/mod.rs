@@ -3,7 +3,7 @@
 //! [`Kernel::offsets`].
 //!
 //! **Pass order.** `tile` must run *before* `plan-memory`
-//! (`mul-to-add → split → preload → tile → plan-memory`): `tile` cuts the
+//! (`range-fold → mul-to-add → split → preload → tile → plan-memory`): `tile` cuts the
 //! Cube's matmuls into L0-sized chunks and inserts their `copy … to l0a|l0b`
 //! operands, and this pass then places the chunks; the live-range allocator
 //! below turns the chunk order `tile` emits (next chunk's copies before this
