@@ -289,17 +289,13 @@ fn a_load_read_in_place_past_the_end_reads_zeros() {
 /// flops what the program's ops are (only the busy times differ), and the
 /// folded code makes far fewer runtime calls (per KV block, `Q·Kᵀ`'s six
 /// K tiles and twelve copies are one call, `P·V`'s five copies go).
-///
-/// Compiled without `range-fold`: with the mask folded, `S` fits UB and
-/// its load from the workspace is read in place by its fused group, and a
-/// fused in-place GM read records no MTE2 copy (the unfused load does), so
-/// the totals would differ by that load, not by anything the Cube folds.
+/// (The Vector's fused group reads `S` in GM in place and records the
+/// load it stands for: `amla_rt_note_read_in_place`.)
 #[test]
 fn folded_matmuls_count_the_programs_copies_and_matmuls() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dsl-examples/mla_decode.amla");
     let src = SourceFile::new("mla_decode.amla", std::fs::read_to_string(&path).unwrap());
-    let mut opts = CompileOptions::new().expect("built-in target");
-    opts.pipeline.disabled.push("range-fold".into());
+    let opts = CompileOptions::new().expect("built-in target");
     let c = compile(&src, &opts).unwrap();
     let run = |unfused| {
         let cg = CodegenOptions {

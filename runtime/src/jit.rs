@@ -342,6 +342,22 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
     }
 }
 
+/// MTE2: a GM → UB load of `bytes` bytes that fused Vector code reads in
+/// GM in place: recorded as the load would be (one call, its bytes, no
+/// busy time; trace path [`crate::FUSED_READ_PATH`]), nothing copied.
+///
+/// # Safety
+/// See the module contract.
+pub unsafe extern "C" fn amla_rt_note_read_in_place(ctx: *const KernelCtx, bytes: u64) -> i32 {
+    // SAFETY: module contract.
+    unsafe {
+        run(ctx, |env| {
+            env.note_read_in_place(bytes);
+            Ok(())
+        })
+    }
+}
+
 /// Sets cross-core flag `id` (Cube: releases every Vector unit; Vector:
 /// counts toward the Cube's wait).
 ///
@@ -635,6 +651,10 @@ pub fn jit_symbols() -> Vec<(&'static str, *const u8)> {
         ),
         ("amla_rt_matmul", amla_rt_matmul as *const u8),
         ("amla_rt_matmul_folded", amla_rt_matmul_folded as *const u8),
+        (
+            "amla_rt_note_read_in_place",
+            amla_rt_note_read_in_place as *const u8,
+        ),
         ("amla_rt_set_flag", amla_rt_set_flag as *const u8),
         ("amla_rt_wait_flag", amla_rt_wait_flag as *const u8),
         ("amla_rt_exp2_scale_gm", amla_rt_exp2_scale_gm as *const u8),

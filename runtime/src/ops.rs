@@ -77,6 +77,10 @@ pub const FOLDED_COPY_PATH: &str = "l1->l0 (folded into matmul)";
 /// matmul reads the GM tensor in place; trace events `copy <path>`).
 pub const FOLDED_LOAD_PATH: &str = "gm->l1 (folded into matmul)";
 
+/// The copy path name of GM → UB loads that fused Vector code reads in
+/// GM in place (trace events `copy <path>`; [`Env::note_read_in_place`]).
+pub const FUSED_READ_PATH: &str = "gm->ub (read in place by fused code)";
+
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
 /// program over consecutive K ranges of one C, `copies` L1 → L0 copies
 /// of their operands (`copy_bytes` in all) and `loads` GM → L1 loads
@@ -505,6 +509,22 @@ impl<'a> Env<'a> {
             c_off,
             Folded::NONE,
         )
+    }
+
+    /// Records a GM → UB load of `bytes` bytes that fused Vector code
+    /// reads in GM in place instead of copying (MTE2: one call, its bytes,
+    /// no busy time), so the per-pipe statistics count the program's loads.
+    pub fn note_read_in_place(&self, bytes: u64) {
+        let t0 = self.rt.now_ns();
+        self.rt.record_parts(
+            Pipe::Mte2,
+            || format!("copy {FUSED_READ_PATH}"),
+            t0,
+            t0,
+            1,
+            bytes,
+            0,
+        );
     }
 
     /// [`Env::matmul`] with A read from L0A, L1 or GM and B from L0B, L1 or

@@ -103,6 +103,8 @@ pub const SYMBOLS: &[(&str, &[u8])] = &[
     // a_buf, a_gm, a_off, lda, b_buf, b_gm, b_off, ldb, c_off, ldc, m, n, k,
     // b_layout, dtype, mode, parts, copies, copy_bytes, loads, load_bytes
     ("amla_rt_matmul_folded", b"wwllwwlllllllwwwwwlwl"),
+    // bytes
+    ("amla_rt_note_read_in_place", b"l"),
     ("amla_rt_set_flag", b"w"),
     ("amla_rt_wait_flag", b"wl"),
     // bytes, out pointer

@@ -16,8 +16,10 @@
 //! `unary`, `binary`, `cmp`, `select`, `cast` (no f16), `broadcast` of a
 //! scalar or of a per-row `[rows]` tile, `iota` along the last axis (or the
 //! rows of a rank-2 tile), a `load` of one contiguous GM run (points, then
-//! `..`; uninstrumented code only), read in place instead of copied first,
-//! plus `rowmax`/`rowsum` of a group value. Between
+//! `..`; uninstrumented code only), read in place instead of copied first
+//! (and recorded on MTE2 as the copy it stands for,
+//! `amla_rt_note_read_in_place`, so the statistics count the program's
+//! loads), plus `rowmax`/`rowsum` of a group value. Between
 //! two members may stand ops that are not members and do not read any
 //! member's result ("passed-over" ops: smaller Vector ops, scalar ops,
 //! flags, GM loads and stores, `atomic_exp_add`); they are emitted in their
@@ -756,6 +758,18 @@ impl FnCx<'_, '_> {
             sm::emit_zero_fill(&mut s.b, tp, tbytes);
             Ok(())
         })?;
+        // Counted as the op-per-loop load's MTE2 copy would be: one of a
+        // box inside the tensor (out of range it copies nothing), into a
+        // local buffer (a tile placed in `gm` is the JIT's own copy, which
+        // no pipe counts).
+        let local = self.k.ty(r).as_tile().is_some_and(|t| t.space != Space::Gm);
+        if local {
+            let inside = self.b.ins().icmp_imm_s(IntCC::NotEqual, inb, 0);
+            self.if_then(inside, &mut |s| {
+                let n = s.i64c(tbytes as i64);
+                s.call("amla_rt_note_read_in_place", &[n])
+            })?;
+        }
         Ok(self.b.ins().select(inb, gaddr, tp))
     }
 
