@@ -397,7 +397,8 @@ fn clobbered_k_gives_op_per_call_bits(after: &str) {
 /// lies inside `kv` (the trace has one folded load per such block), and
 /// the partial last block (N = 300) is copied into L1, zero-filled, as
 /// op-per-call code does; the P tile of every block, which the Vector
-/// writes into `ws_cast`, is read in GM too: the same bits and the same
+/// writes into `ws_cast`, is read in GM too, and every S is computed in
+/// GM by its chain's call instead of stored: the same bits and the same
 /// per-pipe calls, bytes and flops either way.
 #[test]
 fn a_kv_block_inside_the_tensor_is_read_in_gm_by_its_matmuls() {
@@ -466,6 +467,15 @@ fn a_kv_block_inside_the_tensor_is_read_in_gm_by_its_matmuls() {
     assert_eq!(
         count(&folded_names, "copy gm->l1"),
         count(&plain_names, "copy gm->l1") - 2 * per_seq
+    );
+    // The store of every block's S after its `Q·Kᵀ` chain is the chain's
+    // call (C computed in GM).
+    let stored = format!("copy {}", amla_runtime::FOLDED_STORE_PATH);
+    assert_eq!(count(&plain_names, &stored), 0);
+    assert_eq!(count(&folded_names, &stored), 2 * 3);
+    assert_eq!(
+        count(&folded_names, "copy l0c->gm"),
+        count(&plain_names, "copy l0c->gm") - 2 * 3
     );
 }
 

@@ -22,7 +22,7 @@ use crate::ctx::KernelCtx;
 use crate::dtype::DType;
 use crate::error::{RuntimeError, status};
 use crate::matmul::{AccumMode, BLayout, Gemm};
-use crate::ops::{Env, Folded, MatmulSrc, StoreMode, Tile};
+use crate::ops::{Env, Folded, FoldedStore, MatmulSrc, StoreMode, Tile};
 use crate::rescale::exp2_scale_bits;
 use crate::units::Buffer;
 
@@ -279,9 +279,12 @@ pub unsafe extern "C" fn amla_rt_matmul(
 /// Cube: [`amla_rt_matmul`] with A in `a_buf` (L0A, L1 or GM buffer
 /// `a_gm`) and B in `b_buf` (L0B, L1 or GM buffer `b_gm`), standing for
 /// `parts` matmuls of the program over consecutive K ranges, `copies` L1 →
-/// L0 copies (`copy_bytes` in all) and `loads` GM → L1 loads (`load_bytes`)
-/// the compiler folded into it (see `Env::matmul_folded`). A GM operand
-/// must be a tensor no unit writes during the launch.
+/// L0 copies (`copy_bytes` in all), `loads` GM → L1 loads (`load_bytes`)
+/// and, when `store_gm` is not 0, the store of C to GM buffer
+/// `store_gm - 1` (element `store_off`, row stride `store_ld`; `store_last`:
+/// this call finishes C) the compiler folded into it (see
+/// `Env::matmul_folded`). A GM operand must hold its bytes for the whole
+/// call (nothing writes it meanwhile: the schedule's flags order it).
 ///
 /// # Safety
 /// See the module contract.
@@ -309,6 +312,10 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
     copy_bytes: u64,
     loads: u32,
     load_bytes: u64,
+    store_gm: u32,
+    store_off: u64,
+    store_ld: u64,
+    store_last: u32,
 ) -> i32 {
     let src = |buf: u32, gm: u32, off: u64, what: &str| -> Result<MatmulSrc, RuntimeError> {
         let buffer = Buffer::from_code(buf)
@@ -335,6 +342,15 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
                     copy_bytes,
                     loads,
                     load_bytes,
+                    store: match store_gm {
+                        0 => None,
+                        g => Some(FoldedStore {
+                            gm_index: g - 1,
+                            offset: size(store_off, "store_off")?,
+                            ld: size(store_ld, "store_ld")?,
+                            last: store_last != 0,
+                        }),
+                    },
                 },
             )
             .map(|_| ())

@@ -39,6 +39,7 @@ pub use ctx::KernelCtx;
 pub use launch::{Entry, EntryFn, Kernel, LaunchReport, RustEntry, Unit, launch};
 pub use matmul::{AccumMode, BLayout, Gemm, MatmulPath};
 pub use ops::{
-    FOLDED_COPY_PATH, FOLDED_LOAD_PATH, FUSED_READ_PATH, Folded, MatmulSrc, StoreMode, Tile,
+    FOLDED_COPY_PATH, FOLDED_LOAD_PATH, FOLDED_STORE_PATH, FUSED_READ_PATH, Folded, FoldedStore,
+    MatmulSrc, StoreMode, Tile,
 };
 pub use pool::Launcher;

@@ -81,10 +81,34 @@ pub const FOLDED_LOAD_PATH: &str = "gm->l1 (folded into matmul)";
 /// GM in place (trace events `copy <path>`; [`Env::note_read_in_place`]).
 pub const FUSED_READ_PATH: &str = "gm->ub (read in place by fused code)";
 
+/// The copy path name of L0C → GM stores folded into a matmul call (the
+/// matmul writes C in GM; trace events `copy <path>`).
+pub const FOLDED_STORE_PATH: &str = "l0c->gm (folded into matmul)";
+
+/// A store of a matmul's C to GM that the compiler folded into the call:
+/// the program stores the `[m, n]` C to GM buffer `gm_index` at element
+/// `offset`, row stride `ld`, right after the matmul, and nothing reads C
+/// in L0C. With plain GM accesses ([`crate::gm::GmAccess::Ordered`]) the
+/// call computes C in GM; with atomic ones it computes C in L0C and, when
+/// `last`, copies it as the store would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldedStore {
+    /// The GM buffer.
+    pub gm_index: u32,
+    /// C's first element in it.
+    pub offset: usize,
+    /// Its row stride there (elements).
+    pub ld: usize,
+    /// The call is the last of its chain: C is final, the store happens
+    /// (and is counted) here.
+    pub last: bool,
+}
+
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
 /// program over consecutive K ranges of one C, `copies` L1 → L0 copies
-/// of their operands (`copy_bytes` in all) and `loads` GM → L1 loads
-/// (`load_bytes`) that the call reads in place.
+/// of their operands (`copy_bytes` in all), `loads` GM → L1 loads
+/// (`load_bytes`) that the call reads in place, and perhaps the store of
+/// C after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Folded {
     /// Matmuls of the program (≥ 1).
@@ -97,6 +121,8 @@ pub struct Folded {
     pub loads: u32,
     /// Their bytes.
     pub load_bytes: u64,
+    /// The folded store of C.
+    pub store: Option<FoldedStore>,
 }
 
 impl Folded {
@@ -107,6 +133,7 @@ impl Folded {
         copy_bytes: 0,
         loads: 0,
         load_bytes: 0,
+        store: None,
     };
 }
 
@@ -579,7 +606,12 @@ impl<'a> Env<'a> {
                 };
                 let s = self.resolve(&t)?;
                 if len > 0 {
-                    self.race_note(&s, &t, rows, cols, AccessKind::Read, "matmul operand")?;
+                    let kind = if what == "C" {
+                        AccessKind::Update
+                    } else {
+                        AccessKind::Read
+                    };
+                    self.race_note(&s, &t, rows, cols, kind, "matmul operand")?;
                 }
                 (s.base, s.cap)
             } else {
@@ -631,13 +663,40 @@ impl<'a> Env<'a> {
         } else {
             0
         };
-        let c = region(
-            MatmulSrc::local(Buffer::L0C, c_off),
-            cl,
-            DType::F32,
-            (g.m, g.n, g.ldc),
-            "C",
-        )?;
+        // C in GM when the store is folded and GM accesses are plain (the
+        // schedule orders them): the micro-kernel writes it there.
+        let direct = fold
+            .store
+            .filter(|_| self.rt.gm_access == crate::gm::GmAccess::Ordered);
+        let gd;
+        let (g, cl) = match direct {
+            Some(s) => {
+                gd = Gemm { ldc: s.ld, ..*g };
+                let cl = gd.required_lens()?.2;
+                (&gd, cl)
+            }
+            None => (g, cl),
+        };
+        let c = match direct {
+            Some(s) => region(
+                MatmulSrc {
+                    buffer: Buffer::Gm,
+                    gm_index: s.gm_index,
+                    offset: s.offset,
+                },
+                cl,
+                DType::F32,
+                (g.m, g.n, g.ldc),
+                "C",
+            )?,
+            None => region(
+                MatmulSrc::local(Buffer::L0C, c_off),
+                cl,
+                DType::F32,
+                (g.m, g.n, g.ldc),
+                "C",
+            )?,
+        };
         if fold.loads > 0 {
             self.rt.record_parts(
                 Pipe::Mte2,
@@ -662,8 +721,10 @@ impl<'a> Env<'a> {
         }
         // SAFETY: the three regions are in-bounds and suitably aligned
         // (64-byte bases, element offsets); C is in L0C, owned by this
-        // thread; A and B (only read) are in other local buffers of this
-        // thread or in GM tensors no unit writes during the launch
+        // thread, or (a folded store under plain GM accesses) in a GM
+        // region the schedule gives this unit alone until its flags say
+        // otherwise; A and B (only read) are in other local buffers of this
+        // thread or in GM tensors nothing writes during the call
         // (`MatmulSrc`), and no mutable reference to them is live during
         // the call. The `ahead` rows follow B inside its GM tensor
         // (`ahead_len` is clamped to its capacity; 0, an empty slice, for a
@@ -702,6 +763,39 @@ impl<'a> Env<'a> {
             bytes,
             g.flops(),
         );
+        match fold.store {
+            Some(s) if s.last && direct.is_some() => {
+                let t1 = self.rt.now_ns();
+                let bytes = (g.m * g.n * DType::F32.size_bytes()) as u64;
+                self.rt.record_parts(
+                    Pipe::FixPipe,
+                    || format!("copy {FOLDED_STORE_PATH}"),
+                    t1,
+                    t1,
+                    1,
+                    bytes,
+                    0,
+                );
+            }
+            Some(s) if s.last => {
+                let dst = Tile {
+                    buffer: Buffer::Gm,
+                    gm_index: s.gm_index,
+                    offset: s.offset,
+                    stride: s.ld,
+                    dtype: DType::F32,
+                };
+                let src = Tile {
+                    buffer: Buffer::L0C,
+                    gm_index: 0,
+                    offset: c_off,
+                    stride: g.ldc,
+                    dtype: DType::F32,
+                };
+                self.copy(&dst, &src, g.m, g.n, StoreMode::Overwrite)?;
+            }
+            _ => {}
+        }
         Ok(path)
     }
 

@@ -265,7 +265,33 @@ impl FnCx<'_, '_> {
         let (tensor, index) = (*tensor, index.clone());
         let r = self.k.insts[i].results[0];
         let t = self.tile(r, "load")?;
-        let dims = self.gm_box(tensor, &index, "load")?;
+        let (full, gm_off, row_stride) = self.gm_target(tensor, &index, "load")?;
+        let src = super::matmul_fold::GmSrc {
+            full,
+            gm_off,
+            row_stride,
+            gm_index: self.gm[&tensor].index,
+            l1_off: t.elem_off("load")?,
+            l1_stride: t.stride,
+            bytes: t.ty.bytes(),
+        };
+        let partial = self.b.ins().icmp_imm_s(IntCC::Equal, full, 0);
+        self.if_then(partial, &mut |s| s.emit_load_copy(i))?;
+        self.matmul_fold.gm_src.insert(r, src);
+        self.matmul_fold.uncounted_loads.insert(r);
+        Ok(())
+    }
+
+    /// Where the box `index` of `tensor` (two ranges) lies in GM at run
+    /// time: whether it lies inside the tensor (i8 0/1), the element
+    /// offset of its first element, the tensor's stride between its rows.
+    fn gm_target(
+        &mut self,
+        tensor: crate::ir::Tensor,
+        index: &[crate::ir::Index],
+        op: &str,
+    ) -> Result<(cl::Value, cl::Value, cl::Value)> {
+        let dims = self.gm_box(tensor, index, op)?;
         let mut full = self.b.ins().iconst(types::I8, 1);
         let mut gm_off = self.i64c(0);
         for d in &dims {
@@ -278,21 +304,8 @@ impl FnCx<'_, '_> {
         let row = dims
             .iter()
             .find(|d| !d.point)
-            .ok_or_else(|| CodegenError::invalid("load", "a folded load needs two ranges"))?;
-        let src = super::matmul_fold::GmSrc {
-            full,
-            gm_off,
-            row_stride: row.stride,
-            gm_index: self.gm[&tensor].index,
-            l1_off: t.elem_off("load")?,
-            l1_stride: t.stride,
-            bytes: t.ty.bytes(),
-        };
-        let partial = self.b.ins().icmp_imm_s(IntCC::Equal, full, 0);
-        self.if_then(partial, &mut |s| s.emit_load_copy(i))?;
-        self.matmul_fold.gm_src.insert(r, src);
-        self.matmul_fold.uncounted_loads.insert(r);
-        Ok(())
+            .ok_or_else(|| CodegenError::invalid(op, "a folded GM box needs two ranges"))?;
+        Ok((full, gm_off, row.stride))
     }
 
     fn emit_load_copy(&mut self, i: Inst) -> Result<()> {
@@ -337,6 +350,16 @@ impl FnCx<'_, '_> {
     }
 
     pub(crate) fn emit_store(&mut self, i: Inst) -> Result<()> {
+        // Done by its matmul's call when the box lies inside the tensor
+        // (`matmul_fold`): only the partial box is stored here.
+        if let Some(&full) = self.matmul_fold.store_full.get(&i) {
+            let partial = self.b.ins().icmp_imm_s(IntCC::Equal, full, 0);
+            return self.if_then(partial, &mut |s| s.emit_store_copy(i));
+        }
+        self.emit_store_copy(i)
+    }
+
+    fn emit_store_copy(&mut self, i: Inst) -> Result<()> {
         let (tensor, index, value, mode, op) = match self.k.kind(i) {
             InstKind::Store {
                 tensor,
@@ -852,13 +875,39 @@ impl FnCx<'_, '_> {
             .iter()
             .map(|&m| self.matmul_part(m))
             .collect::<Result<Vec<_>>>()?;
+        let mut runs = Vec::new();
         let mut start = 0;
         for j in 1..=parts.len() {
             if j < parts.len() && parts[j - 1].continues_into(&parts[j]) {
                 continue;
             }
-            self.emit_matmul_run(&parts[start..j], start == 0)?;
+            runs.push(start..j);
             start = j;
+        }
+        // The store of C, done by the call when the chain is one call.
+        let store = match self.matmul_fold.stores.get(&i) {
+            Some(&s) if runs.len() == 1 => {
+                let InstKind::Store { tensor, index, .. } = self.k.kind(s) else {
+                    return Err(CodegenError::invalid(
+                        "matmul",
+                        "a folded store is not a store",
+                    ));
+                };
+                let (tensor, index) = (*tensor, index.clone());
+                let (full, off, ld) = self.gm_target(tensor, &index, "store")?;
+                self.matmul_fold.store_full.insert(s, full);
+                Some(FoldedStoreArgs {
+                    full,
+                    gm_index: self.gm[&tensor].index,
+                    off,
+                    ld,
+                })
+            }
+            _ => None,
+        };
+        for r in runs {
+            let first = r.start == 0;
+            self.emit_matmul_run(&parts[r], first, store)?;
         }
         Ok(())
     }
@@ -949,7 +998,12 @@ impl FnCx<'_, '_> {
 
     /// Emits `parts` (consecutive K ranges of one C, or one matmul) as one
     /// call; `first`: the run starts its chain (its `acc` decides the mode).
-    fn emit_matmul_run(&mut self, parts: &[MatmulPart], first: bool) -> Result<()> {
+    fn emit_matmul_run(
+        &mut self,
+        parts: &[MatmulPart],
+        first: bool,
+        store: Option<FoldedStoreArgs>,
+    ) -> Result<()> {
         let op = "matmul";
         let (p0, last) = (&parts[0], &parts[parts.len() - 1]);
         let mode = match (first, p0.acc) {
@@ -972,7 +1026,7 @@ impl FnCx<'_, '_> {
                 }
             }
         }
-        if parts.len() == 1 && p0.copies.is_empty() {
+        if parts.len() == 1 && p0.copies.is_empty() && store.is_none() {
             let vals = [
                 p0.a.off,
                 p0.a.stride,
@@ -1031,6 +1085,22 @@ impl FnCx<'_, '_> {
             loads,
             load_bytes,
         ];
+        let mut args = args.to_vec();
+        match store {
+            Some(s) => {
+                let (none, code) = (self.i32c(0), self.i32c(i64::from(s.gm_index) + 1));
+                args.push(self.b.ins().select(s.full, code, none));
+                args.push(s.off);
+                args.push(s.ld);
+                args.push(self.i32c(1));
+            }
+            None => {
+                args.push(self.i32c(0));
+                args.push(self.i64c(0));
+                args.push(self.i64c(0));
+                args.push(self.i32c(0));
+            }
+        }
         self.call("amla_rt_matmul_folded", &args)
     }
 
@@ -1066,6 +1136,17 @@ impl FnCx<'_, '_> {
         let stride = self.b.ins().select(g.full, g.row_stride, l1_stride);
         Ok([buf, self.i32c(i64::from(g.gm_index)), off, stride])
     }
+}
+
+/// The GM target of a store a matmul call does (`matmul_fold`): whether
+/// the box lies inside the tensor (i8), the GM buffer, the element offset
+/// and row stride there.
+#[derive(Clone, Copy)]
+struct FoldedStoreArgs {
+    full: cl::Value,
+    gm_index: u32,
+    off: cl::Value,
+    ld: cl::Value,
 }
 
 /// Where a matmul reads an operand: buffer code, element offset, row stride

@@ -80,6 +80,20 @@
 //!   flags): a write before the load is before the calls too, and a write
 //!   after it waits on a flag this function raises after the load, which
 //!   is then after the calls as well.
+//! - A **store** of a chain's C (MLA's S after `Q·Kᵀ`) is done by the
+//!   chain's call when every matmul of the chain reads folded copies, the
+//!   first does not accumulate, the store (to an f32 tensor, a rank-2 box
+//!   whose columns are the tensor's last dim) is the only reader of C, its
+//!   index is computed before the call, and from the call to the store no
+//!   flag op, no access of the tensor and no op holding a block comes
+//!   between: C is then computed in GM (`amla_rt_matmul_folded`'s
+//!   `store_*` arguments), the store done early where nothing can tell.
+//!   Like a folded load it is decided at run time: a box not inside the
+//!   tensor is computed in L0C and stored as before; so is a chain that
+//!   runs as more than one call. The call records the store on FixPipe
+//!   (its bytes, no time, trace path `amla_runtime::FOLDED_STORE_PATH`);
+//!   under atomic GM accesses the runtime computes C in L0C and stores it
+//!   itself.
 
 use std::collections::{HashMap, HashSet};
 
@@ -109,6 +123,12 @@ pub(crate) struct MatmulFold {
     pub gm_src: HashMap<Value, GmSrc>,
     /// Folded loads the statistics have not counted yet.
     pub uncounted_loads: HashSet<Value>,
+    /// A chain's last matmul → the store of its C the call may do.
+    pub stores: HashMap<Inst, Inst>,
+    /// Stores a call does when its box lies inside the tensor: the store's
+    /// run-time "inside" flag (i8 0/1; filled when the chain is emitted as
+    /// one call).
+    pub store_full: HashMap<Inst, cranelift_codegen::ir::Value>,
 }
 
 /// Where a folded load's tile lies in GM, as JIT values of its block.
@@ -146,6 +166,7 @@ impl FnCx<'_, '_> {
             .extend(plan.copies.iter().copied());
         self.matmul_fold.copies.extend(plan.copies);
         self.matmul_fold.loads.extend(plan.loads);
+        self.matmul_fold.stores.extend(plan.stores);
         for chain in plan.chains {
             let (&last, rest) = chain.split_last().expect("non-empty chain");
             self.matmul_fold.deferred.extend(rest.iter().copied());
@@ -172,6 +193,8 @@ pub(crate) struct BlockPlan {
     pub chains: Vec<Vec<Inst>>,
     /// GM → L1 loads read in place by the matmuls of their folded copies.
     pub loads: Vec<Inst>,
+    /// (a chain's last matmul, the store of its C to GM the call does).
+    pub stores: Vec<(Inst, Inst)>,
 }
 
 /// The folding rule on IR alone (codegen and the host cost model share it).
@@ -236,10 +259,18 @@ impl Planner<'_> {
                         .copied()
                         .filter(|&i| self.foldable_load(i, insts, &read_until, &written, &pos))
                         .collect();
+                    let stores = chains
+                        .iter()
+                        .filter_map(|c| {
+                            let s = self.foldable_store(c, insts, &pos, &cands)?;
+                            Some((*c.last()?, s))
+                        })
+                        .collect();
                     return BlockPlan {
                         copies,
                         chains: chains.into_iter().filter(|c| c.len() > 1).collect(),
                         loads,
+                        stores,
                     };
                 }
             }
@@ -346,6 +377,81 @@ impl Planner<'_> {
         window
             .iter()
             .all(|&j| self.writes_no_l1(j) || self.writes_l1_outside(j, lo, lo + bytes))
+    }
+
+    /// The store of `chain`'s C its call can do itself (C computed in GM
+    /// instead of L0C): every matmul of the chain reads folded copies, the
+    /// first does not accumulate, the only reader of the last's result is
+    /// a `store` of it to an f32 tensor (a rank-2 box whose columns are the
+    /// tensor's last dim) later in the block, whose index is known where
+    /// the chain's call is emitted (its last matmul), and from that call
+    /// to the store no flag op and no access of the tensor (nor any op
+    /// holding a block) comes between: writing C in GM at the call is then
+    /// the store, done early, where nothing can tell.
+    fn foldable_store(
+        &self,
+        chain: &[Inst],
+        insts: &[Inst],
+        pos: &HashMap<Inst, usize>,
+        cands: &HashMap<Value, (Inst, Vec<Inst>)>,
+    ) -> Option<Inst> {
+        let k = self.k;
+        let (&first, &last) = (chain.first()?, chain.last()?);
+        let folded = |m: Inst| {
+            matches!(k.kind(m), InstKind::Matmul { a, b, .. }
+                if cands.contains_key(a) && cands.contains_key(b))
+        };
+        if !chain.iter().all(|&m| folded(m))
+            || !matches!(k.kind(first), InstKind::Matmul { acc: None, .. })
+        {
+            return None;
+        }
+        let r = *k.insts[last].results.first()?;
+        let [s] = self.uses.get(&r)?.as_slice() else {
+            return None;
+        };
+        let InstKind::Store {
+            tensor,
+            index,
+            value,
+        } = k.kind(*s)
+        else {
+            return None;
+        };
+        let (&ps, &pl) = (pos.get(s)?, pos.get(&last)?);
+        let ranges = index
+            .iter()
+            .filter(|x| !matches!(x, crate::ir::Index::Point(_)))
+            .count();
+        if *value != r
+            || ps <= pl
+            || k.tensors[*tensor].dtype != crate::ir::DType::F32
+            || k.ty(r).as_tile().is_none_or(|t| t.shape.len() != 2)
+            || ranges != 2
+            || index
+                .last()
+                .is_none_or(|x| matches!(x, crate::ir::Index::Point(_)))
+        {
+            return None;
+        }
+        // The index is computed before the call.
+        let mut known = true;
+        k.insts[*s].kind.for_each_operand(|v| {
+            if let Some(d) = k.def_inst(v).and_then(|d| pos.get(&d))
+                && v != r
+            {
+                known &= *d < pl;
+            }
+        });
+        let touches = |j: Inst| match k.kind(j) {
+            InstKind::SetFlag(_) | InstKind::WaitFlag(_) => true,
+            InstKind::Load { tensor: t, .. }
+            | InstKind::Store { tensor: t, .. }
+            | InstKind::AtomicAdd { tensor: t, .. }
+            | InstKind::AtomicExpAdd { tensor: t, .. } => t == tensor,
+            kind => kind.body().is_some() || matches!(kind, InstKind::Yield(_)),
+        };
+        (known && !insts[pl + 1..ps].iter().any(|&j| touches(j))).then_some(*s)
     }
 
     /// Whether every L1 tile `i` writes is placed outside bytes `lo..hi`
@@ -570,6 +676,61 @@ mod tests {
                 .count();
         }
         (folded, all)
+    }
+
+    /// The Cube's `store ws_matmul[…]` ops (S, after the `Q·Kᵀ` chain) the
+    /// planner lets the chain's call do, and all of them.
+    fn ws_matmul_stores(text: &str) -> (usize, usize) {
+        let k = crate::ir::parse(text).expect("the printed IR parses");
+        let f = k.func(Unit::Cube).expect("a cube func");
+        let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
+        let mut blocks = vec![f.body];
+        k.walk(f.body, &mut |i| {
+            k.kind(i)
+                .for_each_operand(|v| uses.entry(v).or_default().push(i));
+            blocks.extend(k.kind(i).body());
+        });
+        let ws = k
+            .tensors
+            .iter()
+            .find(|(_, t)| t.name == "ws_matmul")
+            .map(|(id, _)| id)
+            .expect("the ws_matmul workspace");
+        let is_ws_store =
+            |i: &Inst| matches!(k.kind(*i), InstKind::Store { tensor, .. } if *tensor == ws);
+        let planner = Planner { k: &k, uses: &uses };
+        let (mut folded, mut all) = (0, 0);
+        for b in blocks {
+            all += k.blocks[b].insts.iter().filter(|i| is_ws_store(i)).count();
+            folded += planner
+                .plan(b)
+                .stores
+                .iter()
+                .filter(|(_, s)| is_ws_store(s))
+                .count();
+        }
+        (folded, all)
+    }
+
+    /// The store of S after MLA's `Q·Kᵀ` chain is done by the chain's call
+    /// (C computed in GM); with a `wait_flag` between the chain and the
+    /// store, writing GM at the call could overtake what the wait orders,
+    /// so it stays a store.
+    #[test]
+    fn a_store_of_a_chains_c_is_done_by_its_call_only_with_no_flag_between() {
+        let text = mla_ir();
+        let (folded, all) = ws_matmul_stores(&text);
+        assert!(all >= 2, "ws_matmul stores: {all}");
+        assert_eq!(folded, all);
+        let mut edited = String::new();
+        for line in text.lines() {
+            if line.contains("store ws_matmul[") {
+                edited.push_str("      wait_flag 1\n");
+            }
+            edited.push_str(line);
+            edited.push('\n');
+        }
+        assert_eq!(ws_matmul_stores(&edited), (0, all));
     }
 
     /// The P tile the Vector writes into `ws_cast` and the Cube loads for

@@ -216,6 +216,8 @@ struct Walker<'a> {
     /// Host: GM → L1 loads codegen folds into matmul calls: free when the
     /// box lies inside the tensor (the matmuls read it in place).
     folded_loads: HashSet<Inst>,
+    /// Stores done by their matmul's folded call (`matmul_fold`).
+    folded_stores: HashSet<Inst>,
 }
 
 impl<'a> Walker<'a> {
@@ -257,6 +259,7 @@ impl<'a> Walker<'a> {
             folded: HashSet::new(),
             chained: HashSet::new(),
             folded_loads: HashSet::new(),
+            folded_stores: HashSet::new(),
         }
         .with_folding()
     }
@@ -279,6 +282,8 @@ impl<'a> Walker<'a> {
             let plan = planner.plan(block);
             self.folded.extend(plan.copies);
             self.folded_loads.extend(plan.loads);
+            self.folded_stores
+                .extend(plan.stores.iter().map(|&(_, s)| s));
             for chain in plan.chains {
                 self.chained.extend(chain[1..].iter().copied());
             }
@@ -821,6 +826,13 @@ impl<'a> Walker<'a> {
                 let mem = self.mem_of(*tensor, index, false);
                 let suffix = if atomic { " atomic" } else { "" };
                 let parts = match (self.host, tt.space) {
+                    (Some(_), _)
+                        if self.folded_stores.contains(&i) && self.box_inside(*tensor, index) =>
+                    {
+                        // Done by its matmul's call (C computed in GM).
+                        self.tally(format!("copy {}", amla_runtime::FOLDED_STORE_PATH), bytes);
+                        vec![(Pipe::Fixp, 0.0)]
+                    }
                     (Some(h), sp) => {
                         self.count(&format!("{sp}->gm{suffix}"), bytes);
                         let path = format!("{sp}->gm{}", if atomic { " (atomic add)" } else { "" });
