@@ -24,7 +24,7 @@ use crate::ctx::{KernelCtx, UnitRt};
 use crate::dtype::{DType, Element, conversion_supported, convert};
 use crate::error::RuntimeError;
 use crate::flags::FlagError;
-use crate::matmul::{self, AccumMode, Gemm, MatmulPath};
+use crate::matmul::{self, Gemm, MatmulPath};
 use crate::race::{AccessKind, Region};
 use crate::rescale::exp2_scale_bits;
 use crate::units::{Buffer, Pipe, UnitKind};
@@ -86,13 +86,11 @@ pub const FUSED_READ_PATH: &str = "gm->ub (read in place by fused code)";
 pub const FOLDED_STORE_PATH: &str = "l0c->gm (folded into matmul)";
 
 /// A store of a matmul's C to GM that the compiler folded into the call:
-/// the program stores (or atomically adds) the `[m, n]` C to GM buffer
-/// `gm_index` at element `offset`, row stride `ld`, right after the
-/// matmul, and nothing reads C in L0C. With plain GM accesses
-/// ([`crate::gm::GmAccess::Ordered`]) the call computes C in GM (an add:
-/// [`crate::AccumMode::AddAfter`], the bits of the product added after);
-/// with atomic ones it computes C in L0C and copies it as the store
-/// would.
+/// the program stores the `[m, n]` C to GM buffer `gm_index` at element
+/// `offset`, row stride `ld`, right after the matmul, and nothing reads C
+/// in L0C. With plain GM accesses ([`crate::gm::GmAccess::Ordered`]) the
+/// call computes C in GM; with atomic ones it computes C in L0C and, when
+/// `last`, copies it as the store would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FoldedStore {
     /// The GM buffer.
@@ -101,8 +99,9 @@ pub struct FoldedStore {
     pub offset: usize,
     /// Its row stride there (elements).
     pub ld: usize,
-    /// A store or an atomic add.
-    pub mode: StoreMode,
+    /// The call is the last of its chain: C is final, the store happens
+    /// (and is counted) here.
+    pub last: bool,
 }
 
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
@@ -666,22 +665,13 @@ impl<'a> Env<'a> {
         };
         // C in GM when the store is folded and GM accesses are plain (the
         // schedule orders them): the micro-kernel writes it there.
-        let direct = fold.store.filter(|s| {
-            self.rt.gm_access == crate::gm::GmAccess::Ordered
-                && !(s.mode == StoreMode::AtomicAdd && g.mode == AccumMode::Accumulate)
-        });
+        let direct = fold
+            .store
+            .filter(|_| self.rt.gm_access == crate::gm::GmAccess::Ordered);
         let gd;
         let (g, cl) = match direct {
             Some(s) => {
-                let mode = match s.mode {
-                    StoreMode::Overwrite => g.mode,
-                    StoreMode::AtomicAdd => AccumMode::AddAfter,
-                };
-                gd = Gemm {
-                    ldc: s.ld,
-                    mode,
-                    ..*g
-                };
+                gd = Gemm { ldc: s.ld, ..*g };
                 let cl = gd.required_lens()?.2;
                 (&gd, cl)
             }
@@ -774,7 +764,7 @@ impl<'a> Env<'a> {
             g.flops(),
         );
         match fold.store {
-            Some(_) if direct.is_some() => {
+            Some(s) if s.last && direct.is_some() => {
                 let t1 = self.rt.now_ns();
                 let bytes = (g.m * g.n * DType::F32.size_bytes()) as u64;
                 self.rt.record_parts(
@@ -787,7 +777,7 @@ impl<'a> Env<'a> {
                     0,
                 );
             }
-            Some(s) => {
+            Some(s) if s.last => {
                 let dst = Tile {
                     buffer: Buffer::Gm,
                     gm_index: s.gm_index,
@@ -802,9 +792,9 @@ impl<'a> Env<'a> {
                     stride: g.ldc,
                     dtype: DType::F32,
                 };
-                self.copy(&dst, &src, g.m, g.n, s.mode)?;
+                self.copy(&dst, &src, g.m, g.n, StoreMode::Overwrite)?;
             }
-            None => {}
+            _ => {}
         }
         Ok(path)
     }

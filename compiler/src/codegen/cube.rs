@@ -887,16 +887,13 @@ impl FnCx<'_, '_> {
         // The store of C, done by the call when the chain is one call.
         let store = match self.matmul_fold.stores.get(&i) {
             Some(&s) if runs.len() == 1 => {
-                let (tensor, index, mode) = match self.k.kind(s) {
-                    InstKind::Store { tensor, index, .. } => (*tensor, index.clone(), 0),
-                    InstKind::AtomicAdd { tensor, index, .. } => (*tensor, index.clone(), 1),
-                    _ => {
-                        return Err(CodegenError::invalid(
-                            "matmul",
-                            "a folded store is not a store",
-                        ));
-                    }
+                let InstKind::Store { tensor, index, .. } = self.k.kind(s) else {
+                    return Err(CodegenError::invalid(
+                        "matmul",
+                        "a folded store is not a store",
+                    ));
                 };
+                let (tensor, index) = (*tensor, index.clone());
                 let (full, off, ld) = self.gm_target(tensor, &index, "store")?;
                 self.matmul_fold.store_full.insert(s, full);
                 Some(FoldedStoreArgs {
@@ -904,7 +901,6 @@ impl FnCx<'_, '_> {
                     gm_index: self.gm[&tensor].index,
                     off,
                     ld,
-                    mode,
                 })
             }
             _ => None,
@@ -1096,7 +1092,7 @@ impl FnCx<'_, '_> {
                 args.push(self.b.ins().select(s.full, code, none));
                 args.push(s.off);
                 args.push(s.ld);
-                args.push(self.i32c(s.mode));
+                args.push(self.i32c(1));
             }
             None => {
                 args.push(self.i32c(0));
@@ -1151,8 +1147,6 @@ struct FoldedStoreArgs {
     gm_index: u32,
     off: cl::Value,
     ld: cl::Value,
-    /// 0 a store, 1 an atomic add.
-    mode: i64,
 }
 
 /// Where a matmul reads an operand: buffer code, element offset, row stride

@@ -13,10 +13,7 @@
 //!   `MR × NR` scratch tile and only the valid part is copied back, so C is
 //!   never written outside `[0, m) × [0, n)`.
 //! - The first K block loads C only in accumulate mode; later blocks always
-//!   accumulate. In add-after mode every micro-tile is computed from zero
-//!   into the scratch tile and then added into C (`c + p`); with more than
-//!   one K block the product goes into a scratch C first (one K block is
-//!   the MLA P·V case: K = 128).
+//!   accumulate.
 //! - `ahead` (memory the caller reads next, e.g. the next KV block of B
 //!   streamed from GM) is asked for, a few cache lines after each
 //!   micro-tile, spread over the whole call: a hint that changes no result.
@@ -92,20 +89,6 @@ fn prefetch_lines(ahead: &Ahead, next: &mut usize, n: usize) {
     *next = end.max(*next);
 }
 
-thread_local! {
-    /// The product of an add-after matmul of several K blocks.
-    static ADD_AFTER_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `dst[j] = dst[j] + src[j]` (the operand order of the runtime's L0C → GM
-/// add).
-#[inline]
-fn add_row(dst: &mut [f32], src: &[f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d += s;
-    }
-}
-
 /// The largest `MR × NR` of any path.
 const MAX_TILE: usize = 256;
 
@@ -143,30 +126,6 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
     uk: MicroKernel<P>,
     ahead: Ahead,
 ) {
-    if g.mode == AccumMode::AddAfter && geo.steps > geo.kc {
-        ADD_AFTER_SCRATCH.with(|s| {
-            let mut p = s.borrow_mut();
-            p.clear();
-            p.resize(g.m * g.n, 0.0);
-            let gp = Gemm {
-                ldc: g.n,
-                mode: AccumMode::Overwrite,
-                ..*g
-            };
-            // SAFETY: the caller's contract, with the scratch as C (m × n
-            // at stride n).
-            unsafe {
-                drive(
-                    &gp, &mut p, geo, scratch, in_place_a, pack_a, pack_b, uk, ahead,
-                )
-            };
-            for r in 0..g.m {
-                add_row(&mut c[r * g.ldc..][..g.n], &p[r * g.n..][..g.n]);
-            }
-        });
-        return;
-    }
-    let add_after = g.mode == AccumMode::AddAfter;
     let (mr, nr) = (geo.mr, geo.nr);
     let mblocks = g.m.div_ceil(mr);
     let nblocks = g.n.div_ceil(nr);
@@ -211,16 +170,7 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
                     None => (abuf[mb * pc * mr..].as_ptr(), 1, mr),
                 };
                 prefetch_lines(&ahead, &mut next_line, per_tile);
-                if add_after {
-                    // SAFETY: as below, into the mr × nr scratch tile.
-                    unsafe { uk(pc, ap, ars, aps, bp, tile.as_mut_ptr(), nr, false) };
-                    for r in 0..rows {
-                        add_row(
-                            &mut c[(i0 + r) * g.ldc + j0..][..cols],
-                            &tile[r * nr..][..cols],
-                        );
-                    }
-                } else if rows == mr && cols == nr {
+                if rows == mr && cols == nr {
                     let cp = c[i0 * g.ldc + j0..].as_mut_ptr();
                     // SAFETY: the panels hold pc*mr / pc*nr elements; the tile
                     // [i0, i0+mr) × [j0, j0+nr) is inside C (i0+mr <= m,
