@@ -142,7 +142,7 @@ impl Unit<'_> {
         self.env.matmul(g, dtype, a_off, b_off, c_off)
     }
     /// `C (+)= A·B` with A and B read where they are (L0A/L0B, L1, or a GM
-    /// tensor no unit writes during the launch), standing for what `fold`
+    /// tensor no unit writes during the call), standing for what `fold`
     /// says (see `Env::matmul_folded`; Cube only).
     pub fn matmul_folded(
         &mut self,

@@ -139,9 +139,10 @@ impl Folded {
 
 /// Where a matmul reads an operand: element `offset` of a local buffer, or
 /// of GM buffer `gm_index` when `buffer` is [`Buffer::Gm`] (a tensor no
-/// unit writes during the launch: the compiler folds only loads of those,
-/// so the matmul reads it with plain loads under any
-/// [`crate::gm::GmAccess`]).
+/// unit writes during the call: the compiler folds only loads of tensors
+/// nothing writes, or that the other unit writes with every write ordered
+/// against the call by the flags, so the matmul reads it with plain loads
+/// under any [`crate::gm::GmAccess`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulSrc {
     /// The buffer.
