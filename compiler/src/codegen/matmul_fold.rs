@@ -644,9 +644,15 @@ mod tests {
         crate::ir::print(&c.ir)
     }
 
-    /// The Cube's `load ws_cast[…]` ops the planner reads in GM, and all of
-    /// them, of the kernel `text`.
-    fn ws_cast_loads(text: &str) -> (usize, usize) {
+    /// Of the Cube's ops on workspace `tensor` that `is_op` picks, how many
+    /// the planner folds (`folded` picks them from a block's plan) and how
+    /// many there are, in the kernel `text`.
+    fn planned(
+        text: &str,
+        tensor: &str,
+        is_op: fn(&InstKind, crate::ir::Tensor) -> bool,
+        folded: fn(&BlockPlan) -> Vec<Inst>,
+    ) -> (usize, usize) {
         let k = crate::ir::parse(text).expect("the printed IR parses");
         let f = k.func(Unit::Cube).expect("a cube func");
         let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
@@ -659,57 +665,42 @@ mod tests {
         let ws = k
             .tensors
             .iter()
-            .find(|(_, t)| t.name == "ws_cast")
+            .find(|(_, t)| t.name == tensor)
             .map(|(id, _)| id)
-            .expect("the ws_cast workspace");
-        let is_ws_load =
-            |i: &Inst| matches!(k.kind(*i), InstKind::Load { tensor, .. } if *tensor == ws);
+            .expect("the workspace");
         let planner = Planner { k: &k, uses: &uses };
-        let (mut folded, mut all) = (0, 0);
+        let (mut n_folded, mut all) = (0, 0);
         for b in blocks {
-            all += k.blocks[b].insts.iter().filter(|i| is_ws_load(i)).count();
-            folded += planner
-                .plan(b)
-                .loads
+            let picked = |i: &Inst| is_op(k.kind(*i), ws);
+            all += k.blocks[b].insts.iter().filter(|i| picked(i)).count();
+            n_folded += folded(&planner.plan(b))
                 .iter()
-                .filter(|i| is_ws_load(i))
+                .filter(|i| picked(i))
                 .count();
         }
-        (folded, all)
+        (n_folded, all)
+    }
+
+    /// The Cube's `load ws_cast[…]` ops the planner reads in GM, and all of
+    /// them, of the kernel `text`.
+    fn ws_cast_loads(text: &str) -> (usize, usize) {
+        planned(
+            text,
+            "ws_cast",
+            |kind, ws| matches!(kind, InstKind::Load { tensor, .. } if *tensor == ws),
+            |p| p.loads.clone(),
+        )
     }
 
     /// The Cube's `store ws_matmul[…]` ops (S, after the `Q·Kᵀ` chain) the
     /// planner lets the chain's call do, and all of them.
     fn ws_matmul_stores(text: &str) -> (usize, usize) {
-        let k = crate::ir::parse(text).expect("the printed IR parses");
-        let f = k.func(Unit::Cube).expect("a cube func");
-        let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
-        let mut blocks = vec![f.body];
-        k.walk(f.body, &mut |i| {
-            k.kind(i)
-                .for_each_operand(|v| uses.entry(v).or_default().push(i));
-            blocks.extend(k.kind(i).body());
-        });
-        let ws = k
-            .tensors
-            .iter()
-            .find(|(_, t)| t.name == "ws_matmul")
-            .map(|(id, _)| id)
-            .expect("the ws_matmul workspace");
-        let is_ws_store =
-            |i: &Inst| matches!(k.kind(*i), InstKind::Store { tensor, .. } if *tensor == ws);
-        let planner = Planner { k: &k, uses: &uses };
-        let (mut folded, mut all) = (0, 0);
-        for b in blocks {
-            all += k.blocks[b].insts.iter().filter(|i| is_ws_store(i)).count();
-            folded += planner
-                .plan(b)
-                .stores
-                .iter()
-                .filter(|(_, s)| is_ws_store(s))
-                .count();
-        }
-        (folded, all)
+        planned(
+            text,
+            "ws_matmul",
+            |kind, ws| matches!(kind, InstKind::Store { tensor, .. } if *tensor == ws),
+            |p| p.stores.iter().map(|&(_, s)| s).collect(),
+        )
     }
 
     /// The store of S after MLA's `Q·Kᵀ` chain is done by the chain's call

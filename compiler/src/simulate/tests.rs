@@ -184,15 +184,8 @@ fn a_wait_nobody_sets_is_a_deadlock_error() {
 #[test]
 fn an_unsplit_kernel_is_refused() {
     let t = Target::ascend910b();
-    let all = [
-        "range-fold",
-        "mul-to-add",
-        "split",
-        "preload",
-        "tile",
-        "plan-memory",
-    ];
-    let k = compile(&[("B", "1"), ("N", "128")], &all, &t);
+    let all = crate::passes::PASS_ORDER;
+    let k = compile(&[("B", "1"), ("N", "128")], all, &t);
     let e = simulate(&k, &t, &SimConfig::default())
         .unwrap_err()
         .to_string();
