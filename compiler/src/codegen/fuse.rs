@@ -1128,7 +1128,9 @@ impl FnCx<'_, '_> {
                     // over straight: the steps run in the same order, so
                     // every lane's reduction folds its elements in the same
                     // order as one step an iteration would.
-                    let unroll = STEP_UNROLL.min(n4);
+                    // (A group of one row runs its loop once a call: not
+                    // worth the code, nor the compile time.)
+                    let unroll = if rows > 1 { STEP_UNROLL.min(n4) } else { 1 };
                     let (iters, left) = (n4 / unroll, n4 % unroll);
                     let cnt = c.i64c(iters as i64);
                     let mut out = c.counted_loop_carry(cnt, &init, &mut |c, i, a| {
