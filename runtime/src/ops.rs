@@ -88,9 +88,10 @@ pub const FOLDED_STORE_PATH: &str = "l0c->gm (folded into matmul)";
 /// A store of a matmul's C to GM that the compiler folded into the call:
 /// the program stores the `[m, n]` C to GM buffer `gm_index` at element
 /// `offset`, row stride `ld`, right after the matmul, and nothing reads C
-/// in L0C. With plain GM accesses ([`crate::gm::GmAccess::Ordered`]) the
-/// call computes C in GM; with atomic ones it computes C in L0C and, when
-/// `last`, copies it as the store would.
+/// in L0C; the call finishes C (the compiler folds a store only into a
+/// chain that is one call). With plain GM accesses
+/// ([`crate::gm::GmAccess::Ordered`]) the call computes C in GM; with
+/// atomic ones it computes C in L0C and copies it as the store would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FoldedStore {
     /// The GM buffer.
@@ -99,9 +100,6 @@ pub struct FoldedStore {
     pub offset: usize,
     /// Its row stride there (elements).
     pub ld: usize,
-    /// The call is the last of its chain: C is final, the store happens
-    /// (and is counted) here.
-    pub last: bool,
 }
 
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
@@ -670,34 +668,19 @@ impl<'a> Env<'a> {
             .store
             .filter(|_| self.rt.gm_access == crate::gm::GmAccess::Ordered);
         let gd;
-        let (g, cl) = match direct {
+        let (g, cl, c_src) = match direct {
             Some(s) => {
                 gd = Gemm { ldc: s.ld, ..*g };
-                let cl = gd.required_lens()?.2;
-                (&gd, cl)
-            }
-            None => (g, cl),
-        };
-        let c = match direct {
-            Some(s) => region(
-                MatmulSrc {
+                let c_src = MatmulSrc {
                     buffer: Buffer::Gm,
                     gm_index: s.gm_index,
                     offset: s.offset,
-                },
-                cl,
-                DType::F32,
-                (g.m, g.n, g.ldc),
-                "C",
-            )?,
-            None => region(
-                MatmulSrc::local(Buffer::L0C, c_off),
-                cl,
-                DType::F32,
-                (g.m, g.n, g.ldc),
-                "C",
-            )?,
+                };
+                (&gd, gd.required_lens()?.2, c_src)
+            }
+            None => (g, cl, MatmulSrc::local(Buffer::L0C, c_off)),
         };
+        let c = region(c_src, cl, DType::F32, (g.m, g.n, g.ldc), "C")?;
         if fold.loads > 0 {
             self.rt.record_parts(
                 Pipe::Mte2,
@@ -765,7 +748,7 @@ impl<'a> Env<'a> {
             g.flops(),
         );
         match fold.store {
-            Some(s) if s.last && direct.is_some() => {
+            Some(_) if direct.is_some() => {
                 let t1 = self.rt.now_ns();
                 let bytes = (g.m * g.n * DType::F32.size_bytes()) as u64;
                 self.rt.record_parts(
@@ -778,7 +761,7 @@ impl<'a> Env<'a> {
                     0,
                 );
             }
-            Some(s) if s.last => {
+            Some(s) => {
                 let dst = Tile {
                     buffer: Buffer::Gm,
                     gm_index: s.gm_index,
@@ -795,7 +778,7 @@ impl<'a> Env<'a> {
                 };
                 self.copy(&dst, &src, g.m, g.n, StoreMode::Overwrite)?;
             }
-            _ => {}
+            None => {}
         }
         Ok(path)
     }

@@ -1058,6 +1058,14 @@ impl FnCx<'_, '_> {
                 load_bytes = self.b.ins().iadd(load_bytes, bytes);
             }
         }
+        // The folded store's GM buffer (index + 1; 0: none), offset, stride.
+        let [store_gm, store_off, store_ld] = match store {
+            Some(s) => {
+                let (none, code) = (self.i32c(0), self.i32c(i64::from(s.gm_index) + 1));
+                [self.b.ins().select(s.full, code, none), s.off, s.ld]
+            }
+            None => [self.i32c(0), self.i64c(0), self.i64c(0)],
+        };
         let w = |cx: &mut Self, x: u32| cx.i32c(i64::from(x));
         let l = |cx: &mut Self, x: u64| cx.i64c(x as i64);
         let [a_buf, a_gm, a_off, a_stride] = self.operand_args(&p0.a)?;
@@ -1084,23 +1092,10 @@ impl FnCx<'_, '_> {
             l(self, copy_bytes),
             loads,
             load_bytes,
+            store_gm,
+            store_off,
+            store_ld,
         ];
-        let mut args = args.to_vec();
-        match store {
-            Some(s) => {
-                let (none, code) = (self.i32c(0), self.i32c(i64::from(s.gm_index) + 1));
-                args.push(self.b.ins().select(s.full, code, none));
-                args.push(s.off);
-                args.push(s.ld);
-                args.push(self.i32c(1));
-            }
-            None => {
-                args.push(self.i32c(0));
-                args.push(self.i64c(0));
-                args.push(self.i64c(0));
-                args.push(self.i32c(0));
-            }
-        }
         self.call("amla_rt_matmul_folded", &args)
     }
 

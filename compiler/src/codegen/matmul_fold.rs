@@ -334,18 +334,11 @@ impl Planner<'_> {
         let Some(rt) = k.ty(r).as_tile() else {
             return false;
         };
-        let ranges = index
-            .iter()
-            .filter(|x| !matches!(x, crate::ir::Index::Point(_)))
-            .count();
         if rt.space != Space::L1
             || rt.shape.len() != 2
             || rt.dtype != k.tensors[*tensor].dtype
             || written.get(tensor) == Some(&Writer::ThisFunction)
-            || ranges != 2
-            || index
-                .last()
-                .is_none_or(|x| matches!(x, crate::ir::Index::Point(_)))
+            || !rows_of_last_dim(index)
         {
             return false;
         }
@@ -397,10 +390,7 @@ impl Planner<'_> {
     ) -> Option<Inst> {
         let k = self.k;
         let (&first, &last) = (chain.first()?, chain.last()?);
-        let folded = |m: Inst| {
-            matches!(k.kind(m), InstKind::Matmul { a, b, .. }
-                if cands.contains_key(a) && cands.contains_key(b))
-        };
+        let folded = |m: Inst| reads_folded_copies(k, m, cands);
         if !chain.iter().all(|&m| folded(m))
             || !matches!(k.kind(first), InstKind::Matmul { acc: None, .. })
         {
@@ -419,18 +409,11 @@ impl Planner<'_> {
             return None;
         };
         let (&ps, &pl) = (pos.get(s)?, pos.get(&last)?);
-        let ranges = index
-            .iter()
-            .filter(|x| !matches!(x, crate::ir::Index::Point(_)))
-            .count();
         if *value != r
             || ps <= pl
             || k.tensors[*tensor].dtype != crate::ir::DType::F32
             || k.ty(r).as_tile().is_none_or(|t| t.shape.len() != 2)
-            || ranges != 2
-            || index
-                .last()
-                .is_none_or(|x| matches!(x, crate::ir::Index::Point(_)))
+            || !rows_of_last_dim(index)
         {
             return None;
         }
@@ -545,10 +528,7 @@ impl Planner<'_> {
         cands: &HashMap<Value, (Inst, Vec<Inst>)>,
     ) -> Vec<Vec<Inst>> {
         let k = self.k;
-        let folded = |m: Inst| {
-            matches!(k.kind(m), InstKind::Matmul { a, b, .. }
-                if cands.contains_key(a) && cands.contains_key(b))
-        };
+        let folded = |m: Inst| reads_folded_copies(k, m, cands);
         let mut chains: Vec<Vec<Inst>> = Vec::new();
         let mut chain_of: HashMap<Value, usize> = HashMap::new();
         for &m in insts {
@@ -626,6 +606,20 @@ impl Planner<'_> {
         };
         vo >= so && vo < so + st.bytes()
     }
+}
+
+/// Whether matmul `m` reads both operands through candidate folded copies.
+fn reads_folded_copies(k: &Kernel, m: Inst, cands: &HashMap<Value, (Inst, Vec<Inst>)>) -> bool {
+    matches!(k.kind(m), InstKind::Matmul { a, b, .. }
+        if cands.contains_key(a) && cands.contains_key(b))
+}
+
+/// Whether a GM box is rank 2 with the tensor's last dim as its columns
+/// (two ranges, the last index not a point): rows at the tensor's stride,
+/// what a matmul operand or C in GM can be.
+fn rows_of_last_dim(index: &[crate::ir::Index]) -> bool {
+    let point = |x: &crate::ir::Index| matches!(x, crate::ir::Index::Point(_));
+    index.iter().filter(|x| !point(x)).count() == 2 && index.last().is_some_and(|x| !point(x))
 }
 
 #[cfg(test)]
