@@ -94,8 +94,10 @@
 //! is cut short):
 //! - every stored value (a member used outside the group, and every
 //!   reduction result) is disjoint from every tile the group reads, or is
-//!   written in place over a same-dtype input at the same offset (element
-//!   `e` is read before it is overwritten);
+//!   written in place over an input at the same offset whose elements are
+//!   at least as wide (bf16 over f32 too, both dense: element `e` covers bytes of
+//!   input elements `≤ e`, and a step loads before it stores), so element
+//!   `e` is read before it is overwritten (`FnCx::in_place_over`);
 //! - stored values are pairwise disjoint;
 //! - a passed-over op writes nothing the group reads or stores, and reads
 //!   nothing a member before it stores — except a per-row `broadcast`
@@ -252,6 +254,33 @@ impl FnCx<'_, '_> {
         let (rows, cols) = t.ty.rows_cols();
         let span = rows.saturating_sub(1) * t.stride + cols;
         Some((t.ty.space, t.off, t.off + span * t.ty.dtype.bytes()))
+    }
+
+    /// Whether the group may store `w` over its input `v` (their ranges
+    /// overlap): both start at one offset and `w`'s elements are no wider
+    /// than `v`'s, with `v` the same dtype width or both dense (row stride
+    /// = columns). Element `e` of `w` then covers bytes of `v`'s elements
+    /// `≤ e` only, and every step of the loop loads its inputs before it
+    /// stores (rows, then steps, in increasing `e`): no element is
+    /// overwritten before it is read. (MLA's `bf16(pc)` lands on the f32
+    /// scores it is computed from.)
+    fn in_place_over(&self, w: Value, v: Value) -> bool {
+        let (Some(wr), Some(vr)) = (self.range(w), self.range(v)) else {
+            return false;
+        };
+        let bytes = |x: Value| self.k.ty(x).dtype().bytes();
+        let (wb, vb) = (bytes(w), bytes(v));
+        if wr.1 != vr.1 || wb > vb {
+            return false;
+        }
+        if wb == vb {
+            return true;
+        }
+        let dense = |x: Value| {
+            self.tile(x, "fuse")
+                .is_ok_and(|t| t.stride == t.ty.rows_cols().1)
+        };
+        dense(w) && dense(v)
     }
 
     fn is_extract_result(&self, v: Value) -> bool {
@@ -628,10 +657,7 @@ impl FnCx<'_, '_> {
                 if !overlap(wr, vr) {
                     continue;
                 }
-                let in_place = !reduce
-                    && *how == Read::Full
-                    && wr.1 == vr.1
-                    && k.ty(*w).dtype().bytes() == k.ty(*v).dtype().bytes();
+                let in_place = !reduce && *how == Read::Full && self.in_place_over(*w, *v);
                 if !in_place {
                     return None;
                 }
