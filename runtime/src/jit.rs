@@ -281,8 +281,8 @@ pub unsafe extern "C" fn amla_rt_matmul(
 /// `parts` matmuls of the program over consecutive K ranges, `copies` L1 →
 /// L0 copies (`copy_bytes` in all), `loads` GM → L1 loads (`load_bytes`)
 /// and, when `store_gm` is not 0, the store of C to GM buffer
-/// `store_gm - 1` (element `store_off`, row stride `store_ld`; the call
-/// finishes C) the compiler folded into it (see
+/// `store_gm - 1` (element `store_off`, row stride `store_ld`; `store_mode`
+/// 0 a store, 1 an atomic add) the compiler folded into it (see
 /// `Env::matmul_folded`). A GM operand must hold its bytes for the whole
 /// call (nothing writes it meanwhile: the schedule's flags order it).
 ///
@@ -315,6 +315,7 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
     store_gm: u32,
     store_off: u64,
     store_ld: u64,
+    store_mode: u32,
 ) -> i32 {
     let src = |buf: u32, gm: u32, off: u64, what: &str| -> Result<MatmulSrc, RuntimeError> {
         let buffer = Buffer::from_code(buf)
@@ -347,6 +348,15 @@ pub unsafe extern "C" fn amla_rt_matmul_folded(
                             gm_index: g - 1,
                             offset: size(store_off, "store_off")?,
                             ld: size(store_ld, "store_ld")?,
+                            mode: match store_mode {
+                                0 => StoreMode::Overwrite,
+                                1 => StoreMode::AtomicAdd,
+                                m => {
+                                    return Err(RuntimeError::BadArgument(format!(
+                                        "folded store mode {m}"
+                                    )));
+                                }
+                            },
                         }),
                     },
                 },

@@ -24,7 +24,7 @@ use crate::ctx::{KernelCtx, UnitRt};
 use crate::dtype::{DType, Element, conversion_supported, convert};
 use crate::error::RuntimeError;
 use crate::flags::FlagError;
-use crate::matmul::{self, Gemm, MatmulPath};
+use crate::matmul::{self, AccumMode, Gemm, MatmulPath};
 use crate::race::{AccessKind, Region};
 use crate::rescale::exp2_scale_bits;
 use crate::units::{Buffer, Pipe, UnitKind};
@@ -86,12 +86,14 @@ pub const FUSED_READ_PATH: &str = "gm->ub (read in place by fused code)";
 pub const FOLDED_STORE_PATH: &str = "l0c->gm (folded into matmul)";
 
 /// A store of a matmul's C to GM that the compiler folded into the call:
-/// the program stores the `[m, n]` C to GM buffer `gm_index` at element
-/// `offset`, row stride `ld`, right after the matmul, and nothing reads C
-/// in L0C; the call finishes C (the compiler folds a store only into a
-/// chain that is one call). With plain GM accesses
-/// ([`crate::gm::GmAccess::Ordered`]) the call computes C in GM; with
-/// atomic ones it computes C in L0C and copies it as the store would.
+/// the program stores (or atomically adds) the `[m, n]` C to GM buffer
+/// `gm_index` at element `offset`, row stride `ld`, right after the
+/// matmul, and nothing reads C in L0C; the call finishes C (the compiler
+/// folds a store only into a chain that is one call). With plain GM
+/// accesses ([`crate::gm::GmAccess::Ordered`]) the call computes C in GM (an add:
+/// [`crate::AccumMode::AddAfter`], the bits of the product added after);
+/// with atomic ones it computes C in L0C and copies it as the store
+/// would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FoldedStore {
     /// The GM buffer.
@@ -100,6 +102,8 @@ pub struct FoldedStore {
     pub offset: usize,
     /// Its row stride there (elements).
     pub ld: usize,
+    /// A store or an atomic add.
+    pub mode: StoreMode,
 }
 
 /// What a [`Env::matmul_folded`] call stands for: `parts` matmuls of the
@@ -664,13 +668,22 @@ impl<'a> Env<'a> {
         };
         // C in GM when the store is folded and GM accesses are plain (the
         // schedule orders them): the micro-kernel writes it there.
-        let direct = fold
-            .store
-            .filter(|_| self.rt.gm_access == crate::gm::GmAccess::Ordered);
+        let direct = fold.store.filter(|s| {
+            self.rt.gm_access == crate::gm::GmAccess::Ordered
+                && !(s.mode == StoreMode::AtomicAdd && g.mode == AccumMode::Accumulate)
+        });
         let gd;
         let (g, cl, c_src) = match direct {
             Some(s) => {
-                gd = Gemm { ldc: s.ld, ..*g };
+                let mode = match s.mode {
+                    StoreMode::Overwrite => g.mode,
+                    StoreMode::AtomicAdd => AccumMode::AddAfter,
+                };
+                gd = Gemm {
+                    ldc: s.ld,
+                    mode,
+                    ..*g
+                };
                 let c_src = MatmulSrc {
                     buffer: Buffer::Gm,
                     gm_index: s.gm_index,
@@ -776,7 +789,7 @@ impl<'a> Env<'a> {
                     stride: g.ldc,
                     dtype: DType::F32,
                 };
-                self.copy(&dst, &src, g.m, g.n, StoreMode::Overwrite)?;
+                self.copy(&dst, &src, g.m, g.n, s.mode)?;
             }
             None => {}
         }

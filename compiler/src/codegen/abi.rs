@@ -102,8 +102,9 @@ pub const SYMBOLS: &[(&str, &[u8])] = &[
     ("amla_rt_matmul", b"lllllllllwww"),
     // a_buf, a_gm, a_off, lda, b_buf, b_gm, b_off, ldb, c_off, ldc, m, n, k,
     // b_layout, dtype, mode, parts, copies, copy_bytes, loads, load_bytes,
-    // store_gm (gm index + 1, 0: none), store_off, store_ld
-    ("amla_rt_matmul_folded", b"wwllwwlllllllwwwwwlwlwll"),
+    // store_gm (gm index + 1, 0: none), store_off, store_ld, store_mode (0
+    // store, 1 atomic add)
+    ("amla_rt_matmul_folded", b"wwllwwlllllllwwwwwlwlwllw"),
     // bytes
     ("amla_rt_note_read_in_place", b"l"),
     ("amla_rt_set_flag", b"w"),

@@ -887,13 +887,16 @@ impl FnCx<'_, '_> {
         // The store of C, done by the call when the chain is one call.
         let store = match self.matmul_fold.stores.get(&i) {
             Some(&s) if runs.len() == 1 => {
-                let InstKind::Store { tensor, index, .. } = self.k.kind(s) else {
-                    return Err(CodegenError::invalid(
-                        "matmul",
-                        "a folded store is not a store",
-                    ));
+                let (tensor, index, mode) = match self.k.kind(s) {
+                    InstKind::Store { tensor, index, .. } => (*tensor, index.clone(), 0),
+                    InstKind::AtomicAdd { tensor, index, .. } => (*tensor, index.clone(), 1),
+                    _ => {
+                        return Err(CodegenError::invalid(
+                            "matmul",
+                            "a folded store is not a store",
+                        ));
+                    }
                 };
-                let (tensor, index) = (*tensor, index.clone());
                 let (full, off, ld) = self.gm_target(tensor, &index, "store")?;
                 self.matmul_fold.store_full.insert(s, full);
                 Some(FoldedStoreArgs {
@@ -901,6 +904,7 @@ impl FnCx<'_, '_> {
                     gm_index: self.gm[&tensor].index,
                     off,
                     ld,
+                    mode,
                 })
             }
             _ => None,
@@ -1058,13 +1062,15 @@ impl FnCx<'_, '_> {
                 load_bytes = self.b.ins().iadd(load_bytes, bytes);
             }
         }
-        // The folded store's GM buffer (index + 1; 0: none), offset, stride.
-        let [store_gm, store_off, store_ld] = match store {
+        // The folded store's GM buffer (index + 1; 0: none), offset, stride
+        // and mode (0 a store, 1 an atomic add).
+        let [store_gm, store_off, store_ld, store_mode] = match store {
             Some(s) => {
                 let (none, code) = (self.i32c(0), self.i32c(i64::from(s.gm_index) + 1));
-                [self.b.ins().select(s.full, code, none), s.off, s.ld]
+                let mode = self.i32c(s.mode);
+                [self.b.ins().select(s.full, code, none), s.off, s.ld, mode]
             }
-            None => [self.i32c(0), self.i64c(0), self.i64c(0)],
+            None => [self.i32c(0), self.i64c(0), self.i64c(0), self.i32c(0)],
         };
         let w = |cx: &mut Self, x: u32| cx.i32c(i64::from(x));
         let l = |cx: &mut Self, x: u64| cx.i64c(x as i64);
@@ -1095,6 +1101,7 @@ impl FnCx<'_, '_> {
             store_gm,
             store_off,
             store_ld,
+            store_mode,
         ];
         self.call("amla_rt_matmul_folded", &args)
     }
@@ -1142,6 +1149,8 @@ struct FoldedStoreArgs {
     gm_index: u32,
     off: cl::Value,
     ld: cl::Value,
+    /// 0 a store, 1 an atomic add.
+    mode: i64,
 }
 
 /// Where a matmul reads an operand: buffer code, element offset, row stride

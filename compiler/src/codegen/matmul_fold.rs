@@ -80,14 +80,19 @@
 //!   flags): a write before the load is before the calls too, and a write
 //!   after it waits on a flag this function raises after the load, which
 //!   is then after the calls as well.
-//! - A **store** of a chain's C (MLA's S after `Q·Kᵀ`) is done by the
+//! - A **store** or **atomic add** of a chain's C (MLA's S after `Q·Kᵀ`,
+//!   the four P·V column blocks added into `acc_ws`) is done by the
 //!   chain's call when every matmul of the chain reads folded copies, the
 //!   first does not accumulate, the store (to an f32 tensor, a rank-2 box
 //!   whose columns are the tensor's last dim) is the only reader of C, its
 //!   index is computed before the call, and from the call to the store no
-//!   flag op, no access of the tensor and no op holding a block comes
-//!   between: C is then computed in GM (`amla_rt_matmul_folded`'s
-//!   `store_*` arguments), the store done early where nothing can tell.
+//!   flag op, no op holding a block and no access of the tensor comes
+//!   between (an access of a box provably disjoint from the store's — a
+//!   dim where both start at constants and do not meet — may): C is then
+//!   computed in GM (`amla_rt_matmul_folded`'s `store_*` arguments; an
+//!   atomic add as `AccumMode::AddAfter`, the product summed on its own
+//!   and added, the bits of the add), the store done early where nothing
+//!   can tell.
 //!   Like a folded load it is decided at run time: a box not inside the
 //!   tensor is computed in L0C and stored as before; so is a chain that
 //!   runs as more than one call. The call records the store on FixPipe
@@ -400,11 +405,16 @@ impl Planner<'_> {
         let [s] = self.uses.get(&r)?.as_slice() else {
             return None;
         };
-        let InstKind::Store {
+        let (InstKind::Store {
             tensor,
             index,
             value,
-        } = k.kind(*s)
+        }
+        | InstKind::AtomicAdd {
+            tensor,
+            index,
+            value,
+        }) = k.kind(*s)
         else {
             return None;
         };
@@ -428,13 +438,48 @@ impl Planner<'_> {
         });
         let touches = |j: Inst| match k.kind(j) {
             InstKind::SetFlag(_) | InstKind::WaitFlag(_) => true,
-            InstKind::Load { tensor: t, .. }
-            | InstKind::Store { tensor: t, .. }
-            | InstKind::AtomicAdd { tensor: t, .. }
-            | InstKind::AtomicExpAdd { tensor: t, .. } => t == tensor,
+            InstKind::Load {
+                tensor: t,
+                index: ix,
+            }
+            | InstKind::Store {
+                tensor: t,
+                index: ix,
+                ..
+            }
+            | InstKind::AtomicAdd {
+                tensor: t,
+                index: ix,
+                ..
+            } => t == tensor && !self.disjoint(ix, index),
+            InstKind::AtomicExpAdd { tensor: t, .. } => t == tensor,
             kind => kind.body().is_some() || matches!(kind, InstKind::Yield(_)),
         };
         (known && !insts[pl + 1..ps].iter().any(|&j| touches(j))).then_some(*s)
+    }
+
+    /// Whether boxes `a` and `b` of one tensor are disjoint: in some dim
+    /// both are points or ranges with constant starts whose element
+    /// intervals do not meet (MLA's four P·V column blocks of `acc_ws`).
+    fn disjoint(&self, a: &[crate::ir::Index], b: &[crate::ir::Index]) -> bool {
+        use crate::ir::Index;
+        let k = self.k;
+        let konst = |v: Value| match k.def_inst(v).map(|d| k.kind(d)) {
+            Some(InstKind::IConst(c)) => Some(*c),
+            _ => None,
+        };
+        let span = |x: &Index| match x {
+            Index::Point(v) => Some((konst(*v)?, 1)),
+            Index::Range { start, len } => Some((konst(*start)?, i64::try_from(*len).ok()?)),
+            Index::Full => None,
+        };
+        a.len() == b.len()
+            && a.iter().zip(b).any(|(x, y)| match (span(x), span(y)) {
+                (Some((s1, l1)), Some((s2, l2))) => {
+                    s1.saturating_add(l1) <= s2 || s2.saturating_add(l2) <= s1
+                }
+                _ => false,
+            })
     }
 
     /// Whether every L1 tile `i` writes is placed outside bytes `lo..hi`
@@ -695,6 +740,37 @@ mod tests {
             |kind, ws| matches!(kind, InstKind::Store { tensor, .. } if *tensor == ws),
             |p| p.stores.iter().map(|&(_, s)| s).collect(),
         )
+    }
+
+    /// MLA's four P·V matmuls (one per 128-column block of `acc_ws`) each
+    /// have their atomic add done by their call, though the adds of the
+    /// other blocks come between (the boxes are disjoint); the `Q·Kᵀ`
+    /// store too.
+    #[test]
+    fn the_atomic_adds_of_disjoint_column_blocks_are_done_by_their_calls() {
+        let k = crate::ir::parse(&mla_ir()).expect("the printed IR parses");
+        let f = k.func(Unit::Cube).expect("a cube func");
+        let mut uses: HashMap<Value, Vec<Inst>> = HashMap::new();
+        let mut blocks = vec![f.body];
+        k.walk(f.body, &mut |i| {
+            k.kind(i)
+                .for_each_operand(|v| uses.entry(v).or_default().push(i));
+            blocks.extend(k.kind(i).body());
+        });
+        let planner = Planner { k: &k, uses: &uses };
+        let (mut folded, mut all) = (0, 0);
+        for b in blocks {
+            let adds = |i: &Inst| matches!(k.kind(*i), InstKind::AtomicAdd { .. });
+            all += k.blocks[b].insts.iter().filter(|i| adds(i)).count();
+            folded += planner
+                .plan(b)
+                .stores
+                .iter()
+                .filter(|(_, s)| adds(s))
+                .count();
+        }
+        assert!(all >= 8, "atomic adds: {all}");
+        assert_eq!(folded, all);
     }
 
     /// The store of S after MLA's `Q·Kᵀ` chain is done by the chain's call

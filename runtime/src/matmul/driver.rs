@@ -13,7 +13,11 @@
 //!   `MR × NR` scratch tile and only the valid part is copied back, so C is
 //!   never written outside `[0, m) × [0, n)`.
 //! - The first K block loads C only in accumulate mode; later blocks always
-//!   accumulate.
+//!   accumulate. In add-after mode every micro-tile is summed from zero in
+//!   registers and added to C's tile as the micro-kernel stores it
+//!   ([`TileC::AddAfter`], `c + p`; an edge tile through the scratch
+//!   tile); with more than one K block the product goes into a scratch C
+//!   first (one K block is the MLA P·V case: K = 128).
 //! - `ahead` (memory the caller reads next, e.g. the next KV block of B
 //!   streamed from GM) is asked for, a few cache lines after each
 //!   micro-tile, spread over the whole call: a hint that changes no result.
@@ -38,8 +42,21 @@ pub(crate) type MicroKernel<P> = unsafe fn(
     b: *const P,
     c: *mut f32,
     ldc: usize,
-    load_c: bool,
+    tile_c: TileC,
 );
+
+/// What a micro-kernel does with C's `MR × NR` tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileC {
+    /// Sums from zero and stores: `c = a·b`.
+    Zero,
+    /// Sums from C's elements and stores: `c = c + a₀b₀ + a₁b₁ + …`.
+    Load,
+    /// Sums from zero, then adds the sum to C's element and stores:
+    /// `c = c + (a·b)` (`AccumMode::AddAfter`; the add as
+    /// `_mm512_add_ps(c, sum)`, C's NaN first).
+    AddAfter,
+}
 
 /// A read in place: element (row `r`, step `p`) at `base + r·row_stride + p`.
 #[derive(Clone, Copy)]
@@ -89,6 +106,20 @@ fn prefetch_lines(ahead: &Ahead, next: &mut usize, n: usize) {
     *next = end.max(*next);
 }
 
+thread_local! {
+    /// The product of an add-after matmul of several K blocks.
+    static ADD_AFTER_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `dst[j] = dst[j] + src[j]` (the operand order of the runtime's L0C → GM
+/// add and of [`TileC::AddAfter`]).
+#[inline]
+fn add_row(dst: &mut [f32], src: &[f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
 /// The largest `MR × NR` of any path.
 const MAX_TILE: usize = 256;
 
@@ -126,6 +157,30 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
     uk: MicroKernel<P>,
     ahead: Ahead,
 ) {
+    if g.mode == AccumMode::AddAfter && geo.steps > geo.kc {
+        ADD_AFTER_SCRATCH.with(|s| {
+            let mut p = s.borrow_mut();
+            p.clear();
+            p.resize(g.m * g.n, 0.0);
+            let gp = Gemm {
+                ldc: g.n,
+                mode: AccumMode::Overwrite,
+                ..*g
+            };
+            // SAFETY: the caller's contract, with the scratch as C (m × n
+            // at stride n).
+            unsafe {
+                drive(
+                    &gp, &mut p, geo, scratch, in_place_a, pack_a, pack_b, uk, ahead,
+                )
+            };
+            for r in 0..g.m {
+                add_row(&mut c[r * g.ldc..][..g.n], &p[r * g.n..][..g.n]);
+            }
+        });
+        return;
+    }
+    let add_after = g.mode == AccumMode::AddAfter;
     let (mr, nr) = (geo.mr, geo.nr);
     let mblocks = g.m.div_ceil(mr);
     let nblocks = g.n.div_ceil(nr);
@@ -141,6 +196,15 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
     while s0 < geo.steps {
         let pc = geo.kc.min(geo.steps - s0);
         let load_c = s0 > 0 || g.mode == AccumMode::Accumulate;
+        // One K block (the multi-block case went through a scratch C).
+        let full_c = if add_after {
+            TileC::AddAfter
+        } else if load_c {
+            TileC::Load
+        } else {
+            TileC::Zero
+        };
+        let edge_c = if load_c { TileC::Load } else { TileC::Zero };
         let (abuf, bbuf) = (&mut scratch.0, &mut scratch.1);
         let grow = |buf: &mut Vec<P>, need: usize| {
             if buf.len() < need {
@@ -175,7 +239,7 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
                     // SAFETY: the panels hold pc*mr / pc*nr elements; the tile
                     // [i0, i0+mr) × [j0, j0+nr) is inside C (i0+mr <= m,
                     // j0+nr <= n, c.len() >= (m-1)*ldc + n); features: caller.
-                    unsafe { uk(pc, ap, ars, aps, bp, cp, g.ldc, load_c) };
+                    unsafe { uk(pc, ap, ars, aps, bp, cp, g.ldc, full_c) };
                 } else {
                     if load_c {
                         for r in 0..rows {
@@ -184,10 +248,15 @@ pub(crate) unsafe fn drive<P: Copy + Default>(
                         }
                     }
                     // SAFETY: as above, with the mr × nr scratch tile (stride nr).
-                    unsafe { uk(pc, ap, ars, aps, bp, tile.as_mut_ptr(), nr, load_c) };
+                    unsafe { uk(pc, ap, ars, aps, bp, tile.as_mut_ptr(), nr, edge_c) };
                     for r in 0..rows {
                         let dst = &mut c[(i0 + r) * g.ldc + j0..][..cols];
-                        dst.copy_from_slice(&tile[r * nr..r * nr + cols]);
+                        let src = &tile[r * nr..r * nr + cols];
+                        if add_after {
+                            add_row(dst, src);
+                        } else {
+                            dst.copy_from_slice(src);
+                        }
                     }
                 }
             }

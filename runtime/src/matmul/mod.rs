@@ -53,6 +53,11 @@ pub enum AccumMode {
     Overwrite,
     /// `C += A·B`.
     Accumulate,
+    /// `C = C + (A·B)`: the product summed on its own, as `Overwrite`
+    /// computes it, then added to each C element (`c + p`): the bits of an
+    /// overwrite into a scratch C followed by an f32 add of it into C (an
+    /// L0C → GM atomic add folded into the matmul).
+    AddAfter,
 }
 
 /// A matmul implementation.
@@ -274,10 +279,20 @@ pub fn matmul_with_path_ahead<T: CubeInput>(
         return Ok(());
     }
     if g.k == 0 {
-        if g.mode == AccumMode::Overwrite {
-            for i in 0..g.m {
-                c[i * g.ldc..i * g.ldc + g.n].fill(0.0);
+        match g.mode {
+            AccumMode::Overwrite => {
+                for i in 0..g.m {
+                    c[i * g.ldc..i * g.ldc + g.n].fill(0.0);
+                }
             }
+            AccumMode::AddAfter => {
+                for i in 0..g.m {
+                    for x in &mut c[i * g.ldc..i * g.ldc + g.n] {
+                        *x += 0.0;
+                    }
+                }
+            }
+            AccumMode::Accumulate => {}
         }
         return Ok(());
     }
@@ -291,7 +306,7 @@ fn scalar<T: CubeInput>(g: &Gemm, a: &[T], b: &[T], c: &mut [f32]) {
         let arow = &a[i * g.lda..i * g.lda + g.k];
         for j in 0..g.n {
             let mut s = match g.mode {
-                AccumMode::Overwrite => 0.0f32,
+                AccumMode::Overwrite | AccumMode::AddAfter => 0.0f32,
                 AccumMode::Accumulate => c[i * g.ldc + j],
             };
             match g.b_layout {
@@ -307,7 +322,11 @@ fn scalar<T: CubeInput>(g: &Gemm, a: &[T], b: &[T], c: &mut [f32]) {
                     }
                 }
             }
-            c[i * g.ldc + j] = s;
+            let o = &mut c[i * g.ldc + j];
+            *o = match g.mode {
+                AccumMode::AddAfter => *o + s,
+                _ => s,
+            };
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use half::bf16;
 
+use super::driver::TileC;
 use super::{BLayout, Gemm};
 
 /// Rows per micro-tile.
@@ -130,14 +131,14 @@ pub(crate) unsafe fn emulated_kernel(
     b: *const u32,
     c: *mut f32,
     ldc: usize,
-    load_c: bool,
+    tile_c: TileC,
 ) {
     // SAFETY: caller's contract: b holds pc*NR elements.
     let b = unsafe { std::slice::from_raw_parts(b, pc * NR) };
     let half = |w: u32, shift: u32| daz(bf16::from_bits((w >> shift) as u16).to_f32());
     for r in 0..MR {
         let mut acc = [0f32; NR];
-        if load_c {
+        if tile_c == TileC::Load {
             for (j, v) in acc.iter_mut().enumerate() {
                 // SAFETY: caller's contract: c valid for MR rows of NR at stride ldc.
                 *v = unsafe { *c.add(r * ldc + j) };
@@ -155,7 +156,14 @@ pub(crate) unsafe fn emulated_kernel(
         }
         for (j, v) in acc.iter().enumerate() {
             // SAFETY: as above.
-            unsafe { *c.add(r * ldc + j) = *v };
+            unsafe {
+                let o = c.add(r * ldc + j);
+                *o = if tile_c == TileC::AddAfter {
+                    *o + *v
+                } else {
+                    *v
+                };
+            }
         }
     }
 }

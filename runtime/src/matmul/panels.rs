@@ -3,6 +3,7 @@
 //! Invariants: A is packed `[m_block][k][MR]`, B `[n_block][k][NR]`, both
 //! converted exactly from bf16/f16 to f32 and zero-padded past M and N.
 
+use super::driver::TileC;
 use super::{BLayout, CubeInput, Gemm};
 
 /// Rows per micro-tile.
@@ -80,12 +81,12 @@ pub(crate) unsafe fn portable_kernel(
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    load_c: bool,
+    tile_c: TileC,
 ) {
     // SAFETY: caller's contract.
     let b = unsafe { std::slice::from_raw_parts(b, pc * NR) };
     let mut acc = [[0f32; NR]; MR];
-    if load_c {
+    if tile_c == TileC::Load {
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 // SAFETY: caller's contract.
@@ -106,7 +107,14 @@ pub(crate) unsafe fn portable_kernel(
     for (r, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
             // SAFETY: caller's contract.
-            unsafe { *c.add(r * ldc + j) = *v };
+            unsafe {
+                let o = c.add(r * ldc + j);
+                *o = if tile_c == TileC::AddAfter {
+                    *o + *v
+                } else {
+                    *v
+                };
+            }
         }
     }
 }

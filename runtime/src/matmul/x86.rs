@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 
 use half::bf16;
 
+use super::driver::TileC;
 use super::{BLayout, Gemm, pairs, panels};
 
 /// AVX-512 BF16 kernel: 8 rows × 32 columns = 16 zmm accumulators. Per pair
@@ -27,12 +28,12 @@ pub(crate) unsafe fn avx512bf16_kernel(
     b: *const u32,
     c: *mut f32,
     ldc: usize,
-    load_c: bool,
+    tile_c: TileC,
 ) {
     const MR: usize = pairs::MR;
     const _: () = assert!(pairs::NR == 32);
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    if load_c {
+    if tile_c == TileC::Load {
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: c is valid for MR rows of 32 f32 at stride ldc (caller).
             unsafe {
@@ -63,8 +64,14 @@ pub(crate) unsafe fn avx512bf16_kernel(
     for (r, row) in acc.iter().enumerate() {
         // SAFETY: as for the loads.
         unsafe {
-            _mm512_storeu_ps(c.add(r * ldc), row[0]);
-            _mm512_storeu_ps(c.add(r * ldc + 16), row[1]);
+            let (p0, p1) = (c.add(r * ldc), c.add(r * ldc + 16));
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if tile_c == TileC::AddAfter {
+                v0 = _mm512_add_ps(_mm512_loadu_ps(p0), v0);
+                v1 = _mm512_add_ps(_mm512_loadu_ps(p1), v1);
+            }
+            _mm512_storeu_ps(p0, v0);
+            _mm512_storeu_ps(p1, v1);
         }
     }
 }
@@ -85,12 +92,12 @@ pub(crate) unsafe fn avx2_kernel(
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    load_c: bool,
+    tile_c: TileC,
 ) {
     const MR: usize = panels::MR;
     const _: () = assert!(panels::NR == 16);
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    if load_c {
+    if tile_c == TileC::Load {
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: c is valid for MR rows of 16 f32 at stride ldc (caller).
             unsafe {
@@ -117,8 +124,14 @@ pub(crate) unsafe fn avx2_kernel(
     for (r, row) in acc.iter().enumerate() {
         // SAFETY: as for the loads.
         unsafe {
-            _mm256_storeu_ps(c.add(r * ldc), row[0]);
-            _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
+            let (p0, p1) = (c.add(r * ldc), c.add(r * ldc + 8));
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if tile_c == TileC::AddAfter {
+                v0 = _mm256_add_ps(_mm256_loadu_ps(p0), v0);
+                v1 = _mm256_add_ps(_mm256_loadu_ps(p1), v1);
+            }
+            _mm256_storeu_ps(p0, v0);
+            _mm256_storeu_ps(p1, v1);
         }
     }
 }
