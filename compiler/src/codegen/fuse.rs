@@ -102,7 +102,8 @@
 //! - a passed-over op writes nothing the group reads or stores, and reads
 //!   nothing a member before it stores — except a per-row `broadcast`
 //!   source it overwrites later, which the group copies aside at the
-//!   broadcast's own position (a few hundred bytes on the stack);
+//!   broadcast's own position (a few hundred bytes on the stack); so is a
+//!   per-row source a stored value of the group overlaps;
 //! - a group that reads GM in place passes no flag op and no GM write (the
 //!   read happens where the group is emitted);
 //! - a passed-over op writes nothing a member before it stores (a member
@@ -649,12 +650,20 @@ impl FnCx<'_, '_> {
                 return None;
             }
         }
+        // A per-row broadcast source the group's own stores overwrite is
+        // copied aside at the broadcast's place, as for a passed-over op
+        // (MLA's `bf16(acc / l)` lands on `l`'s row).
+        let mut snapshot = c.snapshot.clone();
         for (w, wr, reduce, _) in &writes {
             for (v, vr, how, m) in &reads {
-                if *how == Read::Row && c.snapshot.contains(m) {
+                if *how == Read::Row && snapshot.contains(m) {
                     continue;
                 }
                 if !overlap(wr, vr) {
+                    continue;
+                }
+                if *how == Read::Row {
+                    snapshot.insert(*m);
                     continue;
                 }
                 let in_place = !reduce && *how == Read::Full && self.in_place_over(*w, *v);
@@ -747,7 +756,7 @@ impl FnCx<'_, '_> {
             rows: c.rows,
             cols: c.cols,
             stored,
-            snapshot: c.snapshot.clone(),
+            snapshot,
             deferred: c.deferred.iter().map(|d| d.0).collect(),
         })
     }
